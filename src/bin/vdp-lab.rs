@@ -1,0 +1,16 @@
+//! `vdp-lab` binary: reference controller, leaf simulator, operator commands.
+//! Dispatches to `vdp_agent::lab::*`. Each subcommand owner adds its arm.
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.first().map(String::as_str) {
+        Some("--version") => {
+            println!("vdp-lab {}", vdp_agent::VERSION);
+            0
+        }
+        _ => {
+            eprintln!("usage: vdp-lab server|leaf|port ... (see README)");
+            2
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,427 @@
+//! Configuration schema of `agent.yaml` (CONTRACT §3): every key, its
+//! default, and loading with unknown keys rejected by name.
+//!
+//! Owns: the `Config` value (immutable once loaded). Calls nothing but the
+//! file system and `gethostname` (for a null `host_id`).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Default config file location.
+pub const DEFAULT_CONFIG: &str = "/etc/vdp-agent/agent.yaml";
+
+/// Why a configuration could not be loaded. `Display` is the one-line reason
+/// printed by `--check-config` (exit 2).
+#[derive(Debug)]
+pub enum ConfigError {
+    Read { path: PathBuf, err: std::io::Error },
+    Parse { path: PathBuf, msg: String },
+    Invalid { key: &'static str, msg: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, err } => write!(f, "{}: {}", path.display(), err),
+            ConfigError::Parse { path, msg } => write!(f, "{}: {}", path.display(), msg),
+            ConfigError::Invalid { key, msg } => write!(f, "invalid value for {key}: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// null = system hostname (resolved by `Config::host_id()`).
+    pub host_id: Option<String>,
+    /// Prefix for every privileged command; "" = run directly.
+    pub root_helper: String,
+    pub server: ServerConfig,
+    pub bridges: BridgesConfig,
+    pub uplink: UplinkConfig,
+    pub vdp: VdpConfig,
+    pub intervals: IntervalsConfig,
+    pub paths: PathsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub url: String,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub timeout_s: u64,
+    pub events_wait_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgesConfig {
+    pub integration: String,
+    pub external: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct UplinkConfig {
+    /// Interface name used instead of auto-detection.
+    #[serde(rename = "static")]
+    pub static_uplink: Option<String>,
+    /// null = physical, operationally-up interfaces; or a list of names.
+    pub candidates: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VdpConfig {
+    pub mgrid2: String,
+    pub typeid: u32,
+    pub typeidver: u32,
+    pub vsiidfrmt: u32,
+    pub hints: String,
+    pub filter: u32,
+    /// VSI refresh period.
+    pub sync_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntervalsConfig {
+    pub heartbeat_s: u64,
+    pub uplink_detect_s: u64,
+    pub err_queue_s: u64,
+    pub flow_check_s: u64,
+    pub topo_disc_s: u64,
+    /// Max wait for the VM port's local VLAN tag.
+    pub vm_port_wait_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsConfig {
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub sys_class_net: PathBuf,
+    pub proc_net_bonding: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: String,
+    pub file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host_id: None,
+            root_helper: "sudo".into(),
+            server: ServerConfig::default(),
+            bridges: BridgesConfig::default(),
+            uplink: UplinkConfig::default(),
+            vdp: VdpConfig::default(),
+            intervals: IntervalsConfig::default(),
+            paths: PathsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            url: "http://127.0.0.1:9696".into(),
+            token_file: None,
+            ca_file: None,
+            timeout_s: 10,
+            events_wait_s: 25,
+        }
+    }
+}
+
+impl Default for BridgesConfig {
+    fn default() -> Self {
+        BridgesConfig {
+            integration: "br-int".into(),
+            external: "br-ethd".into(),
+        }
+    }
+}
+
+impl Default for VdpConfig {
+    fn default() -> Self {
+        VdpConfig {
+            mgrid2: "0".into(),
+            typeid: 0,
+            typeidver: 0,
+            vsiidfrmt: 5,
+            hints: "none".into(),
+            filter: 4,
+            sync_timeout_s: 30,
+        }
+    }
+}
+
+impl Default for IntervalsConfig {
+    fn default() -> Self {
+        IntervalsConfig {
+            heartbeat_s: 30,
+            uplink_detect_s: 10,
+            err_queue_s: 20,
+            flow_check_s: 60,
+            topo_disc_s: 15,
+            vm_port_wait_s: 10,
+        }
+    }
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        PathsConfig {
+            state_dir: "/var/lib/vdp-agent".into(),
+            run_dir: "/run/vdp-agent".into(),
+            sys_class_net: "/sys/class/net".into(),
+            proc_net_bonding: "/proc/net/bonding".into(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            file: None,
+        }
+    }
+}
+
+/// mgrid2 accepted by vdptool: a decimal/hex number, a UUID-looking string,
+/// or up to 15 ASCII alphanumerics.
+fn mgrid2_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 36
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+fn ifname_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+}
+
+impl Config {
+    /// Parse YAML text (an empty document gives all defaults).
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                msg: e.to_string().replace('\n', " "),
+            })?
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Load and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+            path: path.to_path_buf(),
+            err,
+        })?;
+        Config::from_yaml(&text, path)
+    }
+
+    /// Value checks serde cannot express.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |key, msg: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                msg: msg.to_string(),
+            })
+        };
+        if let Some(h) = &self.host_id {
+            if h.is_empty() || h.len() > 255 || h.chars().any(|c| c.is_whitespace() || c == '/') {
+                return bad("host_id", "must be a non-empty name without spaces or '/'");
+            }
+        }
+        let url = &self.server.url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return bad("server.url", "must start with http:// or https://");
+        }
+        if self.server.timeout_s == 0 {
+            return bad("server.timeout_s", "must be at least 1");
+        }
+        for (key, v) in [
+            ("bridges.integration", &self.bridges.integration),
+            ("bridges.external", &self.bridges.external),
+        ] {
+            if !ifname_ok(v) {
+                return bad(key, "must be an interface name (1-15 characters)");
+            }
+        }
+        if let Some(s) = &self.uplink.static_uplink {
+            if !ifname_ok(s) {
+                return bad("uplink.static", "must be an interface name (1-15 characters)");
+            }
+        }
+        if let Some(c) = &self.uplink.candidates {
+            if c.iter().any(|s| !ifname_ok(s)) {
+                return bad("uplink.candidates", "every entry must be an interface name");
+            }
+        }
+        if !mgrid2_ok(&self.vdp.mgrid2) {
+            return bad("vdp.mgrid2", "must be a number, UUID or up to 15 alphanumerics");
+        }
+        if !matches!(self.vdp.hints.as_str(), "none" | "to" | "from") {
+            return bad("vdp.hints", "must be one of none, to, from");
+        }
+        if !(1..=4).contains(&self.vdp.filter) {
+            return bad("vdp.filter", "must be 1..4");
+        }
+        if self.vdp.vsiidfrmt != 5 {
+            return bad("vdp.vsiidfrmt", "only 5 (UUID) is supported by vdptool");
+        }
+        if self.vdp.typeid > 0xff_ffff {
+            return bad("vdp.typeid", "must fit in 24 bits");
+        }
+        if self.vdp.typeidver > 0xff {
+            return bad("vdp.typeidver", "must fit in 8 bits");
+        }
+        if self.vdp.sync_timeout_s == 0 {
+            return bad("vdp.sync_timeout_s", "must be at least 1");
+        }
+        let iv = &self.intervals;
+        for (key, v) in [
+            ("intervals.heartbeat_s", iv.heartbeat_s),
+            ("intervals.uplink_detect_s", iv.uplink_detect_s),
+            ("intervals.err_queue_s", iv.err_queue_s),
+            ("intervals.flow_check_s", iv.flow_check_s),
+            ("intervals.topo_disc_s", iv.topo_disc_s),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        if log::LevelFilter::from_str_opt(&self.log.level).is_none() {
+            return bad("log.level", "must be one of off, error, warn, info, debug, trace");
+        }
+        Ok(())
+    }
+
+    /// The effective host id: `host_id`, or the system hostname.
+    pub fn host_id(&self) -> String {
+        if let Some(h) = &self.host_id {
+            return h.clone();
+        }
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into())
+    }
+
+    /// The effective config (host_id resolved) as YAML, for `--check-config`.
+    pub fn effective_yaml(&self) -> String {
+        let mut c = self.clone();
+        c.host_id = Some(self.host_id());
+        serde_yaml::to_string(&c).unwrap_or_default()
+    }
+
+    /// `root_helper` split into words (empty = run directly).
+    pub fn root_helper_argv(&self) -> Vec<String> {
+        self.root_helper.split_whitespace().map(String::from).collect()
+    }
+
+    /// Path of the status socket.
+    pub fn status_socket(&self) -> PathBuf {
+        self.paths.run_dir.join("vdp-agent.sock")
+    }
+
+    /// Default pid file path.
+    pub fn pid_file(&self) -> PathBuf {
+        self.paths.run_dir.join("vdp-agent.pid")
+    }
+}
+
+/// Small helper so config validation does not depend on `FromStr` details.
+trait LevelFromStr {
+    fn from_str_opt(s: &str) -> Option<log::LevelFilter>;
+}
+
+impl LevelFromStr for log::LevelFilter {
+    fn from_str_opt(s: &str) -> Option<log::LevelFilter> {
+        s.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(s, Path::new("t.yaml"))
+    }
+
+    #[test]
+    fn empty_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.root_helper, "sudo");
+        assert_eq!(c.server.url, "http://127.0.0.1:9696");
+        assert_eq!(c.server.events_wait_s, 25);
+        assert_eq!(c.bridges.external, "br-ethd");
+        assert_eq!(c.vdp.filter, 4);
+        assert_eq!(c.vdp.sync_timeout_s, 30);
+        assert_eq!(c.intervals.vm_port_wait_s, 10);
+        assert_eq!(c.paths.proc_net_bonding, PathBuf::from("/proc/net/bonding"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("server:\n  urll: http://x\n").unwrap_err().to_string();
+        assert!(e.contains("urll"), "{e}");
+        let e = parse("bogus: 1\n").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn partial_sections_keep_defaults() {
+        let c = parse("uplink:\n  static: eth2\nvdp:\n  sync_timeout_s: 5\n").unwrap();
+        assert_eq!(c.uplink.static_uplink.as_deref(), Some("eth2"));
+        assert_eq!(c.vdp.sync_timeout_s, 5);
+        assert_eq!(c.vdp.hints, "none");
+    }
+
+    #[test]
+    fn bad_values_rejected() {
+        for (y, key) in [
+            ("server:\n  url: ftp://x\n", "server.url"),
+            ("vdp:\n  hints: maybe\n", "vdp.hints"),
+            ("vdp:\n  filter: 9\n", "vdp.filter"),
+            ("uplink:\n  static: 'eth2 x'\n", "uplink.static"),
+            ("log:\n  level: loud\n", "log.level"),
+            ("intervals:\n  heartbeat_s: 0\n", "intervals.heartbeat_s"),
+        ] {
+            let e = parse(y).unwrap_err().to_string();
+            assert!(e.contains(key), "{y}: {e}");
+        }
+        let e = parse("server:\n  timeout_s: -1\n").unwrap_err().to_string();
+        assert!(e.contains("timeout_s"), "{e}");
+    }
+
+    #[test]
+    fn root_helper_words() {
+        let c = parse("root_helper: 'sudo -E'\n").unwrap();
+        assert_eq!(c.root_helper_argv(), vec!["sudo", "-E"]);
+        let c = parse("root_helper: ''\n").unwrap();
+        assert!(c.root_helper_argv().is_empty());
+    }
+}

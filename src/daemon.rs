@@ -1,0 +1,2 @@
+//! Daemon process: threads, signals, pid file, shutdown.
+//! TODO(core helper).

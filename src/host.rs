@@ -1,0 +1,2 @@
+//! LinuxHost: the production HostDriver built from ovs, lldpad, uplink, topology.
+//! TODO(ovs helper).

@@ -1,0 +1,7 @@
+//! Lab tools behind the `vdp-lab` binary: the reference controller
+//! (`server`), the 802.1Qbg leaf simulator (`leaf`) and the network-namespace
+//! harness used by tests and scripts (`netns`). Not used by the daemon.
+
+pub mod leaf;
+pub mod netns;
+pub mod server;

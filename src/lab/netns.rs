@@ -1,0 +1,2 @@
+//! Network-namespace harness: netns, veth, lldpad and OVS instances for tests.
+//! TODO(lead).

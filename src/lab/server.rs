@@ -1,0 +1,2 @@
+//! vdp-lab server: reference controller (CONTRACT §4).
+//! TODO(controller helper).

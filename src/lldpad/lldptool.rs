@@ -1,0 +1,2 @@
+//! lldptool argv and reply parsing.
+//! TODO(lldptool helper).

@@ -1,0 +1,45 @@
+//! lldpad driver: everything the agent asks of lldpad, through `lldptool`
+//! and `vdptool` (run via `exec::Runner`).
+//!
+//! - `lldptool`: LLDP/EVB settings and neighbour TLVs (used by `uplink`,
+//!   `topology` and the driver).
+//! - `vdptool`: argv building and reply parsing for VDP associate /
+//!   deassociate / query (pure functions).
+//! - `vsi`: `LldpadDriver`, the VSI table of one lldpad-side interface with
+//!   its periodic refresh.
+
+pub mod lldptool;
+pub mod vdptool;
+pub mod vsi;
+
+pub use vsi::LldpadDriver;
+
+use std::fmt;
+
+/// Errors of the lldpad driver, with the command's context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LldpadError {
+    /// The command could not run / timed out / failed (names the command).
+    Exec(crate::exec::ExecError),
+    /// lldpad answered something we could not use.
+    Reply { what: String, reply: String },
+}
+
+impl fmt::Display for LldpadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LldpadError::Exec(e) => write!(f, "{e}"),
+            LldpadError::Reply { what, reply } => {
+                write!(f, "unexpected lldpad reply to {what}: {}", reply.trim())
+            }
+        }
+    }
+}
+
+impl std::error::Error for LldpadError {}
+
+impl From<crate::exec::ExecError> for LldpadError {
+    fn from(e: crate::exec::ExecError) -> Self {
+        LldpadError::Exec(e)
+    }
+}

@@ -1,0 +1,2 @@
+//! vdptool argv and reply parsing.
+//! TODO(vdptool helper).

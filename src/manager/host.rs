@@ -1,0 +1,158 @@
+//! The boundary between the manager (`VdpMgr`) and the host: everything the
+//! manager asks of OVS, lldpad, uplink detection and topology discovery goes
+//! through the `HostDriver` trait. Production: `crate::host::LinuxHost`
+//! (built from the drivers). Tests: fakes that record calls.
+//!
+//! Rules for implementors: never call back into the manager; report
+//! asynchronous changes (VSI refresh, lldpad events) as values returned to the
+//! caller, which turns them into queue messages.
+
+use crate::model::VmPort;
+use crate::shutdown::Shutdown;
+use std::time::Duration;
+
+/// One step of uplink detection (the original's `detect_uplink` /
+/// `static_uplink_detect` return values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UplinkDetect {
+    /// A new uplink was found (interface name; may be a bond member, the
+    /// manager resolves it to the bond).
+    Up(String),
+    /// The known uplink is still fine.
+    Normal,
+    /// The known uplink went away.
+    Down,
+    /// Nothing found (the original's `None`).
+    NotFound,
+}
+
+/// Outcome of a VM port operation (the original's `port_event_reply`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PortOutcome {
+    /// The original's `result`: true = SUCCESS.
+    pub ok: bool,
+    pub local_vlan: Option<u16>,
+    pub vdp_vlan: Option<u16>,
+    pub fail_reason: Option<String>,
+    /// The association was sent but lldpad has not given its verdict yet
+    /// (vdptool's 5 s wait ran out); the final result arrives later as a
+    /// `VsiChange`.
+    pub pending: bool,
+}
+
+/// A VSI whose state changed behind the manager's back (refresh found a new
+/// VLAN, the switch deassociated, lldpad gave a late verdict). The driver has
+/// already updated its own tables; the manager fixes flows via
+/// `HostDriver::apply_vsi_change` and tells the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsiChange {
+    pub port_uuid: String,
+    pub net_uuid: String,
+    pub vm_mac: String,
+    pub segmentation_id: u32,
+    pub local_vlan: Option<u16>,
+    /// New VDP VLAN (`None` = lost / not known).
+    pub vdp_vlan: Option<u16>,
+    pub old_vdp_vlan: Option<u16>,
+    pub fail_reason: Option<String>,
+}
+
+/// What `status` shows per VSI.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VsiStatus {
+    pub port_uuid: String,
+    pub mac: String,
+    pub net_uuid: String,
+    pub segmentation_id: u32,
+    pub local_vlan: Option<u16>,
+    pub vdp_vlan: Option<u16>,
+    /// `SUCCESS`, `CREATE:FAIL`, `PENDING`.
+    pub result: String,
+    pub fail_reason: Option<String>,
+}
+
+/// LLDP neighbour facts of one interface, as sent by
+/// `save_topo_disc_params` (CONTRACT §4.1).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct TopoReport {
+    pub protocol_interface: String,
+    pub phy_interface: String,
+    pub remote_evb_cfgd: bool,
+    pub remote_evb_mode: Option<String>,
+    pub remote_mgmt_addr: Option<String>,
+    pub remote_system_desc: Option<String>,
+    pub remote_system_name: Option<String>,
+    pub remote_port: Option<String>,
+    pub remote_chassis_id_mac: Option<String>,
+    pub remote_port_id_mac: Option<String>,
+    pub bond_interface: Option<String>,
+    pub bond_member_ports: Option<String>,
+}
+
+/// Everything the manager needs from the host. All methods take `&self`
+/// and are called from several threads; implementations lock internally.
+pub trait HostDriver: Send + Sync {
+    /// `is_openstack_running`: both bridges exist.
+    fn bridges_present(&self) -> bool;
+
+    /// One auto-detection step (`detect_uplink.detect_uplink(veth)`):
+    /// `veth` is the current lldpad-side veth when an uplink is set up.
+    fn detect_uplink(&self, veth: Option<&str>) -> UplinkDetect;
+
+    /// The bond an interface is enslaved to, if any (`get_bond_intf`).
+    fn bond_of(&self, intf: &str) -> Option<String>;
+
+    /// The member list of a bond as the kernel prints it (`get_member_ports`),
+    /// `None` for a non-bond.
+    fn bond_members(&self, intf: &str) -> Option<String>;
+
+    /// Set the uplink up (`OVSNeutronVdp(...)` + `is_lldpad_setup_done`):
+    /// veth pair (reused if present), OVS ports, pass-through flows, LLDP and
+    /// EVB on the veth. Must not remove existing VM translation flows (a
+    /// restart must not disturb traffic). Ok = the lldpad-side veth name;
+    /// Err = the fail reason sent to the controller.
+    fn uplink_up(&self, uplink: &str) -> Result<String, String>;
+
+    /// Tear the uplink down (`clear_obj_params`): flows, ports, VSI table.
+    fn uplink_down(&self, uplink: &str);
+
+    /// `delete_uplink_and_flows` for an uplink that was never set up here.
+    fn delete_uplink_and_flows(&self, uplink: &str);
+
+    /// The port's local VLAN (Neutron tag), waiting up to `wait` for it to
+    /// appear; returns at once when present, `None` on timeout or shutdown.
+    fn port_local_vlan(&self, port_uuid: &str, wait: Duration, shutdown: &Shutdown)
+        -> Option<u16>;
+
+    /// VM port up: associate (VLAN from the switch) and program flows.
+    fn port_up(&self, vm: &VmPort, local_vlan: u16) -> PortOutcome;
+
+    /// VM port down: deassociate; flows removed when the network's last port goes.
+    fn port_down(&self, vm: &VmPort) -> PortOutcome;
+
+    /// Bulk entry with status down after a restart (`pop_local_cache`):
+    /// remember what the controller knew so the following `port_down` can
+    /// deassociate with the right VLAN and remove the right flows.
+    fn restore_port(&self, vm: &VmPort);
+
+    /// Apply a VSI change found by refresh/events: fix flows; returns the
+    /// outcome to report.
+    fn apply_vsi_change(&self, change: &VsiChange) -> PortOutcome;
+
+    /// One VSI refresh round (`vdp.sync_timeout_s`), run by the lldpad client
+    /// thread; returns the VSIs that changed.
+    fn refresh_vsis(&self) -> Vec<VsiChange>;
+
+    /// One flow check round (`intervals.flow_check_s`); restores missing flows.
+    fn check_flows(&self);
+
+    /// Topology discovery: start / stop watching an interface.
+    fn topo_cfg_intf(&self, intf: &str, phy_interface: &str);
+    fn topo_uncfg_intf(&self, intf: &str);
+
+    /// One topology round (`intervals.topo_disc_s`): reports to send.
+    fn topo_poll(&self) -> Vec<TopoReport>;
+
+    /// Snapshot of the VSI table for `status`.
+    fn vsis(&self) -> Vec<VsiStatus>;
+}

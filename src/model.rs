@@ -1,0 +1,168 @@
+//! Domain values shared by every module: validated VM ports, port status,
+//! results reported to the controller, uplink records and the C `ctime()`
+//! time format of the controller protocol (CONTRACT §4).
+//!
+//! Owns no state and calls nothing; every other module may use it.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// VM port status as sent by the controller (`up`/`down`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortStatus {
+    Up,
+    Down,
+}
+
+impl PortStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortStatus::Up => "up",
+            PortStatus::Down => "down",
+        }
+    }
+    /// The failure result matching this status (`CREATE:FAIL` for up).
+    pub fn fail_result(self) -> VmResult {
+        match self {
+            PortStatus::Up => VmResult::CreateFail,
+            PortStatus::Down => VmResult::DeleteFail,
+        }
+    }
+}
+
+impl fmt::Display for PortStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Result of a VM port operation as reported by `update_vm_result`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VmResult {
+    #[serde(rename = "SUCCESS")]
+    Success,
+    #[serde(rename = "CREATE:FAIL")]
+    CreateFail,
+    #[serde(rename = "DELETE:FAIL")]
+    DeleteFail,
+}
+
+impl VmResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmResult::Success => "SUCCESS",
+            VmResult::CreateFail => "CREATE:FAIL",
+            VmResult::DeleteFail => "DELETE:FAIL",
+        }
+    }
+}
+
+impl fmt::Display for VmResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Cisco OUI data of a VM (only `oui_id: "cisco"` is sent to the switch).
+/// Every field has passed `validate` before it is stored here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Oui {
+    pub oui_id: String,
+    pub vm_name: Option<String>,
+    /// As the controller sent it (dashed UUID or 32 hex digits).
+    pub vm_uuid: Option<String>,
+    pub ip_addr: Option<Ipv4Addr>,
+    pub gw_mac: Option<String>,
+    pub fwd_mod: Option<String>,
+}
+
+impl Oui {
+    pub fn is_cisco(&self) -> bool {
+        self.oui_id == "cisco"
+    }
+}
+
+/// One VM port (vNIC) as announced by the controller, validated
+/// (CONTRACT §4.2/§4.3). MACs are stored lower-case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmPort {
+    pub port_uuid: String,
+    pub vm_mac: String,
+    pub net_uuid: String,
+    pub segmentation_id: u32,
+    pub status: PortStatus,
+    pub host: Option<String>,
+    pub oui: Option<Oui>,
+    /// Only in bulk entries whose status is down, when the controller knows it.
+    pub local_vlan: Option<u16>,
+    /// Only in bulk entries whose status is down, when the controller knows it.
+    pub vdp_vlan: Option<u16>,
+}
+
+/// The uplink record stored at the controller (`save_uplink`,
+/// `request_uplink_info`, `uplink` event).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UplinkInfo {
+    pub uplink: String,
+    pub veth_intf: String,
+}
+
+/// Format a time the way C `ctime()` does, without the trailing newline,
+/// in local time: `Tue Nov 24 22:40:00 2026`.
+pub fn ctime(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    // SAFETY: localtime_r writes into the zeroed struct we own; secs is a valid time_t.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&secs, &mut tm).is_null() };
+    if !ok {
+        return String::from("Thu Jan  1 00:00:00 1970");
+    }
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {} {:2} {:02}:{:02}:{:02} {}",
+        DAYS[(tm.tm_wday.rem_euclid(7)) as usize],
+        MONS[(tm.tm_mon.rem_euclid(12)) as usize],
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        tm.tm_year + 1900
+    )
+}
+
+/// `ctime()` of now.
+pub fn ctime_now() -> String {
+    ctime(std::time::SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctime_shape() {
+        std::env::set_var("TZ", "UTC");
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_560_000);
+        let s = ctime(t);
+        assert_eq!(s.len(), 24, "{s}");
+        assert!(s.ends_with("2026"), "{s}");
+    }
+
+    #[test]
+    fn result_strings() {
+        assert_eq!(VmResult::CreateFail.as_str(), "CREATE:FAIL");
+        assert_eq!(
+            serde_json::to_string(&VmResult::DeleteFail).unwrap(),
+            "\"DELETE:FAIL\""
+        );
+        assert_eq!(PortStatus::Up.fail_result(), VmResult::CreateFail);
+    }
+}

@@ -1,0 +1,2 @@
+//! VdpMsgPriQue / VdpQueMsg.
+//! TODO(core helper).

@@ -1,0 +1,2 @@
+//! Status socket server and printing (CONTRACT §5).
+//! TODO(core helper).

@@ -1,0 +1,2 @@
+//! Topology discovery: LLDP neighbour reports.
+//! TODO(lldptool helper).

@@ -1,0 +1,2 @@
+//! Uplink detection, sysfs, bonds.
+//! TODO(lldptool helper).

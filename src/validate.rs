@@ -1,0 +1,2 @@
+//! Validation of controller input (CONTRACT §4.3).
+//! TODO(core helper).
