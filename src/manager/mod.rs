@@ -2,3 +2,4 @@
 //! restart). TODO(core helper).
 
 pub mod host;
+pub mod link;
