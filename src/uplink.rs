@@ -157,7 +157,12 @@ impl SysNet {
             },
             None => match nix::ifaddrs::getifaddrs() {
                 Ok(addrs) => addrs
-                    .filter(|a| a.address.as_ref().and_then(|s| s.as_sockaddr_in()).is_some())
+                    .filter(|a| {
+                        a.address
+                            .as_ref()
+                            .and_then(|s| s.as_sockaddr_in())
+                            .is_some()
+                    })
                     .map(|a| a.interface_name)
                     .collect(),
                 Err(e) => {
@@ -194,7 +199,11 @@ impl UplinkDetector {
     /// `candidates`: the configured `uplink.candidates`; `None` = every
     /// physical, operationally up interface without IPv4
     /// (`SysNet::physical_up_candidates`).
-    pub fn new(runner: Arc<Runner>, sysnet: SysNet, candidates: Option<Vec<String>>) -> UplinkDetector {
+    pub fn new(
+        runner: Arc<Runner>,
+        sysnet: SysNet,
+        candidates: Option<Vec<String>>,
+    ) -> UplinkDetector {
         UplinkDetector {
             runner,
             sysnet,
@@ -257,7 +266,11 @@ impl UplinkDetector {
         }
         log::info!(
             "uplink: probing {} for an EVB bridge neighbour (up to {:?})",
-            probing.iter().map(|p| p.0.as_str()).collect::<Vec<_>>().join(","),
+            probing
+                .iter()
+                .map(|p| p.0.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             self.wait
         );
         let start = Instant::now();
@@ -291,7 +304,10 @@ impl UplinkDetector {
         }
         match winner {
             Some(w) => {
-                log::info!("uplink: {w} leads to an EVB bridge (found in {:?})", start.elapsed());
+                log::info!(
+                    "uplink: {w} leads to an EVB bridge (found in {:?})",
+                    start.elapsed()
+                );
                 UplinkDetect::Up(w)
             }
             None => UplinkDetect::NotFound,
@@ -308,7 +324,11 @@ mod tests {
         // The real `ip` of this netns: loopback always has 127.0.0.1.
         let r = Runner::direct();
         let out = r.run(&["ip", "-4", "-o", "addr", "show"]).expect("ip");
-        assert!(parse_ip_o_addr(&out.stdout).contains("lo"), "{}", out.stdout);
+        assert!(
+            parse_ip_o_addr(&out.stdout).contains("lo"),
+            "{}",
+            out.stdout
+        );
         assert!(parse_ip_o_addr("garbage\n\n").is_empty());
     }
 

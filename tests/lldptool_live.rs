@@ -23,14 +23,18 @@ fn enable_settings_read_back_idempotent_and_lost_settings() {
     let r = host.runner();
 
     assert_eq!(lt::lldpad_pid(&r).unwrap(), station.pid());
-    assert!(!lt::lldp_settings_ok(&r, &intf).unwrap(), "fresh lldpad has nothing set");
+    assert!(
+        !lt::lldp_settings_ok(&r, &intf).unwrap(),
+        "fresh lldpad has nothing set"
+    );
 
     lt::enable_lldp(&r, &intf).unwrap();
     lt::enable_evb(&r, &intf).unwrap();
     lt::enable_gpid(&r, &intf).unwrap();
     // Read back with plain lldptool, independently of the driver.
     assert_eq!(
-        host.exec(&["lldptool", "-l", "-i", &intf, "-g", "ncb", "adminStatus"]).trim(),
+        host.exec(&["lldptool", "-l", "-i", &intf, "-g", "ncb", "adminStatus"])
+            .trim(),
         "adminStatus=rxtx"
     );
     assert_eq!(
@@ -46,7 +50,17 @@ fn enable_settings_read_back_idempotent_and_lost_settings() {
     assert!(lt::lldp_settings_ok(&r, &intf).unwrap());
 
     // Re-run: lldpad would answer "Failed" rc 1 to a second enableTx=yes.
-    let again = host.exec(&["lldptool", "-T", "-i", &intf, "-g", "ncb", "-V", "evb", "enableTx=yes"]);
+    let again = host.exec(&[
+        "lldptool",
+        "-T",
+        "-i",
+        &intf,
+        "-g",
+        "ncb",
+        "-V",
+        "evb",
+        "enableTx=yes",
+    ]);
     assert!(again.starts_with("Failed"), "{again:?}");
     lt::enable_lldp(&r, &intf).unwrap();
     lt::enable_evb(&r, &intf).unwrap();

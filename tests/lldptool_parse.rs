@@ -4,7 +4,10 @@
 use vdp_agent::lldpad::lldptool::{config_value, parse_tlvs, NeighborTlvs};
 
 fn fixture(name: &str, ext: &str) -> String {
-    let p = format!("{}/tests/fixtures/lldptool/{name}.{ext}", env!("CARGO_MANIFEST_DIR"));
+    let p = format!(
+        "{}/tests/fixtures/lldptool/{name}.{ext}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
 }
 

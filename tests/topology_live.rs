@@ -37,10 +37,16 @@ fn reports_neighbour_facts_threshold_and_changes() {
     let topo = TopoDisc::new(Arc::clone(&r), sysnet);
     topo.cfg_intf(&intf, "bond0");
     topo.cfg_intf("nosuch0", "nosuch0"); // LLDP cannot be enabled: retried, never reported
-    assert_eq!(lt::admin_status(&r, &intf).unwrap(), "rxtx", "cfg_intf enables LLDP");
+    assert_eq!(
+        lt::admin_status(&r, &intf).unwrap(),
+        "rxtx",
+        "cfg_intf enables LLDP"
+    );
     assert!(
         lldptool_lab::wait_until(Duration::from_secs(10), || {
-            lt::get_tlvs(&r, &intf).map(|t| t.is_evb_bridge()).unwrap_or(false)
+            lt::get_tlvs(&r, &intf)
+                .map(|t| t.is_evb_bridge())
+                .unwrap_or(false)
         }),
         "neighbour never showed up"
     );
@@ -78,10 +84,22 @@ fn reports_neighbour_facts_threshold_and_changes() {
     assert!(topo.poll().is_empty());
 
     // sysName changed on the neighbour: reported at once.
-    let set = peer.exec(&["lldptool", "-T", "-i", &peer_if, "-g", "ncb", "-V", "sysName", "info=leaf-lt-2"]);
+    let set = peer.exec(&[
+        "lldptool",
+        "-T",
+        "-i",
+        &peer_if,
+        "-g",
+        "ncb",
+        "-V",
+        "sysName",
+        "info=leaf-lt-2",
+    ]);
     assert!(set.contains("leaf-lt-2"), "{set}");
     assert!(lldptool_lab::wait_until(Duration::from_secs(10), || {
-        lt::get_tlvs(&r, &intf).map(|t| t.system_name.as_deref() == Some("leaf-lt-2")).unwrap_or(false)
+        lt::get_tlvs(&r, &intf)
+            .map(|t| t.system_name.as_deref() == Some("leaf-lt-2"))
+            .unwrap_or(false)
     }));
     let changed = topo.poll();
     let mut exp2 = expected.clone();

@@ -15,7 +15,10 @@ use vdp_agent::shutdown::Shutdown;
 use vdp_agent::uplink::{SysNet, UplinkDetector};
 
 fn sysnet() -> SysNet {
-    SysNet::new(Path::new("/nonexistent-lt/sys"), Path::new("/nonexistent-lt/bonding"))
+    SysNet::new(
+        Path::new("/nonexistent-lt/sys"),
+        Path::new("/nonexistent-lt/bonding"),
+    )
 }
 
 #[test]
@@ -26,7 +29,13 @@ fn detects_the_bridge_neighbour_among_three_candidates() {
     let peers: Vec<Netns> = (0..3).map(|i| Netns::new(&format!("{p}-p{i}"))).collect();
     let cands: Vec<String> = (0..3).map(|i| format!("{p}c{i}")).collect();
     for i in 0..3 {
-        veth(&host, &cands[i], &peers[i], &format!("{p}q{i}"), &format!("52:54:00:1d:00:0{i}"));
+        veth(
+            &host,
+            &cands[i],
+            &peers[i],
+            &format!("{p}q{i}"),
+            &format!("52:54:00:1d:00:0{i}"),
+        );
     }
     // c0: station-role neighbour, c1: no lldpad at all, c2: the bridge.
     let _station_peer = Lldpad::start(&peers[0], STATION_CONF);
@@ -52,7 +61,9 @@ fn detects_the_bridge_neighbour_among_three_candidates() {
     // The station-role neighbour is not an uplink (c0 has LLDP on now).
     lt::enable_lldp(&r, &cands[0]).unwrap();
     assert!(lldptool_lab::wait_until(Duration::from_secs(10), || {
-        lt::get_tlvs(&r, &cands[0]).map(|t| t.evb_cfgd).unwrap_or(false)
+        lt::get_tlvs(&r, &cands[0])
+            .map(|t| t.evb_cfgd)
+            .unwrap_or(false)
     }));
     assert_eq!(det.detect(Some(&cands[0]), &shutdown), UplinkDetect::Down);
     lt::disable_lldp(&r, &cands[0]).unwrap();

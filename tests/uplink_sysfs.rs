@@ -41,7 +41,11 @@ impl Tree {
         self
     }
     fn master(&self, member: &str, master: &str) -> &Tree {
-        symlink(Path::new("..").join(master), self.sys().join(member).join("master")).unwrap();
+        symlink(
+            Path::new("..").join(master),
+            self.sys().join(member).join("master"),
+        )
+        .unwrap();
         self
     }
     fn bond(&self, name: &str, slaves: &str, in_proc: bool) -> &Tree {
@@ -50,7 +54,11 @@ impl Tree {
         fs::create_dir_all(&b).unwrap();
         fs::write(b.join("slaves"), format!("{slaves}\n")).unwrap();
         if in_proc {
-            fs::write(self.proc_bonding().join(name), "Bonding Mode: IEEE 802.3ad\n").unwrap();
+            fs::write(
+                self.proc_bonding().join(name),
+                "Bonding Mode: IEEE 802.3ad\n",
+            )
+            .unwrap();
         }
         self
     }
@@ -68,14 +76,18 @@ impl Drop for Tree {
 #[test]
 fn bonds_members_and_masters() {
     let t = Tree::new("bond");
-    t.intf("eth1", true, "up").intf("eth2", true, "up").bond("bond0", "eth1 eth2", true);
+    t.intf("eth1", true, "up")
+        .intf("eth2", true, "up")
+        .bond("bond0", "eth1 eth2", true);
     t.master("eth1", "bond0").master("eth2", "bond0");
     // A bond known only from its slaves file (no master link on the member),
     // and a member name that is a prefix of another bond's member.
     t.intf("eth5", true, "up").bond("bond1", "eth5", true);
     t.intf("eth55", true, "up").bond("bond2", "eth55", true);
     // A Linux-bridge member: master is not a bond.
-    t.intf("eth4", true, "up").intf("br0", false, "up").master("eth4", "br0");
+    t.intf("eth4", true, "up")
+        .intf("br0", false, "up")
+        .master("eth4", "br0");
     let s = t.sysnet();
 
     assert_eq!(s.bond_of("eth1").as_deref(), Some("bond0"));
@@ -102,7 +114,9 @@ fn bonds_members_and_masters() {
 #[test]
 fn bond_in_sysfs_only_without_proc() {
     let t = Tree::new("noproc");
-    t.intf("eth1", true, "up").bond("bond0", "eth1", false).master("eth1", "bond0");
+    t.intf("eth1", true, "up")
+        .bond("bond0", "eth1", false)
+        .master("eth1", "bond0");
     let s = t.sysnet();
     assert!(s.is_bond("bond0"));
     assert_eq!(s.bond_of("eth1").as_deref(), Some("bond0"));
@@ -121,7 +135,10 @@ fn physical_up_candidates_filters_device_operstate_ipv4() {
         .intf("lo", true, "up");
     let s = t.sysnet();
     assert!(s.ipv4_interfaces().contains("lo"));
-    assert_eq!(s.physical_up_candidates(), vec!["ltfk0".to_string(), "ltfk2".to_string()]);
+    assert_eq!(
+        s.physical_up_candidates(),
+        vec!["ltfk0".to_string(), "ltfk2".to_string()]
+    );
 }
 
 #[test]
@@ -137,6 +154,10 @@ fn ipv4_exclusion_through_runner_in_netns() {
     let t = Tree::new("ipv4");
     t.intf(&a, true, "up").intf(&b, true, "up");
     let s = t.sysnet().with_ipv4_runner(ns.runner());
-    assert!(s.ipv4_interfaces().contains(&a), "{:?}", s.ipv4_interfaces());
+    assert!(
+        s.ipv4_interfaces().contains(&a),
+        "{:?}",
+        s.ipv4_interfaces()
+    );
     assert_eq!(s.physical_up_candidates(), vec![b.clone()]);
 }

@@ -20,12 +20,16 @@ use crate::lldpad::LldpadError;
 const LLDPTOOL: &str = "lldptool";
 
 fn run(r: &Runner, args: &[&str]) -> Result<CmdOutput, LldpadError> {
-    let argv: Vec<&str> = std::iter::once(LLDPTOOL).chain(args.iter().copied()).collect();
+    let argv: Vec<&str> = std::iter::once(LLDPTOOL)
+        .chain(args.iter().copied())
+        .collect();
     Ok(r.run(&argv)?)
 }
 
 fn run_any(r: &Runner, args: &[&str]) -> Result<CmdOutput, LldpadError> {
-    let argv: Vec<&str> = std::iter::once(LLDPTOOL).chain(args.iter().copied()).collect();
+    let argv: Vec<&str> = std::iter::once(LLDPTOOL)
+        .chain(args.iter().copied())
+        .collect();
     Ok(r.run_any(&argv)?)
 }
 
@@ -114,13 +118,29 @@ pub fn enable_evb(r: &Runner, intf: &str) -> Result<(), LldpadError> {
         return Ok(());
     }
     let cmd = r.full_argv(&[LLDPTOOL]).join(" ") + " " + &args.join(" ");
-    Err(LldpadError::Exec(crate::exec::ExecError::Failed { cmd, output: out }))
+    Err(LldpadError::Exec(crate::exec::ExecError::Failed {
+        cmd,
+        output: out,
+    }))
 }
 
 /// Turn on the EVB group-ID capability (`lldptool -T -i IF -g ncb -V evb -c
 /// evbgpid=yes`; idempotent in lldpad).
 pub fn enable_gpid(r: &Runner, intf: &str) -> Result<(), LldpadError> {
-    run(r, &["-T", "-i", intf, "-g", "ncb", "-V", "evb", "-c", "evbgpid=yes"])?;
+    run(
+        r,
+        &[
+            "-T",
+            "-i",
+            intf,
+            "-g",
+            "ncb",
+            "-V",
+            "evb",
+            "-c",
+            "evbgpid=yes",
+        ],
+    )?;
     Ok(())
 }
 
@@ -140,10 +160,13 @@ pub fn lldp_settings_ok(r: &Runner, intf: &str) -> Result<bool, LldpadError> {
 /// pid means lldpad restarted.
 pub fn lldpad_pid(r: &Runner) -> Result<u32, LldpadError> {
     let out = run(r, &["-p"])?;
-    out.stdout.trim().parse::<u32>().map_err(|_| LldpadError::Reply {
-        what: "lldptool -p".into(),
-        reply: out.stdout,
-    })
+    out.stdout
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| LldpadError::Reply {
+            what: "lldptool -p".into(),
+            reply: out.stdout,
+        })
 }
 
 /// The neighbour's TLVs on one interface, parsed as the original agent did
@@ -266,13 +289,23 @@ mod tests {
     #[test]
     fn reply_has_ignores_spaces_and_case() {
         assert!(reply_has("adminStatus = rxtx\n", "adminStatus", "rxtx"));
-        assert!(!reply_has("adminStatus = disabled\n", "adminStatus", "rxtx"));
+        assert!(!reply_has(
+            "adminStatus = disabled\n",
+            "adminStatus",
+            "rxtx"
+        ));
         assert!(!reply_has("", "adminStatus", "rxtx"));
     }
 
     #[test]
     fn parse_garbage_does_not_panic() {
-        for t in ["TLV", "EVB Configuration TLV", "EVB Configuration TLV mode:", "Port ID TLV\n", "\u{0}"] {
+        for t in [
+            "TLV",
+            "EVB Configuration TLV",
+            "EVB Configuration TLV mode:",
+            "Port ID TLV\n",
+            "\u{0}",
+        ] {
             let n = parse_tlvs(t);
             assert!(!n.is_evb_bridge());
         }

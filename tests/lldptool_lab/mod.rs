@@ -79,16 +79,26 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(name: &str) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
         sh(&["ip", "netns", "add", name]);
         sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
-        Netns { name: name.to_string() }
+        Netns {
+            name: name.to_string(),
+        }
     }
 
     /// A runner whose commands run inside this netns.
     pub fn runner(&self) -> Arc<Runner> {
         Arc::new(Runner::new(
-            vec!["ip".into(), "netns".into(), "exec".into(), self.name.clone()],
+            vec![
+                "ip".into(),
+                "netns".into(),
+                "exec".into(),
+                self.name.clone(),
+            ],
             Duration::from_secs(5),
         ))
     }
@@ -105,7 +115,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -148,7 +160,11 @@ impl Lldpad {
             .stderr(log)
             .spawn()
             .expect("spawn lldpad");
-        let l = Lldpad { child, dir, ns: ns.name.clone() };
+        let l = Lldpad {
+            child,
+            dir,
+            ns: ns.name.clone(),
+        };
         let t = Instant::now();
         loop {
             let ok = Command::new("ip")
@@ -161,7 +177,11 @@ impl Lldpad {
             if ok {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "lldpad in {} did not start", ns.name);
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "lldpad in {} did not start",
+                ns.name
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         l
