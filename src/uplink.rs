@@ -333,6 +333,14 @@ mod tests {
     }
 
     #[test]
+    fn shareable_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<SysNet>();
+        send_sync::<UplinkDetector>();
+        send_sync::<crate::topology::TopoDisc>();
+    }
+
+    #[test]
     fn names_cannot_escape_tree() {
         let s = SysNet::new(Path::new("/nonexistent-lt"), Path::new("/nonexistent-lt"));
         assert!(!s.is_bond("../x"));
