@@ -16,17 +16,22 @@ struct Fixture {
 }
 
 fn fixture(name: &str) -> Fixture {
-    let path = format!("{}/tests/fixtures/vdptool/{name}.txt", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/vdptool/{name}.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let (head, rest) = text.split_once("--- stdout\n").expect("stdout marker");
     let (stdout, stderr) = if let Some(s) = rest.strip_prefix("--- stderr\n") {
         ("", s)
     } else {
-        rest.split_once("\n--- stderr\n")
-            .map(|(o, e)| (o, e))
-            .expect("stderr marker")
+        rest.split_once("\n--- stderr\n").expect("stderr marker")
     };
-    let stdout = if stdout.is_empty() { String::new() } else { format!("{stdout}\n") };
+    let stdout = if stdout.is_empty() {
+        String::new()
+    } else {
+        format!("{stdout}\n")
+    };
     let field = |k: &str| {
         head.lines()
             .find_map(|l| l.strip_prefix(k))
@@ -77,7 +82,10 @@ fn captured_argv_is_what_we_build() {
     let argv = vdptool::request_argv("vdS0", &cfg, vdptool::Mode::Assoc, &v, true).unwrap();
     assert_eq!(argv.join(" "), f.argv);
     let q = fixture("query_one");
-    assert_eq!(vdptool::query_argv("vdS0", &cfg, U1).unwrap().join(" "), q.argv);
+    assert_eq!(
+        vdptool::query_argv("vdS0", &cfg, U1).unwrap().join(" "),
+        q.argv
+    );
     let l = fixture("list_three");
     assert_eq!(vdptool::list_argv("vdS0").unwrap().join(" "), l.argv);
     let d = fixture("deassoc_ok");
@@ -141,12 +149,20 @@ fn no_answer_is_pending() {
     let f = fixture("assoc_wait_empty");
     assert_eq!((f.out.code, f.out.stdout.as_str()), (0, ""));
     assert_eq!(
-        assoc("assoc_wait_empty", "cccccccc-0000-4000-8000-000000000003", "fa:16:3e:00:03:03"),
+        assoc(
+            "assoc_wait_empty",
+            "cccccccc-0000-4000-8000-000000000003",
+            "fa:16:3e:00:03:03"
+        ),
         AssocOutcome::Pending
     );
     // Same VSI still waiting: lldpad says busy -> still pending, not failed.
     assert_eq!(
-        assoc("in_progress", "cccccccc-0000-4000-8000-000000000003", "fa:16:3e:00:03:03"),
+        assoc(
+            "in_progress",
+            "cccccccc-0000-4000-8000-000000000003",
+            "fa:16:3e:00:03:03"
+        ),
         AssocOutcome::Pending
     );
 }
@@ -155,14 +171,22 @@ fn no_answer_is_pending() {
 fn event_of_another_vsi() {
     // -W of VSI ...04 printed the ACK timeout event of VSI ...03.
     assert_eq!(
-        assoc("event_other_vsi_ackto", "cccccccc-0000-4000-8000-000000000004", "fa:16:3e:00:03:04"),
+        assoc(
+            "event_other_vsi_ackto",
+            "cccccccc-0000-4000-8000-000000000004",
+            "fa:16:3e:00:03:04"
+        ),
         AssocOutcome::NotOurs {
             other_uuid: "cccccccc-0000-4000-8000-000000000003".into()
         }
     );
     // For VSI ...03 itself it is the final verdict.
     assert_eq!(
-        assoc("event_other_vsi_ackto", "cccccccc-0000-4000-8000-000000000003", "fa:16:3e:00:03:03"),
+        assoc(
+            "event_other_vsi_ackto",
+            "cccccccc-0000-4000-8000-000000000003",
+            "fa:16:3e:00:03:03"
+        ),
         failed("Internal Error : Ack not received from bridge")
     );
     // The original's text when the VSI turns out to be gone.
@@ -175,16 +199,30 @@ fn event_of_another_vsi() {
 #[test]
 fn failed_forms() {
     for (name, text) in [
-        ("dev_not_found_assoc", "FAILED: Device not found or inactive"),
-        ("not_supported", "FAILED: VDP protocol not supported on interface"),
+        (
+            "dev_not_found_assoc",
+            "FAILED: Device not found or inactive",
+        ),
+        (
+            "not_supported",
+            "FAILED: VDP protocol not supported on interface",
+        ),
         ("not_applicable", "FAILED: Command not applicable"),
         ("reassoc_other_gid", "FAILED: Invalid parameters"),
         ("bad_filter", "FAILED: Invalid parameters"),
     ] {
         let f = fixture(name);
         assert_eq!(f.out.code, 1, "{name}");
-        assert_eq!(vdptool::assoc_outcome(&f.out, U1, MAC1), failed(text), "{name}");
-        assert_eq!(vdptool::request_result(&f.out), Err(text.to_string()), "{name}");
+        assert_eq!(
+            vdptool::assoc_outcome(&f.out, U1, MAC1),
+            failed(text),
+            "{name}"
+        );
+        assert_eq!(
+            vdptool::request_result(&f.out),
+            Err(text.to_string()),
+            "{name}"
+        );
     }
     assert_eq!(
         vdptool::request_result(&fixture("deassoc_unknown").out),
@@ -207,18 +245,26 @@ fn no_lldpad() {
 fn raw_queries() {
     let q = vdptool::parse_query(&fixture("query_none").out.stdout).unwrap();
     assert_eq!((q.status, q.records.len(), q.truncated), (0, 0, false));
-    assert!(vdptool::parse_query(&fixture("query_after_ackto").out.stdout)
-        .unwrap()
-        .records
-        .is_empty());
+    assert!(
+        vdptool::parse_query(&fixture("query_after_ackto").out.stdout)
+            .unwrap()
+            .records
+            .is_empty()
+    );
 
     // Debian bridge: hints 0 but VLAN 0 -> unusable, with the OUI data parsed.
     let q = vdptool::parse_query(&fixture("query_one").out.stdout).unwrap();
     assert_eq!(q.records.len(), 1);
     let r = &q.records[0];
-    assert_eq!((r.mode.as_str(), r.uuid.as_str(), r.hints), ("assoc", U1, Some(0)));
+    assert_eq!(
+        (r.mode.as_str(), r.uuid.as_str(), r.hints),
+        ("assoc", U1, Some(0))
+    );
     assert_eq!(r.filter.as_deref(), Some("0-fa:16:3e:00:00:01-20000"));
-    assert!(r.fields.iter().any(|(k, v)| k == "oui" && v.contains("vm_name0004vm-1")));
+    assert!(r
+        .fields
+        .iter()
+        .any(|(k, v)| k == "oui" && v.contains("vm_name0004vm-1")));
     assert_eq!(
         vdptool::record_state(r, MAC1, 20000),
         VsiState::Unusable {
@@ -251,7 +297,10 @@ fn raw_queries() {
     let f = fixture("dev_not_found");
     assert_eq!(f.out.code, 1);
     let q = vdptool::parse_query(&f.out.stdout).unwrap();
-    assert_eq!(vdptool::status_text(q.status), "Device not found or inactive");
+    assert_eq!(
+        vdptool::status_text(q.status),
+        "Device not found or inactive"
+    );
 
     // EVB off: lldpad answers the query with success and no record.
     let q = vdptool::parse_query(&fixture("not_supported_query").out.stdout).unwrap();
@@ -293,7 +342,40 @@ fn events_parse() {
     let ev = vdptool::parse_events(&fixture("deassoc_wait_ok").out.stdout);
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].mode.as_deref(), Some("deassoc"));
-    assert_eq!(ev[0].uuid.as_deref(), Some("1b2c3d4e-0000-4000-8000-00000000000b"));
+    assert_eq!(
+        ev[0].uuid.as_deref(),
+        Some("1b2c3d4e-0000-4000-8000-00000000000b")
+    );
     assert!(ev[0].errors.is_empty());
     assert!(vdptool::parse_events("").is_empty());
+}
+
+#[test]
+fn existing_vsi_with_a_vlan() {
+    let u5 = "dddddddd-0000-4000-8000-000000000005";
+    let m5 = "fa:16:3e:00:05:05";
+    // The Debian bridge echoes a requested VID: a VSI held with VLAN 3003.
+    assert_eq!(
+        assoc("assoc_requested_vid3003", u5, m5),
+        AssocOutcome::Associated { vlan: 3003 }
+    );
+    // Re-assoc (or deassoc) with VID 0 of that VSI is refused by lldpad...
+    assert_eq!(
+        assoc("reassoc_vid0_of_3003", u5, m5),
+        failed("FAILED: Invalid parameters")
+    );
+    assert_eq!(
+        vdptool::request_result(&fixture("deassoc_vid0_of_3003").out),
+        Err("FAILED: Invalid parameters".to_string())
+    );
+    // ...and the refused request leaves code 5 in the stored VSI's hints
+    // until the next keep-alive answer; the stored VLAN field is kept.
+    let q = vdptool::parse_query(&fixture("query_vid3003").out.stdout).unwrap();
+    assert_eq!(
+        vdptool::record_state(&q.records[0], m5, 60005),
+        VsiState::Unusable {
+            reason: "Non-zero hints, value 5".into(),
+            raw_vlan: 3003
+        }
+    );
 }

@@ -283,10 +283,20 @@ pub fn query_argv(ifname: &str, cfg: &VdpConfig, uuid: &str) -> Result<Vec<Strin
 /// `vdptool -t -i IF -R -V assoc -c mode=assoc`.
 pub fn list_argv(ifname: &str) -> Result<Vec<String>, ArgError> {
     check_token("interface", ifname)?;
-    Ok([VDPTOOL, "-t", "-i", ifname, "-R", "-V", "assoc", "-c", "mode=assoc"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect())
+    Ok([
+        VDPTOOL,
+        "-t",
+        "-i",
+        ifname,
+        "-R",
+        "-V",
+        "assoc",
+        "-c",
+        "mode=assoc",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect())
 }
 
 /// Associate / deassociate (original `send_vdp_msg`):
@@ -430,11 +440,7 @@ pub fn parse_events(stdout: &str) -> Vec<VdpEvent> {
             match k.trim() {
                 "mode" => ev.mode = Some(v),
                 "uuid" => ev.uuid = Some(v),
-                "filter" => {
-                    if ev.filter.is_none() {
-                        ev.filter = Some(v)
-                    }
-                }
+                "filter" if ev.filter.is_none() => ev.filter = Some(v),
                 _ => {}
             }
         }
@@ -520,11 +526,7 @@ fn parse_record(body: &str) -> Option<VsiRecord> {
             "mode" => rec.mode = val.clone(),
             "uuid" => rec.uuid = val.clone(),
             "hints" => rec.hints = val.parse().ok(),
-            "filter" => {
-                if rec.filter.is_none() {
-                    rec.filter = Some(val.clone())
-                }
-            }
+            "filter" if rec.filter.is_none() => rec.filter = Some(val.clone()),
             _ => {}
         }
         rec.fields.push((key, val));
@@ -594,7 +596,12 @@ pub enum VsiState {
     /// stored filter VLAN field (what a re-assoc/deassoc must repeat).
     Unusable { reason: String, raw_vlan: u16 },
     /// Held with another MAC or group id: a stale VSI of the same port UUID.
-    Mismatch { reason: String, raw_vlan: u16, mac: String, gid: u32 },
+    Mismatch {
+        reason: String,
+        raw_vlan: u16,
+        mac: String,
+        gid: u32,
+    },
 }
 
 /// Judge a record against the request (uuid match is the caller's job).
@@ -715,10 +722,11 @@ pub fn assoc_outcome(out: &CmdOutput, uuid: &str, mac: &str) -> AssocOutcome {
             reason: mode_failure_reason(out.stdout.trim()),
         };
     }
-    let Some(ev) = events
-        .iter()
-        .find(|e| e.uuid.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(uuid)))
-    else {
+    let Some(ev) = events.iter().find(|e| {
+        e.uuid
+            .as_deref()
+            .is_some_and(|u| u.eq_ignore_ascii_case(uuid))
+    }) else {
         let other = events
             .first()
             .and_then(|e| e.uuid.clone())
@@ -837,7 +845,10 @@ mod tests {
             vm_name: Some("x".into()),
             ..Default::default()
         };
-        let v = VsiArgs { oui: Some(&other), ..v };
+        let v = VsiArgs {
+            oui: Some(&other),
+            ..v
+        };
         let a = request_argv("IF", &cfg(), Mode::Assoc, &v, false).unwrap();
         assert!(!a.iter().any(|s| s.starts_with("oui=")));
     }
@@ -846,7 +857,15 @@ mod tests {
     fn refuses_smuggling() {
         let u = "7af441dd-253b-4772-8cf1-a4cfef18efe5";
         let long = "n".repeat(100);
-        for bad in ["a,vm_uuid=x", "a b", "a=b", "a\tb", "x\u{7}", "", long.as_str()] {
+        for bad in [
+            "a,vm_uuid=x",
+            "a b",
+            "a=b",
+            "a\tb",
+            "x\u{7}",
+            "",
+            long.as_str(),
+        ] {
             let oui = Oui {
                 oui_id: "cisco".into(),
                 vm_name: Some(bad.to_string()),
@@ -859,7 +878,10 @@ mod tests {
                 vlan: 0,
                 oui: Some(&oui),
             };
-            assert!(request_argv("IF", &cfg(), Mode::Assoc, &v, true).is_err(), "{bad:?}");
+            assert!(
+                request_argv("IF", &cfg(), Mode::Assoc, &v, true).is_err(),
+                "{bad:?}"
+            );
         }
         let v = VsiArgs {
             uuid: "abc,mode=deassoc",
@@ -869,7 +891,11 @@ mod tests {
             oui: None,
         };
         assert!(request_argv("IF", &cfg(), Mode::Assoc, &v, true).is_err());
-        let v2 = VsiArgs { uuid: u, mac: "fa:16:3e:00:00:01-9", ..v };
+        let v2 = VsiArgs {
+            uuid: u,
+            mac: "fa:16:3e:00:00:01-9",
+            ..v
+        };
         assert!(request_argv("IF", &cfg(), Mode::Assoc, &v2, true).is_err());
         let mut c = cfg();
         c.mgrid2 = "0,typeid=5".into();
@@ -879,9 +905,15 @@ mod tests {
 
     #[test]
     fn filter_formats() {
-        assert_eq!(filter_value(4, 0, "fa:16:3e:00:00:01", 5).unwrap(), "0-fa:16:3e:00:00:01-5");
+        assert_eq!(
+            filter_value(4, 0, "fa:16:3e:00:00:01", 5).unwrap(),
+            "0-fa:16:3e:00:00:01-5"
+        );
         assert_eq!(filter_value(3, 0, "", 5).unwrap(), "0--5");
-        assert_eq!(filter_value(2, 7, "fa:16:3e:00:00:01", 0).unwrap(), "7-fa:16:3e:00:00:01");
+        assert_eq!(
+            filter_value(2, 7, "fa:16:3e:00:00:01", 0).unwrap(),
+            "7-fa:16:3e:00:00:01"
+        );
         assert_eq!(filter_value(1, 0, "", 0).unwrap(), "0");
         assert!(filter_value(4, 0, "fa:16:3e:00:00:01", 0).is_err());
         assert!(filter_value(5, 0, "", 1).is_err());
@@ -891,7 +923,10 @@ mod tests {
         assert_eq!(f.mac.as_deref(), Some("fa:16:3e:00:00:0b"));
         let f = parse_filter("0-20005").unwrap();
         assert_eq!((f.raw_vlan, f.gid, f.mac), (0, Some(20005), None));
-        assert_eq!(parse_filter("0-fa:16:3e:00:00:01-0").unwrap().valid_vlan(), None);
+        assert_eq!(
+            parse_filter("0-fa:16:3e:00:00:01-0").unwrap().valid_vlan(),
+            None
+        );
         assert!(parse_filter("x-1").is_none());
     }
 

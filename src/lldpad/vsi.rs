@@ -424,7 +424,9 @@ impl LldpadDriver {
             return changes;
         }
         for (uuid, version, new) in results {
-            let Some(e) = t.vsis.get_mut(&uuid) else { continue };
+            let Some(e) = t.vsis.get_mut(&uuid) else {
+                continue;
+            };
             if e.version != version || e.busy {
                 continue;
             }
@@ -532,7 +534,10 @@ impl LldpadDriver {
     fn associate_now(&self, req: &VsiRequest) -> VdpReply {
         match self.query_state(req) {
             Ok(Some(VsiState::Associated { vlan, .. })) => {
-                log::info!("associate {}: lldpad already holds it with VLAN {vlan}", req.port_uuid);
+                log::info!(
+                    "associate {}: lldpad already holds it with VLAN {vlan}",
+                    req.port_uuid
+                );
                 VdpReply::associated(vlan)
             }
             Ok(Some(VsiState::InProgress)) => VdpReply::pending(),
@@ -731,7 +736,11 @@ mod tests {
         let runner = Runner::new(
             vec![
                 "env".into(),
-                format!("PATH={}:{}", dir.path.display(), std::env::var("PATH").unwrap_or_default()),
+                format!(
+                    "PATH={}:{}",
+                    dir.path.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
             ],
             Duration::from_secs(5),
         );
