@@ -183,6 +183,8 @@ impl LldpadDriver {
         }
         let generation = {
             let mut t = self.table.lock();
+            // Up again before a postponed deassoc went out: cancel it.
+            t.later.retain(|l| l.req.port_uuid != req.port_uuid);
             let version = t.bump();
             let generation = t.generation;
             match t.vsis.get_mut(&req.port_uuid) {
@@ -372,36 +374,26 @@ impl LldpadDriver {
                 Ok(Some(VsiState::Associated { vlan, .. })) => VdpReply::associated(vlan),
                 Ok(Some(VsiState::InProgress)) => VdpReply::pending(),
                 other => {
-                    // Missing or unusable: re-associate (original refresh
-                    // sends assoc -W with VLAN 0 when the query is not valid).
-                    let (raw_vlan, unusable) = match &other {
-                        Ok(Some(VsiState::Unusable { raw_vlan, reason })) => {
-                            (*raw_vlan, Some(reason.clone()))
-                        }
-                        _ => (0, None),
+                    // Missing or unusable: re-associate (the original's
+                    // refresh sends assoc -W when the query is not valid).
+                    let unusable = match &other {
+                        Ok(Some(VsiState::Unusable { reason, .. })) => Some(reason.clone()),
+                        _ => None,
                     };
                     if !self.mark_busy(&req.port_uuid, version, generation) {
                         continue;
                     }
-                    let r = if bridge_silent {
-                        self.send_assoc_nowait(&req, raw_vlan)
-                    } else {
-                        let r = self.assoc_wait(&req, raw_vlan);
-                        bridge_silent = r.pending;
-                        r
-                    };
+                    let r = self.request_for_state(&req, other, !bridge_silent);
+                    bridge_silent |= r.pending;
                     self.unmark_busy(&req.port_uuid);
-                    match (r.pending, unusable) {
+                    if r.pending {
                         // Still no verdict: say why the VLAN is gone.
-                        (true, Some(reason)) => VdpReply {
-                            fail_reason: Some(reason),
+                        VdpReply {
+                            fail_reason: Some(unusable.unwrap_or_else(|| REASON_VSI_LOST.into())),
                             ..r
-                        },
-                        (true, None) => VdpReply {
-                            fail_reason: Some(REASON_VSI_LOST.into()),
-                            ..r
-                        },
-                        _ => r,
+                        }
+                    } else {
+                        r
                     }
                 }
             };
@@ -532,16 +524,36 @@ impl LldpadDriver {
 
     /// The associate decision (query first), without touching the table.
     fn associate_now(&self, req: &VsiRequest) -> VdpReply {
-        match self.query_state(req) {
+        let state = self.query_state(req);
+        self.request_for_state(req, state, true)
+    }
+
+    /// Bring lldpad's VSI in line with the request, given what lldpad
+    /// holds. `wait` = use `-W` (else the verdict is read by a later query).
+    fn request_for_state(
+        &self,
+        req: &VsiRequest,
+        state: Result<Option<VsiState>, String>,
+        wait: bool,
+    ) -> VdpReply {
+        let assoc = |raw_vlan: u16| {
+            if wait {
+                self.assoc_wait(req, raw_vlan)
+            } else {
+                self.send_assoc_nowait(req, raw_vlan)
+            }
+        };
+        match state {
             Ok(Some(VsiState::Associated { vlan, .. })) => {
                 log::info!(
-                    "associate {}: lldpad already holds it with VLAN {vlan}",
+                    "associate {}: lldpad holds it with VLAN {vlan}",
                     req.port_uuid
                 );
                 VdpReply::associated(vlan)
             }
             Ok(Some(VsiState::InProgress)) => VdpReply::pending(),
-            Ok(Some(VsiState::Unusable { raw_vlan, .. })) => self.assoc_wait(req, raw_vlan),
+            // Repeat the VLAN field lldpad stores: another one is refused.
+            Ok(Some(VsiState::Unusable { raw_vlan, .. })) => assoc(raw_vlan),
             Ok(Some(VsiState::Mismatch {
                 raw_vlan, mac, gid, ..
             })) => {
@@ -556,12 +568,12 @@ impl LldpadDriver {
                 if let Err(e) = self.send_deassoc(&stale, raw_vlan) {
                     log::warn!("associate {}: removing stale VSI: {e}", req.port_uuid);
                 }
-                self.assoc_wait(req, 0)
+                assoc(0)
             }
-            Ok(None) => self.assoc_wait(req, 0),
+            Ok(None) => assoc(0),
             Err(e) => {
                 log::warn!("associate {}: query failed: {e}", req.port_uuid);
-                self.assoc_wait(req, 0)
+                assoc(0)
             }
         }
     }
@@ -820,6 +832,35 @@ mod tests {
         let r = d.associate(&req());
         assert!(r.pending);
         let _ = h.join().unwrap();
+    }
+
+    #[test]
+    fn pending_resolved_by_refresh() {
+        // -W gives no answer; lldpad answers queries with nothing before the
+        // request and with hints 255, then hints 0 + VLAN 3003 afterwards.
+        let (d, dir) = fake(&format!(
+            "D=$(dirname $0)\ncase \"$*\" in\n\
+             *-T*) touch $D/sent;;\n\
+             *) echo M00; if [ -f $D/done ]; then echo '{}'; elif [ -f $D/sent ]; then echo '{}'; \
+             else echo R00C3010000001509LLDPLeth200000003; fi;;\nesac",
+            r_line("0", "3003-fa:16:3e:00:00:01-20000"),
+            r_line("255", "0-fa:16:3e:00:00:01-20000"),
+        ));
+        let r = d.associate(&req());
+        assert_eq!(r, VdpReply::pending());
+        assert_eq!(d.vdptool_calls(), 2);
+        assert!(d.refresh().is_empty(), "still waiting: nothing to say");
+        std::fs::write(dir.path.join("done"), "").unwrap();
+        let ch = d.refresh();
+        assert_eq!(ch.len(), 1);
+        assert_eq!((ch[0].old_vdp_vlan, ch[0].vdp_vlan), (None, Some(3003)));
+        assert_eq!(ch[0].fail_reason, None);
+        assert_eq!(ch[0].segmentation_id, 20000);
+        assert_eq!(d.vsis()[0].1, VdpReply::associated(3003));
+        // Deassociate: query (stored VID 3003) then deassoc with it.
+        let gone = d.deassociate(&req().port_uuid);
+        assert_eq!(gone.vdp_vlan, Some(3003));
+        assert!(d.vsis().is_empty());
     }
 
     #[test]
