@@ -3,6 +3,8 @@
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
+        Some("leaf") => vdp_agent::lab::leaf::main(&args[1..]),
+        Some("leaf-ctl") => vdp_agent::lab::leaf::ctl_main(&args[1..]),
         Some("--version") => {
             println!("vdp-lab {}", vdp_agent::VERSION);
             0
