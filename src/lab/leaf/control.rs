@@ -184,7 +184,8 @@ pub fn request(path: &Path, line: &str, timeout: Duration) -> Result<String, Con
     };
     let mut s = UnixStream::connect(path).map_err(io_err)?;
     s.set_read_timeout(Some(timeout)).map_err(io_err)?;
-    s.write_all(format!("{line}\n").as_bytes()).map_err(io_err)?;
+    s.write_all(format!("{line}\n").as_bytes())
+        .map_err(io_err)?;
     s.shutdown(std::net::Shutdown::Write).map_err(io_err)?;
     let mut reply = String::new();
     BufReader::new(s).read_line(&mut reply).map_err(io_err)?;
@@ -224,7 +225,10 @@ mod tests {
             parse_command("gateway 30001 10.0.0.1"),
             Ok(Command::Gateway(30001, Some(Ipv4Addr::new(10, 0, 0, 1))))
         );
-        assert_eq!(parse_command("gateway 30001 off"), Ok(Command::Gateway(30001, None)));
+        assert_eq!(
+            parse_command("gateway 30001 off"),
+            Ok(Command::Gateway(30001, None))
+        );
         assert!(parse_command("").is_err());
         assert!(parse_command("reject-next 99").is_err());
         assert!(parse_command("reject-next 2 soft").is_err());

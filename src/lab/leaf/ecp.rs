@@ -115,6 +115,13 @@ pub fn build_frame(src: &[u8; 6], op: EcpOp, seq: u16, ulp: &[u8]) -> Vec<u8> {
     pad(f)
 }
 
+/// Least time between the starts of two ECPDUs. Measured live: the lldpad
+/// station hands a received ECPDU to VDP through a one-slot buffer read
+/// about 2 ms later, so a second ECPDU sent right after the first one's ack
+/// overwrites it and the first is lost. lldpad's own sender is spaced by its
+/// ack timer; we keep at least the ack wait, and never less than this.
+pub const MIN_GAP: Duration = Duration::from_millis(10);
+
 /// The ack wait for an RTE exponent: 10 µs·2^RTE.
 pub fn ack_wait(rte: u8) -> Duration {
     Duration::from_micros(10u64 << rte.min(31))
@@ -151,6 +158,8 @@ pub struct EcpTx {
     queue: VecDeque<Vec<u8>>,
     next_seq: u16,
     outstanding: Option<Outstanding>,
+    /// When the last new ECPDU was first sent.
+    last_new: Option<Instant>,
     /// ECPDUs given up after R retransmissions.
     pub dropped: u64,
     /// Retransmissions sent.
@@ -164,6 +173,7 @@ impl EcpTx {
             queue: VecDeque::new(),
             next_seq: if first_seq == 0 { 1 } else { first_seq },
             outstanding: None,
+            last_new: None,
             dropped: 0,
             retransmits: 0,
         }
@@ -214,7 +224,14 @@ impl EcpTx {
             self.outstanding = None;
             self.dropped += 1;
         }
+        if self.queue.is_empty() {
+            return None;
+        }
+        if self.last_new.is_some_and(|t| now < t + wait.max(MIN_GAP)) {
+            return None;
+        }
         let ulp = self.queue.pop_front()?;
+        self.last_new = Some(now);
         let seq = self.take_seq();
         self.outstanding = Some(Outstanding {
             seq,
@@ -229,7 +246,10 @@ impl EcpTx {
     pub fn next_deadline(&self, wait: Duration) -> Option<Instant> {
         match &self.outstanding {
             Some(o) => Some(o.sent_at + wait),
-            None if !self.queue.is_empty() => Some(Instant::now()),
+            None if !self.queue.is_empty() => Some(
+                self.last_new
+                    .map_or_else(Instant::now, |t| t + wait.max(MIN_GAP)),
+            ),
             None => None,
         }
     }
@@ -284,6 +304,13 @@ mod tests {
         assert!(!tx.on_ack(0xffff));
         assert!(tx.on_ack(1));
         assert_eq!(tx.pending(), 0);
-        assert_eq!(tx.poll(t0 + w * 5, w, 3), None);
+        // back-to-back ECPDUs are spaced by at least MIN_GAP
+        let t1 = t0 + w * 4;
+        tx.enqueue(vec![3]);
+        assert_eq!(tx.poll(t1 + Duration::from_millis(1), w, 3), None);
+        assert_eq!(tx.next_deadline(w), Some(t1 + w));
+        assert_eq!(tx.poll(t1 + w, w, 3), Some((2, vec![3])));
+        tx.on_ack(2);
+        assert_eq!(tx.poll(t1 + w * 3, w, 3), None);
     }
 }

@@ -127,8 +127,8 @@ impl Leaf {
     /// Keep-alive timeout: 1.5·((1+2R)·10·2^RTE + 10·2^RKA) µs.
     pub fn ka_timeout(&self) -> Duration {
         let e = self.effective();
-        let us = (1 + 2 * u64::from(e.retries)) * (10u64 << e.rte.min(31))
-            + (10u64 << e.rka.min(31));
+        let us =
+            (1 + 2 * u64::from(e.retries)) * (10u64 << e.rte.min(31)) + (10u64 << e.rka.min(31));
         Duration::from_micros(us * 3 / 2)
     }
 
@@ -300,7 +300,9 @@ impl Leaf {
     /// Run the timers: LLDP TX, delayed answers, keep-alive aging, ECP TX.
     pub fn tick(&mut self, now: Instant) {
         if let Some(s) = &self.station {
-            if now.saturating_duration_since(s.last_rx) > Duration::from_secs(u64::from(s.neighbor.ttl)) {
+            if now.saturating_duration_since(s.last_rx)
+                > Duration::from_secs(u64::from(s.neighbor.ttl))
+            {
                 log::info!("station aged out (TTL {})", s.neighbor.ttl);
                 self.station = None;
             }
@@ -326,7 +328,11 @@ impl Leaf {
         let to = self.ka_timeout();
         let dead = self.vdp.expire(now, to);
         if !dead.is_empty() {
-            log::info!("{} VSI(s) aged out after {:?} without keep-alive", dead.len(), to);
+            log::info!(
+                "{} VSI(s) aged out after {:?} without keep-alive",
+                dead.len(),
+                to
+            );
             self.stats.aged_out += dead.len() as u64;
             self.queue_unsolicited(dead);
         }

@@ -98,7 +98,10 @@ pub fn respond(
             a.extend_from_slice(&gw.octets());
             a.extend_from_slice(&p[8..14]); // requester MAC
             a.extend_from_slice(&p[14..18]); // requester IP
-            Some((Answer::Arp, tagged(&p[8..14], leaf_mac, vlan, ETH_P_ARP, &a)))
+            Some((
+                Answer::Arp,
+                tagged(&p[8..14], leaf_mac, vlan, ETH_P_ARP, &a),
+            ))
         }
         ETH_P_IP => {
             if dst != leaf_mac && dst != [0xff; 6] {

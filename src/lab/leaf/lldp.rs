@@ -330,7 +330,10 @@ mod tests {
     fn bridge_tlv_matches_live_lldpad_bytes() {
         // notes §3: bridge before the station appeared `04 00 68 54 14`
         let p = lldpad_defaults();
-        assert_eq!(p.bridge_tlv(None).to_bytes(), [0x04, 0x00, 0x68, 0x54, 0x14]);
+        assert_eq!(
+            p.bridge_tlv(None).to_bytes(),
+            [0x04, 0x00, 0x68, 0x54, 0x14]
+        );
         // station steady `04 08 68 b4 34` -> bridge steady `04 08 68 74 34`
         let st = EvbTlv::from_bytes(&[0x04, 0x08, 0x68, 0xb4, 0x34]).unwrap();
         assert_eq!(st.mode_name(), "station");

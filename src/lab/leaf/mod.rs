@@ -94,8 +94,12 @@ fn parse_pool(s: &str) -> Result<(u16, u16), LeafError> {
     let (a, b) = s
         .split_once('-')
         .ok_or_else(|| usage(format!("--vlan-pool {s:?}: expected LO-HI")))?;
-    let lo: u16 = a.parse().map_err(|_| usage(format!("--vlan-pool: bad {a:?}")))?;
-    let hi: u16 = b.parse().map_err(|_| usage(format!("--vlan-pool: bad {b:?}")))?;
+    let lo: u16 = a
+        .parse()
+        .map_err(|_| usage(format!("--vlan-pool: bad {a:?}")))?;
+    let hi: u16 = b
+        .parse()
+        .map_err(|_| usage(format!("--vlan-pool: bad {b:?}")))?;
     if !(2..=4094).contains(&lo) || !(2..=4094).contains(&hi) || lo > hi {
         return Err(usage("--vlan-pool: need 2 <= LO <= HI <= 4094"));
     }
@@ -198,8 +202,9 @@ struct Waker {
 
 impl Waker {
     fn new() -> Result<Waker, LeafError> {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| LeafError::Thread(format!("pipe: {e}")))?;
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| LeafError::Thread(format!("pipe: {e}")))?;
         Ok(Waker { r, w })
     }
     fn wake(&self) {
@@ -228,7 +233,10 @@ fn io_loop(
     };
     while !shutdown.is_set() {
         let now = Instant::now();
-        let wait = leaf.lock().next_deadline(now).saturating_duration_since(now);
+        let wait = leaf
+            .lock()
+            .next_deadline(now)
+            .saturating_duration_since(now);
         let ms = (wait.as_micros().div_ceil(1000)).min(1000) as u16;
         let mut fds = [
             PollFd::new(sock.as_fd(), PollFlags::POLLIN),
@@ -448,10 +456,22 @@ mod tests {
         assert_eq!(a.vlan_pool, (3000, 3099));
         assert_eq!(a.system_name, "vdp-lab-leaf");
         assert_eq!(a.mgmt_addr, Ipv4Addr::new(10, 10, 0, 101));
-        assert_eq!((a.evb.retries, a.evb.rte, a.evb.rwd, a.evb.rka), (3, 10, 20, 20));
+        assert_eq!(
+            (a.evb.retries, a.evb.rte, a.evb.rwd, a.evb.rka),
+            (3, 10, 20, 20)
+        );
         let a = parse_args(&s(&[
-            "--iface", "x", "--vlan-pool", "10-12", "--gateway", "30001=10.0.0.1", "--rte", "14",
-            "--control", "/tmp/c", "--no-bgid",
+            "--iface",
+            "x",
+            "--vlan-pool",
+            "10-12",
+            "--gateway",
+            "30001=10.0.0.1",
+            "--rte",
+            "14",
+            "--control",
+            "/tmp/c",
+            "--no-bgid",
         ]))
         .unwrap();
         assert_eq!(a.vlan_pool, (10, 12));

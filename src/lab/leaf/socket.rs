@@ -11,8 +11,15 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 /// Why the socket could not be used.
 #[derive(Debug)]
 pub enum SocketError {
-    NoInterface { iface: String, err: io::Error },
-    Syscall { what: &'static str, iface: String, err: io::Error },
+    NoInterface {
+        iface: String,
+        err: io::Error,
+    },
+    Syscall {
+        what: &'static str,
+        iface: String,
+        err: io::Error,
+    },
 }
 
 impl fmt::Display for SocketError {
@@ -54,22 +61,41 @@ fn last_err(what: &'static str, iface: &str) -> SocketError {
     }
 }
 
-/// Interface MAC from sysfs.
+/// Interface MAC (SIOCGIFHWADDR on a socket of the caller's netns).
 pub fn iface_mac(iface: &str) -> Result<[u8; 6], SocketError> {
-    let p = format!("/sys/class/net/{iface}/address");
-    let text = std::fs::read_to_string(&p).map_err(|err| SocketError::NoInterface {
-        iface: iface.to_string(),
-        err,
-    })?;
-    let bytes: Vec<u8> = text
-        .trim()
-        .split(':')
-        .filter_map(|x| u8::from_str_radix(x, 16).ok())
-        .collect();
-    <[u8; 6]>::try_from(bytes.as_slice()).map_err(|_| SocketError::NoInterface {
-        iface: iface.to_string(),
-        err: io::Error::new(io::ErrorKind::InvalidData, format!("bad MAC {text:?}")),
-    })
+    if iface.is_empty() || iface.len() >= libc::IFNAMSIZ {
+        return Err(SocketError::NoInterface {
+            iface: iface.to_string(),
+            err: io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"),
+        });
+    }
+    // SAFETY: plain socket(2); owned right away.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(last_err("socket", iface));
+    }
+    // SAFETY: raw is a fresh valid fd.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: zeroed ifreq is valid; the name fits (checked above).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR fills req.ifr_ifru.ifru_hwaddr.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) };
+    if rc < 0 {
+        return Err(SocketError::NoInterface {
+            iface: iface.to_string(),
+            err: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: the union member written by SIOCGIFHWADDR.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (d, s) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    Ok(mac)
 }
 
 impl PacketSocket {
@@ -186,10 +212,10 @@ impl PacketSocket {
             let mut vlan = None;
             let mut c = libc::CMSG_FIRSTHDR(&msg);
             while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == libc::PACKET_AUXDATA
-                {
-                    let aux =
-                        std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::tpacket_auxdata);
+                if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == libc::PACKET_AUXDATA {
+                    let aux = std::ptr::read_unaligned(
+                        libc::CMSG_DATA(c) as *const libc::tpacket_auxdata
+                    );
                     if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
                         vlan = Some(aux.tp_vlan_tci & 0x0fff);
                     }

@@ -523,10 +523,7 @@ impl VdpTable {
             if r.keep {
                 st |= ST_KEEP;
             }
-            return Handled::Reply(
-                Self::response(req, st, req.entries.clone()),
-                Kind::Rejected,
-            );
+            return Handled::Reply(Self::response(req, st, req.entries.clone()), Kind::Rejected);
         }
         match self.assign(mgrid, req) {
             Ok((entries, map)) => {
@@ -626,16 +623,20 @@ impl VdpTable {
 
     /// VLAN currently assigned to a group ID.
     pub fn vlan_of_gid(&self, gid: u32) -> Option<u16> {
-        self.pool.by_group.get(&GroupKey::Gid(gid)).copied().or_else(|| {
-            // a VSI of that group holding a VID outside the pool
-            self.vsis.values().find_map(|v| {
-                v.tlv
-                    .entries
-                    .iter()
-                    .find(|e| e.gid == Some(gid) && e.vlan() != 0)
-                    .map(|e| e.vlan())
+        self.pool
+            .by_group
+            .get(&GroupKey::Gid(gid))
+            .copied()
+            .or_else(|| {
+                // a VSI of that group holding a VID outside the pool
+                self.vsis.values().find_map(|v| {
+                    v.tlv
+                        .entries
+                        .iter()
+                        .find(|e| e.gid == Some(gid) && e.vlan() != 0)
+                        .map(|e| e.vlan())
+                })
             })
-        })
     }
 
     /// Status JSON: VSIs and pool.
@@ -689,7 +690,10 @@ impl VdpTable {
             "free": self.pool.free(),
             "groups": groups,
         });
-        (Value::Array(vsis.into_iter().map(|(_, v)| v).collect()), pool)
+        (
+            Value::Array(vsis.into_iter().map(|(_, v)| v).collect()),
+            pool,
+        )
     }
 }
 
@@ -720,14 +724,20 @@ mod tests {
         assert_eq!(pdu.mgrid, [0; 16]);
         let v = &pdu.vsis[0];
         assert_eq!(v.mode, VsiMode::Assoc);
-        assert_eq!(id_text(v.id_fmt, &v.id), "7af441dd-253b-4772-8cf1-a4cfef18efe5");
+        assert_eq!(
+            id_text(v.id_fmt, &v.id),
+            "7af441dd-253b-4772-8cf1-a4cfef18efe5"
+        );
         assert_eq!(v.entries[0].gid, Some(20000));
         assert_eq!(v.entries[0].mac, Some([0xfa, 0x16, 0x3e, 0, 0, 1]));
         // lldpad bridge reply: identical except status 0x40 (plus our End)
-        let reply = build(&pdu.mgrid, &VsiTlv {
-            status: ST_ACK,
-            ..v.clone()
-        });
+        let reply = build(
+            &pdu.mgrid,
+            &VsiTlv {
+                status: ST_ACK,
+                ..v.clone()
+            },
+        );
         let mut want = p.clone();
         want[20] = 0x40;
         want.extend_from_slice(&[0, 0]);
