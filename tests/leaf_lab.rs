@@ -481,13 +481,46 @@ fn leaf_serves_a_real_lldpad_station() {
     let v1b = resp_vlan(&out);
     assert!((3001..=3003).contains(&v1b) && v1b != v1, "{v1} -> {out}");
 
+    // drop-ecp: the first ECPDU is dropped unacked, the station's ECP
+    // retransmission (after 10 µs·2^10) gets through
+    ctl(&lab, "drop-ecp 1");
+    let out = vdp_op(&lab, "assoc", 8, 0, 30002);
+    assert_response(&out, "assoc", 8);
+    let v2b = resp_vlan(&out);
+    assert!((3001..=3003).contains(&v2b) && v2b != v1b, "{out}");
+
+    // PREASSOC is answered in kind
+    let out = vdp_op(&lab, "preassoc", 9, 0, 30002);
+    fixture("vdptool_preassoc_ok.txt", &out);
+    assert_response(&out, "preassoc", 9);
+    assert_eq!(resp_vlan(&out), v2b);
+
     let stats = ctl(&lab, "stats");
     let s = &stats["stats"];
-    assert_eq!(s["assoc"], 5, "{stats}");
+    assert_eq!(s["ecp_dropped_by_knob"], 1, "{stats}");
+    assert_eq!(s["assoc"], 7, "{stats}");
     assert_eq!(s["deassoc"], 1, "{stats}");
     assert_eq!(s["rejects"], 3, "{stats}");
     assert_eq!(s["unsolicited_deassoc"], 3, "{stats}");
     assert!(s["ecp_acks_tx"].as_u64().unwrap() >= 9, "{stats}");
+
+    // lldp stop: TTL 0, the station forgets the bridge; start: it is back
+    let evb_tlv = |lab: &Lab| {
+        lab.sta("lldptool", &["get-tlv", "-n", "-i", &ifs, "-g", "ncb", "-V", "evb"]).1
+    };
+    ctl(&lab, "lldp stop");
+    let t0 = Instant::now();
+    while !evb_tlv(&lab).trim().is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(3), "EVB TLV still there");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ctl(&lab, "status")["lldp"], "off");
+    ctl(&lab, "lldp start");
+    let t0 = Instant::now();
+    while !evb_tlv(&lab).contains("mode:bridge") {
+        assert!(t0.elapsed() < Duration::from_secs(3), "EVB TLV not back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // SIGTERM: TTL 0 LLDPDU, the station forgets the bridge at once
     let leaf = lab.children.iter_mut().rfind(|_| true).unwrap();
