@@ -506,7 +506,11 @@ fn leaf_serves_a_real_lldpad_station() {
 
     // lldp stop: TTL 0, the station forgets the bridge; start: it is back
     let evb_tlv = |lab: &Lab| {
-        lab.sta("lldptool", &["get-tlv", "-n", "-i", &ifs, "-g", "ncb", "-V", "evb"]).1
+        lab.sta(
+            "lldptool",
+            &["get-tlv", "-n", "-i", &ifs, "-g", "ncb", "-V", "evb"],
+        )
+        .1
     };
     ctl(&lab, "lldp stop");
     let t0 = Instant::now();
@@ -723,4 +727,121 @@ fn leaf_gateway_answers_tagged_arp_and_ping() {
     // the control command adds a gateway at runtime
     let g = ctl(&lab, "gateway 30001 10.0.0.9");
     assert_eq!(g["gateway"]["vlan"], vlan);
+}
+
+#[test]
+fn leaf_answers_keepalives_and_ages_out_silent_vsis() {
+    // short keep-alives on both sides (RKA 16: 0.66 s; leaf KA timeout 1.09 s)
+    let mut lab = Lab::new("k");
+    lab.start_station_lldpad();
+    lab.start_leaf(&["--vlan-pool", "3100-3109", "--rka", "16"]);
+    let ifs = lab.if_sta.clone();
+    lab.sta(
+        "lldptool",
+        &["-L", "-i", &ifs, "-g", "ncb", "adminStatus=rxtx"],
+    );
+    lab.sta(
+        "lldptool",
+        &["-T", "-i", &ifs, "-g", "ncb", "-V", "evb", "enableTx=yes"],
+    );
+    lab.sta(
+        "lldptool",
+        &[
+            "-T",
+            "-i",
+            &ifs,
+            "-g",
+            "ncb",
+            "-V",
+            "evb",
+            "-c",
+            "evbgpid=yes",
+        ],
+    );
+    let (rc, o, e) = lab.sta(
+        "lldptool",
+        &[
+            "-T",
+            "-i",
+            &ifs,
+            "-g",
+            "ncb",
+            "-V",
+            "evb",
+            "-c",
+            "vdprka=16",
+        ],
+    );
+    assert_eq!(rc, 0, "{o}{e}");
+    let t0 = Instant::now();
+    loop {
+        let (_, o, _) = lab.sta(
+            "lldptool",
+            &["get-tlv", "-n", "-i", &ifs, "-g", "ncb", "-V", "evb"],
+        );
+        if o.contains("bridge:bgid") && o.contains("rka:16") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "no EVB TLV: {o:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut out = String::new();
+    for _ in 0..3 {
+        out = vdp_op(&lab, "assoc", 1, 0, 40001);
+        if out.starts_with("Response from VDP") {
+            break;
+        }
+    }
+    assert_response(&out, "assoc", 1);
+    let v = resp_vlan(&out);
+    assert!((3100..=3109).contains(&v), "{out}");
+
+    // keep-alives (identical requests carrying the VID) are answered
+    let t0 = Instant::now();
+    loop {
+        let st = ctl(&lab, "status");
+        let st_vsis = st["vsis"].as_array().unwrap().clone();
+        assert_eq!(st_vsis.len(), 1, "{st}");
+        if st_vsis[0]["keepalives"].as_u64().unwrap() >= 3 {
+            assert_eq!(st_vsis[0]["vlan"], v);
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no keep-alives: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let q = query(&lab, Some(1));
+    assert!(q.contains(&format!("05hints0001006filter001c{v}-")), "{q}");
+
+    // stop answering keep-alives: the leaf ages the VSI out and tells the station
+    ctl(&lab, "ka-ignore on");
+    let t0 = Instant::now();
+    loop {
+        let st = ctl(&lab, "stats");
+        if st["stats"]["aged_out"] == 1 {
+            assert!(
+                st["stats"]["keepalives_ignored"].as_u64().unwrap() >= 1,
+                "{st}"
+            );
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "not aged out: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t0 = Instant::now();
+    loop {
+        let q = query(&lab, Some(1));
+        if q.lines().last().is_some_and(|l| l.ends_with("00000003")) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "VSI still at the station: {q}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ctl(&lab, "status")["vsis"].as_array().unwrap().len(), 0);
 }
