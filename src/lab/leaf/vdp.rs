@@ -882,4 +882,44 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert!(t.vsis.is_empty());
     }
+
+    #[test]
+    fn fmt2_and_fmt1_key_on_manager_and_type() {
+        let now = Instant::now();
+        let m = [0u8; 16];
+        let mut t = VdpTable::new(3001, 3005);
+        let fmt2 = |id: u8, type_id: u32| VsiTlv {
+            filter_fmt: 2,
+            type_id,
+            entries: vec![FilterEntry {
+                gid: None,
+                mac: Some([2, 0, 0, 0, 0, id]),
+                vid: 0,
+            }],
+            ..req(VsiMode::Assoc, id, 0, 0)
+        };
+        let a = reply_vid(&t.handle(now, &m, &fmt2(1, 0)));
+        let b = reply_vid(&t.handle(now, &m, &fmt2(2, 0)));
+        let c = reply_vid(&t.handle(now, &m, &fmt2(3, 9)));
+        assert_eq!(a, (0x40, 3001));
+        assert_eq!(b, (0x40, 3001));
+        assert_eq!(c, (0x40, 3002));
+        // build/parse roundtrip of formats 1 and 2
+        for f in [1u8, 2] {
+            let mut v = fmt2(4, 0);
+            v.filter_fmt = f;
+            if f == 1 {
+                v.entries[0].mac = None;
+            }
+            v.entries[0].vid = 0xb000 | 3003;
+            let p = parse(&build(&m, &v)).unwrap();
+            assert_eq!(p.vsis[0], v);
+            assert_eq!(p.vsis[0].entries[0].vlan(), 3003);
+        }
+        // PS/PCP bits of a requested VID 0 are kept in the answer
+        let mut q = fmt2(5, 0);
+        q.entries[0].vid = 0xb000;
+        let (_, vid) = reply_vid(&t.handle(now, &m, &q));
+        assert_eq!(vid, 0xb000 | 3001);
+    }
 }
