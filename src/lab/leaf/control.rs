@@ -137,7 +137,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 
 fn serve_conn(s: UnixStream, handle: &dyn Fn(&str) -> String) -> io::Result<()> {
     s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
     let mut w = s.try_clone()?;
     for line in BufReader::new(s).lines() {
         let line = line?;
