@@ -438,7 +438,13 @@ impl Controller {
     }
 
     /// Send a result call now; keep it when it fails.
-    fn deliver(&self, key: String, method: &str, context: Value, args: Value) -> Result<Value, String> {
+    fn deliver(
+        &self,
+        key: String,
+        method: &str,
+        context: Value,
+        args: Value,
+    ) -> Result<Value, String> {
         let gen = self.gen.fetch_add(1, Ordering::SeqCst);
         let _guard = self.claim(&key);
         match self.rpc(method, &context, &args) {

@@ -147,7 +147,9 @@ impl PendingStore {
             calls: self.snapshot(),
         };
         let data = serde_json::to_vec_pretty(&f).map_err(std::io::Error::other)?;
-        let tmp = self.path.with_extension(format!("json.tmp{}", std::process::id()));
+        let tmp = self
+            .path
+            .with_extension(format!("json.tmp{}", std::process::id()));
         {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(&data)?;
@@ -188,7 +190,10 @@ mod tests {
         assert!(!s.keep(call("vm:a", 1)), "older must not replace newer");
         assert!(s.keep(call("vm:a", 3)));
         assert!(s.keep(call("uplink", 4)));
-        assert!(!s.delivered("vm:a", 2), "older delivery keeps newer pending");
+        assert!(
+            !s.delivered("vm:a", 2),
+            "older delivery keeps newer pending"
+        );
         s.persist().unwrap();
         let s2 = PendingStore::load(&dir);
         assert_eq!(s2.len(), 2);
