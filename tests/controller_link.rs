@@ -479,3 +479,37 @@ fn odd_injected_events_are_passed_on_or_skipped() {
     let e = c.poll_events(evs[0].seq).map(|v| v.len());
     assert_eq!(e, Ok(0));
 }
+
+#[test]
+fn a_fresh_result_waits_for_the_kept_one_in_flight() {
+    let s = server(None);
+    let dir = TempDir::new("order");
+    let c = std::sync::Arc::new(
+        Controller::new(&config(&s.url(), &dir, 0), "compute1".into()).unwrap(),
+    );
+    fault(&s, json!({"fail_next": 1}));
+    c.update_vm_result(P1, VmResult::CreateFail, None, None, Some("old"))
+        .unwrap_err();
+    std::thread::sleep(Duration::from_millis(1100)); // backoff of the first failure
+    fault(&s, json!({"delay_ms": 800}));
+    let c2 = c.clone();
+    let retry = std::thread::spawn(move || c2.retry_pending());
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    c.update_vm_result(P1, VmResult::Success, Some(1), Some(3001), None)
+        .unwrap();
+    let el = t0.elapsed();
+    assert_eq!(retry.join().unwrap(), 0);
+    assert!(
+        el >= Duration::from_millis(1200),
+        "the fresh call went out while the kept one was in flight: {el:?}"
+    );
+    let vr: Vec<Value> = calls(&s, "update_vm_result")
+        .into_iter()
+        .filter(|c| c["status"] == 200)
+        .collect();
+    assert_eq!(vr.len(), 2);
+    assert_eq!(vr[0]["args"]["result"], "CREATE:FAIL");
+    assert_eq!(vr[1]["args"]["result"], "SUCCESS");
+    assert_eq!(c.status().pending_results, 0);
+}

@@ -445,8 +445,9 @@ impl Controller {
         context: Value,
         args: Value,
     ) -> Result<Value, String> {
-        let gen = self.gen.fetch_add(1, Ordering::SeqCst);
         let _guard = self.claim(&key);
+        // Numbered after the claim: calls for one key go out in number order.
+        let gen = self.gen.fetch_add(1, Ordering::SeqCst);
         match self.rpc(method, &context, &args) {
             Ok(v) => {
                 let mut st = self.state.lock();
