@@ -249,6 +249,11 @@ fn malformed_event_envelopes_are_errors() {
     ));
     let c = controller(&url(&s), &dir, 2, 0);
     let evs = c.poll_events(2).unwrap();
+    // A controller that does not hold the poll is reported (no spinning).
+    let s2 = raw_server(reply("200 OK", "{\"events\": []}"));
+    let c2 = controller(&url(&s2), &dir, 2, 5);
+    let e = c2.poll_events(0).unwrap_err();
+    assert!(e.contains("did not hold"), "{e}");
     assert_eq!(evs.len(), 1, "seq <= after is skipped");
     assert_eq!(evs[0].payload, Value::String("odd".into()));
 }

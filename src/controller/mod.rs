@@ -16,6 +16,9 @@
 //!   newest per key, and retried by `retry_pending` with exponential backoff
 //!   ([`BACKOFF_MIN`] doubling to [`BACKOFF_MAX`]); calls for one key are
 //!   never in flight twice, so an old kept result cannot overtake a newer one;
+//! - an empty long-poll answer that comes back at once although `wait > 0`
+//!   is reported as an error, so a caller that backs off on errors never
+//!   spins against a controller that does not hold polls;
 //! - `update_vm_result` sends `local_vlan` and `vdp_vlan` together: when at
 //!   least one is known both are sent, an unknown one as `-1`; when neither
 //!   is known both are left out (as the original agent does).
@@ -39,6 +42,8 @@ use std::time::{Duration, Instant};
 
 /// Largest response body accepted from the controller.
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;
+/// An empty long-poll answer faster than this (when `wait > 0`) is an error.
+pub const EARLY_EMPTY: Duration = Duration::from_millis(500);
 /// First retry delay of kept results after a failure.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest retry delay of kept results.
@@ -584,10 +589,19 @@ impl ControllerLink for Controller {
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
+        let started = Instant::now();
         let outcome = ok_body(req.call()).and_then(|b| {
             let v: Value =
                 serde_json::from_slice(&b).map_err(|e| format!("answer is not JSON: {e}"))?;
-            parse_events(&v, after)
+            let evs = parse_events(&v, after)?;
+            if evs.is_empty() && wait > 0 && started.elapsed() < EARLY_EMPTY {
+                // A controller that does not hold the poll would make the
+                // caller spin; report it so the caller backs off.
+                return Err(format!(
+                    "empty answer at once (the controller did not hold the poll for wait={wait})"
+                ));
+            }
+            Ok(evs)
         });
         match outcome {
             Ok(evs) => {

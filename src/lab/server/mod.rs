@@ -205,7 +205,7 @@ fn err(code: u16, msg: impl Into<String>) -> Reply {
     (code, json!({"error": msg.into()}))
 }
 
-fn percent_decode(s: &str) -> String {
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -218,7 +218,11 @@ fn percent_decode(s: &str) -> String {
                 continue;
             }
         }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        out.push(if plus_is_space && b[i] == b'+' {
+            b' '
+        } else {
+            b[i]
+        });
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -230,14 +234,14 @@ fn split_url(url: &str) -> (Vec<String>, Vec<(String, String)>) {
     let segs = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(percent_decode)
+        .map(|s| percent_decode(s, false))
         .collect();
     let q = query
         .split('&')
         .filter(|s| !s.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
+            (percent_decode(k, true), percent_decode(v, true))
         })
         .collect();
     (segs, q)
@@ -667,7 +671,11 @@ mod tests {
         let (s, q) = split_url("/v1/agents/h%2Fx/events?after=3&wait=0");
         assert_eq!(s, vec!["v1", "agents", "h/x", "events"]);
         assert_eq!(qget(&q, "after"), Some("3"));
-        assert_eq!(percent_decode("%"), "%");
-        assert_eq!(percent_decode("a%4"), "a%4");
+        assert_eq!(percent_decode("%", true), "%");
+        assert_eq!(percent_decode("a%4", true), "a%4");
+        assert_eq!(percent_decode("a+b%C3%A9", false), "a+bé");
+        let (s, q) = split_url("/x+y?k=a+b");
+        assert_eq!(s, vec!["x+y"]);
+        assert_eq!(qget(&q, "k"), Some("a b"));
     }
 }
