@@ -491,17 +491,17 @@ fn a_fresh_result_waits_for_the_kept_one_in_flight() {
     c.update_vm_result(P1, VmResult::CreateFail, None, None, Some("old"))
         .unwrap_err();
     std::thread::sleep(Duration::from_millis(1100)); // backoff of the first failure
-    fault(&s, json!({"delay_ms": 800}));
+    fault(&s, json!({"delay_ms": 1000}));
     let c2 = c.clone();
     let retry = std::thread::spawn(move || c2.retry_pending());
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(400));
     let t0 = Instant::now();
     c.update_vm_result(P1, VmResult::Success, Some(1), Some(3001), None)
         .unwrap();
     let el = t0.elapsed();
     assert_eq!(retry.join().unwrap(), 0);
     assert!(
-        el >= Duration::from_millis(1200),
+        el >= Duration::from_millis(1400),
         "the fresh call went out while the kept one was in flight: {el:?}"
     );
     let vr: Vec<Value> = calls(&s, "update_vm_result")
