@@ -9,6 +9,8 @@ fn main() {
             println!("vdp-lab {}", vdp_agent::VERSION);
             0
         }
+        Some("server") => vdp_agent::lab::server::cli::server_main(&args[1..]),
+        Some("port") => vdp_agent::lab::server::cli::port_main(&args[1..]),
         _ => {
             eprintln!("usage: vdp-lab server|leaf|port ... (see README)");
             2
