@@ -106,10 +106,25 @@ fn bridge_vlan0_is_not_success() {
     );
 }
 
+const E1: &str = "eeeeeeee-0000-4000-8000-000000000001";
+const EM1: &str = "fa:16:3e:00:0e:01";
+
+fn eu(n: u32) -> (String, String) {
+    (
+        format!("eeeeeeee-0000-4000-8000-0000000000{n:02}"),
+        format!("fa:16:3e:00:0e:{n:02}"),
+    )
+}
+
 #[test]
 fn success_and_qos_bits() {
+    // vdp-lab leaf assigned a VLAN from its pool.
     assert_eq!(
-        assoc("notes_success_3003", U1, MAC1),
+        assoc("leaf_assoc_ok", E1, EM1),
+        AssocOutcome::Associated { vlan: 3001 }
+    );
+    assert_eq!(
+        assoc("leaf_assoc_after_reload", E1, EM1),
         AssocOutcome::Associated { vlan: 3003 }
     );
     // 48059 = PS 1, PCP 3, VID 3003
@@ -117,25 +132,69 @@ fn success_and_qos_bits() {
         assoc("notes_success_qos", U1, MAC1),
         AssocOutcome::Associated { vlan: 3003 }
     );
-    // Same event, other MAC requested: not ours (original mac mismatch text).
+    // Same event, other MAC requested: the original's mac mismatch text.
     assert_eq!(
-        assoc("notes_success_3003", U1, "fa:16:3e:00:00:99"),
-        failed("VSIID MAC Reply mis-match req mac fa:16:3e:00:00:99 reply mac fa:16:3e:00:00:01")
+        assoc("leaf_assoc_ok", E1, "fa:16:3e:00:00:99"),
+        failed("VSIID MAC Reply mis-match req mac fa:16:3e:00:00:99 reply mac fa:16:3e:00:0e:01")
+    );
+    let q = vdptool::parse_query(&fixture("leaf_query_assoc").out.stdout).unwrap();
+    assert_eq!(
+        vdptool::record_state(&q.records[0], EM1, 40001),
+        VsiState::Associated {
+            vlan: 3001,
+            raw_vlan: 3001
+        }
     );
 }
 
 #[test]
 fn bridge_rejects() {
+    for (n, text) in [
+        (1, "Error returned by Bridge: VDP TLV Format is Invalid"),
+        (
+            2,
+            "Error returned by Bridge: Insufficient resources at bridge",
+        ),
+        (3, "Error returned by Bridge: Unable to contact VSI Mgr"),
+        (4, "Error returned by Bridge: Other Failures"),
+        (
+            5,
+            "Error returned by Bridge: Invalid VID, GroupID or MAC address field",
+        ),
+    ] {
+        let (u, m) = eu(10 + n);
+        assert_eq!(
+            assoc(&format!("leaf_reject_{n}"), &u, &m),
+            failed(text),
+            "code {n}"
+        );
+    }
+    let (u, m) = eu(24);
     assert_eq!(
-        assoc("notes_bridge_reject_5", U1, MAC1),
-        failed("Error returned by Bridge: Invalid VID, GroupID or MAC address field")
+        assoc("leaf_reject_4_hard", &u, &m),
+        failed(vdptool::DEASSOC_NO_REASON)
+    );
+    // KEEP on a new assoc: no event (pending), the query shows hints 34.
+    let (u, m) = eu(32);
+    assert_eq!(assoc("leaf_reject_2_keep", &u, &m), AssocOutcome::Pending);
+    let q = vdptool::parse_query(&fixture("leaf_query_keep").out.stdout).unwrap();
+    assert_eq!(
+        vdptool::record_state(&q.records[0], &m, 40032),
+        VsiState::Unusable {
+            reason: "Non-zero hints, value 34".into(),
+            raw_vlan: 0
+        }
+    );
+    // Bridge-initiated deassoc (no Error line), seen by -W of another VSI.
+    let (u41, m41) = eu(41);
+    assert_eq!(
+        assoc("leaf_unsolicited_deassoc", &u41, &m41),
+        AssocOutcome::NotOurs {
+            other_uuid: E1.into()
+        }
     );
     assert_eq!(
-        assoc("notes_bridge_reject_2", U1, MAC1),
-        failed("Error returned by Bridge: Insufficient resources at bridge")
-    );
-    assert_eq!(
-        assoc("notes_bridge_reject_hard", U1, MAC1),
+        assoc("leaf_unsolicited_deassoc", E1, EM1),
         failed(vdptool::DEASSOC_NO_REASON)
     );
     assert_eq!(
@@ -283,15 +342,6 @@ fn raw_queries() {
     assert_eq!(
         vdptool::record_state(&q.records[0], "fa:16:3e:00:03:03", 50003),
         VsiState::InProgress
-    );
-
-    let q = vdptool::parse_query(&fixture("notes_query_keep").out.stdout).unwrap();
-    assert_eq!(
-        vdptool::record_state(&q.records[0], "fa:16:3e:00:03:03", 50003),
-        VsiState::Unusable {
-            reason: "Non-zero hints, value 34".into(),
-            raw_vlan: 0
-        }
     );
 
     let f = fixture("dev_not_found");
