@@ -403,6 +403,45 @@ impl LldpadDriver {
         self.apply_refresh(results, generation)
     }
 
+    /// A VDP event from lldpad for `port_uuid` (lldpad event client):
+    /// `Ok(vlan)` = lldpad reports the VSI associated with this VLAN field
+    /// (low 12 bits used), `Err(reason)` = the VSI ended (reject, timeout,
+    /// bridge deassoc). Returns the change to report; `None` when the VSI is
+    /// not ours, a request for it is running (its own answer decides), it is
+    /// only waiting for deassociation, or nothing changed. The next
+    /// `refresh` re-associates a lost VSI.
+    pub fn apply_event(&self, port_uuid: &str, result: Result<u16, String>) -> Option<VsiChange> {
+        let new = match result {
+            Ok(v) => match v & 0x0fff {
+                vlan @ 1..=4094 => VdpReply::associated(vlan),
+                other => VdpReply::failed(vdptool::invalid_vlan_reason(u32::from(other))),
+            },
+            Err(reason) => VdpReply::failed(reason),
+        };
+        let mut t = self.table.lock();
+        let version = t.bump();
+        let e = t.vsis.get_mut(port_uuid)?;
+        if e.busy || e.restored {
+            return None;
+        }
+        let old = std::mem::replace(&mut e.reply, new.clone());
+        e.version = version;
+        if old.vdp_vlan == new.vdp_vlan && old.fail_reason == new.fail_reason {
+            return None;
+        }
+        e.unchanged_rounds = 0;
+        Some(VsiChange {
+            port_uuid: e.req.port_uuid.clone(),
+            net_uuid: e.req.net_uuid.clone(),
+            vm_mac: e.req.vm_mac.clone(),
+            segmentation_id: e.req.segmentation_id,
+            local_vlan: None,
+            vdp_vlan: new.vdp_vlan,
+            old_vdp_vlan: old.vdp_vlan,
+            fail_reason: new.fail_reason,
+        })
+    }
+
     // ---- internals ----
 
     fn apply_refresh(
@@ -470,6 +509,8 @@ impl LldpadDriver {
         if let Some(e) = t.vsis.get_mut(uuid) {
             e.busy = false;
         }
+        drop(t);
+        self.idle.notify_all();
     }
 
     fn args<'a>(&self, req: &'a VsiRequest, vlan: u16) -> Result<VsiArgs<'a>, vdptool::ArgError> {
@@ -861,6 +902,42 @@ mod tests {
         let gone = d.deassociate(&req().port_uuid);
         assert_eq!(gone.vdp_vlan, Some(3003));
         assert!(d.vsis().is_empty());
+    }
+
+    #[test]
+    fn events_update_the_table() {
+        let (d, _dir) = fake(&format!(
+            "case \"$*\" in\n*\"-t -i\"*) echo M00; echo '{}';;\nesac",
+            r_line("0", "3003-fa:16:3e:00:00:01-20000")
+        ));
+        assert!(
+            d.apply_event(&req().port_uuid, Ok(5)).is_none(),
+            "unknown VSI"
+        );
+        assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
+        assert!(
+            d.apply_event(&req().port_uuid, Ok(3003)).is_none(),
+            "no change"
+        );
+        let lost = d
+            .apply_event(
+                &req().port_uuid,
+                Err("Internal Error : Keepalive Timeout".into()),
+            )
+            .unwrap();
+        assert_eq!((lost.old_vdp_vlan, lost.vdp_vlan), (Some(3003), None));
+        assert_eq!(
+            lost.fail_reason.as_deref(),
+            Some("Internal Error : Keepalive Timeout")
+        );
+        // 48059 = PS/PCP bits + 3003
+        let back = d.apply_event(&req().port_uuid, Ok(48059)).unwrap();
+        assert_eq!((back.old_vdp_vlan, back.vdp_vlan), (None, Some(3003)));
+        let zero = d.apply_event(&req().port_uuid, Ok(0)).unwrap();
+        assert_eq!(
+            zero.fail_reason.as_deref(),
+            Some("Returned vlan 0 is invalid.")
+        );
     }
 
     #[test]
