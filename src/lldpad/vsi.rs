@@ -107,6 +107,8 @@ struct Entry {
     reply: VdpReply,
     /// A vdptool request for this VSI is running.
     busy: bool,
+    /// ... and it is a deassociation (an associate waits for it).
+    deassociating: bool,
     /// Recorded by `restore` (bulk down entry): only waits for deassociate,
     /// never refreshed.
     restored: bool,
@@ -185,6 +187,17 @@ impl LldpadDriver {
             let mut t = self.table.lock();
             // Up again before a postponed deassoc went out: cancel it.
             t.later.retain(|l| l.req.port_uuid != req.port_uuid);
+            // Down then up again: let the running deassociation finish.
+            let deadline = std::time::Instant::now() + BUSY_WAIT;
+            while t
+                .vsis
+                .get(&req.port_uuid)
+                .is_some_and(|e| e.busy && e.deassociating)
+            {
+                if self.idle.wait_until(&mut t, deadline).timed_out() {
+                    break;
+                }
+            }
             let version = t.bump();
             let generation = t.generation;
             match t.vsis.get_mut(&req.port_uuid) {
@@ -206,6 +219,7 @@ impl LldpadDriver {
                             req: req.clone(),
                             reply: VdpReply::pending(),
                             busy: true,
+                            deassociating: false,
                             restored: false,
                             unchanged_rounds: 0,
                             version,
@@ -266,6 +280,7 @@ impl LldpadDriver {
                 ));
             };
             e.busy = true;
+            e.deassociating = true;
             (e.req.clone(), e.reply.vdp_vlan, generation)
         };
         let mut reply = self.deassociate_now(&req, known);
@@ -302,6 +317,7 @@ impl LldpadDriver {
                     ..Default::default()
                 },
                 busy: false,
+                deassociating: false,
                 restored: true,
                 unchanged_rounds: 0,
                 version,
@@ -938,6 +954,26 @@ mod tests {
             zero.fail_reason.as_deref(),
             Some("Returned vlan 0 is invalid.")
         );
+    }
+
+    #[test]
+    fn up_during_down_waits_for_the_deassociation() {
+        let (d, _dir) = fake(&format!(
+            "case \"$*\" in\n*deassoc*) sleep 1;;\n*\"-t -i\"*) echo M00; echo '{}';;\nesac",
+            r_line("0", "3003-fa:16:3e:00:00:01-20000")
+        ));
+        let d = Arc::new(d);
+        assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
+        let d2 = d.clone();
+        let h = std::thread::spawn(move || d2.deassociate(&req().port_uuid));
+        while !d.vsis().first().is_some_and(|(_, r)| r.pending) {
+            std::thread::yield_now();
+        }
+        // Not a "pending" no-op: it waits, then associates again.
+        let up = d.associate(&req());
+        assert_eq!(up, VdpReply::associated(3003));
+        assert_eq!(h.join().unwrap().fail_reason, None);
+        assert_eq!(d.vsis().len(), 1);
     }
 
     #[test]
