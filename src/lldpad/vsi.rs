@@ -31,6 +31,15 @@
 //!   Results are reported when the VLAN or fail reason changed, or again
 //!   after `CALLBACK_THRESHOLD` unchanged rounds (original
 //!   `_vdp_refrsh_hndlr`).
+//!   Measured (tests/fixtures/vdptool headers): list query of 26 VSIs 3.9 ms,
+//!   per-VSI query 4.3 ms, assoc `-W` answered by a bridge 8.7 ms, `-W`
+//!   without answer 5.0 s.
+//! - apply_event: verdicts pushed by the lldpad event client update the
+//!   table between refresh rounds.
+//!
+//! Callers: use `restore` before `deassociate` for a port this driver never
+//! associated (after a restart); `deassociate` of an unknown port only
+//! reports it.
 
 use crate::config::VdpConfig;
 use crate::exec::{CmdOutput, Runner};
@@ -53,6 +62,18 @@ pub struct VsiRequest {
     pub net_uuid: String,
     pub segmentation_id: u32,
     pub oui: Option<Oui>,
+}
+
+impl From<&crate::model::VmPort> for VsiRequest {
+    fn from(vm: &crate::model::VmPort) -> VsiRequest {
+        VsiRequest {
+            port_uuid: vm.port_uuid.clone(),
+            vm_mac: vm.vm_mac.clone(),
+            net_uuid: vm.net_uuid.clone(),
+            segmentation_id: vm.segmentation_id,
+            oui: vm.oui.clone(),
+        }
+    }
 }
 
 /// What lldpad / the bridge said about a VSI.
