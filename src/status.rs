@@ -6,7 +6,8 @@
 //! the daemon: the server is handed a closure that builds the document.
 //!
 //! Protocol (decision): the client connects, writes one line `status\n`,
-//! the server answers with one JSON document followed by `\n` and closes.
+//! the server answers with one (pretty-printed) JSON document followed by
+//! `\n` and closes.
 //! Any other request gets `{"error": "unknown request"}`. Each connection
 //! is served with 2 s read/write timeouts so a stuck client cannot block
 //! the server thread for long. The socket is created mode 0600 (root-only
@@ -159,7 +160,7 @@ fn answer(stream: &UnixStream, doc: &dyn Fn() -> StatusDoc) -> io::Result<()> {
     let mut line = String::new();
     BufReader::new(stream.take(256)).read_line(&mut line)?;
     let reply = if line.trim() == "status" {
-        serde_json::to_string(&doc()).unwrap_or_else(|e| {
+        serde_json::to_string_pretty(&doc()).unwrap_or_else(|e| {
             serde_json::json!({"error": format!("cannot encode status: {e}")}).to_string()
         })
     } else {
@@ -179,6 +180,12 @@ impl Drop for StatusServer {
 
 /// Ask the daemon listening on `path` for its status document.
 pub fn query(path: &Path) -> Result<Value, StatusError> {
+    query_raw(path).map(|(_, v)| v)
+}
+
+/// Like [`query`], also returning the document exactly as the daemon wrote
+/// it (pretty-printed, keys in CONTRACT §5 order) for `status --json`.
+pub fn query_raw(path: &Path) -> Result<(String, Value), StatusError> {
     let stream = UnixStream::connect(path).map_err(|err| StatusError::NotRunning {
         path: path.to_path_buf(),
         err,
@@ -207,7 +214,7 @@ pub fn query(path: &Path) -> Result<Value, StatusError> {
     if let Some(e) = v.get("error") {
         return Err(StatusError::BadReply { msg: e.to_string() });
     }
-    Ok(v)
+    Ok((reply.trim_end().to_string(), v))
 }
 
 fn s(v: &Value) -> String {
