@@ -62,21 +62,28 @@ pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub enum DaemonError {
     /// Another live process holds the pid file.
-    AlreadyRunning { path: PathBuf, pid: i32 },
-    Io { what: String, err: io::Error },
+    AlreadyRunning {
+        path: PathBuf,
+        pid: i32,
+    },
+    Io {
+        what: String,
+        err: io::Error,
+    },
     Status(crate::status::StatusError),
-    Thread { name: String, err: io::Error },
+    Thread {
+        name: String,
+        err: io::Error,
+    },
     Signals(String),
 }
 
 impl fmt::Display for DaemonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DaemonError::AlreadyRunning { path, pid } => write!(
-                f,
-                "another vdp-agent (pid {pid}) holds {}",
-                path.display()
-            ),
+            DaemonError::AlreadyRunning { path, pid } => {
+                write!(f, "another vdp-agent (pid {pid}) holds {}", path.display())
+            }
             DaemonError::Io { what, err } => write!(f, "{what}: {err}"),
             DaemonError::Status(e) => write!(f, "status socket: {e}"),
             DaemonError::Thread { name, err } => write!(f, "cannot start thread {name}: {err}"),
@@ -102,7 +109,9 @@ pub struct ThreadRegistry {
 
 impl ThreadRegistry {
     pub fn set(&self, name: &str, state: &str) {
-        self.inner.lock().insert(name.to_string(), state.to_string());
+        self.inner
+            .lock()
+            .insert(name.to_string(), state.to_string());
     }
     pub fn snapshot(&self) -> BTreeMap<String, String> {
         self.inner.lock().clone()
@@ -218,7 +227,11 @@ pub fn dispatch_event(mgr: &VdpMgr, ev: &ControllerEvent) {
                         Err(rej) => reject_vm(mgr, ev.seq, &rej),
                     }
                 }
-                log::info!("bulk vm_info seq {} with {} valid entries", ev.seq, good.len());
+                log::info!(
+                    "bulk vm_info seq {} with {} valid entries",
+                    ev.seq,
+                    good.len()
+                );
                 mgr.vdp_vm_event(VmNotice::Bulk(good));
             }
         },
@@ -396,7 +409,11 @@ fn signal_task(shutdown: Shutdown, on_hup: Option<Arc<dyn Fn() + Send + Sync>>) 
             if sig == libc::SIGTERM || sig == libc::SIGINT {
                 log::info!(
                     "received {}, stopping (flows, ports and associations stay in place)",
-                    if sig == libc::SIGTERM { "SIGTERM" } else { "SIGINT" }
+                    if sig == libc::SIGTERM {
+                        "SIGTERM"
+                    } else {
+                        "SIGINT"
+                    }
                 );
                 shutdown.trigger();
                 return Step::Stop;
@@ -572,7 +589,8 @@ impl Daemon {
             Some(p) => Some(PidFile::acquire(p)?),
             None => None,
         };
-        let status_server = StatusServer::bind(&cfg.status_socket()).map_err(DaemonError::Status)?;
+        let status_server =
+            StatusServer::bind(&cfg.status_socket()).map_err(DaemonError::Status)?;
 
         let shutdown = Shutdown::new();
         let host_id = cfg.host_id();
@@ -637,7 +655,13 @@ impl Daemon {
             });
         }
         {
-            let doc = status_doc_fn(host_id.clone(), mgr.clone(), host.clone(), link.clone(), registry.clone());
+            let doc = status_doc_fn(
+                host_id.clone(),
+                mgr.clone(),
+                host.clone(),
+                link.clone(),
+                registry.clone(),
+            );
             tasks.push(Task {
                 name: "status-server",
                 step: Box::new(move || {
@@ -711,7 +735,10 @@ impl Daemon {
             }
         }
         if !left.is_empty() {
-            log::warn!("threads still busy at exit (left behind): {}", left.join(", "));
+            log::warn!(
+                "threads still busy at exit (left behind): {}",
+                left.join(", ")
+            );
         }
         for (name, h) in self.threads.drain(..) {
             if !left.contains(&name) {
@@ -780,7 +807,10 @@ fn heartbeat_task(cfg: &Config, mgr: Arc<VdpMgr>, link: Arc<dyn ControllerLink>)
                         mgr.dfa_uplink_restart(&info);
                     }
                     Err(e) => {
-                        log::warn!("request_uplink_info failed (retry in {}s): {e}", retry.as_secs());
+                        log::warn!(
+                            "request_uplink_info failed (retry in {}s): {e}",
+                            retry.as_secs()
+                        );
                         let w = retry;
                         retry = backoff_next(retry);
                         return Step::Wait(w);
@@ -863,7 +893,10 @@ mod tests {
         w.write_all(b"two\n").unwrap();
         lf.reopen().unwrap();
         w.write_all(b"three\n").unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("agent.log.1")).unwrap(), "one\ntwo\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("agent.log.1")).unwrap(),
+            "one\ntwo\n"
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -895,7 +928,10 @@ mod tests {
         assert!(*count.lock() >= 3, "loop did not go on after the panic");
         assert_eq!(reg.snapshot()["co-panicky"], "alive");
         sd.trigger();
-        assert_eq!(rx.recv_timeout(Duration::from_secs(2)).unwrap(), "co-panicky");
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(2)).unwrap(),
+            "co-panicky"
+        );
         h.join().unwrap();
         assert_eq!(reg.snapshot()["co-panicky"], "stopped");
     }

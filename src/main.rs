@@ -125,7 +125,8 @@ fn init_logging(cfg: &Config) -> Result<Option<Arc<LogFile>>, String> {
     });
     let file = match &cfg.log.file {
         Some(p) => {
-            let f = LogFile::open(p).map_err(|e| format!("cannot open log file {}: {e}", p.display()))?;
+            let f = LogFile::open(p)
+                .map_err(|e| format!("cannot open log file {}: {e}", p.display()))?;
             b.target(env_logger::Target::Pipe(Box::new(f.writer())));
             Some(f)
         }
@@ -218,11 +219,9 @@ fn real_main() -> i32 {
                 }
             };
             let on_hup: Option<Arc<dyn Fn() + Send + Sync>> = log_file.map(|f| {
-                Arc::new(move || {
-                    match f.reopen() {
-                        Ok(()) => log::info!("log file reopened"),
-                        Err(e) => eprintln!("vdp-agent: reopening log file: {e}"),
-                    }
+                Arc::new(move || match f.reopen() {
+                    Ok(()) => log::info!("log file reopened"),
+                    Err(e) => eprintln!("vdp-agent: reopening log file: {e}"),
                 }) as Arc<dyn Fn() + Send + Sync>
             });
             // Signals are blocked before any thread exists (run_with does it
@@ -272,9 +271,18 @@ mod tests {
                 pid_file: Some("/p".into())
             }
         );
-        assert_eq!(p(&["-c", "f", "--check-config"]).unwrap().command, Command::CheckConfig);
-        assert_eq!(p(&["status", "--json"]).unwrap().command, Command::Status { json: true });
-        assert_eq!(p(&["-c", "f", "status"]).unwrap().command, Command::Status { json: false });
+        assert_eq!(
+            p(&["-c", "f", "--check-config"]).unwrap().command,
+            Command::CheckConfig
+        );
+        assert_eq!(
+            p(&["status", "--json"]).unwrap().command,
+            Command::Status { json: true }
+        );
+        assert_eq!(
+            p(&["-c", "f", "status"]).unwrap().command,
+            Command::Status { json: false }
+        );
         assert_eq!(p(&["--version"]).unwrap().command, Command::Version);
         assert_eq!(p(&["--help"]).unwrap().command, Command::Help);
         assert!(p(&["-c"]).is_err());

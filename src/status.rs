@@ -50,11 +50,21 @@ pub struct StatusDoc {
 #[derive(Debug)]
 pub enum StatusError {
     /// Nothing listens on the socket: the daemon is not running.
-    NotRunning { path: PathBuf, err: io::Error },
+    NotRunning {
+        path: PathBuf,
+        err: io::Error,
+    },
     /// A live daemon already serves this socket.
-    InUse { path: PathBuf },
-    Io { what: String, err: io::Error },
-    BadReply { msg: String },
+    InUse {
+        path: PathBuf,
+    },
+    Io {
+        what: String,
+        err: io::Error,
+    },
+    BadReply {
+        msg: String,
+    },
 }
 
 impl fmt::Display for StatusError {
@@ -104,12 +114,12 @@ impl StatusServer {
             what: format!("binding {}", path.display()),
             err,
         })?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
-            |err| StatusError::Io {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|err| {
+            StatusError::Io {
                 what: format!("chmod 0600 {}", path.display()),
                 err,
-            },
-        )?;
+            }
+        })?;
         listener
             .set_nonblocking(true)
             .map_err(|err| StatusError::Io {
@@ -208,9 +218,8 @@ pub fn query_raw(path: &Path) -> Result<(String, Value), StatusError> {
         .take(16 << 20)
         .read_to_string(&mut reply)
         .map_err(io("reading status reply"))?;
-    let v: Value = serde_json::from_str(reply.trim()).map_err(|e| StatusError::BadReply {
-        msg: e.to_string(),
-    })?;
+    let v: Value = serde_json::from_str(reply.trim())
+        .map_err(|e| StatusError::BadReply { msg: e.to_string() })?;
     if let Some(e) = v.get("error") {
         return Err(StatusError::BadReply { msg: e.to_string() });
     }
@@ -329,7 +338,9 @@ mod tests {
     #[test]
     fn document_has_contract_keys_in_order() {
         let s = serde_json::to_string(&doc()).unwrap();
-        let keys = ["host_id", "version", "uplink", "vsis", "queues", "threads", "server"];
+        let keys = [
+            "host_id", "version", "uplink", "vsis", "queues", "threads", "server",
+        ];
         let mut pos = 0;
         for k in keys {
             let p = s.find(&format!("\"{k}\"")).unwrap();
@@ -345,7 +356,10 @@ mod tests {
         }
         assert_eq!(v["vsis"][0]["vdp_vlan"], 3003);
         let t = render_table(&v);
-        assert!(t.contains("eth2") && t.contains("3003") && t.contains("heartbeat"), "{t}");
+        assert!(
+            t.contains("eth2") && t.contains("3003") && t.contains("heartbeat"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -361,7 +375,10 @@ mod tests {
         let srv = StatusServer::bind(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(matches!(StatusServer::bind(&path), Err(StatusError::InUse { .. })));
+        assert!(matches!(
+            StatusServer::bind(&path),
+            Err(StatusError::InUse { .. })
+        ));
         let p2 = path.clone();
         let t = std::thread::spawn(move || query(&p2));
         // The first connection in the backlog is the dead probe of the

@@ -109,16 +109,14 @@ pub fn is_mac(s: &str) -> bool {
 pub fn is_ifname(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15
-        && s
-            .bytes()
+        && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'@' | b'-'))
 }
 
 fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
-        && s
-            .bytes()
+        && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
 }
 
@@ -205,7 +203,11 @@ fn opt_str<'a>(
     }
 }
 
-fn vlan(ctx: &Ctx, obj: &serde_json::Map<String, Value>, key: &str) -> Result<Option<u16>, VmRejection> {
+fn vlan(
+    ctx: &Ctx,
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<Option<u16>, VmRejection> {
     match get(obj, key) {
         None => Ok(None),
         Some(v) => match v.as_i64() {
@@ -369,6 +371,8 @@ pub fn validate_vm(v: &Value) -> Result<VmPort, VmRejection> {
 
 /// Shape of a `vm_info` payload after validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// One short-lived value per controller event: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum VmEvent {
     /// One VM object.
     Single(Result<VmPort, VmRejection>),
@@ -503,7 +507,14 @@ mod tests {
 
     #[test]
     fn status_hostile() {
-        for bad in [json!("UP"), json!("up "), json!(""), json!(true), json!(1), json!("deleted")] {
+        for bad in [
+            json!("UP"),
+            json!("up "),
+            json!(""),
+            json!(true),
+            json!(1),
+            json!("deleted"),
+        ] {
             let e = rejects(with("status", bad), "status");
             assert_eq!(e.port_uuid.as_deref(), Some(PORT));
             assert_eq!(e.status, None);
@@ -532,7 +543,11 @@ mod tests {
 
     #[test]
     fn net_uuid_hostile() {
-        for bad in [json!("net1"), json!(7), json!("7e1c0f7a-1111-4c3e-9f6f-2f7d1a0b1c2d\n")] {
+        for bad in [
+            json!("net1"),
+            json!(7),
+            json!("7e1c0f7a-1111-4c3e-9f6f-2f7d1a0b1c2d\n"),
+        ] {
             rejects(with("net_uuid", bad), "net_uuid");
         }
         rejects(without("net_uuid"), "net_uuid");
@@ -554,7 +569,9 @@ mod tests {
         }
         for ok in [1u64, 16_777_215] {
             assert_eq!(
-                validate_vm(&with("segmentation_id", json!(ok))).unwrap().segmentation_id as u64,
+                validate_vm(&with("segmentation_id", json!(ok)))
+                    .unwrap()
+                    .segmentation_id as u64,
                 ok
             );
         }
@@ -563,7 +580,14 @@ mod tests {
     #[test]
     fn vlans_hostile_and_unknown() {
         for f in ["local_vlan", "vdp_vlan"] {
-            for bad in [json!(0), json!(4095), json!(-2), json!("5"), json!(70000), json!(2.5)] {
+            for bad in [
+                json!(0),
+                json!(4095),
+                json!(-2),
+                json!("5"),
+                json!(70000),
+                json!(2.5),
+            ] {
                 rejects(with(f, bad), f);
             }
             assert_eq!(validate_vm(&with(f, json!(-1))).unwrap().local_vlan, None);
@@ -599,10 +623,20 @@ mod tests {
 
     #[test]
     fn oui_fields_hostile() {
-        for bad in [json!("1.2.3"), json!("1.2.3.256"), json!("::1"), json!("1.2.3.4,x=y"), json!(" 1.2.3.4")] {
+        for bad in [
+            json!("1.2.3"),
+            json!("1.2.3.256"),
+            json!("::1"),
+            json!("1.2.3.4,x=y"),
+            json!(" 1.2.3.4"),
+        ] {
             rejects(with("oui.ip_addr", bad), "oui.ip_addr");
         }
-        for bad in [json!("abc"), json!("0123456789abcdef0123456789abcde"), json!("{uuid}")] {
+        for bad in [
+            json!("abc"),
+            json!("0123456789abcdef0123456789abcde"),
+            json!("{uuid}"),
+        ] {
             rejects(with("oui.vm_uuid", bad), "oui.vm_uuid");
         }
         validate_vm(&with("oui.vm_uuid", json!(PORT))).unwrap();
@@ -672,11 +706,15 @@ mod tests {
 
     #[test]
     fn uplink_object() {
-        let u = validate_uplink(&json!({"uplink": "eth2", "veth_intf": "LLDPLeth2", "x": 1})).unwrap();
+        let u =
+            validate_uplink(&json!({"uplink": "eth2", "veth_intf": "LLDPLeth2", "x": 1})).unwrap();
         assert_eq!(u.uplink, "eth2");
         assert_eq!(u.veth_intf, "LLDPLeth2");
         assert_eq!(validate_uplink(&json!({})).unwrap(), UplinkInfo::default());
-        assert_eq!(validate_uplink(&json!(null)).unwrap(), UplinkInfo::default());
+        assert_eq!(
+            validate_uplink(&json!(null)).unwrap(),
+            UplinkInfo::default()
+        );
         let u = validate_uplink(&json!({"uplink": "bond0", "veth_intf": null})).unwrap();
         assert_eq!(u.veth_intf, "");
         for (bad, field) in [

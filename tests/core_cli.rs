@@ -62,11 +62,17 @@ fn example_config_equals_defaults() {
 
 #[test]
 fn check_config_on_example_exits_0_and_prints_effective_config() {
-    let out = run(&["-c", repo_file("etc/agent.yaml").to_str().unwrap(), "--check-config"]);
+    let out = run(&[
+        "-c",
+        repo_file("etc/agent.yaml").to_str().unwrap(),
+        "--check-config",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let printed: Config = serde_yaml::from_str(&text(&out.stdout)).unwrap();
-    let mut expect = Config::default();
-    expect.host_id = printed.host_id.clone();
+    let expect = Config {
+        host_id: printed.host_id.clone(),
+        ..Config::default()
+    };
     assert!(printed.host_id.is_some(), "host_id is resolved");
     assert_eq!(printed, expect);
 }
@@ -87,7 +93,11 @@ fn check_config_unknown_key_exits_2_naming_it() {
     let out = run(&["-c", f.to_str().unwrap(), "--check-config"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("vdp.filter"));
-    let out = run(&["-c", d.path().join("nope.yaml").to_str().unwrap(), "--check-config"]);
+    let out = run(&[
+        "-c",
+        d.path().join("nope.yaml").to_str().unwrap(),
+        "--check-config",
+    ]);
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -95,7 +105,10 @@ fn check_config_unknown_key_exits_2_naming_it() {
 fn version_help_and_usage_errors() {
     let out = run(&["--version"]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(text(&out.stdout).trim(), format!("vdp-agent {}", vdp_agent::VERSION));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("vdp-agent {}", vdp_agent::VERSION)
+    );
     let out = run(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("--check-config"));
@@ -130,7 +143,10 @@ fn write_config(d: &TempDir, extra: &str) -> PathBuf {
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -155,14 +171,21 @@ fn status_without_daemon_exits_1() {
     let cfg = write_config(&d, "");
     let out = run(&["-c", cfg.to_str().unwrap(), "status"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not running"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not running"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn daemon_runs_serves_status_reopens_log_and_stops_on_sigterm() {
     let d = TempDir::new("cli-daemon");
     let log = d.path().join("agent.log");
-    let cfg = write_config(&d, &format!("log:\n  level: debug\n  file: {}\n", log.display()));
+    let cfg = write_config(
+        &d,
+        &format!("log:\n  level: debug\n  file: {}\n", log.display()),
+    );
     let cfg_s = cfg.to_str().unwrap();
     let child = Command::new(BIN)
         .args(["-c", cfg_s])
@@ -175,8 +198,12 @@ fn daemon_runs_serves_status_reopens_log_and_stops_on_sigterm() {
     let sock = d.path().join("run/vdp-agent.sock");
     let pidf = d.path().join("run/vdp-agent.pid");
     wait_for("status socket", || sock.exists());
-    assert_eq!(std::fs::read_to_string(&pidf).unwrap().trim(), pid.to_string());
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(
+        std::fs::read_to_string(&pidf).unwrap().trim(),
+        pid.to_string()
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
 
     // status --json: every §5 key and every thread
@@ -187,7 +214,9 @@ fn daemon_runs_serves_status_reopens_log_and_stops_on_sigterm() {
         doc = serde_json::from_slice(&out.stdout).unwrap();
         THREADS.iter().all(|t| doc["threads"][*t] == "alive")
     });
-    for k in ["host_id", "version", "uplink", "vsis", "queues", "threads", "server"] {
+    for k in [
+        "host_id", "version", "uplink", "vsis", "queues", "threads", "server",
+    ] {
         assert!(doc.get(k).is_some(), "missing {k} in {doc}");
     }
     assert_eq!(doc["host_id"], "co-host");
@@ -206,27 +235,40 @@ fn daemon_runs_serves_status_reopens_log_and_stops_on_sigterm() {
     let out = run(&["-c", cfg_s, "status"]);
     assert_eq!(out.status.code(), Some(0));
     let table = text(&out.stdout);
-    assert!(table.contains("co-host") && table.contains("queue-worker"), "{table}");
+    assert!(
+        table.contains("co-host") && table.contains("queue-worker"),
+        "{table}"
+    );
 
     // a second daemon on the same pid file is refused (exit 1)
     let out = run(&["-c", cfg_s]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains(&pid.to_string()), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&pid.to_string()),
+        "{}",
+        text(&out.stderr)
+    );
 
     // SIGHUP reopens the log file
     wait_for("log file", || log.exists());
     let rotated = d.path().join("agent.log.1");
     std::fs::rename(&log, &rotated).unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
-        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
     wait_for("reopened log file", || {
         std::fs::read_to_string(&log).is_ok_and(|s| s.contains("log file reopened"))
     });
 
     // SIGTERM: exit 0 within 5 s, socket and pid file removed
     let t = Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let mut child = guard.0.take().unwrap();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {

@@ -3,207 +3,19 @@
 //! (restart paths, static/auto detection, down debounce, bond transition,
 //! bulk safety net, error-queue retry, VM events, VSI changes).
 
-use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+mod core_fakes;
+
+use core_fakes::{FakeHost, FakeLink};
 use std::sync::Arc;
 use std::time::Duration;
-use vdp_agent::manager::host::{
-    HostDriver, PortOutcome, TopoReport, UplinkDetect, VsiChange, VsiStatus,
-};
-use vdp_agent::manager::link::{ControllerEvent, ControllerLink, LinkError, LinkStatus};
+use vdp_agent::manager::host::{PortOutcome, UplinkDetect, VsiChange};
 use vdp_agent::manager::{
-    MgrConfig, VdpMgr, VmNotice, PORT_TRANSITION_BOND_DOWN_REASON,
-    PORT_TRANSITION_BOND_UP_REASON, UPLINK_NOT_RECEIVED_REASON, UPLINK_UNDISCOVERED_REASON,
+    MgrConfig, VdpMgr, VmNotice, PORT_TRANSITION_BOND_DOWN_REASON, PORT_TRANSITION_BOND_UP_REASON,
+    UPLINK_NOT_RECEIVED_REASON, UPLINK_UNDISCOVERED_REASON,
 };
-use vdp_agent::model::{PortStatus, UplinkInfo, VmPort, VmResult};
+use vdp_agent::model::{PortStatus, UplinkInfo, VmPort};
 use vdp_agent::queue::VdpQueMsg;
 use vdp_agent::shutdown::Shutdown;
-
-#[derive(Default)]
-struct FakeHost {
-    calls: Mutex<Vec<String>>,
-    bridges: Mutex<bool>,
-    detect: Mutex<VecDeque<UplinkDetect>>,
-    bonds: Mutex<HashMap<String, String>>,
-    members: Mutex<HashMap<String, String>>,
-    uplink_up_err: Mutex<Option<String>>,
-    local_vlans: Mutex<HashMap<String, u16>>,
-    port_up: Mutex<Option<PortOutcome>>,
-    port_down: Mutex<Option<PortOutcome>>,
-    panic_uplink_up: Mutex<bool>,
-}
-
-impl FakeHost {
-    fn new() -> Arc<FakeHost> {
-        let h = FakeHost::default();
-        *h.bridges.lock() = true;
-        Arc::new(h)
-    }
-    fn rec(&self, s: String) {
-        self.calls.lock().push(s);
-    }
-    fn calls(&self) -> Vec<String> {
-        self.calls.lock().clone()
-    }
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.calls.lock())
-    }
-    fn script(&self, d: &[UplinkDetect]) {
-        self.detect.lock().extend(d.iter().cloned());
-    }
-}
-
-impl HostDriver for FakeHost {
-    fn bridges_present(&self) -> bool {
-        *self.bridges.lock()
-    }
-    fn detect_uplink(&self, veth: Option<&str>) -> UplinkDetect {
-        self.rec(format!("detect_uplink {veth:?}"));
-        self.detect.lock().pop_front().unwrap_or(if veth.is_some() {
-            UplinkDetect::Normal
-        } else {
-            UplinkDetect::NotFound
-        })
-    }
-    fn bond_of(&self, intf: &str) -> Option<String> {
-        self.bonds.lock().get(intf).cloned()
-    }
-    fn bond_members(&self, intf: &str) -> Option<String> {
-        self.members.lock().get(intf).cloned()
-    }
-    fn uplink_up(&self, uplink: &str) -> Result<String, String> {
-        self.rec(format!("uplink_up {uplink}"));
-        if *self.panic_uplink_up.lock() {
-            panic!("boom in uplink_up");
-        }
-        match self.uplink_up_err.lock().clone() {
-            Some(e) => Err(e),
-            None => Ok(format!("LLDPL{uplink}")),
-        }
-    }
-    fn uplink_down(&self, uplink: &str) {
-        self.rec(format!("uplink_down {uplink}"));
-    }
-    fn delete_uplink_and_flows(&self, uplink: &str) {
-        self.rec(format!("delete_uplink_and_flows {uplink}"));
-    }
-    fn port_local_vlan(&self, port_uuid: &str, wait: Duration, _s: &Shutdown) -> Option<u16> {
-        self.rec(format!("port_local_vlan {port_uuid} {}", wait.as_secs()));
-        self.local_vlans.lock().get(port_uuid).copied()
-    }
-    fn port_up(&self, vm: &VmPort, local_vlan: u16) -> PortOutcome {
-        self.rec(format!("port_up {} {local_vlan}", vm.port_uuid));
-        self.port_up.lock().clone().unwrap_or(PortOutcome {
-            ok: true,
-            local_vlan: Some(local_vlan),
-            vdp_vlan: Some(3003),
-            fail_reason: None,
-            pending: false,
-        })
-    }
-    fn port_down(&self, vm: &VmPort) -> PortOutcome {
-        self.rec(format!("port_down {}", vm.port_uuid));
-        self.port_down.lock().clone().unwrap_or(PortOutcome {
-            ok: true,
-            local_vlan: vm.local_vlan,
-            vdp_vlan: vm.vdp_vlan,
-            fail_reason: None,
-            pending: false,
-        })
-    }
-    fn restore_port(&self, vm: &VmPort) {
-        self.rec(format!(
-            "restore_port {} {:?} {:?}",
-            vm.port_uuid, vm.local_vlan, vm.vdp_vlan
-        ));
-    }
-    fn apply_vsi_change(&self, change: &VsiChange) -> PortOutcome {
-        self.rec(format!("apply_vsi_change {} {:?}", change.port_uuid, change.vdp_vlan));
-        PortOutcome {
-            ok: true,
-            local_vlan: change.local_vlan,
-            vdp_vlan: change.vdp_vlan,
-            fail_reason: None,
-            pending: false,
-        }
-    }
-    fn refresh_vsis(&self) -> Vec<VsiChange> {
-        vec![]
-    }
-    fn check_flows(&self) {}
-    fn topo_cfg_intf(&self, intf: &str, phy: &str) {
-        self.rec(format!("topo_cfg_intf {intf} {phy}"));
-    }
-    fn topo_uncfg_intf(&self, intf: &str) {
-        self.rec(format!("topo_uncfg_intf {intf}"));
-    }
-    fn topo_poll(&self) -> Vec<TopoReport> {
-        vec![]
-    }
-    fn vsis(&self) -> Vec<VsiStatus> {
-        vec![]
-    }
-}
-
-#[derive(Default)]
-struct FakeLink {
-    calls: Mutex<Vec<String>>,
-}
-
-impl FakeLink {
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.calls.lock())
-    }
-    fn calls(&self) -> Vec<String> {
-        self.calls.lock().clone()
-    }
-}
-
-impl ControllerLink for FakeLink {
-    fn heartbeat(&self) -> Result<(), LinkError> {
-        Ok(())
-    }
-    fn request_uplink_info(&self) -> Result<Option<UplinkInfo>, LinkError> {
-        Ok(None)
-    }
-    fn save_uplink(
-        &self,
-        uplink: &str,
-        veth_intf: &str,
-        memb_port_list: Option<String>,
-        fail_reason: &str,
-    ) -> Result<bool, LinkError> {
-        self.calls.lock().push(format!(
-            "save_uplink {uplink}|{veth_intf}|{memb_port_list:?}|{fail_reason}"
-        ));
-        Ok(true)
-    }
-    fn update_vm_result(
-        &self,
-        port_uuid: &str,
-        result: VmResult,
-        local_vlan: Option<u16>,
-        vdp_vlan: Option<u16>,
-        fail_reason: Option<&str>,
-    ) -> Result<(), LinkError> {
-        self.calls.lock().push(format!(
-            "update_vm_result {port_uuid} {result} {local_vlan:?} {vdp_vlan:?} {fail_reason:?}"
-        ));
-        Ok(())
-    }
-    fn save_topo_disc_params(&self, _r: &TopoReport) -> Result<bool, LinkError> {
-        Ok(true)
-    }
-    fn poll_events(&self, _after: u64) -> Result<Vec<ControllerEvent>, LinkError> {
-        Ok(vec![])
-    }
-    fn retry_pending(&self) -> usize {
-        0
-    }
-    fn status(&self) -> LinkStatus {
-        LinkStatus::default()
-    }
-}
 
 struct T {
     mgr: Arc<VdpMgr>,
@@ -284,15 +96,24 @@ fn nothing_before_restart_or_bridges() {
     assert!(t.host.calls().is_empty());
     *t.host.bridges.lock() = true;
     t.mgr.vdp_uplink_proc();
-    assert!(t.host.calls().is_empty(), "no detection before the stored uplink is known");
+    assert!(
+        t.host.calls().is_empty(),
+        "no detection before the stored uplink is known"
+    );
     assert!(!t.mgr.is_uplink_received());
     t.restart("", "");
     assert!(t.mgr.is_uplink_received());
     t.mgr.vdp_uplink_proc();
     assert_eq!(t.host.calls(), vec!["detect_uplink None"]);
     // none stage: uplink not discovered yet
-    assert_eq!(t.link.calls(), vec![save("", "", None, UPLINK_UNDISCOVERED_REASON)]);
-    assert_eq!(t.mgr.uplink_snapshot().fail_reason, UPLINK_UNDISCOVERED_REASON);
+    assert_eq!(
+        t.link.calls(),
+        vec![save("", "", None, UPLINK_UNDISCOVERED_REASON)]
+    );
+    assert_eq!(
+        t.mgr.uplink_snapshot().fail_reason,
+        UPLINK_UNDISCOVERED_REASON
+    );
 }
 
 #[test]
@@ -309,7 +130,11 @@ fn fresh_auto_detection_up() {
     t.drain();
     assert_eq!(
         t.host.take(),
-        vec!["uplink_up eth2", "topo_uncfg_intf eth2", "topo_cfg_intf LLDPLeth2 eth2"]
+        vec![
+            "uplink_up eth2",
+            "topo_uncfg_intf eth2",
+            "topo_cfg_intf LLDPLeth2 eth2"
+        ]
     );
     assert_eq!(t.link.take(), vec![save("eth2", "LLDPLeth2", None, "")]);
     let v = t.mgr.state_view();
@@ -425,7 +250,11 @@ fn down_debounce_three_periods_in_auto_mode() {
     t.drain();
     assert_eq!(
         t.host.take(),
-        vec!["uplink_down eth2", "topo_uncfg_intf LLDPLeth2", "topo_cfg_intf eth2 eth2"]
+        vec![
+            "uplink_down eth2",
+            "topo_uncfg_intf LLDPLeth2",
+            "topo_cfg_intf eth2 eth2"
+        ]
     );
     assert_eq!(t.link.take(), vec![save("", "", None, "")]);
     // afterwards: detection without veth again
@@ -438,14 +267,22 @@ fn bond_transition_down_then_up() {
     let t = setup(None);
     t.bring_up_eth2();
     t.host.bonds.lock().insert("eth2".into(), "bond0".into());
-    t.host.members.lock().insert("bond0".into(), "eth2 eth3".into());
+    t.host
+        .members
+        .lock()
+        .insert("bond0".into(), "eth2 eth3".into());
     t.mgr.vdp_uplink_proc(); // normal stage -> bond check
     let saves = t.link.take();
     assert_eq!(
         &saves[..2],
         &[
             save("", "", None, PORT_TRANSITION_BOND_DOWN_REASON),
-            save("bond0", "", Some("eth2 eth3"), PORT_TRANSITION_BOND_UP_REASON)
+            save(
+                "bond0",
+                "",
+                Some("eth2 eth3"),
+                PORT_TRANSITION_BOND_UP_REASON
+            )
         ]
     );
     assert_eq!(t.mgr.que().len(), 2);
@@ -510,7 +347,10 @@ fn error_queue_retries_failed_uplink() {
     t.drain();
     assert_eq!(
         t.link.take(),
-        vec![save("eth2", "", None, ""), save("eth2", "", None, "Unable to cfg EVB")]
+        vec![
+            save("eth2", "", None, ""),
+            save("eth2", "", None, "Unable to cfg EVB")
+        ]
     );
     assert_eq!(t.mgr.uplink_snapshot().fail_reason, "Unable to cfg EVB");
     assert_eq!(t.mgr.err_que().len(), 1);
@@ -560,13 +400,18 @@ fn stale_uplink_retry_is_dropped() {
 fn vm_event_before_uplink_fails_and_is_replayed_after_bulk() {
     let t = setup(None);
     t.mgr.vdp_vm_event(VmNotice::Single(vm(P1, PortStatus::Up)));
-    t.mgr.vdp_vm_event(VmNotice::Single(vm(P2, PortStatus::Down)));
+    t.mgr
+        .vdp_vm_event(VmNotice::Single(vm(P2, PortStatus::Down)));
     t.drain();
     assert_eq!(
         t.link.take(),
         vec![
-            format!("update_vm_result {P1} CREATE:FAIL None None Some({UPLINK_NOT_RECEIVED_REASON:?})"),
-            format!("update_vm_result {P2} DELETE:FAIL None None Some({UPLINK_NOT_RECEIVED_REASON:?})"),
+            format!(
+                "update_vm_result {P1} CREATE:FAIL None None Some({UPLINK_NOT_RECEIVED_REASON:?})"
+            ),
+            format!(
+                "update_vm_result {P2} DELETE:FAIL None None Some({UPLINK_NOT_RECEIVED_REASON:?})"
+            ),
         ]
     );
     assert!(t.host.calls().is_empty());
@@ -601,7 +446,8 @@ fn vm_event_before_uplink_fails_and_is_replayed_after_bulk() {
 #[test]
 fn bulk_before_uplink_is_remembered_and_rearms_safety_net() {
     let t = setup(None);
-    t.mgr.vdp_vm_event(VmNotice::Bulk(vec![vm(P1, PortStatus::Up)]));
+    t.mgr
+        .vdp_vm_event(VmNotice::Bulk(vec![vm(P1, PortStatus::Up)]));
     assert!(t.mgr.state_view().bulk_vm_rcvd_flag);
     t.drain();
     let v = t.mgr.state_view();
@@ -618,11 +464,16 @@ fn vm_up_waits_for_local_vlan_and_reports_both_vlans() {
     t.drain();
     assert_eq!(
         t.host.take(),
-        vec![format!("port_local_vlan {P1} 7"), format!("port_up {P1} 12")]
+        vec![
+            format!("port_local_vlan {P1} 7"),
+            format!("port_up {P1} 12")
+        ]
     );
     assert_eq!(
         t.link.take(),
-        vec![format!("update_vm_result {P1} SUCCESS Some(12) Some(3003) None")]
+        vec![format!(
+            "update_vm_result {P1} SUCCESS Some(12) Some(3003) None"
+        )]
     );
 }
 
@@ -667,7 +518,8 @@ fn vm_up_association_failure_is_create_fail_with_reason() {
 fn vm_down_success_and_failure() {
     let t = setup(None);
     t.bring_up_eth2();
-    t.mgr.vdp_vm_event(VmNotice::Single(vm(P1, PortStatus::Down)));
+    t.mgr
+        .vdp_vm_event(VmNotice::Single(vm(P1, PortStatus::Down)));
     t.drain();
     assert_eq!(t.host.take(), vec![format!("port_down {P1}")]);
     assert_eq!(
@@ -679,7 +531,8 @@ fn vm_down_success_and_failure() {
         fail_reason: Some("Local VLAN Map not available in port_down".into()),
         ..PortOutcome::default()
     });
-    t.mgr.vdp_vm_event(VmNotice::Single(vm(P2, PortStatus::Down)));
+    t.mgr
+        .vdp_vm_event(VmNotice::Single(vm(P2, PortStatus::Down)));
     t.drain();
     assert_eq!(
         t.link.take(),
@@ -704,10 +557,15 @@ fn vsi_change_is_applied_and_reported() {
         fail_reason: None,
     });
     t.drain();
-    assert_eq!(t.host.take(), vec![format!("apply_vsi_change {P1} Some(3010)")]);
+    assert_eq!(
+        t.host.take(),
+        vec![format!("apply_vsi_change {P1} Some(3010)")]
+    );
     assert_eq!(
         t.link.take(),
-        vec![format!("update_vm_result {P1} SUCCESS Some(5) Some(3010) None")]
+        vec![format!(
+            "update_vm_result {P1} SUCCESS Some(5) Some(3010) None"
+        )]
     );
 }
 

@@ -132,6 +132,8 @@ pub struct MgrStateView {
 
 /// A `vm_info` event after validation (`vdp_vm_event`'s dict or list).
 #[derive(Debug, Clone, PartialEq, Eq)]
+// One short-lived value per controller event: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum VmNotice {
     Single(VmPort),
     Bulk(Vec<VmPort>),
@@ -404,7 +406,13 @@ impl VdpMgr {
         fail_reason: Option<&str>,
     ) {
         log::info!("VLAN change for {port_uuid}: local {local_vlan:?} VDP {vdp_vlan:?}");
-        self.update_vm_result(port_uuid, VmResult::Success, local_vlan, vdp_vlan, fail_reason);
+        self.update_vm_result(
+            port_uuid,
+            VmResult::Success,
+            local_vlan,
+            vdp_vlan,
+            fail_reason,
+        );
     }
 
     // ----- producers --------------------------------------------------------
@@ -498,9 +506,9 @@ impl VdpMgr {
 
     /// `vdp_uplink_proc_top`: one periodic round, panics contained.
     pub fn vdp_uplink_proc_top(&self) {
-        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.vdp_uplink_proc()
-        })) {
+        if let Err(p) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.vdp_uplink_proc()))
+        {
             log::error!("VDP uplink proc panicked: {}", panic_message(&*p));
         }
     }
@@ -797,7 +805,10 @@ impl VdpMgr {
             return;
         };
         let phy = phy_uplink.clone();
-        log::info!("Received New uplink Msg {} for uplink {phy}", status.as_str());
+        log::info!(
+            "Received New uplink Msg {} for uplink {phy}",
+            status.as_str()
+        );
         match status {
             UplinkStatus::Up => {
                 let current = self.state.lock().phy_uplink.clone();
@@ -813,7 +824,9 @@ impl VdpMgr {
                             st.set_up.insert(phy.clone(), veth.clone());
                             st.veth_intf = Some(veth.clone());
                         }
-                        log::info!("UP Event Processing Complete Saving uplink {phy} and veth {veth}");
+                        log::info!(
+                            "UP Event Processing Complete Saving uplink {phy} and veth {veth}"
+                        );
                         self.save_uplink(&phy, &veth, "");
                         self.host.topo_uncfg_intf(&phy);
                         self.host.topo_cfg_intf(&veth, &phy);
@@ -875,7 +888,9 @@ impl VdpMgr {
         let (outcome, lvid) = match vm.status {
             PortStatus::Up => {
                 let wait = self.cfg.vm_port_wait;
-                let Some(lvid) = self.host.port_local_vlan(&vm.port_uuid, wait, &self.shutdown)
+                let Some(lvid) = self
+                    .host
+                    .port_local_vlan(&vm.port_uuid, wait, &self.shutdown)
                 else {
                     if self.shutdown.is_set() {
                         log::info!(
@@ -916,7 +931,10 @@ impl VdpMgr {
                 out.fail_reason.as_deref(),
             );
         } else {
-            log::error!("Error in VDP port event for {port_uuid}: {:?}", out.fail_reason);
+            log::error!(
+                "Error in VDP port event for {port_uuid}: {:?}",
+                out.fail_reason
+            );
             let reason = out
                 .fail_reason
                 .clone()
@@ -935,7 +953,9 @@ impl VdpMgr {
         {
             let mut st = self.state.lock();
             if !st.uplink_ready() {
-                log::error!("Uplink Port Event not received, yet in bulk process; remembering the list");
+                log::error!(
+                    "Uplink Port Event not received, yet in bulk process; remembering the list"
+                );
                 for vm in vms {
                     st.early_ports.insert(vm.port_uuid.clone(), vm.clone());
                 }
@@ -961,7 +981,11 @@ impl VdpMgr {
             if self.shutdown.is_set() {
                 return;
             }
-            log::info!("replaying early event for port {} ({})", vm.port_uuid, vm.status);
+            log::info!(
+                "replaying early event for port {} ({})",
+                vm.port_uuid,
+                vm.status
+            );
             self.process_vm_event(&vm);
         }
     }
@@ -978,7 +1002,10 @@ impl VdpMgr {
         );
         let out = self.host.apply_vsi_change(change);
         let lvid = out.local_vlan.or(change.local_vlan);
-        let reason = out.fail_reason.clone().or_else(|| change.fail_reason.clone());
+        let reason = out
+            .fail_reason
+            .clone()
+            .or_else(|| change.fail_reason.clone());
         if out.ok {
             self.vdp_vlan_change_cb(
                 &change.port_uuid,
@@ -988,7 +1015,13 @@ impl VdpMgr {
             );
         } else {
             let reason = reason.unwrap_or_else(|| "VSI change could not be applied".into());
-            self.update_vm_result(&change.port_uuid, VmResult::CreateFail, None, None, Some(&reason));
+            self.update_vm_result(
+                &change.port_uuid,
+                VmResult::CreateFail,
+                None,
+                None,
+                Some(&reason),
+            );
         }
     }
 }
