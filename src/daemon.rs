@@ -823,7 +823,8 @@ fn heartbeat_task(cfg: &Config, mgr: Arc<VdpMgr>, link: Arc<dyn ControllerLink>)
 }
 
 /// `event-poller` thread: long-poll the controller, dispatch each event,
-/// advance `after` past what was processed. Failures back off 1 s doubling
+/// advance `after` past what was processed (also past an event whose
+/// handling panicked: logged, not retried). Failures back off 1 s doubling
 /// to 10 s.
 fn event_poller_task(mgr: Arc<VdpMgr>, link: Arc<dyn ControllerLink>) -> Task {
     let mut after: u64 = 0;
@@ -834,7 +835,19 @@ fn event_poller_task(mgr: Arc<VdpMgr>, link: Arc<dyn ControllerLink>) -> Task {
             Ok(events) => {
                 retry = Duration::from_secs(1);
                 for ev in &events {
-                    dispatch_event(&mgr, ev);
+                    // A panic on one event must not make it a poison pill
+                    // re-polled forever: log it and move past it.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        dispatch_event(&mgr, ev)
+                    }));
+                    if let Err(p) = r {
+                        log::error!(
+                            "panic while handling controller event seq {} ({}): {}",
+                            ev.seq,
+                            ev.kind.chars().take(40).collect::<String>(),
+                            panic_message(&*p)
+                        );
+                    }
                     after = after.max(ev.seq);
                 }
                 Step::Again

@@ -218,6 +218,11 @@ fn real_main() -> i32 {
                     return 1;
                 }
             };
+            // Panics (caught per loop step by the daemon) go to the log too.
+            std::panic::set_hook(Box::new(|info| {
+                let th = std::thread::current();
+                log::error!("panic in thread {}: {info}", th.name().unwrap_or("?"));
+            }));
             let on_hup: Option<Arc<dyn Fn() + Send + Sync>> = log_file.map(|f| {
                 Arc::new(move || match f.reopen() {
                     Ok(()) => log::info!("log file reopened"),
