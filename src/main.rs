@@ -140,16 +140,25 @@ fn init_logging(cfg: &Config) -> Result<Option<Arc<LogFile>>, String> {
 }
 
 /// ==== MERGE POINT (lead) ====
-/// Build the production host driver and controller link. For now this
-/// returns the placeholders `daemon::NullHost` / `daemon::NullLink`; the
-/// lead replaces the body with `host::LinuxHost` and
-/// `controller::Controller` at merge.
-fn build_host_and_link(cfg: &Config) -> (Arc<dyn HostDriver>, Arc<dyn ControllerLink>) {
-    let _ = cfg;
-    (
-        Arc::new(daemon::NullHost),
-        Arc::new(daemon::NullLink::default()),
-    )
+/// Build the production host driver and controller link. The controller
+/// link is the real `controller::Controller`; the host driver is still the
+/// placeholder `daemon::NullHost` (idle: OpenStack never looks running)
+/// until `host::LinuxHost` exists — the lead replaces that line at merge.
+/// Err = (exit code, reason): 2 for a configuration problem (bad URL,
+/// token or CA file), 1 for a runtime one (state dir not writable).
+type HostAndLink = (Arc<dyn HostDriver>, Arc<dyn ControllerLink>);
+
+fn build_host_and_link(cfg: &Config) -> Result<HostAndLink, (i32, String)> {
+    use vdp_agent::controller::{Controller, ControllerError};
+    let link = Controller::new(cfg, cfg.host_id()).map_err(|e| {
+        let code = if matches!(e, ControllerError::StateDir { .. }) {
+            1
+        } else {
+            2
+        };
+        (code, format!("controller link: {e}"))
+    })?;
+    Ok((Arc::new(daemon::NullHost), Arc::new(link)))
 }
 
 fn real_main() -> i32 {
@@ -235,7 +244,14 @@ fn real_main() -> i32 {
                 eprintln!("vdp-agent: {e}");
                 return 1;
             }
-            let (host, link) = build_host_and_link(&cfg);
+            let (host, link) = match build_host_and_link(&cfg) {
+                Ok(x) => x,
+                Err((code, e)) => {
+                    log::error!("{e}");
+                    eprintln!("vdp-agent: {e}");
+                    return code;
+                }
+            };
             let opts = RunOptions {
                 pid_file: Some(pid_file.unwrap_or_else(|| cfg.pid_file())),
                 handle_signals: true,
