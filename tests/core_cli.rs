@@ -231,6 +231,15 @@ fn daemon_runs_serves_status_reopens_log_and_stops_on_sigterm() {
         assert!(doc["server"].get(k).is_some(), "server.{k}");
     }
     assert!(doc["vsis"].is_array());
+    // the kernel (and so gdb `info threads`) knows the thread names
+    let comms: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    for t in THREADS {
+        assert!(comms.iter().any(|c| c == t), "thread {t} not in {comms:?}");
+    }
     // readable table
     let out = run(&["-c", cfg_s, "status"]);
     assert_eq!(out.status.code(), Some(0));

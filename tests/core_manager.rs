@@ -619,3 +619,14 @@ fn panic_in_uplink_processing_resets_ongoing() {
     t.mgr.close_queues();
     h.join().unwrap();
 }
+
+#[test]
+fn static_member_of_stored_bond_is_not_a_change() {
+    let t = setup(Some("eth2"));
+    t.host.bonds.lock().insert("eth2".into(), "bond0".into());
+    t.restart("bond0", "LLDPLbond0");
+    t.mgr.vdp_uplink_proc();
+    t.drain();
+    assert_eq!(t.host.take()[0], "uplink_up bond0");
+    assert_eq!(t.link.take(), vec![save("bond0", "LLDPLbond0", None, "")]);
+}

@@ -34,6 +34,8 @@
 //!   stale error-queue retry) is dropped.
 //! - A "down" message carries the veth it had, so topology discovery is
 //!   unconfigured on the right interface.
+//! - Static uplink: a stored bond that has the configured port as a member
+//!   is not "changed across restart" (no needless down/up cycle).
 //! - Nothing is torn down on shutdown (no `uplink_down`/`port_down`).
 
 pub mod host;
@@ -655,17 +657,21 @@ impl VdpMgr {
 
     /// `static_uplink_detect`: the configured uplink when no veth is set up
     /// yet, "normal" when it is; on the first call after a restart, "down"
-    /// when the stored uplink differs from the configured one.
+    /// when the stored uplink differs from the configured one (a stored
+    /// bond that has the configured port as member counts as the same).
     pub fn static_uplink_detect(&self, veth: Option<&str>) -> UplinkDetect {
         let Some(port) = self.cfg.static_uplink.clone() else {
             return UplinkDetect::NotFound;
         };
         log::debug!("In static_uplink_detect {veth:?}");
-        {
-            let mut st = self.state.lock();
-            if st.static_uplink_first {
-                st.static_uplink_first = false;
-                if st.phy_uplink.as_ref().is_some_and(|p| *p != port) {
+        let first = std::mem::replace(&mut self.state.lock().static_uplink_first, false);
+        if first {
+            // A stored bond whose member is the configured port is the same
+            // uplink (the "up" stage resolves members to their bond).
+            let bond = self.host.bond_of(&port);
+            let stored = self.state.lock().phy_uplink.clone();
+            if let Some(p) = stored {
+                if p != port && Some(&p) != bond.as_ref() {
                     return UplinkDetect::Down;
                 }
             }
