@@ -752,3 +752,96 @@ fn vm_frames_translated_between_local_and_vdp_vlan() {
         "frame passed without flows: {out}"
     );
 }
+
+/// Capture the real outputs the parsers read, with the exact argv the
+/// driver uses, into tests/fixtures/ovs/ (`tests/ovs_parsers.rs` reads
+/// them). Run: `cargo test --test ovs_driver capture_fixtures -- --ignored`.
+#[test]
+#[ignore]
+fn capture_fixtures() {
+    use vdp_agent::ovs::{ofctl, vsctl};
+    let lab = Lab::with_topology("f");
+    let d = lab.driver();
+    d.setup_uplink("eth2").unwrap();
+    lab.vm(1, P1, Some(5));
+    lab.vm(2, P2, None);
+    d.add_vm_port(NET_A, 5, P1, Some(3003), None).unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ovs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = ofctl::OfctlOpts::default();
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("list_br.txt", vsctl::list_br_argv()),
+        (
+            "snapshot.json",
+            vsctl::snapshot_argv(&["eth2", "LLDPOeth2"]),
+        ),
+        ("find_iface.json", vsctl::find_iface_argv(P1)),
+        ("find_iface_none.json", vsctl::find_iface_argv(P3)),
+        ("get_tag.txt", vsctl::get_tag_argv("tapvm1")),
+        ("get_tag_empty.txt", vsctl::get_tag_argv("tapvm2")),
+        (
+            "ofports.txt",
+            [
+                "ovs-vsctl",
+                "--timeout=10",
+                "--",
+                "get",
+                "Interface",
+                "eth2",
+                "ofport",
+                "--",
+                "get",
+                "Interface",
+                "LLDPOeth2",
+                "ofport",
+                "--",
+                "get",
+                "Interface",
+                "phy-br-ethd",
+                "ofport",
+                "--",
+                "get",
+                "Interface",
+                "int-br-ethd",
+                "ofport",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ),
+        (
+            "dump_flows_br_ethd.txt",
+            ofctl::dump_flows_argv(&o, "br-ethd", None),
+        ),
+        (
+            "dump_flows_br_int_ours.txt",
+            ofctl::dump_flows_argv(&o, "br-int", Some(&ofctl::our_cookie_filter())),
+        ),
+        (
+            "dump_flows_br_ethd_stats.txt",
+            vec!["ovs-ofctl".into(), "dump-flows".into(), "br-ethd".into()],
+        ),
+        (
+            "ip_link_veth.json",
+            ["ip", "-j", "link", "show", "type", "veth"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        ),
+    ];
+    let mut readme = String::from(
+        "Live captures (tests/ovs_driver.rs capture_fixtures) from a userspace OVS\n\
+         (netdev datapath) in a netns: Neutron-like br-int/br-ethd with patch ports\n\
+         int-br-ethd/phy-br-ethd, uplink eth2, LLDP veth LLDPOeth2/LLDPLeth2, VM port\n\
+         tapvm1 (tag 5, iface-id 11111111-...), tapvm2 (no tag), network A local VLAN 5\n\
+         -> VDP VLAN 3003.\n\n",
+    );
+    readme.push_str(&lab.ovs.vsctl(&["--version"]).unwrap());
+    readme.push('\n');
+    for (file, argv) in cases {
+        let out = lab.ovs.run(&argv).unwrap();
+        std::fs::write(dir.join(file), &out).unwrap();
+        readme.push_str(&format!("{file}: {}\n", argv.join(" ")));
+    }
+    std::fs::write(dir.join("README"), readme).unwrap();
+}
