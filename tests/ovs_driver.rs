@@ -625,6 +625,71 @@ fn port_local_vlan_and_wait() {
     );
 }
 
+/// Bridges that only speak OpenFlow 1.3: with `-O OpenFlow10,OpenFlow13`
+/// everything works and the flow check sees our flows as present (OVS
+/// prints the VLAN rewrite as `set_field:..->vlan_vid` there).
+#[test]
+fn openflow13_only_bridges() {
+    use vdp_agent::ovs::{ofctl::OfctlOpts, OvsOptions};
+    let lab = Lab::with_topology("g");
+    for br in ["br-int", "br-ethd"] {
+        lab.ovs
+            .vsctl(&["set", "Bridge", br, "protocols=OpenFlow13"])
+            .unwrap();
+    }
+    let plain = lab.driver();
+    assert!(
+        plain.setup_uplink("eth2").is_err(),
+        "OpenFlow10 must be refused"
+    );
+    let opts = OvsOptions {
+        ofctl: OfctlOpts {
+            protocols: Some("OpenFlow10,OpenFlow13".into()),
+        },
+        ..OvsOptions::default()
+    };
+    let runner = lab.runner();
+    let d = OvsDriver::with_options(runner.clone(), "br-int", "br-ethd", opts);
+    d.setup_uplink("eth2").unwrap();
+    d.add_vm_port(NET_A, 5, P1, Some(3003), None).unwrap();
+    let dump = lab
+        .ovs
+        .ofctl(&[
+            "-O",
+            "OpenFlow13",
+            "dump-flows",
+            "--no-stats",
+            "br-int",
+            COOKIE,
+        ])
+        .unwrap();
+    assert!(dump.contains("set_field:4101->vlan_vid"), "{dump}");
+    let c = d.check_flows().unwrap();
+    assert_eq!((c.restored, c.removed), (0, 0));
+    d.set_port_vdp_vlan(NET_A, P1, Some(3004), None).unwrap();
+    let dump = lab
+        .ovs
+        .ofctl(&[
+            "-O",
+            "OpenFlow13",
+            "dump-flows",
+            "--no-stats",
+            "br-int",
+            COOKIE,
+        ])
+        .unwrap();
+    assert!(
+        dump.contains("dl_vlan=3004") && !dump.contains("dl_vlan=3003"),
+        "{dump}"
+    );
+    d.teardown_uplink("eth2").unwrap();
+    let dump = lab
+        .ovs
+        .ofctl(&["-O", "OpenFlow13", "dump-flows", "br-ethd", COOKIE])
+        .unwrap();
+    assert!(!dump.contains("cookie=0x7664706167656e74"), "{dump}");
+}
+
 /// Send `frame` `count` times on `ifname` inside netns `ns` (raw
 /// AF_PACKET socket from a thread that joined the netns).
 fn send_frames(ns: &str, ifname: &str, frame: Vec<u8>, count: usize) {

@@ -114,12 +114,27 @@ impl fmt::Display for Flow {
     }
 }
 
+/// Lower-case, no blanks, and the OpenFlow 1.3 spelling of a VLAN rewrite
+/// (`set_field:7099->vlan_vid`, VID | 0x1000) turned back into
+/// `mod_vlan_vid:3003`, so flows compare equal whatever `-O` negotiated.
 fn norm_actions(a: &str) -> String {
-    a.trim()
+    let s: String = a
+        .trim()
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect::<String>()
-        .to_ascii_lowercase()
+        .to_ascii_lowercase();
+    s.split(',')
+        .map(|act| {
+            act.strip_prefix("set_field:")
+                .and_then(|r| r.strip_suffix("->vlan_vid"))
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|n| n & 0x1000 != 0)
+                .map(|n| format!("mod_vlan_vid:{}", n & 0xfff))
+                .unwrap_or_else(|| act.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn parse_cookie(v: &str) -> Option<u64> {
@@ -197,7 +212,10 @@ impl FlowOp {
 /// Options for every ovs-ofctl call.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OfctlOpts {
-    /// `-O` value (e.g. `OpenFlow13`); `None` = ovs-ofctl's default.
+    /// `-O` value; `None` = ovs-ofctl's default (OpenFlow 1.0 + Nicira
+    /// extensions), which works with OVS's default bridges and Neutron's
+    /// (they allow OpenFlow10). For bridges limited to newer versions use
+    /// e.g. `OpenFlow10,OpenFlow13` (the parser understands both spellings).
     pub protocols: Option<String>,
 }
 
@@ -288,6 +306,16 @@ mod tests {
             "mod_vlan_vid:3003,normal",
         );
         assert_eq!(f, want);
+    }
+
+    #[test]
+    fn openflow13_vlan_rewrite() {
+        // captured from `ovs-ofctl -O OpenFlow13 dump-flows --no-stats` (OVS 3.1)
+        let l = " cookie=0x7664706167656e74, priority=4,in_port=1,dl_vlan=5 actions=set_field:7099->vlan_vid,NORMAL";
+        let f = parse_flow_line(l).unwrap();
+        assert_eq!(f.actions, "mod_vlan_vid:3003,normal");
+        let f = parse_flow_line(" priority=1 actions=set_field:5->vlan_vid").unwrap();
+        assert_eq!(f.actions, "set_field:5->vlan_vid");
     }
 
     #[test]
