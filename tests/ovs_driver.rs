@@ -25,9 +25,11 @@ struct Netns(String);
 
 impl Netns {
     fn new(name: &str) -> Netns {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", name])
-            .status();
+        if std::path::Path::new(&format!("/run/netns/{name}")).exists() {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", name])
+                .status();
+        }
         let st = std::process::Command::new("ip")
             .args(["netns", "add", name])
             .status()
@@ -846,33 +848,7 @@ fn capture_fixtures() {
         ("get_tag_empty.txt", vsctl::get_tag_argv("tapvm2")),
         (
             "ofports.txt",
-            [
-                "ovs-vsctl",
-                "--timeout=10",
-                "--",
-                "get",
-                "Interface",
-                "eth2",
-                "ofport",
-                "--",
-                "get",
-                "Interface",
-                "LLDPOeth2",
-                "ofport",
-                "--",
-                "get",
-                "Interface",
-                "phy-br-ethd",
-                "ofport",
-                "--",
-                "get",
-                "Interface",
-                "int-br-ethd",
-                "ofport",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+            vsctl::get_ofports_argv(&["eth2", "LLDPOeth2", "phy-br-ethd", "int-br-ethd"]),
         ),
         (
             "dump_flows_br_ethd.txt",

@@ -15,9 +15,10 @@ fn fixture(name: &str) -> String {
 
 /// eth2, LLDPOeth2, phy-br-ethd, int-br-ethd as `ovs-vsctl get ... ofport` printed them.
 fn ofports() -> Vec<u32> {
-    fixture("ofports.txt")
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
+    vsctl::parse_ofports(&fixture("ofports.txt"), 4)
+        .unwrap()
+        .into_iter()
+        .map(|o| vsctl::valid_ofport(o).unwrap())
         .collect()
 }
 

@@ -418,28 +418,14 @@ impl OvsDriver {
         })
     }
 
-    /// `ovs-vsctl -- get Interface A ofport -- get Interface B ofport`
+    /// Ofports of interfaces, one `ovs-vsctl` call.
     fn ofports(&self, names: &[&str]) -> Result<Vec<Option<i64>>, OvsError> {
-        let mut argv = vec![
-            "ovs-vsctl".to_string(),
-            format!("--timeout={}", vsctl::VSCTL_TIMEOUT_S),
-        ];
-        for n in names {
-            argv.extend(
-                ["--", "get", "Interface", n, "ofport"]
-                    .iter()
-                    .map(|s| s.to_string()),
-            );
-        }
+        let argv = vsctl::get_ofports_argv(names);
         let out = self.vsctl(&argv)?;
-        let vals: Vec<Option<i64>> = out.lines().map(|l| l.trim().parse().ok()).collect();
-        if vals.len() != names.len() {
-            return Err(OvsError::Parse {
-                cmd: argv.join(" "),
-                detail: format!("expected {} lines, got {:?}", names.len(), out),
-            });
-        }
-        Ok(vals)
+        vsctl::parse_ofports(&out, names.len()).map_err(|detail| OvsError::Parse {
+            cmd: argv.join(" "),
+            detail,
+        })
     }
 
     // ---- bridges and uplink --------------------------------------------
@@ -612,6 +598,12 @@ impl OvsDriver {
         check_ifname(uplink)?;
         let (ovs_veth, lldp_veth) = veth::veth_names(uplink);
         let mut st = self.state.lock();
+        if let Some(old) = st.uplink.as_ref().filter(|u| u.uplink != uplink) {
+            log::warn!(
+                "ovs: setting up uplink {uplink} while {} is set up; its pass-through flows are replaced, its ports stay (tear it down first)",
+                old.uplink
+            );
+        }
         let snap = self.snapshot(&[uplink, &ovs_veth])?;
         let patch = self.check_bridges(&snap)?;
         st.patch = Some(patch.clone());

@@ -321,6 +321,30 @@ pub fn del_ports_argv(br: &str, ports: &[&str]) -> Vec<String> {
     v
 }
 
+/// `ovs-vsctl --timeout=10 -- get Interface A ofport -- get Interface B ofport ...`
+/// (fails when one does not exist).
+pub fn get_ofports_argv(names: &[&str]) -> Vec<String> {
+    let mut v = base(VSCTL_TIMEOUT_S);
+    for n in names {
+        v.extend(
+            ["--", "get", "Interface", n, "ofport"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+    }
+    v
+}
+
+/// One ofport per line (`-1` and `[]` parse; validity is the caller's
+/// business via [`valid_ofport`]).
+pub fn parse_ofports(out: &str, n: usize) -> Result<Vec<Option<i64>>, String> {
+    let vals: Vec<Option<i64>> = out.lines().map(|l| l.trim().parse().ok()).collect();
+    if vals.len() != n {
+        return Err(format!("expected {n} lines, got {out:?}"));
+    }
+    Ok(vals)
+}
+
 /// `ovs-vsctl --timeout=10 port-to-br PORT` (fails when the port does not exist).
 pub fn port_to_br_argv(port: &str) -> Vec<String> {
     let mut v = base(VSCTL_TIMEOUT_S);
