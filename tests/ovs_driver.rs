@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdp_agent::exec::Runner;
+use vdp_agent::lab::netns::Netns;
 use vdp_agent::lab::ovs_instance::{NeutronTopology, OvsInstance, VmPortSpec};
 use vdp_agent::ovs::{OvsDriver, OvsError};
 use vdp_agent::shutdown::Shutdown;
@@ -20,32 +21,6 @@ const NET_B: &str = "bbbbbbbb-0000-4000-8000-00000000000b";
 const P1: &str = "11111111-1111-4111-8111-111111111111";
 const P2: &str = "22222222-2222-4222-8222-222222222222";
 const P3: &str = "33333333-3333-4333-8333-333333333333";
-
-struct Netns(String);
-
-impl Netns {
-    fn new(name: &str) -> Netns {
-        if std::path::Path::new(&format!("/run/netns/{name}")).exists() {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", name])
-                .status();
-        }
-        let st = std::process::Command::new("ip")
-            .args(["netns", "add", name])
-            .status()
-            .expect("ip netns add");
-        assert!(st.success(), "ip netns add {name} (tests need root)");
-        Netns(name.to_string())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .status();
-    }
-}
 
 struct DirGuard(PathBuf);
 
@@ -64,28 +39,38 @@ struct Lab {
 }
 
 impl Lab {
-    fn new(tag: &str) -> Lab {
+    /// A private OVS in a private netns; `None` (test skipped, as the other
+    /// lab tests do) without root or Open vSwitch.
+    fn new(tag: &str) -> Option<Lab> {
+        let have_ovs = std::process::Command::new("ovs-vswitchd")
+            .arg("--version")
+            .output()
+            .is_ok();
+        if !nix::unistd::Uid::effective().is_root() || !have_ovs {
+            eprintln!("skipped: needs root and openvswitch-switch");
+            return None;
+        }
         let pid = std::process::id();
-        let ns = Netns::new(&format!("ov{pid}{tag}"));
+        let ns = Netns::create(&format!("ov{pid}{tag}")).expect("ip netns add");
         let dir = PathBuf::from(format!("/tmp/ov-{pid}-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         let guard = DirGuard(dir.clone());
-        let ovs = OvsInstance::start(Some(&ns.0), &dir).expect("start OVS");
+        let ovs = OvsInstance::start(Some(ns.name()), &dir).expect("start OVS");
         let topo = NeutronTopology::default();
-        Lab {
+        Some(Lab {
             ovs,
             _ns: ns,
             _dir: guard,
             topo,
-        }
+        })
     }
 
     /// Lab with the Neutron topology and an uplink veth eth2 <-> swp1.
-    fn with_topology(tag: &str) -> Lab {
-        let lab = Lab::new(tag);
+    fn with_topology(tag: &str) -> Option<Lab> {
+        let lab = Lab::new(tag)?;
         lab.ovs.build_neutron_topology(&lab.topo).unwrap();
         lab.ovs.add_veth("eth2", "swp1").unwrap();
-        lab
+        Some(lab)
     }
 
     fn runner(&self) -> Arc<Runner> {
@@ -178,7 +163,9 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 #[test]
 fn bridges_and_uplink_setup_restart_teardown() {
-    let lab = Lab::new("a");
+    let Some(lab) = Lab::new("a") else {
+        return;
+    };
     let d = lab.driver();
     assert!(!d.bridges_present());
     lab.ovs.add_veth("eth2", "swp1").unwrap();
@@ -303,7 +290,9 @@ fn bridges_and_uplink_setup_restart_teardown() {
 
 #[test]
 fn vm_flows_lifecycle_and_vlan_change() {
-    let lab = Lab::with_topology("b");
+    let Some(lab) = Lab::with_topology("b") else {
+        return;
+    };
     let d = lab.driver();
     d.setup_uplink("eth2").unwrap();
     let pass = lab.passthrough("LLDPOeth2", "eth2");
@@ -400,7 +389,9 @@ fn vm_flows_lifecycle_and_vlan_change() {
 
 #[test]
 fn flow_check_restores_after_del_flows_and_vswitchd_restart() {
-    let lab = Lab::with_topology("c");
+    let Some(lab) = Lab::with_topology("c") else {
+        return;
+    };
     let runner = lab.runner();
     let d = lab.driver_with(runner.clone());
     d.setup_uplink("eth2").unwrap();
@@ -484,7 +475,9 @@ fn flow_check_restores_after_del_flows_and_vswitchd_restart() {
 
 #[test]
 fn port_local_vlan_and_wait() {
-    let lab = Lab::with_topology("d");
+    let Some(lab) = Lab::with_topology("d") else {
+        return;
+    };
     let d = Arc::new(lab.driver());
     let sd = Shutdown::new();
     lab.vm(1, P1, Some(7));
@@ -633,7 +626,9 @@ fn port_local_vlan_and_wait() {
 #[test]
 fn openflow13_only_bridges() {
     use vdp_agent::ovs::{ofctl::OfctlOpts, OvsOptions};
-    let lab = Lab::with_topology("g");
+    let Some(lab) = Lab::with_topology("g") else {
+        return;
+    };
     for br in ["br-int", "br-ethd"] {
         lab.ovs
             .vsctl(&["set", "Bridge", br, "protocols=OpenFlow13"])
@@ -775,7 +770,9 @@ fn capture(lab: &Lab, ifname: &str, filter: &str, send: impl FnOnce()) -> String
 /// reaches the VM untagged.
 #[test]
 fn vm_frames_translated_between_local_and_vdp_vlan() {
-    let lab = Lab::with_topology("e");
+    let Some(lab) = Lab::with_topology("e") else {
+        return;
+    };
     let d = lab.driver();
     d.setup_uplink("eth2").unwrap();
     lab.vm(1, P1, Some(5));
@@ -827,7 +824,9 @@ fn vm_frames_translated_between_local_and_vdp_vlan() {
 #[ignore]
 fn capture_fixtures() {
     use vdp_agent::ovs::{ofctl, vsctl};
-    let lab = Lab::with_topology("f");
+    let Some(lab) = Lab::with_topology("f") else {
+        return;
+    };
     let d = lab.driver();
     d.setup_uplink("eth2").unwrap();
     lab.vm(1, P1, Some(5));
