@@ -166,6 +166,14 @@ fn bridges_and_uplink_setup_restart_teardown() {
     let Some(lab) = Lab::new("a") else {
         return;
     };
+    // Another handle on the same instance (lab scripts); detached, it
+    // leaves the daemons running.
+    let other = OvsInstance::attach(lab.ovs.netns(), lab.ovs.dir()).unwrap();
+    assert!(other.is_running("ovs-vswitchd") && other.is_running("ovsdb-server"));
+    other.detach();
+    assert!(lab.ovs.is_running("ovs-vswitchd"));
+    assert!(OvsInstance::attach(None, std::path::Path::new("/tmp")).is_err());
+
     let d = lab.driver();
     assert!(!d.bridges_present());
     lab.ovs.add_veth("eth2", "swp1").unwrap();

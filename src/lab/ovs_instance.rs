@@ -141,6 +141,54 @@ impl OvsInstance {
         Ok(inst)
     }
 
+    /// Take charge of an instance started earlier (e.g. by `scripts/lab up`
+    /// in another process) in `dir`, to inspect or `stop()` it. Fails when
+    /// its ovsdb-server is not running.
+    pub fn attach(netns: Option<&str>, dir: &Path) -> io::Result<OvsInstance> {
+        let dir = dir.canonicalize()?;
+        let d = dir.to_string_lossy().into_owned();
+        let mut helper = vec![
+            "env".to_string(),
+            format!("OVS_RUNDIR={d}"),
+            format!("OVS_DBDIR={d}"),
+            format!("OVS_LOGDIR={d}"),
+        ];
+        if let Some(ns) = netns {
+            helper.extend(["ip", "netns", "exec", ns].iter().map(|s| s.to_string()));
+        }
+        let inst = OvsInstance {
+            netns: netns.map(String::from),
+            runner: Runner::new(helper, Duration::from_secs(20)),
+            dir,
+            stopped: false,
+        };
+        if !inst.is_running("ovsdb-server") {
+            let mut inst = inst;
+            inst.stopped = true;
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no ovsdb-server running for {d}"),
+            ));
+        }
+        Ok(inst)
+    }
+
+    /// Let the daemons run on after this value is dropped (lab scripts).
+    pub fn detach(mut self) {
+        self.stopped = true;
+    }
+
+    /// Whether `daemon` (`ovsdb-server` / `ovs-vswitchd`) of this instance runs.
+    pub fn is_running(&self, daemon: &str) -> bool {
+        self.daemon_pid(daemon).is_some()
+    }
+
+    fn daemon_pid(&self, daemon: &str) -> Option<i32> {
+        let s = std::fs::read_to_string(self.pidfile(daemon)).ok()?;
+        let pid = s.trim().parse::<i32>().ok()?;
+        (pid > 1 && pid_is(pid, daemon)).then_some(pid)
+    }
+
     fn start_vswitchd(&self) -> io::Result<()> {
         let d = self.dir_str();
         self.run(&[
@@ -217,15 +265,9 @@ impl OvsInstance {
 
     /// Stop one of our daemons by its pidfile (SIGTERM, SIGKILL after 5 s).
     fn stop_daemon(&self, daemon: &str) {
-        let Ok(s) = std::fs::read_to_string(self.pidfile(daemon)) else {
+        let Some(pid) = self.daemon_pid(daemon) else {
             return;
         };
-        let Ok(pid) = s.trim().parse::<i32>() else {
-            return;
-        };
-        if pid <= 1 || !pid_is(pid, daemon) {
-            return;
-        }
         let target = nix::unistd::Pid::from_raw(pid);
         let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);

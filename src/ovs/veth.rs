@@ -39,8 +39,9 @@ fn veth_name(prefix: &str, uplink: &str) -> String {
 }
 
 /// A Linux interface name that is safe to put on a command line: 1..=15
-/// characters, none of `/`, `:`, whitespace, control characters, and not
-/// starting with `-` (so it cannot be taken for an option).
+/// printable ASCII characters, none of `/ : " , = \`, and not starting
+/// with `-` (so it cannot be taken for an option or smuggle an OVSDB
+/// `key=value`).
 pub fn valid_ifname(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_IFNAME
@@ -49,7 +50,7 @@ pub fn valid_ifname(name: &str) -> bool {
         && name != ".."
         && name
             .chars()
-            .all(|c| c.is_ascii_graphic() && c != '/' && c != ':' && c != '"' && c != ',')
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | ':' | '"' | ',' | '=' | '\\'))
 }
 
 /// One veth as `ip -j link show type veth` prints it.
@@ -133,5 +134,6 @@ mod tests {
         assert!(!valid_ifname("a/b"));
         assert!(!valid_ifname("a:b"));
         assert!(!valid_ifname("0123456789abcdef"));
+        assert!(!valid_ifname("a=b"));
     }
 }
