@@ -267,6 +267,26 @@ fn bridges_and_uplink_setup_restart_teardown() {
     assert_eq!(lab.ovs.flows("br-ethd", None).unwrap().len(), 2);
     assert_eq!(lab.ovs.flows("br-int", None).unwrap().len(), 2);
 
+    // The veth pair deleted behind our back while its port stays in the
+    // bridge: recreated, the port row replaced so OVS opens the new device.
+    let d_tmp = lab.driver();
+    d_tmp.setup_uplink("eth2").unwrap();
+    let stale_of = lab.ofport("LLDPOeth2");
+    lab.ovs.ip(&["link", "del", "dev", "LLDPOeth2"]).unwrap();
+    let upr = d_tmp.setup_uplink("eth2").unwrap();
+    assert!(upr.veth_created);
+    assert_eq!(upr.ovs_veth_ofport, lab.ofport("LLDPOeth2"));
+    // (OVS hands the same name its old number back)
+    eprintln!("LLDPOeth2 ofport {stale_of} -> {}", upr.ovs_veth_ofport);
+    let err = lab
+        .ovs
+        .vsctl(&["get", "Interface", "LLDPOeth2", "error"])
+        .unwrap();
+    assert_eq!(err.trim(), "[]", "OVS could not open the new LLDPOeth2");
+    assert_eq!(lab.ours("br-ethd"), lab.passthrough("LLDPOeth2", "eth2"));
+    d_tmp.teardown_uplink("eth2").unwrap();
+    let mac_before = lab.mac("LLDPLeth2");
+
     // Set up again: reused pair, same MAC, flows back.
     let up3 = d2.setup_uplink("eth2").unwrap();
     assert!(!up3.veth_created);
