@@ -267,6 +267,26 @@ fn bridges_and_uplink_setup_restart_teardown() {
     assert_eq!(lab.ovs.flows("br-ethd", None).unwrap().len(), 2);
     assert_eq!(lab.ovs.flows("br-int", None).unwrap().len(), 2);
 
+    // The veth pair deleted behind our back while its port stays in the
+    // bridge: recreated, the port row replaced so OVS opens the new device.
+    let d_tmp = lab.driver();
+    d_tmp.setup_uplink("eth2").unwrap();
+    let stale_of = lab.ofport("LLDPOeth2");
+    lab.ovs.ip(&["link", "del", "dev", "LLDPOeth2"]).unwrap();
+    let upr = d_tmp.setup_uplink("eth2").unwrap();
+    assert!(upr.veth_created);
+    assert_eq!(upr.ovs_veth_ofport, lab.ofport("LLDPOeth2"));
+    // (OVS hands the same name its old number back)
+    eprintln!("LLDPOeth2 ofport {stale_of} -> {}", upr.ovs_veth_ofport);
+    let err = lab
+        .ovs
+        .vsctl(&["get", "Interface", "LLDPOeth2", "error"])
+        .unwrap();
+    assert_eq!(err.trim(), "[]", "OVS could not open the new LLDPOeth2");
+    assert_eq!(lab.ours("br-ethd"), lab.passthrough("LLDPOeth2", "eth2"));
+    d_tmp.teardown_uplink("eth2").unwrap();
+    let mac_before = lab.mac("LLDPLeth2");
+
     // Set up again: reused pair, same MAC, flows back.
     let up3 = d2.setup_uplink("eth2").unwrap();
     assert!(!up3.veth_created);
@@ -626,6 +646,63 @@ fn port_local_vlan_and_wait() {
         "{:?}",
         t0.elapsed()
     );
+}
+
+/// Port events from several threads racing the flow check: at the end the
+/// bridges hold exactly the flows of the table.
+#[test]
+fn concurrent_port_events_and_flow_check() {
+    let Some(lab) = Lab::with_topology("h") else {
+        return;
+    };
+    let d = Arc::new(lab.driver());
+    d.setup_uplink("eth2").unwrap();
+    let mut workers = Vec::new();
+    for t in 0..4u16 {
+        let d = d.clone();
+        workers.push(std::thread::spawn(move || {
+            let net = format!("eeeeeeee-0000-4000-8000-00000000000{t}");
+            let local = 10 + t;
+            for round in 0..5u16 {
+                let p1 = format!("ffffffff-000{t}-4000-8000-00000000000{round}");
+                let p2 = format!("ffffffff-100{t}-4000-8000-00000000000{round}");
+                let vdp = 3100 + t * 10 + round;
+                d.add_vm_port(&net, local, &p1, Some(vdp), None).unwrap();
+                d.add_vm_port(&net, local, &p2, Some(vdp), None).unwrap();
+                d.set_port_vdp_vlan(&net, &p1, Some(vdp + 500), None)
+                    .unwrap();
+                d.remove_vm_port(&net, &p1).unwrap();
+                if round < 4 {
+                    d.remove_vm_port(&net, &p2).unwrap();
+                }
+            }
+        }));
+    }
+    let checker = {
+        let d = d.clone();
+        std::thread::spawn(move || {
+            for _ in 0..5 {
+                d.check_flows().unwrap();
+            }
+        })
+    };
+    for w in workers {
+        w.join().unwrap();
+    }
+    checker.join().unwrap();
+    // Each network ends with p2 of the last round: VLAN 3100+10t+4 (p1's
+    // change to +500 went with p1: the remaining port's VLAN wins again).
+    let mut want_ex = lab.passthrough("LLDPOeth2", "eth2");
+    let mut want_int = Vec::new();
+    for t in 0..4u16 {
+        want_ex.push(lab.vm_ex(10 + t, 3100 + t * 10 + 4));
+        want_int.push(lab.vm_int(10 + t, 3100 + t * 10 + 4));
+    }
+    assert_eq!(lab.ours("br-ethd"), sorted(want_ex));
+    assert_eq!(lab.ours("br-int"), sorted(want_int));
+    let c = d.check_flows().unwrap();
+    assert_eq!((c.restored, c.removed), (0, 0));
+    assert_eq!(d.local_vlans().len(), 4);
 }
 
 /// Bridges that only speak OpenFlow 1.3: with `-O OpenFlow10,OpenFlow13`

@@ -513,12 +513,15 @@ impl OvsDriver {
 
     /// Put the uplink and LLDPO ports into the external bridge (one
     /// transaction) unless they are there with a valid ofport; returns
-    /// their ofports and whether anything was added.
+    /// their ofports and whether anything was added. `veth_new`: the veth
+    /// pair was just (re)created, so an LLDPO row left from the old device
+    /// is replaced to make OVS open the new one.
     fn ensure_ports(
         &self,
         snap: &vsctl::Snapshot,
         uplink: &str,
         ovs_veth: &str,
+        veth_new: bool,
     ) -> Result<(u32, u32, bool), OvsError> {
         let mut argv = vec![
             "ovs-vsctl".to_string(),
@@ -529,7 +532,8 @@ impl OvsDriver {
             match snap.bridge_of(port) {
                 Some(br) if br == self.br_ex => {
                     let of = snap.ifaces.get(port).copied().flatten();
-                    if let Some(of) = vsctl::valid_ofport(of) {
+                    let stale = veth_new && port == ovs_veth;
+                    if let (Some(of), false) = (vsctl::valid_ofport(of), stale) {
                         current.push(Some(of));
                         continue;
                     }
@@ -608,7 +612,8 @@ impl OvsDriver {
         let patch = self.check_bridges(&snap)?;
         st.patch = Some(patch.clone());
         let veth_created = self.ensure_veth(&ovs_veth, &lldp_veth)?;
-        let (uplink_ofport, ovs_veth_ofport, _) = self.ensure_ports(&snap, uplink, &ovs_veth)?;
+        let (uplink_ofport, ovs_veth_ofport, _) =
+            self.ensure_ports(&snap, uplink, &ovs_veth, veth_created)?;
         let (added, removed) = self.ensure_passthrough(ovs_veth_ofport, uplink_ofport)?;
         log::info!(
             "ovs: uplink {uplink} set up (veth {lldp_veth}/{ovs_veth} {}; ofports uplink {uplink_ofport} veth {ovs_veth_ofport}; passthrough +{added} -{removed})",
@@ -1018,7 +1023,7 @@ impl OvsDriver {
         let mut first = None;
         let mut has_uplink = false;
         if let Some(u) = st.uplink.clone() {
-            match self.ensure_ports(&snap, &u.uplink, &u.ovs_veth) {
+            match self.ensure_ports(&snap, &u.uplink, &u.ovs_veth, false) {
                 Ok((up, lo, readded)) => {
                     if readded {
                         log::warn!(
