@@ -189,6 +189,33 @@ fn periodic_after_first_period(
     }
 }
 
+/// Re-check period of the lldpad client while VSIs are pending.
+pub const PENDING_RECHECK: Duration = Duration::from_secs(1);
+
+/// `lldpad-client` thread (the original's VSI refresh, `_vdp_refrsh_hndlr`):
+/// `refresh_vsis` every `vdp.sync_timeout_s`, or every `PENDING_RECHECK`
+/// while the host reports pending VSIs (an association whose verdict
+/// lldpad has not given yet, or a port where VDP is not usable yet), so a
+/// late answer is reported within about a second, not a refresh period.
+fn lldpad_client_task(mgr: Arc<VdpMgr>, host: Arc<dyn HostDriver>, period: Duration) -> Task {
+    let mut since = Duration::ZERO;
+    Task {
+        name: "lldpad-client",
+        step: Box::new(move || {
+            let pending = host.pending_vsis() > 0;
+            if since >= period || (pending && since >= PENDING_RECHECK) {
+                since = Duration::ZERO;
+                for change in host.refresh_vsis() {
+                    mgr.enqueue_vsi_change(change);
+                }
+            }
+            let step = PENDING_RECHECK.min(period);
+            since += step;
+            Step::Wait(step)
+        }),
+    }
+}
+
 // ----- controller events ------------------------------------------------------
 
 /// Log a rejected VM object and, when its `port_uuid` is valid, tell the
@@ -559,6 +586,9 @@ pub struct RunOptions {
     pub handle_signals: bool,
     /// Called on SIGHUP (reopen the log file).
     pub on_hup: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The shutdown flag to use (None = a new one). The binary passes the
+    /// one it gave the host driver, so the driver's waits end on SIGTERM.
+    pub shutdown: Option<Shutdown>,
 }
 
 /// A started daemon.
@@ -592,7 +622,7 @@ impl Daemon {
         let status_server =
             StatusServer::bind(&cfg.status_socket()).map_err(DaemonError::Status)?;
 
-        let shutdown = Shutdown::new();
+        let shutdown = opts.shutdown.clone().unwrap_or_default();
         let host_id = cfg.host_id();
         let mgr = VdpMgr::new(
             MgrConfig::from_config(&cfg),
@@ -609,18 +639,11 @@ impl Daemon {
         tasks.extend(mgr.start());
         tasks.push(heartbeat_task(&cfg, mgr.clone(), link.clone()));
         tasks.push(event_poller_task(mgr.clone(), link.clone()));
-        {
-            let (m, h) = (mgr.clone(), host.clone());
-            tasks.push(periodic_after_first_period(
-                "lldpad-client",
-                Duration::from_secs(cfg.vdp.sync_timeout_s),
-                move || {
-                    for change in h.refresh_vsis() {
-                        m.enqueue_vsi_change(change);
-                    }
-                },
-            ));
-        }
+        tasks.push(lldpad_client_task(
+            mgr.clone(),
+            host.clone(),
+            Duration::from_secs(cfg.vdp.sync_timeout_s),
+        ));
         {
             let h = host.clone();
             tasks.push(periodic_after_first_period(

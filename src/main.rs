@@ -139,16 +139,22 @@ fn init_logging(cfg: &Config) -> Result<Option<Arc<LogFile>>, String> {
     Ok(file)
 }
 
-/// ==== MERGE POINT (lead) ====
-/// Build the production host driver and controller link. The controller
-/// link is the real `controller::Controller`; the host driver is still the
-/// placeholder `daemon::NullHost` (idle: OpenStack never looks running)
-/// until `host::LinuxHost` exists — the lead replaces that line at merge.
-/// Err = (exit code, reason): 2 for a configuration problem (bad URL,
-/// token or CA file), 1 for a runtime one (state dir not writable).
+/// Build the production host driver (`host::LinuxHost` over the OVS,
+/// lldpad, uplink and topology drivers, commands through one
+/// `exec::Runner` with `root_helper`) and controller link
+/// (`controller::Controller`). Err = (exit code, reason): 2 for a
+/// configuration problem (bad URL, token or CA file), 1 for a runtime one
+/// (state dir not writable). Spawns no thread.
 type HostAndLink = (Arc<dyn HostDriver>, Arc<dyn ControllerLink>);
 
-fn build_host_and_link(cfg: &Config) -> Result<HostAndLink, (i32, String)> {
+/// Timeout of one privileged command. vdptool `-W` waits 5 s by itself;
+/// the margin covers a slow root helper.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn build_host_and_link(
+    cfg: &Config,
+    shutdown: &vdp_agent::shutdown::Shutdown,
+) -> Result<HostAndLink, (i32, String)> {
     use vdp_agent::controller::{Controller, ControllerError};
     let link = Controller::new(cfg, cfg.host_id()).map_err(|e| {
         let code = if matches!(e, ControllerError::StateDir { .. }) {
@@ -158,7 +164,12 @@ fn build_host_and_link(cfg: &Config) -> Result<HostAndLink, (i32, String)> {
         };
         (code, format!("controller link: {e}"))
     })?;
-    Ok((Arc::new(daemon::NullHost), Arc::new(link)))
+    let runner = Arc::new(vdp_agent::exec::Runner::new(
+        cfg.root_helper_argv(),
+        COMMAND_TIMEOUT,
+    ));
+    let host = vdp_agent::host::LinuxHost::new(cfg, runner, shutdown.clone());
+    Ok((Arc::new(host), Arc::new(link)))
 }
 
 fn real_main() -> i32 {
@@ -244,7 +255,8 @@ fn real_main() -> i32 {
                 eprintln!("vdp-agent: {e}");
                 return 1;
             }
-            let (host, link) = match build_host_and_link(&cfg) {
+            let shutdown = vdp_agent::shutdown::Shutdown::new();
+            let (host, link) = match build_host_and_link(&cfg, &shutdown) {
                 Ok(x) => x,
                 Err((code, e)) => {
                     log::error!("{e}");
@@ -256,6 +268,7 @@ fn real_main() -> i32 {
                 pid_file: Some(pid_file.unwrap_or_else(|| cfg.pid_file())),
                 handle_signals: true,
                 on_hup,
+                shutdown: Some(shutdown),
             };
             match daemon::run_with(cfg, host, link, opts) {
                 Ok(()) => 0,
