@@ -801,6 +801,7 @@ fn status_doc_fn(
             queues: QueueLens { main, err },
             threads: registry.snapshot(),
             server: link.status(),
+            host: host.status_extra(),
         }
     }
 }

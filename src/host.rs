@@ -365,6 +365,17 @@ impl HostDriver for LinuxHost {
         self.topo.poll()
     }
 
+    fn status_extra(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("commands_spawned".into(), self.runner.spawned().into());
+        m.insert(
+            "vdptool_calls".into(),
+            self.lldpad().map_or(0, |d| d.vdptool_calls()).into(),
+        );
+        m.insert("pending_vsis".into(), self.pending_vsis().into());
+        m
+    }
+
     fn pending_vsis(&self) -> usize {
         self.lldpad().map_or(0, |d| {
             d.vsis()

@@ -44,6 +44,10 @@ pub struct StatusDoc {
     pub queues: QueueLens,
     pub threads: BTreeMap<String, String>,
     pub server: LinkStatus,
+    /// Extension (README): host-side facts, e.g. `commands_spawned` (every
+    /// privileged command the agent ran, for `scripts/bench`) and the lldpad
+    /// event client's state.
+    pub host: BTreeMap<String, serde_json::Value>,
 }
 
 /// Errors of the status client and server.
@@ -274,6 +278,12 @@ pub fn render_table(v: &Value) -> String {
         "server error:    {}\n",
         s(&g(&["server", "last_error"]))
     ));
+    if let Value::Object(m) = g(&["host"]) {
+        if !m.is_empty() {
+            let items: Vec<String> = m.iter().map(|(k, v)| format!("{k} {}", s(v))).collect();
+            out.push_str(&format!("host:            {}\n", items.join(", ")));
+        }
+    }
     out.push_str("threads:\n");
     if let Value::Object(m) = g(&["threads"]) {
         for (name, state) in m {
@@ -332,6 +342,7 @@ mod tests {
             queues: QueueLens { main: 0, err: 1 },
             threads: [("heartbeat".to_string(), "alive".to_string())].into(),
             server: LinkStatus::default(),
+            host: Default::default(),
         }
     }
 

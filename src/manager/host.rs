@@ -161,4 +161,9 @@ pub trait HostDriver: Send + Sync {
     fn pending_vsis(&self) -> usize {
         0
     }
+
+    /// Extra facts for `status` (`host` section; README extension).
+    fn status_extra(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        Default::default()
+    }
 }
