@@ -121,8 +121,7 @@ pub trait HostDriver: Send + Sync {
 
     /// The port's local VLAN (Neutron tag), waiting up to `wait` for it to
     /// appear; returns at once when present, `None` on timeout or shutdown.
-    fn port_local_vlan(&self, port_uuid: &str, wait: Duration, shutdown: &Shutdown)
-        -> Option<u16>;
+    fn port_local_vlan(&self, port_uuid: &str, wait: Duration, shutdown: &Shutdown) -> Option<u16>;
 
     /// VM port up: associate (VLAN from the switch) and program flows.
     fn port_up(&self, vm: &VmPort, local_vlan: u16) -> PortOutcome;
