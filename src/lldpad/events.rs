@@ -610,8 +610,8 @@ pub struct LldpadWatch {
     threads: Vec<JoinHandle<()>>,
 }
 
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Longest uninterrupted wait, so the daemon's shutdown is seen quickly.
 const SLICE: Duration = Duration::from_millis(250);
 
