@@ -552,3 +552,134 @@ fn live_lldpad_absent_then_started() {
     drop(watch);
     drop(inst);
 }
+
+/// lldpad serves only uid 0: a non-root client gets `R0a` and a clear error.
+/// The parent runs this same test again as uid 65534 inside the netns.
+#[test]
+fn live_non_root_is_refused() {
+    if std::env::var_os("VDP_EV_NONROOT_CHILD").is_some() {
+        match EventClient::connect() {
+            Ok(c) => println!("CHILD-OK pid {:?}", c.pid()),
+            Err(e) => println!("CHILD-ERR {e}"),
+        }
+        return;
+    }
+    if !live_ok() {
+        return;
+    }
+    let dir = TempDir(std::env::temp_dir().join(format!("vdp-ev3-{}", std::process::id())));
+    let ns = Netns::create(&unique("evr", 3)).expect("netns");
+    let _inst = LldpadInstance::start(&ns, LldpadRole::Station, "lo", &dir.0).expect("lldpad");
+    let exe = std::env::current_exe().expect("exe");
+    let out = ns
+        .exec_any(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "env",
+            "VDP_EV_NONROOT_CHILD=1",
+            exe.to_str().expect("utf8 path"),
+            "--exact",
+            "live_non_root_is_refused",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("child: {stdout}");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("CHILD-").map(|i| &l[i..]))
+        .expect("child result line");
+    assert!(line.starts_with("CHILD-ERR"), "{line}");
+    assert!(line.contains("R0a") && line.contains("no access"), "{line}");
+}
+
+/// A slow callback must not stall lldpad: the watch drains the socket on its
+/// own thread (an attached client that stops reading hangs lldpad after
+/// ~140 unread events). 200 events against a callback taking 25 ms each.
+#[test]
+fn live_slow_callback_does_not_stall_lldpad() {
+    if !live_ok() {
+        return;
+    }
+    let dir = TempDir(std::env::temp_dir().join(format!("vdp-ev4-{}", std::process::id())));
+    let sta = Netns::create(&unique("evs", 4)).expect("netns");
+    let br = Netns::create(&unique("evb", 4)).expect("netns");
+    veth(&sta, "evs", &br, "evb").expect("veth");
+    let _bridge = LldpadInstance::start(&br, LldpadRole::Bridge, "evb", &dir.0).expect("bridge");
+    let station = station_up(&sta, &dir.0);
+
+    let (ntx, nrx) = unbounded();
+    let shutdown = Shutdown::new();
+    let watch = LldpadWatch::start_in_netns(sta.name(), &shutdown, move |n| {
+        std::thread::sleep(Duration::from_millis(25)); // a slow consumer
+        let _ = ntx.send((Instant::now(), n));
+    })
+    .expect("watch");
+    assert!(next_notice(&nrx, Duration::from_secs(3), |n| *n
+        == LldpadNotice::Attached)
+    .is_some());
+
+    let runner = Runner::new(sta.root_helper(), Duration::from_secs(10));
+    let mut sent = 0;
+    for mode in ["assoc", "deassoc"] {
+        for i in 0..100 {
+            let uuid = format!("6e0c7a52-0005-4000-8000-{i:012x}");
+            let filter = format!("0-fa:16:3e:00:05:{i:02x}-20005");
+            let argv = [
+                "vdptool",
+                "-T",
+                "-i",
+                "evs",
+                "-V",
+                mode,
+                "-c",
+                &format!("mode={mode}"),
+                "-c",
+                "mgrid2=0",
+                "-c",
+                "typeid=0",
+                "-c",
+                "typeidver=0",
+                "-c",
+                &format!("uuid={uuid}"),
+                "-c",
+                "hints=none",
+                "-c",
+                &format!("filter={filter}"),
+            ];
+            if runner.run(&argv).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    // lldpad still answers at once although the callback is seconds behind.
+    let t = Instant::now();
+    assert_eq!(
+        station.pid(),
+        watch.status().lldpad_pid,
+        "lldpad did not answer"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "lldptool -p took {:?}",
+        t.elapsed()
+    );
+    let mut got = 0;
+    while got < sent {
+        match next_notice(&nrx, Duration::from_secs(15), |n| {
+            matches!(n, LldpadNotice::Vdp(_))
+        }) {
+            Some(_) => got += 1,
+            None => break,
+        }
+    }
+    eprintln!("{sent} vdptool requests accepted, {got} events delivered");
+    assert!(sent >= 190, "only {sent} requests accepted");
+    assert_eq!(got, sent);
+    assert_eq!(watch.status().events, sent as u64);
+    shutdown.trigger();
+    drop(watch);
+}

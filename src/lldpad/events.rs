@@ -19,11 +19,14 @@
 //!   fields `%02x key %04x value`: mode, mgrid2, typeid, typeidver, uuid,
 //!   hints (= VSI status | smi error bits << 8), filter (one per entry).
 //!   The record carries no interface name.
-//! - lldpad sends events with a blocking `sendmsg`, and the kernel's unix
-//!   datagram queue is short (`net.unix.max_dgram_qlen`, 10 here): an
-//!   attached client that stops reading can stall lldpad. `LldpadWatch`
-//!   therefore drains the socket on its own thread and hands notices to the
-//!   callback through an unbounded channel.
+//! - lldpad writes to clients with blocking sends, and unread datagrams stay
+//!   charged to lldpad's send buffer: an attached client that stops reading
+//!   **hangs lldpad** after ~140 unread events (seen live: lldpad blocked in
+//!   `sock_alloc_send_pskb`, `lldptool -p` timed out, until the client
+//!   went away). `LldpadWatch` therefore drains the socket on its own thread
+//!   and hands notices to the callback through an unbounded channel; direct
+//!   `EventClient` users must keep calling `recv` or drop the client
+//!   (dropping sends a detach).
 
 use super::LldpadError;
 use crate::exec::ExecError;
@@ -282,6 +285,11 @@ fn sock_err(op: &str, err: impl std::fmt::Display) -> LldpadError {
 }
 
 /// A client of lldpad's control interface, attached to VDP22 events.
+///
+/// While attached, keep calling `recv` (see the module doc: a client that
+/// stops reading can hang lldpad). The socket is connected, so the kernel
+/// only delivers datagrams from lldpad's socket, and datagrams not sent by
+/// uid 0 are dropped as well.
 #[derive(Debug)]
 pub struct EventClient {
     sock: OwnedFd,
@@ -388,6 +396,13 @@ impl EventClient {
     /// events and refresh the pid.
     pub fn reattach(&mut self) -> Result<(), LldpadError> {
         self.attached = false;
+        // Re-connecting a datagram socket purges its receive queue: keep
+        // what is already there.
+        while let Ok(Some(d)) = self.read_one() {
+            if let Some(ev) = is_event(&d).then(|| parse_event(&d)).flatten() {
+                self.queued.push_back(ev);
+            }
+        }
         let addr = UnixAddr::new_abstract(LLDPAD_CLIF_SOCKET.as_bytes())
             .map_err(|e| sock_err("address", e))?;
         sock_connect(self.sock.as_raw_fd(), &addr).map_err(|e| {
