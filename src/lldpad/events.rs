@@ -116,15 +116,18 @@ pub struct VdpEvent {
 pub fn parse_event(datagram: &[u8]) -> Option<VdpEvent> {
     let body = datagram.strip_prefix(EVENT_PREFIX)?;
     let text = std::str::from_utf8(body).ok()?;
-    // After 'E' come the level digits ("16"), then the 4-hex record length.
-    // Pick the split where that length matches what follows.
+    // After 'E' come the level digits (VDP22 always sends "16"), then the
+    // 4-hex record length: use the split whose length fits what follows.
     let digits = text.bytes().take_while(|b| b.is_ascii_digit()).count();
-    let record = (1..=digits.min(3)).rev().find_map(|k| {
-        let rest = text.get(k..)?;
-        let len = usize::from_str_radix(rest.get(..4)?, 16).ok()?;
-        let rec = rest.get(4..)?;
-        (rec.len() >= len && len > 0).then(|| &rec[..len])
-    })?;
+    let record = [2, 1, 3]
+        .into_iter()
+        .filter(|k| *k <= digits)
+        .find_map(|k| {
+            let rest = text.get(k..)?;
+            let len = usize::from_str_radix(rest.get(..4)?, 16).ok()?;
+            let rec = rest.get(4..)?;
+            (rec.len() >= len && len > 0).then(|| &rec[..len])
+        })?;
     let mut ev = parse_record(record)?;
     ev.raw = String::from_utf8_lossy(datagram).into_owned();
     Some(ev)
