@@ -154,4 +154,11 @@ pub trait HostDriver: Send + Sync {
 
     /// Snapshot of the VSI table for `status`.
     fn vsis(&self) -> Vec<VsiStatus>;
+
+    /// How many VSIs wait for lldpad's verdict (or for VDP to become usable
+    /// on the port). While any does, the lldpad client refreshes every
+    /// second instead of every `vdp.sync_timeout_s`.
+    fn pending_vsis(&self) -> usize {
+        0
+    }
 }
