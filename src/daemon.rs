@@ -639,6 +639,10 @@ impl Daemon {
         tasks.extend(mgr.start());
         tasks.push(heartbeat_task(&cfg, mgr.clone(), link.clone()));
         tasks.push(event_poller_task(mgr.clone(), link.clone()));
+        {
+            let m = mgr.clone();
+            host.start_watchers(Arc::new(move |c| m.enqueue_vsi_change(c)));
+        }
         tasks.push(lldpad_client_task(
             mgr.clone(),
             host.clone(),
