@@ -203,16 +203,13 @@ impl Default for LogConfig {
 /// mgrid2 accepted by vdptool: a decimal/hex number, a UUID-looking string,
 /// or up to 15 ASCII alphanumerics.
 fn mgrid2_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 36
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    !s.is_empty() && s.len() <= 36 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 fn ifname_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
 }
 
@@ -270,7 +267,10 @@ impl Config {
         }
         if let Some(s) = &self.uplink.static_uplink {
             if !ifname_ok(s) {
-                return bad("uplink.static", "must be an interface name (1-15 characters)");
+                return bad(
+                    "uplink.static",
+                    "must be an interface name (1-15 characters)",
+                );
             }
         }
         if let Some(c) = &self.uplink.candidates {
@@ -279,7 +279,10 @@ impl Config {
             }
         }
         if !mgrid2_ok(&self.vdp.mgrid2) {
-            return bad("vdp.mgrid2", "must be a number, UUID or up to 15 alphanumerics");
+            return bad(
+                "vdp.mgrid2",
+                "must be a number, UUID or up to 15 alphanumerics",
+            );
         }
         if !matches!(self.vdp.hints.as_str(), "none" | "to" | "from") {
             return bad("vdp.hints", "must be one of none, to, from");
@@ -312,7 +315,10 @@ impl Config {
             }
         }
         if log::LevelFilter::from_str_opt(&self.log.level).is_none() {
-            return bad("log.level", "must be one of off, error, warn, info, debug, trace");
+            return bad(
+                "log.level",
+                "must be one of off, error, warn, info, debug, trace",
+            );
         }
         Ok(())
     }
@@ -337,7 +343,10 @@ impl Config {
 
     /// `root_helper` split into words (empty = run directly).
     pub fn root_helper_argv(&self) -> Vec<String> {
-        self.root_helper.split_whitespace().map(String::from).collect()
+        self.root_helper
+            .split_whitespace()
+            .map(String::from)
+            .collect()
     }
 
     /// Path of the status socket.
@@ -386,7 +395,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = parse("server:\n  urll: http://x\n").unwrap_err().to_string();
+        let e = parse("server:\n  urll: http://x\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("urll"), "{e}");
         let e = parse("bogus: 1\n").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");

@@ -61,8 +61,17 @@ impl fmt::Display for ExecError {
             }
             ExecError::Failed { cmd, output } => {
                 let msg = output.stderr.trim();
-                let msg = if msg.is_empty() { output.stdout.trim() } else { msg };
-                write!(f, "`{cmd}` exited with {}: {}", output.code, first_line(msg))
+                let msg = if msg.is_empty() {
+                    output.stdout.trim()
+                } else {
+                    msg
+                };
+                write!(
+                    f,
+                    "`{cmd}` exited with {}: {}",
+                    output.code,
+                    first_line(msg)
+                )
             }
         }
     }
@@ -247,7 +256,10 @@ mod tests {
     #[test]
     fn root_helper_prefix() {
         let r = Runner::new(vec!["env".into(), "X=1".into()], Duration::from_secs(5));
-        assert_eq!(r.full_argv(&["printenv", "X"]), vec!["env", "X=1", "printenv", "X"]);
+        assert_eq!(
+            r.full_argv(&["printenv", "X"]),
+            vec!["env", "X=1", "printenv", "X"]
+        );
         let out = r.run(&["printenv", "X"]).unwrap();
         assert_eq!(out.stdout.trim(), "1");
     }
@@ -270,7 +282,10 @@ mod tests {
         let r = Runner::direct();
         let t = Instant::now();
         let e = r
-            .run_timeout(&["sh", "-c", "sleep 5 & sleep 5"], Duration::from_millis(200))
+            .run_timeout(
+                &["sh", "-c", "sleep 5 & sleep 5"],
+                Duration::from_millis(200),
+            )
             .unwrap_err();
         assert!(matches!(e, ExecError::Timeout { .. }), "{e}");
         assert!(t.elapsed() < Duration::from_secs(2));

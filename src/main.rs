@@ -1,5 +1,327 @@
-//! `vdp-agent` binary: CLI (CONTRACT §2) → config → `daemon::run`.
-//! TODO(core helper).
+//! `vdp-agent` binary: the command line of CONTRACT §2 (hand-written, no
+//! argument crate), configuration loading, logging setup, and the hand-off
+//! to `daemon::run_with`.
+//!
+//! Owns: process exit codes (0 ok, 2 usage/configuration error, 1 runtime
+//! failure) and the logger. Calls: `config`, `daemon`, `status`.
+//!
+//! Decisions: without `-c`, `/etc/vdp-agent/agent.yaml` is used when it
+//! exists and built-in defaults otherwise (a given `-c FILE` must exist).
+//! Logging: `log.level` unless `RUST_LOG` is set; to stderr or appended to
+//! `log.file`, reopened on SIGHUP. Log lines carry the thread name.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use vdp_agent::config::{Config, DEFAULT_CONFIG};
+use vdp_agent::daemon::{self, LogFile, RunOptions};
+use vdp_agent::manager::host::HostDriver;
+use vdp_agent::manager::link::ControllerLink;
+
+const USAGE: &str = "\
+usage: vdp-agent [-c FILE] [--pid-file FILE]      run the daemon in the foreground
+       vdp-agent -c FILE --check-config           validate config, print the effective config
+       vdp-agent [-c FILE] status [--json]        show the running daemon's state
+       vdp-agent --version | --help
+";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Run { pid_file: Option<PathBuf> },
+    CheckConfig,
+    Status { json: bool },
+    Version,
+    Help,
+}
+
+#[derive(Debug)]
+struct Cli {
+    config: Option<PathBuf>,
+    command: Command,
+}
+
+fn parse_args(args: &[String]) -> Result<Cli, String> {
+    let mut config = None;
+    let mut pid_file = None;
+    let mut check = false;
+    let mut status = false;
+    let mut json = false;
+    let mut version = false;
+    let mut help = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-c" | "--config" => {
+                let v = it.next().ok_or_else(|| format!("{a} needs a FILE"))?;
+                config = Some(PathBuf::from(v));
+            }
+            "--pid-file" => {
+                let v = it.next().ok_or("--pid-file needs a FILE")?;
+                pid_file = Some(PathBuf::from(v));
+            }
+            "--check-config" => check = true,
+            "status" => status = true,
+            "--json" => json = true,
+            "--version" | "-V" => version = true,
+            "--help" | "-h" => help = true,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let command = if help {
+        Command::Help
+    } else if version {
+        Command::Version
+    } else if check {
+        if status || json || pid_file.is_some() {
+            return Err("--check-config takes only -c FILE".into());
+        }
+        Command::CheckConfig
+    } else if status {
+        if pid_file.is_some() {
+            return Err("status does not take --pid-file".into());
+        }
+        Command::Status { json }
+    } else {
+        if json {
+            return Err("--json only goes with status".into());
+        }
+        Command::Run { pid_file }
+    };
+    Ok(Cli { config, command })
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string()),
+        None => {
+            let p = Path::new(DEFAULT_CONFIG);
+            if p.exists() {
+                Config::load(p).map_err(|e| e.to_string())
+            } else {
+                Ok(Config::default())
+            }
+        }
+    }
+}
+
+/// Set up env_logger; returns the log file (for SIGHUP reopen) if any.
+fn init_logging(cfg: &Config) -> Result<Option<Arc<LogFile>>, String> {
+    let mut b = env_logger::Builder::new();
+    b.filter_level(cfg.log.level.parse().unwrap_or(log::LevelFilter::Info));
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        b.parse_filters(&spec);
+    }
+    b.format(|buf, rec| {
+        let ts = buf.timestamp_seconds();
+        let th = std::thread::current();
+        writeln!(
+            buf,
+            "{ts} {:<5} [{}] {}: {}",
+            rec.level(),
+            th.name().unwrap_or("?"),
+            rec.target(),
+            rec.args()
+        )
+    });
+    let file = match &cfg.log.file {
+        Some(p) => {
+            let f = LogFile::open(p)
+                .map_err(|e| format!("cannot open log file {}: {e}", p.display()))?;
+            b.target(env_logger::Target::Pipe(Box::new(f.writer())));
+            Some(f)
+        }
+        None => {
+            b.target(env_logger::Target::Stderr);
+            None
+        }
+    };
+    b.try_init().map_err(|e| e.to_string())?;
+    Ok(file)
+}
+
+/// Build the production host driver (`host::LinuxHost` over the OVS,
+/// lldpad, uplink and topology drivers, commands through one
+/// `exec::Runner` with `root_helper`) and controller link
+/// (`controller::Controller`). Err = (exit code, reason): 2 for a
+/// configuration problem (bad URL, token or CA file), 1 for a runtime one
+/// (state dir not writable). Spawns no thread.
+type HostAndLink = (Arc<dyn HostDriver>, Arc<dyn ControllerLink>);
+
+/// Timeout of one privileged command. vdptool `-W` waits 5 s by itself;
+/// the margin covers a slow root helper.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn build_host_and_link(
+    cfg: &Config,
+    shutdown: &vdp_agent::shutdown::Shutdown,
+) -> Result<HostAndLink, (i32, String)> {
+    use vdp_agent::controller::{Controller, ControllerError};
+    let link = Controller::new(cfg, cfg.host_id()).map_err(|e| {
+        let code = if matches!(e, ControllerError::StateDir { .. }) {
+            1
+        } else {
+            2
+        };
+        (code, format!("controller link: {e}"))
+    })?;
+    let runner = Arc::new(vdp_agent::exec::Runner::new(
+        cfg.root_helper_argv(),
+        COMMAND_TIMEOUT,
+    ));
+    let host = vdp_agent::host::LinuxHost::new(cfg, runner, shutdown.clone());
+    Ok((Arc::new(host), Arc::new(link)))
+}
+
+fn real_main() -> i32 {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = match parse_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vdp-agent: {e}\n{USAGE}");
+            return 2;
+        }
+    };
+    match cli.command {
+        Command::Help => {
+            print!("{USAGE}");
+            0
+        }
+        Command::Version => {
+            println!("vdp-agent {}", vdp_agent::VERSION);
+            0
+        }
+        Command::CheckConfig => match load_config(cli.config.as_deref()) {
+            Ok(cfg) => {
+                print!("{}", cfg.effective_yaml());
+                0
+            }
+            Err(e) => {
+                eprintln!("vdp-agent: {e}");
+                2
+            }
+        },
+        Command::Status { json } => {
+            let cfg = match load_config(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("vdp-agent: {e}");
+                    return 2;
+                }
+            };
+            match vdp_agent::status::query_raw(&cfg.status_socket()) {
+                Ok((raw, v)) => {
+                    if json {
+                        println!("{raw}");
+                    } else {
+                        print!("{}", vdp_agent::status::render_table(&v));
+                    }
+                    0
+                }
+                Err(e) => {
+                    eprintln!("vdp-agent: {e}");
+                    1
+                }
+            }
+        }
+        Command::Run { pid_file } => {
+            let cfg = match load_config(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("vdp-agent: {e}");
+                    return 2;
+                }
+            };
+            let log_file = match init_logging(&cfg) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("vdp-agent: {e}");
+                    return 1;
+                }
+            };
+            // Panics (caught per loop step by the daemon) go to the log too.
+            std::panic::set_hook(Box::new(|info| {
+                let th = std::thread::current();
+                log::error!("panic in thread {}: {info}", th.name().unwrap_or("?"));
+            }));
+            let on_hup: Option<Arc<dyn Fn() + Send + Sync>> = log_file.map(|f| {
+                Arc::new(move || match f.reopen() {
+                    Ok(()) => log::info!("log file reopened"),
+                    Err(e) => eprintln!("vdp-agent: reopening log file: {e}"),
+                }) as Arc<dyn Fn() + Send + Sync>
+            });
+            // Signals are blocked before any thread exists (run_with does it
+            // first thing); build_host_and_link must not spawn threads.
+            if let Err(e) = daemon::block_signals() {
+                eprintln!("vdp-agent: {e}");
+                return 1;
+            }
+            let shutdown = vdp_agent::shutdown::Shutdown::new();
+            let (host, link) = match build_host_and_link(&cfg, &shutdown) {
+                Ok(x) => x,
+                Err((code, e)) => {
+                    log::error!("{e}");
+                    eprintln!("vdp-agent: {e}");
+                    return code;
+                }
+            };
+            let opts = RunOptions {
+                pid_file: Some(pid_file.unwrap_or_else(|| cfg.pid_file())),
+                handle_signals: true,
+                on_hup,
+                shutdown: Some(shutdown),
+            };
+            match daemon::run_with(cfg, host, link, opts) {
+                Ok(()) => 0,
+                Err(e) => {
+                    log::error!("{e}");
+                    eprintln!("vdp-agent: {e}");
+                    1
+                }
+            }
+        }
+    }
+}
+
 fn main() {
-    println!("vdp-agent {}", vdp_agent::VERSION);
+    std::process::exit(real_main());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(a: &[&str]) -> Result<Cli, String> {
+        parse_args(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn cli_forms() {
+        assert_eq!(p(&[]).unwrap().command, Command::Run { pid_file: None });
+        let c = p(&["-c", "/x.yaml", "--pid-file", "/p"]).unwrap();
+        assert_eq!(c.config, Some(PathBuf::from("/x.yaml")));
+        assert_eq!(
+            c.command,
+            Command::Run {
+                pid_file: Some("/p".into())
+            }
+        );
+        assert_eq!(
+            p(&["-c", "f", "--check-config"]).unwrap().command,
+            Command::CheckConfig
+        );
+        assert_eq!(
+            p(&["status", "--json"]).unwrap().command,
+            Command::Status { json: true }
+        );
+        assert_eq!(
+            p(&["-c", "f", "status"]).unwrap().command,
+            Command::Status { json: false }
+        );
+        assert_eq!(p(&["--version"]).unwrap().command, Command::Version);
+        assert_eq!(p(&["--help"]).unwrap().command, Command::Help);
+        assert!(p(&["-c"]).is_err());
+        assert!(p(&["--json"]).is_err());
+        assert!(p(&["--bogus"]).is_err());
+        assert!(p(&["status", "--check-config"]).is_err());
+    }
 }

@@ -1,2 +1,435 @@
-//! VdpMsgPriQue / VdpQueMsg.
-//! TODO(core helper).
+//! `VdpMsgPriQue` / `VdpQueMsg`: the manager's priority queues and the typed
+//! messages they carry (the original `dfa_vdp_mgr.VdpMsgPriQue` and
+//! `VdpQueMsg`).
+//!
+//! Owns: queue contents. Calls nothing (pure data structure + a condvar).
+//!
+//! Decisions:
+//! - Lower priority number is served first: [`Q_UPL_PRIO`] = 1 (uplink),
+//!   [`Q_VM_PRIO`] = 2 (VM and bulk VM), [`Q_VSI_PRIO`] = 2 (VSI change). VSI
+//!   changes share the VM priority so a change found by refresh is applied
+//!   in arrival order relative to VM events for the same port (a VM "down"
+//!   queued before a refresh result must not be overtaken by it).
+//! - Equal priorities are FIFO by a per-queue sequence number; message bodies
+//!   are never compared (the original's tuple ordering could fall through to
+//!   comparing message objects).
+//! - `dequeue` blocks until a message arrives or the queue is closed; after
+//!   [`VdpMsgPriQue::close`] it returns `None` at once, even if messages are
+//!   left (shutdown must not start new work). `dequeue_nonblock` still drains
+//!   a closed queue (nothing is lost for the error-queue mover).
+
+use crate::manager::host::VsiChange;
+use crate::model::{Oui, PortStatus, VmPort};
+use parking_lot::{Condvar, Mutex};
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+/// Priority of uplink messages (`constants.Q_UPL_PRIO`).
+pub const Q_UPL_PRIO: u8 = 1;
+/// Priority of VM and bulk VM messages (`constants.Q_VM_PRIO`).
+pub const Q_VM_PRIO: u8 = 2;
+/// Priority of VSI-change messages (new here; same as VM, see module doc).
+pub const Q_VSI_PRIO: u8 = 2;
+
+/// Uplink state carried by an uplink message (`'up'`/`'down'` strings of
+/// the original).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UplinkStatus {
+    Up,
+    Down,
+}
+
+impl UplinkStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UplinkStatus::Up => "up",
+            UplinkStatus::Down => "down",
+        }
+    }
+}
+
+/// One message of the manager queue (`VdpQueMsg`; `msg_type` is the enum
+/// variant: `VM_MSG_TYPE`, `VM_BULK_SYNC_MSG_TYPE`, `UPLINK_MSG_TYPE`, plus
+/// the new VSI change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VdpQueMsg {
+    /// One VM port event (`construct_vm_msg`). `phy_uplink` is the uplink
+    /// known when the event was queued (kept for fidelity; the manager checks
+    /// readiness against its current state when processing).
+    Vm {
+        vm: VmPort,
+        phy_uplink: Option<String>,
+    },
+    /// Bulk resync list (`construct_vm_bulk_sync_msg`).
+    VmBulk {
+        vms: Vec<VmPort>,
+        phy_uplink: Option<String>,
+    },
+    /// Uplink up/down (`construct_uplink_msg`). `veth_intf` is new: the
+    /// lldpad-side veth known when a down was decided (the original read its
+    /// already-cleared `self.veth_intf`), so topology discovery can be
+    /// unconfigured on the right interface. The root helper is not carried:
+    /// the host driver owns it.
+    Uplink {
+        status: UplinkStatus,
+        phy_uplink: String,
+        veth_intf: Option<String>,
+        br_int: String,
+        br_ex: String,
+    },
+    /// A VSI changed behind the manager's back (refresh / lldpad event).
+    VsiChanged(VsiChange),
+}
+
+impl VdpQueMsg {
+    /// The original's `msg_type` constant, for logs.
+    pub fn msg_type(&self) -> &'static str {
+        match self {
+            VdpQueMsg::Vm { .. } => "vm",
+            VdpQueMsg::VmBulk { .. } => "vm_bulk",
+            VdpQueMsg::Uplink { .. } => "uplink",
+            VdpQueMsg::VsiChanged(_) => "vsi_changed",
+        }
+    }
+
+    /// `get_uplink`.
+    pub fn get_uplink(&self) -> Option<&str> {
+        match self {
+            VdpQueMsg::Vm { phy_uplink, .. } | VdpQueMsg::VmBulk { phy_uplink, .. } => {
+                phy_uplink.as_deref()
+            }
+            VdpQueMsg::Uplink { phy_uplink, .. } => Some(phy_uplink),
+            VdpQueMsg::VsiChanged(_) => None,
+        }
+    }
+
+    /// `set_uplink` (no effect on VSI changes).
+    pub fn set_uplink(&mut self, uplink: Option<String>) {
+        match self {
+            VdpQueMsg::Vm { phy_uplink, .. } | VdpQueMsg::VmBulk { phy_uplink, .. } => {
+                *phy_uplink = uplink
+            }
+            VdpQueMsg::Uplink { phy_uplink, .. } => *phy_uplink = uplink.unwrap_or_default(),
+            VdpQueMsg::VsiChanged(_) => {}
+        }
+    }
+
+    fn vm(&self) -> Option<&VmPort> {
+        match self {
+            VdpQueMsg::Vm { vm, .. } => Some(vm),
+            _ => None,
+        }
+    }
+
+    /// `get_mac` (VM messages and VSI changes).
+    pub fn get_mac(&self) -> Option<&str> {
+        match self {
+            VdpQueMsg::VsiChanged(c) => Some(&c.vm_mac),
+            _ => self.vm().map(|v| v.vm_mac.as_str()),
+        }
+    }
+
+    /// `get_port_uuid`.
+    pub fn get_port_uuid(&self) -> Option<&str> {
+        match self {
+            VdpQueMsg::VsiChanged(c) => Some(&c.port_uuid),
+            _ => self.vm().map(|v| v.port_uuid.as_str()),
+        }
+    }
+
+    /// `get_net_uuid`.
+    pub fn get_net_uuid(&self) -> Option<&str> {
+        match self {
+            VdpQueMsg::VsiChanged(c) => Some(&c.net_uuid),
+            _ => self.vm().map(|v| v.net_uuid.as_str()),
+        }
+    }
+
+    /// `get_segmentation_id`.
+    pub fn get_segmentation_id(&self) -> Option<u32> {
+        match self {
+            VdpQueMsg::VsiChanged(c) => Some(c.segmentation_id),
+            _ => self.vm().map(|v| v.segmentation_id),
+        }
+    }
+
+    /// `get_oui`.
+    pub fn get_oui(&self) -> Option<&Oui> {
+        self.vm().and_then(|v| v.oui.as_ref())
+    }
+
+    /// `get_status` of a VM message (`up`/`down`).
+    pub fn get_status(&self) -> Option<PortStatus> {
+        self.vm().map(|v| v.status)
+    }
+
+    /// `get_status` of an uplink message.
+    pub fn get_uplink_status(&self) -> Option<UplinkStatus> {
+        match self {
+            VdpQueMsg::Uplink { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// `get_integ_br`.
+    pub fn get_integ_br(&self) -> Option<&str> {
+        match self {
+            VdpQueMsg::Uplink { br_int, .. } => Some(br_int),
+            _ => None,
+        }
+    }
+
+    /// `get_ext_br`.
+    pub fn get_ext_br(&self) -> Option<&str> {
+        match self {
+            VdpQueMsg::Uplink { br_ex, .. } => Some(br_ex),
+            _ => None,
+        }
+    }
+}
+
+struct Entry {
+    prio: u8,
+    seq: u64,
+    msg: VdpQueMsg,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.prio == other.prio && self.seq == other.seq
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    /// BinaryHeap is a max-heap: the "greatest" entry is the one with the
+    /// lowest priority number, then the lowest sequence number.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .prio
+            .cmp(&self.prio)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    heap: BinaryHeap<Entry>,
+    next_seq: u64,
+    closed: bool,
+}
+
+/// Priority queue of `VdpQueMsg` (`VdpMsgPriQue`). Shared by reference
+/// (`Arc`) between the producers and the worker.
+#[derive(Default)]
+pub struct VdpMsgPriQue {
+    inner: Mutex<Inner>,
+    cv: Condvar,
+}
+
+impl VdpMsgPriQue {
+    pub fn new() -> VdpMsgPriQue {
+        VdpMsgPriQue::default()
+    }
+
+    /// `enqueue(priority, msg)`. Messages enqueued after `close` are dropped.
+    pub fn enqueue(&self, priority: u8, msg: VdpQueMsg) {
+        let mut q = self.inner.lock();
+        if q.closed {
+            log::debug!("queue closed, dropping {} message", msg.msg_type());
+            return;
+        }
+        let seq = q.next_seq;
+        q.next_seq += 1;
+        q.heap.push(Entry {
+            prio: priority,
+            seq,
+            msg,
+        });
+        self.cv.notify_one();
+    }
+
+    /// Blocking `dequeue`: the next message, or `None` once the queue is
+    /// closed.
+    pub fn dequeue(&self) -> Option<(u8, VdpQueMsg)> {
+        let mut q = self.inner.lock();
+        loop {
+            if q.closed {
+                return None;
+            }
+            if let Some(e) = q.heap.pop() {
+                return Some((e.prio, e.msg));
+            }
+            self.cv.wait(&mut q);
+        }
+    }
+
+    /// Like `dequeue`, giving up after `d` (`None` on timeout or close).
+    pub fn dequeue_timeout(&self, d: Duration) -> Option<(u8, VdpQueMsg)> {
+        let deadline = Instant::now() + d;
+        let mut q = self.inner.lock();
+        loop {
+            if q.closed {
+                return None;
+            }
+            if let Some(e) = q.heap.pop() {
+                return Some((e.prio, e.msg));
+            }
+            if self.cv.wait_until(&mut q, deadline).timed_out() {
+                if q.closed {
+                    return None;
+                }
+                return q.heap.pop().map(|e| (e.prio, e.msg));
+            }
+        }
+    }
+
+    /// `dequeue_nonblock`: the next message if any (also on a closed queue).
+    pub fn dequeue_nonblock(&self) -> Option<(u8, VdpQueMsg)> {
+        self.inner.lock().heap.pop().map(|e| (e.prio, e.msg))
+    }
+
+    /// `is_not_empty`.
+    pub fn is_not_empty(&self) -> bool {
+        !self.inner.lock().heap.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Wake every blocked `dequeue` with `None` and refuse new messages.
+    pub fn close(&self) {
+        let mut q = self.inner.lock();
+        q.closed = true;
+        self.cv.notify_all();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn up(name: &str) -> VdpQueMsg {
+        VdpQueMsg::Uplink {
+            status: UplinkStatus::Up,
+            phy_uplink: name.into(),
+            veth_intf: None,
+            br_int: "br-int".into(),
+            br_ex: "br-ethd".into(),
+        }
+    }
+
+    fn vm(port: &str) -> VdpQueMsg {
+        VdpQueMsg::Vm {
+            vm: VmPort {
+                port_uuid: port.into(),
+                vm_mac: "fa:16:3e:00:00:01".into(),
+                net_uuid: "n".into(),
+                segmentation_id: 30001,
+                status: PortStatus::Up,
+                host: None,
+                oui: None,
+                local_vlan: None,
+                vdp_vlan: None,
+            },
+            phy_uplink: None,
+        }
+    }
+
+    #[test]
+    fn lower_priority_first_fifo_ties() {
+        let q = VdpMsgPriQue::new();
+        q.enqueue(Q_VM_PRIO, vm("a"));
+        q.enqueue(Q_VM_PRIO, vm("b"));
+        q.enqueue(Q_UPL_PRIO, up("eth1"));
+        q.enqueue(Q_VM_PRIO, vm("c"));
+        q.enqueue(Q_UPL_PRIO, up("eth2"));
+        assert_eq!(q.len(), 5);
+        let order: Vec<String> = std::iter::from_fn(|| q.dequeue_nonblock())
+            .map(|(_, m)| {
+                m.get_port_uuid()
+                    .map(String::from)
+                    .or_else(|| m.get_uplink().map(String::from))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(order, vec!["eth1", "eth2", "a", "b", "c"]);
+        assert!(!q.is_not_empty());
+    }
+
+    #[test]
+    fn many_equal_priorities_stay_fifo() {
+        let q = VdpMsgPriQue::new();
+        for i in 0..1000 {
+            q.enqueue(Q_VM_PRIO, vm(&i.to_string()));
+        }
+        for i in 0..1000 {
+            let (p, m) = q.dequeue().unwrap();
+            assert_eq!(p, Q_VM_PRIO);
+            assert_eq!(m.get_port_uuid().unwrap(), i.to_string());
+        }
+    }
+
+    #[test]
+    fn blocking_dequeue_wakes_on_enqueue_and_close() {
+        let q = Arc::new(VdpMsgPriQue::new());
+        let q2 = q.clone();
+        let t = std::thread::spawn(move || q2.dequeue());
+        std::thread::yield_now();
+        q.enqueue(Q_UPL_PRIO, up("eth1"));
+        let got = t.join().unwrap().unwrap();
+        assert_eq!(got.1.get_uplink(), Some("eth1"));
+
+        let q3 = q.clone();
+        let start = Instant::now();
+        let t = std::thread::spawn(move || q3.dequeue());
+        q.close();
+        assert!(t.join().unwrap().is_none());
+        assert!(start.elapsed() < Duration::from_secs(2));
+        // closed: enqueue dropped, dequeue returns None at once
+        q.enqueue(Q_VM_PRIO, vm("x"));
+        assert!(q.dequeue().is_none());
+        assert!(q.is_closed());
+    }
+
+    #[test]
+    fn dequeue_timeout_returns_none_when_empty() {
+        let q = VdpMsgPriQue::new();
+        let t = Instant::now();
+        assert!(q.dequeue_timeout(Duration::from_millis(30)).is_none());
+        assert!(t.elapsed() >= Duration::from_millis(25));
+        q.enqueue(Q_VM_PRIO, vm("a"));
+        assert!(q.dequeue_timeout(Duration::from_millis(30)).is_some());
+    }
+
+    #[test]
+    fn accessors() {
+        let mut m = vm("p1");
+        assert_eq!(m.get_mac(), Some("fa:16:3e:00:00:01"));
+        assert_eq!(m.get_status(), Some(PortStatus::Up));
+        assert_eq!(m.get_segmentation_id(), Some(30001));
+        assert_eq!(m.get_uplink(), None);
+        m.set_uplink(Some("eth3".into()));
+        assert_eq!(m.get_uplink(), Some("eth3"));
+        let u = up("eth1");
+        assert_eq!(u.get_uplink_status(), Some(UplinkStatus::Up));
+        assert_eq!(u.get_integ_br(), Some("br-int"));
+        assert_eq!(u.get_ext_br(), Some("br-ethd"));
+        assert_eq!(u.get_mac(), None);
+    }
+}

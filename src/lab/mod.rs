@@ -4,4 +4,5 @@
 
 pub mod leaf;
 pub mod netns;
+pub mod ovs_instance;
 pub mod server;

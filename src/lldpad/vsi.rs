@@ -1,4 +1,1010 @@
-//! LldpadDriver: VSI table + refresh. TODO(vdptool helper).
+//! `LldpadDriver`: the VSI table of one lldpad-side interface (`LLDPL...`),
+//! VDP associate / deassociate through `vdptool`, and the periodic refresh
+//! that finds VLAN changes, late verdicts and lost associations.
+//!
+//! Owns: the VSI table (port UUID -> request, last known reply, in-flight
+//! marker) and a short list of deassociations lldpad could not take yet.
+//! Calls: `crate::lldpad::vdptool` (argv + parsing) and `crate::exec::Runner`
+//! (every command). Never calls back into the manager: changes are returned.
+//!
+//! Behaviour (original `lldpad.py`, with its weaknesses fixed):
+//! - associate: query lldpad first. A VSI lldpad still holds after an agent
+//!   restart with hints 0 and a valid VLAN is adopted without a new request
+//!   (re-associating it with VLAN 0 would be refused as `Invalid parameters`
+//!   and never deassociates it). Otherwise `vdptool -T -W` with VLAN 0 (or
+//!   the VLAN field lldpad stores). An empty `-W` answer is PENDING, not a
+//!   failure; VLAN 0 from the bridge is a failure (`Returned vlan 0 is
+//!   invalid.`). One request per VSI at a time; the table lock is never held
+//!   while vdptool runs (`-W` blocks up to 5 s).
+//! - deassociate: query first to repeat the exact filter lldpad stores
+//!   (a deassoc with another VLAN is refused), then `vdptool -T` without
+//!   `-W`, as the original. A VSI with a request in flight is deassociated by
+//!   a later refresh round.
+//! - refresh: ONE list query (`vdptool -t -i IF -R -V assoc -c mode=assoc`)
+//!   instead of one process per VSI. A VSI missing from the list is
+//!   confirmed by a per-VSI query (the list answer is empty when the records
+//!   exceed lldpad's 4096-byte clif buffer: 27+ plain VSIs, about 15 with
+//!   Cisco OUI data). Only missing or unusable VSIs are re-associated; after
+//!   the first `-W` without answer in a round, the rest are sent without
+//!   `-W` (the bridge is not answering; the next round reads the verdicts).
+//!   A healthy round costs 1 process (the original: 1-2 per VSI, serial).
+//!   Results are reported when the VLAN or fail reason changed, or again
+//!   after `CALLBACK_THRESHOLD` unchanged rounds (original
+//!   `_vdp_refrsh_hndlr`).
+//!   Measured (tests/fixtures/vdptool headers): list query of 26 VSIs 3.9 ms,
+//!   per-VSI query 4.3 ms, assoc `-W` answered by a bridge 8.7 ms, `-W`
+//!   without answer 5.0 s.
+//! - apply_event: verdicts pushed by the lldpad event client update the
+//!   table between refresh rounds.
+//!
+//! Callers: use `restore` before `deassociate` for a port this driver never
+//! associated (after a restart); `deassociate` of an unknown port only
+//! reports it.
 
-/// Placeholder until the vdptool helper lands the driver.
-pub struct LldpadDriver;
+use crate::config::VdpConfig;
+use crate::exec::{CmdOutput, Runner};
+use crate::lldpad::vdptool::{
+    self, AssocOutcome, Mode, VsiArgs, VsiRecord, VsiState, CALLBACK_THRESHOLD,
+};
+use crate::manager::host::VsiChange;
+use crate::model::Oui;
+use parking_lot::{Condvar, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One VSI (VM port) to associate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsiRequest {
+    pub port_uuid: String,
+    pub vm_mac: String,
+    pub net_uuid: String,
+    pub segmentation_id: u32,
+    pub oui: Option<Oui>,
+}
+
+impl From<&crate::model::VmPort> for VsiRequest {
+    fn from(vm: &crate::model::VmPort) -> VsiRequest {
+        VsiRequest {
+            port_uuid: vm.port_uuid.clone(),
+            vm_mac: vm.vm_mac.clone(),
+            net_uuid: vm.net_uuid.clone(),
+            segmentation_id: vm.segmentation_id,
+            oui: vm.oui.clone(),
+        }
+    }
+}
+
+/// What lldpad / the bridge said about a VSI.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VdpReply {
+    /// The VDP VLAN given by the bridge (1..4094).
+    pub vdp_vlan: Option<u16>,
+    /// Why there is no VLAN (sent to the controller as is).
+    pub fail_reason: Option<String>,
+    /// Sent, verdict not known yet; a later `refresh` reports it.
+    pub pending: bool,
+}
+
+impl VdpReply {
+    fn associated(vlan: u16) -> VdpReply {
+        VdpReply {
+            vdp_vlan: Some(vlan),
+            ..Default::default()
+        }
+    }
+    fn failed(reason: impl Into<String>) -> VdpReply {
+        VdpReply {
+            fail_reason: Some(reason.into()),
+            ..Default::default()
+        }
+    }
+    fn pending() -> VdpReply {
+        VdpReply {
+            pending: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// Reason reported when a VSI lldpad held (or was still waiting for) is no
+/// longer in lldpad and a new request got no answer yet.
+pub const REASON_VSI_LOST: &str =
+    "VSI association lost: lldpad no longer holds the VSI (no answer from the bridge)";
+
+/// `vdptool -W` waits 5 s for an event; allow for process start and load.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(12);
+/// Plain clif commands time out after 2 s inside vdptool.
+const CMD_TIMEOUT: Duration = Duration::from_secs(6);
+/// How long deassociate waits for an in-flight request of the same VSI.
+const BUSY_WAIT: Duration = Duration::from_secs(20);
+/// Refresh rounds a postponed deassociation is retried before it is dropped.
+const DEASSOC_RETRY_ROUNDS: u32 = 8;
+
+#[derive(Debug)]
+struct Entry {
+    req: VsiRequest,
+    reply: VdpReply,
+    /// A vdptool request for this VSI is running.
+    busy: bool,
+    /// ... and it is a deassociation (an associate waits for it).
+    deassociating: bool,
+    /// Recorded by `restore` (bulk down entry): only waits for deassociate,
+    /// never refreshed.
+    restored: bool,
+    /// Refresh rounds without change (original `callback_count`).
+    unchanged_rounds: u32,
+    /// Bumped on every change by associate/restore, so a refresh result
+    /// computed on an older version is dropped.
+    version: u64,
+}
+
+#[derive(Debug)]
+struct LaterDeassoc {
+    req: VsiRequest,
+    rounds: u32,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    vsis: BTreeMap<String, Entry>,
+    later: Vec<LaterDeassoc>,
+    /// Bumped by `clear`; results of requests started before are dropped.
+    generation: u64,
+    next_version: u64,
+}
+
+impl Table {
+    fn bump(&mut self) -> u64 {
+        self.next_version += 1;
+        self.next_version
+    }
+}
+
+/// VSI table and VDP requests of one lldpad-side interface.
+pub struct LldpadDriver {
+    runner: Arc<Runner>,
+    port: String,
+    cfg: VdpConfig,
+    table: Mutex<Table>,
+    idle: Condvar,
+    calls: AtomicU64,
+}
+
+impl LldpadDriver {
+    /// `port` = the lldpad-side veth (`LLDPL...`).
+    pub fn new(runner: Arc<Runner>, port: &str, cfg: VdpConfig) -> LldpadDriver {
+        LldpadDriver {
+            runner,
+            port: port.to_string(),
+            cfg,
+            table: Mutex::new(Table::default()),
+            idle: Condvar::new(),
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    pub fn port(&self) -> &str {
+        &self.port
+    }
+
+    /// vdptool processes spawned by this driver.
+    pub fn vdptool_calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// VM port up: associate the VSI (VLAN chosen by the bridge) and record
+    /// it. A second call for a VSI whose request is still running returns
+    /// its last state with `pending` set, without sending anything.
+    pub fn associate(&self, req: &VsiRequest) -> VdpReply {
+        if let Err(e) = self.args(req, 0).and_then(|a| {
+            vdptool::request_argv(&self.port, &self.cfg, Mode::Assoc, &a, true).map(|_| ())
+        }) {
+            log::error!("associate {}: {e}", req.port_uuid);
+            return VdpReply::failed(e.to_string());
+        }
+        let generation = {
+            let mut t = self.table.lock();
+            // Up again before a postponed deassoc went out: cancel it.
+            t.later.retain(|l| l.req.port_uuid != req.port_uuid);
+            // Down then up again: let the running deassociation finish.
+            let deadline = std::time::Instant::now() + BUSY_WAIT;
+            while t
+                .vsis
+                .get(&req.port_uuid)
+                .is_some_and(|e| e.busy && e.deassociating)
+            {
+                if self.idle.wait_until(&mut t, deadline).timed_out() {
+                    break;
+                }
+            }
+            let version = t.bump();
+            let generation = t.generation;
+            match t.vsis.get_mut(&req.port_uuid) {
+                Some(e) if e.busy => {
+                    let mut r = e.reply.clone();
+                    r.pending = true;
+                    return r;
+                }
+                Some(e) => {
+                    e.req = req.clone();
+                    e.busy = true;
+                    e.restored = false;
+                    e.version = version;
+                }
+                None => {
+                    t.vsis.insert(
+                        req.port_uuid.clone(),
+                        Entry {
+                            req: req.clone(),
+                            reply: VdpReply::pending(),
+                            busy: true,
+                            deassociating: false,
+                            restored: false,
+                            unchanged_rounds: 0,
+                            version,
+                        },
+                    );
+                }
+            }
+            generation
+        };
+        let reply = self.associate_now(req);
+        log::info!(
+            "associate {} mac {} gid {}: {:?}",
+            req.port_uuid,
+            req.vm_mac,
+            req.segmentation_id,
+            reply
+        );
+        let mut t = self.table.lock();
+        if t.generation == generation {
+            let version = t.bump();
+            if let Some(e) = t.vsis.get_mut(&req.port_uuid) {
+                e.reply = reply.clone();
+                e.busy = false;
+                e.unchanged_rounds = 0;
+                e.version = version;
+            }
+        }
+        drop(t);
+        self.idle.notify_all();
+        reply
+    }
+
+    /// VM port down: deassociate with the filter lldpad stores and forget
+    /// the VSI. `vdp_vlan` of the reply = the VLAN that was associated.
+    pub fn deassociate(&self, port_uuid: &str) -> VdpReply {
+        let (req, known, generation) = {
+            let mut t = self.table.lock();
+            loop {
+                match t.vsis.get(port_uuid) {
+                    None => {
+                        return VdpReply::failed(format!(
+                            "port_uuid {port_uuid} not in cache for port_down"
+                        ))
+                    }
+                    Some(e) if e.busy => {
+                        if self.idle.wait_for(&mut t, BUSY_WAIT).timed_out() {
+                            log::warn!("deassociate {port_uuid}: request still running");
+                            break;
+                        }
+                    }
+                    Some(_) => break,
+                }
+            }
+            let generation = t.generation;
+            let Some(e) = t.vsis.get_mut(port_uuid) else {
+                return VdpReply::failed(format!(
+                    "port_uuid {port_uuid} not in cache for port_down"
+                ));
+            };
+            e.busy = true;
+            e.deassociating = true;
+            (e.req.clone(), e.reply.vdp_vlan, generation)
+        };
+        let mut reply = self.deassociate_now(&req, known);
+        let mut t = self.table.lock();
+        if t.generation == generation {
+            t.vsis.remove(port_uuid);
+            if reply.pending {
+                t.later.push(LaterDeassoc { req, rounds: 0 });
+            }
+        } else {
+            reply.pending = false;
+        }
+        drop(t);
+        self.idle.notify_all();
+        log::info!("deassociate {port_uuid}: {reply:?}");
+        reply
+    }
+
+    /// After an agent restart (bulk entry with status down): record the VSI
+    /// with what the controller knew, without sending anything, so the
+    /// following `deassociate` finds it.
+    pub fn restore(&self, req: &VsiRequest, vdp_vlan: Option<u16>) {
+        let mut t = self.table.lock();
+        let version = t.bump();
+        if t.vsis.get(&req.port_uuid).is_some_and(|e| e.busy) {
+            return;
+        }
+        t.vsis.insert(
+            req.port_uuid.clone(),
+            Entry {
+                req: req.clone(),
+                reply: VdpReply {
+                    vdp_vlan: vdp_vlan.filter(|v| (1..=4094).contains(v)),
+                    ..Default::default()
+                },
+                busy: false,
+                deassociating: false,
+                restored: true,
+                unchanged_rounds: 0,
+                version,
+            },
+        );
+    }
+
+    /// Snapshot of the table (sorted by port UUID).
+    pub fn vsis(&self) -> Vec<(VsiRequest, VdpReply)> {
+        let t = self.table.lock();
+        t.vsis
+            .values()
+            .map(|e| {
+                let mut r = e.reply.clone();
+                r.pending |= e.busy;
+                (e.req.clone(), r)
+            })
+            .collect()
+    }
+
+    /// Uplink down: forget everything, send nothing.
+    pub fn clear(&self) {
+        let mut t = self.table.lock();
+        t.vsis.clear();
+        t.later.clear();
+        t.generation += 1;
+        drop(t);
+        self.idle.notify_all();
+    }
+
+    /// One refresh round; returns the VSIs whose VLAN / fail reason changed
+    /// (or unchanged for more than `CALLBACK_THRESHOLD` rounds).
+    /// `local_vlan` is left `None` for the caller to fill.
+    pub fn refresh(&self) -> Vec<VsiChange> {
+        self.retry_later_deassocs();
+        let (work, generation) = {
+            let t = self.table.lock();
+            let work: Vec<(VsiRequest, u64)> = t
+                .vsis
+                .values()
+                .filter(|e| !e.busy && !e.restored)
+                .map(|e| (e.req.clone(), e.version))
+                .collect();
+            (work, t.generation)
+        };
+        if work.is_empty() {
+            return Vec::new();
+        }
+        let mut listed: HashMap<String, VsiRecord> = HashMap::new();
+        match self.list() {
+            Ok(recs) => {
+                for r in recs {
+                    listed.insert(r.uuid.to_ascii_lowercase(), r);
+                }
+            }
+            Err(e) => log::warn!("refresh: list query on {} failed: {e}", self.port),
+        }
+        let mut bridge_silent = false;
+        let mut results: Vec<(String, u64, VdpReply)> = Vec::new();
+        for (req, version) in work {
+            let state = match listed.get(&req.port_uuid.to_ascii_lowercase()) {
+                Some(rec) => Ok(Some(vdptool::record_state(
+                    rec,
+                    &req.vm_mac,
+                    req.segmentation_id,
+                ))),
+                None => self.query_state(&req),
+            };
+            let reply = match state {
+                Ok(Some(VsiState::Associated { vlan, .. })) => VdpReply::associated(vlan),
+                Ok(Some(VsiState::InProgress)) => VdpReply::pending(),
+                other => {
+                    // Missing or unusable: re-associate (the original's
+                    // refresh sends assoc -W when the query is not valid).
+                    let unusable = match &other {
+                        Ok(Some(VsiState::Unusable { reason, .. })) => Some(reason.clone()),
+                        _ => None,
+                    };
+                    if !self.mark_busy(&req.port_uuid, version, generation) {
+                        continue;
+                    }
+                    let r = self.request_for_state(&req, other, !bridge_silent);
+                    bridge_silent |= r.pending;
+                    self.unmark_busy(&req.port_uuid);
+                    if r.pending {
+                        // Still no verdict: say why the VLAN is gone.
+                        VdpReply {
+                            fail_reason: Some(unusable.unwrap_or_else(|| REASON_VSI_LOST.into())),
+                            ..r
+                        }
+                    } else {
+                        r
+                    }
+                }
+            };
+            results.push((req.port_uuid.clone(), version, reply));
+        }
+        self.idle.notify_all();
+        self.apply_refresh(results, generation)
+    }
+
+    /// A VDP event from lldpad for `port_uuid` (lldpad event client):
+    /// `Ok(vlan)` = lldpad reports the VSI associated with this VLAN field
+    /// (low 12 bits used), `Err(reason)` = the VSI ended (reject, timeout,
+    /// bridge deassoc). Returns the change to report; `None` when the VSI is
+    /// not ours, a request for it is running (its own answer decides), it is
+    /// only waiting for deassociation, or nothing changed. The next
+    /// `refresh` re-associates a lost VSI.
+    pub fn apply_event(&self, port_uuid: &str, result: Result<u16, String>) -> Option<VsiChange> {
+        let new = match result {
+            Ok(v) => match v & 0x0fff {
+                vlan @ 1..=4094 => VdpReply::associated(vlan),
+                other => VdpReply::failed(vdptool::invalid_vlan_reason(u32::from(other))),
+            },
+            Err(reason) => VdpReply::failed(reason),
+        };
+        let mut t = self.table.lock();
+        let version = t.bump();
+        let e = t.vsis.get_mut(port_uuid)?;
+        if e.busy || e.restored {
+            return None;
+        }
+        let old = std::mem::replace(&mut e.reply, new.clone());
+        e.version = version;
+        if old.vdp_vlan == new.vdp_vlan && old.fail_reason == new.fail_reason {
+            return None;
+        }
+        e.unchanged_rounds = 0;
+        Some(VsiChange {
+            port_uuid: e.req.port_uuid.clone(),
+            net_uuid: e.req.net_uuid.clone(),
+            vm_mac: e.req.vm_mac.clone(),
+            segmentation_id: e.req.segmentation_id,
+            local_vlan: None,
+            vdp_vlan: new.vdp_vlan,
+            old_vdp_vlan: old.vdp_vlan,
+            fail_reason: new.fail_reason,
+        })
+    }
+
+    // ---- internals ----
+
+    fn apply_refresh(
+        &self,
+        results: Vec<(String, u64, VdpReply)>,
+        generation: u64,
+    ) -> Vec<VsiChange> {
+        let mut changes = Vec::new();
+        let mut t = self.table.lock();
+        if t.generation != generation {
+            return changes;
+        }
+        for (uuid, version, new) in results {
+            let Some(e) = t.vsis.get_mut(&uuid) else {
+                continue;
+            };
+            if e.version != version || e.busy {
+                continue;
+            }
+            let old = e.reply.clone();
+            // Pending without anything new to say: keep the old state.
+            if new.pending && new.fail_reason.is_none() && new.vdp_vlan.is_none() {
+                if !old.pending && old.vdp_vlan.is_none() && old.fail_reason.is_none() {
+                    e.reply.pending = true;
+                }
+                continue;
+            }
+            let changed = new.vdp_vlan != old.vdp_vlan || new.fail_reason != old.fail_reason;
+            e.reply = new.clone();
+            if changed || e.unchanged_rounds > CALLBACK_THRESHOLD {
+                e.unchanged_rounds = 0;
+                changes.push(VsiChange {
+                    port_uuid: e.req.port_uuid.clone(),
+                    net_uuid: e.req.net_uuid.clone(),
+                    vm_mac: e.req.vm_mac.clone(),
+                    segmentation_id: e.req.segmentation_id,
+                    local_vlan: None,
+                    vdp_vlan: new.vdp_vlan,
+                    old_vdp_vlan: old.vdp_vlan,
+                    fail_reason: new.fail_reason.clone(),
+                });
+            } else {
+                e.unchanged_rounds += 1;
+            }
+        }
+        changes
+    }
+
+    fn mark_busy(&self, uuid: &str, version: u64, generation: u64) -> bool {
+        let mut t = self.table.lock();
+        if t.generation != generation {
+            return false;
+        }
+        match t.vsis.get_mut(uuid) {
+            Some(e) if !e.busy && e.version == version => {
+                e.busy = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn unmark_busy(&self, uuid: &str) {
+        let mut t = self.table.lock();
+        if let Some(e) = t.vsis.get_mut(uuid) {
+            e.busy = false;
+        }
+        drop(t);
+        self.idle.notify_all();
+    }
+
+    fn args<'a>(&self, req: &'a VsiRequest, vlan: u16) -> Result<VsiArgs<'a>, vdptool::ArgError> {
+        Ok(VsiArgs {
+            uuid: &req.port_uuid,
+            mac: &req.vm_mac,
+            gid: req.segmentation_id,
+            vlan,
+            oui: req.oui.as_ref(),
+        })
+    }
+
+    fn run(&self, argv: &[String], timeout: Duration) -> Result<CmdOutput, String> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.runner
+            .run_any_timeout(argv, timeout)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Per-VSI query: `Ok(None)` = lldpad does not hold the VSI.
+    fn query_state(&self, req: &VsiRequest) -> Result<Option<VsiState>, String> {
+        let argv = vdptool::query_argv(&self.port, &self.cfg, &req.port_uuid)
+            .map_err(|e| e.to_string())?;
+        let out = self.run(&argv, CMD_TIMEOUT)?;
+        if out.code != 0 && !out.stdout.contains('R') {
+            return Err(vdptool::command_failure(&out).unwrap_or_default());
+        }
+        let q = vdptool::parse_query(&out.stdout)?;
+        if q.status != 0 {
+            return Err(format!("FAILED: {}", vdptool::status_text(q.status)));
+        }
+        let rec = q
+            .records
+            .iter()
+            .find(|r| r.uuid.eq_ignore_ascii_case(&req.port_uuid));
+        Ok(rec.map(|r| vdptool::record_state(r, &req.vm_mac, req.segmentation_id)))
+    }
+
+    /// List query of every associated VSI.
+    fn list(&self) -> Result<Vec<VsiRecord>, String> {
+        let argv = vdptool::list_argv(&self.port).map_err(|e| e.to_string())?;
+        let out = self.run(&argv, CMD_TIMEOUT)?;
+        if out.code != 0 && !out.stdout.contains('R') {
+            return Err(vdptool::command_failure(&out).unwrap_or_default());
+        }
+        let q = vdptool::parse_query(&out.stdout)?;
+        if q.status != 0 {
+            return Err(format!("FAILED: {}", vdptool::status_text(q.status)));
+        }
+        Ok(q.records)
+    }
+
+    /// The associate decision (query first), without touching the table.
+    fn associate_now(&self, req: &VsiRequest) -> VdpReply {
+        let state = self.query_state(req);
+        self.request_for_state(req, state, true)
+    }
+
+    /// Bring lldpad's VSI in line with the request, given what lldpad
+    /// holds. `wait` = use `-W` (else the verdict is read by a later query).
+    fn request_for_state(
+        &self,
+        req: &VsiRequest,
+        state: Result<Option<VsiState>, String>,
+        wait: bool,
+    ) -> VdpReply {
+        let assoc = |raw_vlan: u16| {
+            if wait {
+                self.assoc_wait(req, raw_vlan)
+            } else {
+                self.send_assoc_nowait(req, raw_vlan)
+            }
+        };
+        match state {
+            Ok(Some(VsiState::Associated { vlan, .. })) => {
+                log::info!(
+                    "associate {}: lldpad holds it with VLAN {vlan}",
+                    req.port_uuid
+                );
+                VdpReply::associated(vlan)
+            }
+            Ok(Some(VsiState::InProgress)) => VdpReply::pending(),
+            // Repeat the VLAN field lldpad stores: another one is refused.
+            Ok(Some(VsiState::Unusable { raw_vlan, .. })) => assoc(raw_vlan),
+            Ok(Some(VsiState::Mismatch {
+                raw_vlan, mac, gid, ..
+            })) => {
+                // A stale VSI of the same port UUID (other MAC/network):
+                // lldpad refuses a different filter, so remove it first.
+                let stale = VsiRequest {
+                    vm_mac: mac,
+                    segmentation_id: gid,
+                    oui: None,
+                    ..req.clone()
+                };
+                if let Err(e) = self.send_deassoc(&stale, raw_vlan) {
+                    log::warn!("associate {}: removing stale VSI: {e}", req.port_uuid);
+                }
+                assoc(0)
+            }
+            Ok(None) => assoc(0),
+            Err(e) => {
+                log::warn!("associate {}: query failed: {e}", req.port_uuid);
+                assoc(0)
+            }
+        }
+    }
+
+    /// `vdptool -T -W` assoc and its interpretation.
+    fn assoc_wait(&self, req: &VsiRequest, raw_vlan: u16) -> VdpReply {
+        let argv = match self
+            .args(req, raw_vlan)
+            .and_then(|a| vdptool::request_argv(&self.port, &self.cfg, Mode::Assoc, &a, true))
+        {
+            Ok(a) => a,
+            Err(e) => return VdpReply::failed(e.to_string()),
+        };
+        let out = match self.run(&argv, WAIT_TIMEOUT) {
+            Ok(o) => o,
+            Err(e) => return VdpReply::failed(e),
+        };
+        match vdptool::assoc_outcome(&out, &req.port_uuid, &req.vm_mac) {
+            AssocOutcome::Associated { vlan } => VdpReply::associated(vlan),
+            AssocOutcome::Failed { reason } => VdpReply::failed(reason),
+            AssocOutcome::Pending => VdpReply::pending(),
+            AssocOutcome::NotOurs { other_uuid } => {
+                // -W printed another VSI's event: ask lldpad about ours.
+                match self.query_state(req) {
+                    Ok(Some(VsiState::Associated { vlan, .. })) => VdpReply::associated(vlan),
+                    Ok(Some(VsiState::InProgress)) => VdpReply::pending(),
+                    Ok(Some(VsiState::Unusable { reason, .. }))
+                    | Ok(Some(VsiState::Mismatch { reason, .. })) => VdpReply::failed(reason),
+                    Ok(None) => VdpReply::failed(vdptool::vsi_mismatch_failure_reason(
+                        &req.port_uuid,
+                        &other_uuid,
+                    )),
+                    Err(e) => VdpReply::failed(e),
+                }
+            }
+        }
+    }
+
+    /// Assoc without `-W` (refresh, bridge silent): pending unless refused.
+    fn send_assoc_nowait(&self, req: &VsiRequest, raw_vlan: u16) -> VdpReply {
+        let argv = match self
+            .args(req, raw_vlan)
+            .and_then(|a| vdptool::request_argv(&self.port, &self.cfg, Mode::Assoc, &a, false))
+        {
+            Ok(a) => a,
+            Err(e) => return VdpReply::failed(e.to_string()),
+        };
+        match self.run(&argv, CMD_TIMEOUT) {
+            Ok(out) => match vdptool::request_result(&out) {
+                Ok(()) => VdpReply::pending(),
+                Err(f) if f.ends_with(vdptool::BUSY_TEXT) => VdpReply::pending(),
+                Err(f) => VdpReply::failed(f),
+            },
+            Err(e) => VdpReply::failed(e),
+        }
+    }
+
+    fn send_deassoc(&self, req: &VsiRequest, raw_vlan: u16) -> Result<(), String> {
+        let argv = self
+            .args(req, raw_vlan)
+            .and_then(|a| vdptool::request_argv(&self.port, &self.cfg, Mode::Deassoc, &a, false))
+            .map_err(|e| e.to_string())?;
+        let out = self.run(&argv, CMD_TIMEOUT)?;
+        vdptool::request_result(&out)
+    }
+
+    /// Query, then deassoc with the stored filter. `pending` = lldpad has
+    /// a request in flight for the VSI; retry from `refresh`.
+    fn deassociate_now(&self, req: &VsiRequest, known: Option<u16>) -> VdpReply {
+        let raw_vlan = match self.query_state(req) {
+            Ok(None) => {
+                // Nothing to remove in lldpad.
+                return VdpReply {
+                    vdp_vlan: known,
+                    ..Default::default()
+                };
+            }
+            Ok(Some(VsiState::InProgress)) => {
+                return VdpReply {
+                    vdp_vlan: known,
+                    pending: true,
+                    ..Default::default()
+                }
+            }
+            Ok(Some(VsiState::Associated { raw_vlan, .. }))
+            | Ok(Some(VsiState::Unusable { raw_vlan, .. })) => raw_vlan,
+            Ok(Some(VsiState::Mismatch { .. })) => {
+                // lldpad's VSI belongs to another MAC/network: not ours.
+                return VdpReply {
+                    vdp_vlan: known,
+                    ..Default::default()
+                };
+            }
+            Err(e) => {
+                log::warn!("deassociate {}: query failed: {e}", req.port_uuid);
+                known.unwrap_or(0)
+            }
+        };
+        match self.send_deassoc(req, raw_vlan) {
+            Ok(()) => VdpReply {
+                vdp_vlan: known,
+                ..Default::default()
+            },
+            Err(f) if f.ends_with(vdptool::BUSY_TEXT) => VdpReply {
+                vdp_vlan: known,
+                pending: true,
+                ..Default::default()
+            },
+            Err(f) => VdpReply {
+                vdp_vlan: known,
+                fail_reason: Some(f),
+                pending: false,
+            },
+        }
+    }
+
+    /// Deassociations lldpad could not take earlier (request in flight).
+    fn retry_later_deassocs(&self) {
+        let later = std::mem::take(&mut self.table.lock().later);
+        let mut keep = Vec::new();
+        for mut l in later {
+            let r = self.deassociate_now(&l.req, None);
+            l.rounds += 1;
+            if r.pending && l.rounds < DEASSOC_RETRY_ROUNDS {
+                keep.push(l);
+            } else if let Some(f) = r.fail_reason {
+                log::warn!("deassociate {} (postponed): {f}", l.req.port_uuid);
+            }
+        }
+        self.table.lock().later.extend(keep);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> VsiRequest {
+        VsiRequest {
+            port_uuid: "7af441dd-253b-4772-8cf1-a4cfef18efe5".into(),
+            vm_mac: "fa:16:3e:00:00:01".into(),
+            net_uuid: "11111111-2222-3333-4444-555555555555".into(),
+            segmentation_id: 20000,
+            oui: None,
+        }
+    }
+
+    /// An `R` line holding one record for `req()`.
+    fn r_line(hints: &str, filter: &str) -> String {
+        let f = |k: &str, v: &str| format!("{:02x}{k}{:04x}{v}", k.len(), v.len());
+        let rec = [
+            f("mode", "assoc"),
+            f("mgrid2", "0"),
+            f("typeid", "0"),
+            f("typeidver", "0"),
+            f("uuid", &req().port_uuid),
+            f("hints", hints),
+            f("filter", filter),
+        ]
+        .concat();
+        format!("R00C3010000001509LLDPLeth200000003{:04x}{rec}", rec.len())
+    }
+
+    /// A runner whose "vdptool" is a shell script printing canned output.
+    fn fake(script: &str) -> (LldpadDriver, tempdir::Dir) {
+        let dir = tempdir::Dir::new();
+        let path = dir.path.join("vdptool");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // root helper "env PATH=dir:$PATH" puts the fake first.
+        let runner = Runner::new(
+            vec![
+                "env".into(),
+                format!(
+                    "PATH={}:{}",
+                    dir.path.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            ],
+            Duration::from_secs(5),
+        );
+        (
+            LldpadDriver::new(Arc::new(runner), "LLDPLeth2", VdpConfig::default()),
+            dir,
+        )
+    }
+
+    mod tempdir {
+        pub struct Dir {
+            pub path: std::path::PathBuf,
+        }
+        impl Dir {
+            pub fn new() -> Dir {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let path = std::env::temp_dir().join(format!(
+                    "vd-unit-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::create_dir_all(&path).unwrap();
+                Dir { path }
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+        }
+    }
+
+    #[test]
+    fn adopts_vsi_lldpad_already_holds() {
+        // Query shows hints 0 + VLAN 3003: no assoc is sent.
+        let (d, _dir) = fake(&format!(
+            "case \"$*\" in\n*\"-t -i\"*) echo M00; echo '{}';;\n*) echo unexpected; exit 3;;\nesac",
+            r_line("0", "3003-fa:16:3e:00:00:01-20000")
+        ));
+        let r = d.associate(&req());
+        assert_eq!(r, VdpReply::associated(3003));
+        assert_eq!(d.vdptool_calls(), 1);
+        assert_eq!(d.vsis().len(), 1);
+        // Refresh: one list process, nothing changed, nothing reported.
+        assert!(d.refresh().is_empty());
+        assert_eq!(d.vdptool_calls(), 2);
+    }
+
+    #[test]
+    fn callback_threshold_rereports() {
+        let (d, _dir) = fake(&format!(
+            "echo M00; echo '{}'",
+            r_line("0", "3003-fa:16:3e:00:00:01-20000")
+        ));
+        assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
+        let mut reported = Vec::new();
+        for round in 0..14 {
+            if !d.refresh().is_empty() {
+                reported.push(round);
+            }
+        }
+        // Unchanged: reported again when more than CALLBACK_THRESHOLD quiet
+        // rounds passed (original: callback_count > 5, i.e. every 7th round).
+        assert_eq!(reported, vec![6, 13]);
+    }
+
+    #[test]
+    fn busy_vsi_is_not_sent_twice() {
+        let (d, _dir) = fake("sleep 1; echo M00; echo R00C3010000001509LLDPLeth200000003");
+        let d = Arc::new(d);
+        let d2 = d.clone();
+        let h = std::thread::spawn(move || d2.associate(&req()));
+        while d.vsis().is_empty() {
+            std::thread::yield_now();
+        }
+        let r = d.associate(&req());
+        assert!(r.pending);
+        let _ = h.join().unwrap();
+    }
+
+    #[test]
+    fn pending_resolved_by_refresh() {
+        // -W gives no answer; lldpad answers queries with nothing before the
+        // request and with hints 255, then hints 0 + VLAN 3003 afterwards.
+        let (d, dir) = fake(&format!(
+            "D=$(dirname $0)\ncase \"$*\" in\n\
+             *-T*) touch $D/sent;;\n\
+             *) echo M00; if [ -f $D/done ]; then echo '{}'; elif [ -f $D/sent ]; then echo '{}'; \
+             else echo R00C3010000001509LLDPLeth200000003; fi;;\nesac",
+            r_line("0", "3003-fa:16:3e:00:00:01-20000"),
+            r_line("255", "0-fa:16:3e:00:00:01-20000"),
+        ));
+        let r = d.associate(&req());
+        assert_eq!(r, VdpReply::pending());
+        assert_eq!(d.vdptool_calls(), 2);
+        assert!(d.refresh().is_empty(), "still waiting: nothing to say");
+        std::fs::write(dir.path.join("done"), "").unwrap();
+        let ch = d.refresh();
+        assert_eq!(ch.len(), 1);
+        assert_eq!((ch[0].old_vdp_vlan, ch[0].vdp_vlan), (None, Some(3003)));
+        assert_eq!(ch[0].fail_reason, None);
+        assert_eq!(ch[0].segmentation_id, 20000);
+        assert_eq!(d.vsis()[0].1, VdpReply::associated(3003));
+        // Deassociate: query (stored VID 3003) then deassoc with it.
+        let gone = d.deassociate(&req().port_uuid);
+        assert_eq!(gone.vdp_vlan, Some(3003));
+        assert!(d.vsis().is_empty());
+    }
+
+    #[test]
+    fn events_update_the_table() {
+        let (d, _dir) = fake(&format!(
+            "case \"$*\" in\n*\"-t -i\"*) echo M00; echo '{}';;\nesac",
+            r_line("0", "3003-fa:16:3e:00:00:01-20000")
+        ));
+        assert!(
+            d.apply_event(&req().port_uuid, Ok(5)).is_none(),
+            "unknown VSI"
+        );
+        assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
+        assert!(
+            d.apply_event(&req().port_uuid, Ok(3003)).is_none(),
+            "no change"
+        );
+        let lost = d
+            .apply_event(
+                &req().port_uuid,
+                Err("Internal Error : Keepalive Timeout".into()),
+            )
+            .unwrap();
+        assert_eq!((lost.old_vdp_vlan, lost.vdp_vlan), (Some(3003), None));
+        assert_eq!(
+            lost.fail_reason.as_deref(),
+            Some("Internal Error : Keepalive Timeout")
+        );
+        // 48059 = PS/PCP bits + 3003
+        let back = d.apply_event(&req().port_uuid, Ok(48059)).unwrap();
+        assert_eq!((back.old_vdp_vlan, back.vdp_vlan), (None, Some(3003)));
+        let zero = d.apply_event(&req().port_uuid, Ok(0)).unwrap();
+        assert_eq!(
+            zero.fail_reason.as_deref(),
+            Some("Returned vlan 0 is invalid.")
+        );
+    }
+
+    #[test]
+    fn up_during_down_waits_for_the_deassociation() {
+        let (d, _dir) = fake(&format!(
+            "case \"$*\" in\n*deassoc*) sleep 1;;\n*\"-t -i\"*) echo M00; echo '{}';;\nesac",
+            r_line("0", "3003-fa:16:3e:00:00:01-20000")
+        ));
+        let d = Arc::new(d);
+        assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
+        let d2 = d.clone();
+        let h = std::thread::spawn(move || d2.deassociate(&req().port_uuid));
+        while !d.vsis().first().is_some_and(|(_, r)| r.pending) {
+            std::thread::yield_now();
+        }
+        // Not a "pending" no-op: it waits, then associates again.
+        let up = d.associate(&req());
+        assert_eq!(up, VdpReply::associated(3003));
+        assert_eq!(h.join().unwrap().fail_reason, None);
+        assert_eq!(d.vsis().len(), 1);
+    }
+
+    #[test]
+    fn refuses_bad_args_without_spawning() {
+        let (d, _dir) = fake("exit 0");
+        let mut r = req();
+        r.vm_mac = "fa:16:3e:00:00:01,x=1".into();
+        let rep = d.associate(&r);
+        assert!(rep.fail_reason.unwrap().contains("mac"));
+        assert_eq!(d.vdptool_calls(), 0);
+        assert!(d.vsis().is_empty());
+    }
+}

@@ -121,8 +121,7 @@ pub trait HostDriver: Send + Sync {
 
     /// The port's local VLAN (Neutron tag), waiting up to `wait` for it to
     /// appear; returns at once when present, `None` on timeout or shutdown.
-    fn port_local_vlan(&self, port_uuid: &str, wait: Duration, shutdown: &Shutdown)
-        -> Option<u16>;
+    fn port_local_vlan(&self, port_uuid: &str, wait: Duration, shutdown: &Shutdown) -> Option<u16>;
 
     /// VM port up: associate (VLAN from the switch) and program flows.
     fn port_up(&self, vm: &VmPort, local_vlan: u16) -> PortOutcome;
@@ -155,4 +154,16 @@ pub trait HostDriver: Send + Sync {
 
     /// Snapshot of the VSI table for `status`.
     fn vsis(&self) -> Vec<VsiStatus>;
+
+    /// How many VSIs wait for lldpad's verdict (or for VDP to become usable
+    /// on the port). While any does, the lldpad client refreshes every
+    /// second instead of every `vdp.sync_timeout_s`.
+    fn pending_vsis(&self) -> usize {
+        0
+    }
+
+    /// Extra facts for `status` (`host` section; README extension).
+    fn status_extra(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        Default::default()
+    }
 }

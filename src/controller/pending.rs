@@ -1,0 +1,208 @@
+//! Kept results of the controller link: `save_uplink` / `update_vm_result`
+//! calls that could not be delivered, newest per key, persisted in
+//! `{state_dir}/pending-results.json` (temp file + rename) so they survive a
+//! restart.
+//!
+//! Owns: the pending map and its file. Calls only the file system.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// File name of the pending store inside `state_dir`.
+pub const PENDING_FILE: &str = "pending-results.json";
+
+/// One RPC call kept for retry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingCall {
+    /// `uplink` for `save_uplink`, `vm:<port_uuid>` for `update_vm_result`.
+    pub key: String,
+    pub method: String,
+    pub context: Value,
+    pub args: Value,
+    /// Generation: larger = newer. Used so an old call never replaces a newer one.
+    pub gen: u64,
+    /// `ctime()` of the original call.
+    pub created: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FileFormat {
+    version: u32,
+    calls: Vec<PendingCall>,
+}
+
+/// The pending calls, newest per key.
+#[derive(Debug)]
+pub struct PendingStore {
+    path: PathBuf,
+    calls: BTreeMap<String, PendingCall>,
+}
+
+impl PendingStore {
+    /// Load `{state_dir}/pending-results.json`. A missing file is an empty
+    /// store; an unreadable or corrupt one is moved aside to `*.bad` (logged)
+    /// so the daemon still starts.
+    pub fn load(state_dir: &Path) -> PendingStore {
+        let path = state_dir.join(PENDING_FILE);
+        let mut store = PendingStore {
+            path,
+            calls: BTreeMap::new(),
+        };
+        let text = match std::fs::read(&store.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return store,
+            Err(e) => {
+                log::error!("cannot read {}: {e}", store.path.display());
+                return store;
+            }
+        };
+        match serde_json::from_slice::<FileFormat>(&text) {
+            Ok(f) => {
+                for c in f.calls {
+                    let newer = store
+                        .calls
+                        .get(&c.key)
+                        .map(|old| old.gen < c.gen)
+                        .unwrap_or(true);
+                    if newer {
+                        store.calls.insert(c.key.clone(), c);
+                    }
+                }
+                if !store.calls.is_empty() {
+                    log::info!(
+                        "loaded {} pending controller result(s) from {}",
+                        store.calls.len(),
+                        store.path.display()
+                    );
+                }
+            }
+            Err(e) => {
+                let bad = store.path.with_extension("json.bad");
+                log::error!(
+                    "{} is corrupt ({e}); moved to {}",
+                    store.path.display(),
+                    bad.display()
+                );
+                let _ = std::fs::rename(&store.path, &bad);
+            }
+        }
+        store
+    }
+
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&PendingCall> {
+        self.calls.get(key)
+    }
+
+    /// Largest generation stored (0 when empty).
+    pub fn max_gen(&self) -> u64 {
+        self.calls.values().map(|c| c.gen).max().unwrap_or(0)
+    }
+
+    /// Keep `call` unless a newer one for the same key is already kept.
+    /// Returns whether the store changed.
+    pub fn keep(&mut self, call: PendingCall) -> bool {
+        match self.calls.get(&call.key) {
+            Some(old) if old.gen >= call.gen => false,
+            _ => {
+                self.calls.insert(call.key.clone(), call);
+                true
+            }
+        }
+    }
+
+    /// Drop the entry for `key` if it is not newer than `gen` (a call of
+    /// generation `gen` was delivered). Returns whether the store changed.
+    pub fn delivered(&mut self, key: &str, gen: u64) -> bool {
+        match self.calls.get(key) {
+            Some(old) if old.gen <= gen => {
+                self.calls.remove(key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// All kept calls, oldest first.
+    pub fn snapshot(&self) -> Vec<PendingCall> {
+        let mut v: Vec<PendingCall> = self.calls.values().cloned().collect();
+        v.sort_by_key(|c| c.gen);
+        v
+    }
+
+    /// Write the store atomically (temp file, fsync, rename).
+    pub fn persist(&self) -> std::io::Result<()> {
+        let f = FileFormat {
+            version: 1,
+            calls: self.snapshot(),
+        };
+        let data = serde_json::to_vec_pretty(&f).map_err(std::io::Error::other)?;
+        let tmp = self
+            .path
+            .with_extension(format!("json.tmp{}", std::process::id()));
+        {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&data)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn call(key: &str, gen: u64) -> PendingCall {
+        PendingCall {
+            key: key.into(),
+            method: "update_vm_result".into(),
+            context: json!({}),
+            args: json!({"gen": gen}),
+            gen,
+            created: String::new(),
+        }
+    }
+
+    #[test]
+    fn newest_wins_and_survives_reload() {
+        let dir = std::env::temp_dir().join(format!("ct-pending-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = PendingStore::load(&dir);
+        assert!(s.keep(call("vm:a", 2)));
+        assert!(!s.keep(call("vm:a", 1)), "older must not replace newer");
+        assert!(s.keep(call("vm:a", 3)));
+        assert!(s.keep(call("uplink", 4)));
+        assert!(
+            !s.delivered("vm:a", 2),
+            "older delivery keeps newer pending"
+        );
+        s.persist().unwrap();
+        let s2 = PendingStore::load(&dir);
+        assert_eq!(s2.len(), 2);
+        assert_eq!(s2.get("vm:a").unwrap().gen, 3);
+        assert_eq!(s2.max_gen(), 4);
+        std::fs::write(dir.join(PENDING_FILE), b"{not json").unwrap();
+        let s3 = PendingStore::load(&dir);
+        assert!(s3.is_empty());
+        assert!(dir.join("pending-results.json.bad").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,2 +1,0 @@
-//! vdp-lab server: reference controller (CONTRACT §4).
-//! TODO(controller helper).

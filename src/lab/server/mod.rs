@@ -1,0 +1,681 @@
+//! `vdp-lab server`: the reference controller of CONTRACT §4, for the lab,
+//! the demo and the tests. It answers every agent RPC, keeps per-agent
+//! event queues served by long-poll, stores VM ports with the results the
+//! agent reports, and offers an admin API for operators and tests.
+//!
+//! Owns: the HTTP listener (tiny_http, one thread per request so long-polls
+//! never block other requests) and the `store::Store`. Calls `model` and
+//! `store`; the `cli` submodule is the `vdp-lab server|port` command line.
+//!
+//! # Agent API (CONTRACT §4)
+//! - `POST /v1/rpc/{method}` `{"context":..,"args":..}` → `{"result": ..}`.
+//!   Methods: `heartbeat` (null), `request_uplink_info` (stored uplink
+//!   object or `{}`), `save_uplink` (true; stores the uplink; when `uplink`
+//!   is non-empty queues a bulk `vm_info` with every port bound to the agent),
+//!   `update_vm_result` (0; stores result, VLANs, fail reason, time on the
+//!   port), `save_topo_disc_params` (true). Unknown method: 404; body that is
+//!   not `{"context": object, "args": object}`: 400. Every call is recorded
+//!   (also failed ones, with the HTTP status answered).
+//! - `GET /v1/agents/{host}/events?after=N&wait=S` → `{"events":[{"seq","type","payload"}]}`:
+//!   acknowledges (drops) events up to N, returns retained events with
+//!   `seq > N`, or holds up to S seconds (max 300) and wakes as soon as one
+//!   is queued.
+//! - With `--token-file`, both need `Authorization: Bearer <token>`, else 401.
+//!
+//! # Admin API (JSON, no token; bind the server to loopback)
+//! - `POST /admin/ports` `{"host","port_uuid","mac","net_uuid","segmentation_id",
+//!   "vm_name"?,"vm_uuid"?,"ip"?,"fwd_mod"?,"gw_mac"?}` → `{"port":rec,"seq":N}`;
+//!   stores the port (status up) and queues `vm_info` (status up) to its host.
+//! - `DELETE /admin/ports/{uuid}` → `{"port":rec,"seq":N}`; marks it down and
+//!   queues `vm_info` status down (with `local_vlan`/`vdp_vlan` when known);
+//!   `?purge=1` forgets it without telling the agent. 404 when unknown.
+//! - `GET /admin/ports[?host=H]` → `{"ports":[rec...]}`; `GET /admin/ports/{uuid}` → rec.
+//!   A rec holds the fields above plus `status`, `result`, `local_vlan`,
+//!   `vdp_vlan`, `fail_reason`, `when`, `reported_by`.
+//! - `GET /admin/ports/{uuid}/wait?result=R&timeout=S` → `{"matched":bool,"port":rec}`:
+//!   holds until the agent reported a result for the port's last add/delete
+//!   (equal to R when given), at most S seconds (default 30, max 600).
+//! - `GET /admin/calls[?method=M][&since=ID]` → `{"calls":[{"id","time","method",
+//!   "context","args","status"}]}` (ids > ID); `DELETE /admin/calls` clears them.
+//! - `POST /admin/events/{host}` `{"type":T,"payload":P}` queues an event
+//!   (T and P may be any JSON), or `{"raw":V}` queues V as the whole wire
+//!   object → `{"seq":N}`. `GET /admin/events/{host}` → `{"acked","next_seq","events"}`.
+//! - `GET /admin/fault`; `POST /admin/fault` `{"fail_next":N,"delay_ms":D,"down":bool}`
+//!   (each optional, merged): the next N RPCs get 500, RPC and events answers
+//!   wait D ms, `down` answers every RPC and events request with 503;
+//!   `DELETE /admin/fault` resets.
+//! - `GET /admin/uplinks` → `{"uplinks":{host:obj}}`; `PUT /admin/uplinks/{host}` obj
+//!   stores it and queues an `uplink` event.
+//! - `GET /admin/agents` → `{"agents":{host:{"last_heartbeat","last_seen","next_seq","retained"}}}`;
+//!   `GET /admin/topology` → `{"topology":{"host/intf": args}}`.
+
+pub mod cli;
+pub mod store;
+
+use crate::model::ctime_now;
+use parking_lot::{Condvar, Mutex};
+use serde_json::{json, Value};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use store::{Fault, PortRec, Store};
+
+/// Largest request body accepted.
+pub const MAX_REQUEST: u64 = 16 * 1024 * 1024;
+/// Longest long-poll hold.
+pub const MAX_WAIT_S: u64 = 300;
+
+/// How to run the server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// `ADDR:PORT` to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    /// State file (ports, uplinks, ...); `None` = memory only.
+    pub state: Option<PathBuf>,
+    /// Bearer token required on the agent API.
+    pub token: Option<String>,
+}
+
+struct Shared {
+    st: Mutex<Store>,
+    cv: Condvar,
+    token: Option<String>,
+    stopping: AtomicBool,
+}
+
+/// A running reference controller. Dropping it stops it.
+pub struct LabServer {
+    shared: Arc<Shared>,
+    http: Arc<tiny_http::Server>,
+    accept: Option<std::thread::JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl LabServer {
+    /// Bind and start serving in background threads.
+    pub fn start(opts: ServerOptions) -> Result<LabServer, String> {
+        let store = Store::open(opts.state.as_deref())?;
+        let http = tiny_http::Server::http(opts.listen.as_str())
+            .map_err(|e| format!("listen on {}: {e}", opts.listen))?;
+        let addr = http
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| format!("listen on {}: not an IP address", opts.listen))?;
+        let http = Arc::new(http);
+        let shared = Arc::new(Shared {
+            st: Mutex::new(store),
+            cv: Condvar::new(),
+            token: opts.token,
+            stopping: AtomicBool::new(false),
+        });
+        let (h2, s2) = (http.clone(), shared.clone());
+        let accept = std::thread::Builder::new()
+            .name("lab-accept".into())
+            .spawn(move || accept_loop(h2, s2))
+            .map_err(|e| format!("spawn: {e}"))?;
+        log::info!("vdp-lab server listening on {addr}");
+        Ok(LabServer {
+            shared,
+            http,
+            accept: Some(accept),
+            addr,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR` of the server.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Block until the server stops (it does not on its own: the CLI runs
+    /// until a signal ends the process).
+    pub fn join(mut self) {
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Stop accepting, wake every long-poll and wait for the accept thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        {
+            let _g = self.shared.st.lock();
+            self.shared.cv.notify_all();
+        }
+        self.http.unblock();
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for LabServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn accept_loop(http: Arc<tiny_http::Server>, shared: Arc<Shared>) {
+    loop {
+        match http.recv() {
+            Ok(rq) => {
+                let s = shared.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("lab-request".into())
+                    .spawn(move || handle(&s, rq));
+                if let Err(e) = spawned {
+                    log::error!("cannot spawn request thread: {e}");
+                }
+            }
+            Err(e) => {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                log::warn!("accept: {e}");
+            }
+        }
+    }
+}
+
+type Reply = (u16, Value);
+
+fn respond(rq: tiny_http::Request, (code, body): Reply) {
+    let hdr = tiny_http::Header::from_bytes("Content-Type", "application/json").ok();
+    let mut resp = tiny_http::Response::from_string(body.to_string()).with_status_code(code);
+    if let Some(h) = hdr {
+        resp = resp.with_header(h);
+    }
+    if let Err(e) = rq.respond(resp) {
+        log::debug!("respond: {e}");
+    }
+}
+
+fn err(code: u16, msg: impl Into<String>) -> Reply {
+    (code, json!({"error": msg.into()}))
+}
+
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if plus_is_space && b[i] == b'+' {
+            b' '
+        } else {
+            b[i]
+        });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Path segments and query pairs of a request URL.
+fn split_url(url: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let segs = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode(s, false))
+        .collect();
+    let q = query
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k, true), percent_decode(v, true))
+        })
+        .collect();
+    (segs, q)
+}
+
+fn qget<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    q.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.as_str())
+}
+
+fn read_body(rq: &mut tiny_http::Request) -> Result<Vec<u8>, Reply> {
+    let mut buf = Vec::new();
+    rq.as_reader()
+        .take(MAX_REQUEST + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| err(400, format!("reading body: {e}")))?;
+    if buf.len() as u64 > MAX_REQUEST {
+        return Err(err(413, "body too large"));
+    }
+    Ok(buf)
+}
+
+fn authorized(shared: &Shared, rq: &tiny_http::Request) -> bool {
+    let Some(tok) = &shared.token else {
+        return true;
+    };
+    rq.headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str().trim() == format!("Bearer {tok}"))
+        .unwrap_or(false)
+}
+
+/// Wait `ms` milliseconds unless the server stops first.
+fn delay(shared: &Shared, ms: u64) {
+    if ms == 0 {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_millis(ms);
+    let mut g = shared.st.lock();
+    while !shared.stopping.load(Ordering::SeqCst) {
+        if shared.cv.wait_until(&mut g, deadline).timed_out() {
+            return;
+        }
+    }
+}
+
+fn handle(shared: &Shared, mut rq: tiny_http::Request) {
+    let method = rq.method().as_str().to_ascii_uppercase();
+    let (segs, q) = split_url(rq.url());
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let reply = match (method.as_str(), segs.as_slice()) {
+        ("POST", ["v1", "rpc", m]) => {
+            let m = m.to_string();
+            rpc(shared, &mut rq, &m)
+        }
+        ("GET", ["v1", "agents", host, "events"]) => {
+            let host = host.to_string();
+            events(shared, &rq, &host, &q)
+        }
+        (_, ["admin", ..]) => {
+            let body = match read_body(&mut rq) {
+                Ok(b) => b,
+                Err(r) => return respond(rq, r),
+            };
+            admin(shared, &method, &segs[1..], &q, &body)
+        }
+        _ => err(404, "no such endpoint"),
+    };
+    respond(rq, reply);
+}
+
+fn rpc(shared: &Shared, rq: &mut tiny_http::Request, method: &str) -> Reply {
+    let body = match read_body(rq) {
+        Ok(b) => b,
+        Err(r) => {
+            shared
+                .st
+                .lock()
+                .record_call(method, Value::Null, Value::Null, r.0);
+            return r;
+        }
+    };
+    let parsed: Option<(Value, Value)> =
+        serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+            match (v.get("context"), v.get("args")) {
+                (Some(c @ Value::Object(_)), Some(a @ Value::Object(_))) => {
+                    Some((c.clone(), a.clone()))
+                }
+                _ => None,
+            }
+        });
+    let auth = authorized(shared, rq);
+    let delay_ms = shared.st.lock().fault.delay_ms;
+    delay(shared, delay_ms);
+    let mut st = shared.st.lock();
+    let (context, args) = parsed.clone().unwrap_or((Value::Null, Value::Null));
+    let reply = if !auth {
+        err(401, "missing or wrong bearer token")
+    } else if st.fault.down {
+        err(503, "controller down (fault injection)")
+    } else if st.fault.fail_next > 0 {
+        st.fault.fail_next -= 1;
+        err(500, "injected failure")
+    } else if parsed.is_none() {
+        err(400, "body must be {\"context\": {...}, \"args\": {...}}")
+    } else {
+        dispatch(&mut st, method, &context, &args)
+    };
+    st.record_call(method, context, args, reply.0);
+    shared.cv.notify_all();
+    reply
+}
+
+fn dispatch(st: &mut Store, method: &str, context: &Value, args: &Value) -> Reply {
+    let s = |k: &str| args.get(k).and_then(Value::as_str).map(String::from);
+    match method {
+        "heartbeat" => {
+            if let Some(agent) = s("agent") {
+                st.heartbeat(&agent, s("when"));
+            }
+            (200, json!({"result": null}))
+        }
+        "request_uplink_info" => {
+            let up = s("agent")
+                .and_then(|a| st.uplinks().get(&a).cloned())
+                .unwrap_or_else(|| json!({}));
+            (200, json!({"result": up}))
+        }
+        "save_uplink" => {
+            let Some(agent) = s("agent") else {
+                return (200, json!({"result": false}));
+            };
+            let obj = json!({
+                "uplink": args.get("uplink").cloned().unwrap_or(json!("")),
+                "veth_intf": args.get("veth_intf").cloned().unwrap_or(json!("")),
+                "memb_port_list": args.get("memb_port_list").cloned().unwrap_or(Value::Null),
+                "fail_reason": args.get("fail_reason").cloned().unwrap_or(json!("")),
+                "when": ctime_now(),
+            });
+            st.set_uplink(&agent, obj);
+            if s("uplink").is_some_and(|u| !u.is_empty()) {
+                let bulk = Value::Array(st.bulk_for(&agent));
+                st.queue(&agent, json!("vm_info"), bulk, None);
+            }
+            (200, json!({"result": true}))
+        }
+        "update_vm_result" => {
+            let agent = context.get("agent").and_then(Value::as_str);
+            if !st.vm_result(agent, args) {
+                log::warn!("update_vm_result for an unknown port: {args}");
+            }
+            (200, json!({"result": 0}))
+        }
+        "save_topo_disc_params" => {
+            let host = s("host").unwrap_or_default();
+            let intf = s("protocol_interface").unwrap_or_default();
+            st.set_topology(&host, &intf, args.clone());
+            (200, json!({"result": true}))
+        }
+        _ => err(404, format!("unknown method {method}")),
+    }
+}
+
+fn events(shared: &Shared, rq: &tiny_http::Request, host: &str, q: &[(String, String)]) -> Reply {
+    if !authorized(shared, rq) {
+        return err(401, "missing or wrong bearer token");
+    }
+    let num = |k: &str| -> Result<u64, Reply> {
+        match qget(q, k) {
+            None | Some("") => Ok(0),
+            Some(v) => v
+                .parse()
+                .map_err(|_| err(400, format!("{k} must be a number"))),
+        }
+    };
+    let after = match num("after") {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let wait = match num("wait") {
+        Ok(v) => v.min(MAX_WAIT_S),
+        Err(r) => return r,
+    };
+    let delay_ms = shared.st.lock().fault.delay_ms;
+    delay(shared, delay_ms);
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    let mut st = shared.st.lock();
+    if st.fault.down {
+        return err(503, "controller down (fault injection)");
+    }
+    st.ack(host, after);
+    loop {
+        let evs = st.events_after(host, after);
+        if !evs.is_empty()
+            || shared.stopping.load(Ordering::SeqCst)
+            || shared.cv.wait_until(&mut st, deadline).timed_out()
+        {
+            let evs = if evs.is_empty() {
+                st.events_after(host, after)
+            } else {
+                evs
+            };
+            return (200, json!({"events": evs}));
+        }
+    }
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, Reply> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| err(400, format!("body is not JSON: {e}")))
+}
+
+fn port_from(v: &Value) -> Result<PortRec, Reply> {
+    let req = |k: &str| -> Result<String, Reply> {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(String::from)
+            .ok_or_else(|| err(400, format!("'{k}' (string) is required")))
+    };
+    let opt = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
+    let seg = v
+        .get("segmentation_id")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| err(400, "'segmentation_id' (number) is required"))?;
+    Ok(PortRec {
+        host: req("host")?,
+        port_uuid: req("port_uuid")?,
+        mac: req("mac")?,
+        net_uuid: req("net_uuid")?,
+        segmentation_id: seg,
+        vm_name: opt("vm_name"),
+        vm_uuid: opt("vm_uuid"),
+        ip: opt("ip"),
+        fwd_mod: opt("fwd_mod").unwrap_or_else(|| "anycast-gateway".into()),
+        gw_mac: opt("gw_mac"),
+        status: "up".into(),
+        result: None,
+        local_vlan: None,
+        vdp_vlan: None,
+        fail_reason: None,
+        when: None,
+        reported_by: None,
+    })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn admin(
+    shared: &Shared,
+    method: &str,
+    segs: &[&str],
+    q: &[(String, String)],
+    body: &[u8],
+) -> Reply {
+    let body = match parse_body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let ("GET", ["ports", uuid, "wait"]) = (method, segs) {
+        return wait_port(shared, uuid, q);
+    }
+    let mut st = shared.st.lock();
+    let reply = match (method, segs) {
+        ("POST", ["ports"]) => match port_from(&body) {
+            Ok(rec) => {
+                let uuid = rec.port_uuid.clone();
+                let seq = st.add_port(rec);
+                (200, json!({"port": to_json(&st.port(&uuid)), "seq": seq}))
+            }
+            Err(r) => r,
+        },
+        ("GET", ["ports"]) => {
+            let host = qget(q, "host");
+            let ports: Vec<Value> = st
+                .ports()
+                .values()
+                .filter(|r| host.is_none_or(|h| r.host == h))
+                .map(to_json)
+                .collect();
+            (200, json!({"ports": ports}))
+        }
+        ("GET", ["ports", uuid]) => match st.port(uuid) {
+            Some(r) => (200, to_json(r)),
+            None => err(404, "no such port"),
+        },
+        ("DELETE", ["ports", uuid]) => {
+            if qget(q, "purge").is_some_and(|v| v == "1" || v == "true") {
+                if st.purge_port(uuid) {
+                    (200, json!({"purged": uuid}))
+                } else {
+                    err(404, "no such port")
+                }
+            } else {
+                match st.delete_port(uuid) {
+                    Some(seq) => (200, json!({"port": to_json(&st.port(uuid)), "seq": seq})),
+                    None => err(404, "no such port"),
+                }
+            }
+        }
+        ("GET", ["calls"]) => {
+            let m = qget(q, "method");
+            let since: u64 = qget(q, "since").and_then(|s| s.parse().ok()).unwrap_or(0);
+            let calls: Vec<Value> = st
+                .calls
+                .iter()
+                .filter(|c| c.id > since && m.is_none_or(|m| c.method == m))
+                .map(to_json)
+                .collect();
+            (200, json!({"calls": calls}))
+        }
+        ("DELETE", ["calls"]) => {
+            st.calls.clear();
+            (200, json!({"calls": []}))
+        }
+        ("POST", ["events", host]) => {
+            let seq = if let Some(raw) = body.get("raw") {
+                st.queue(host, Value::Null, Value::Null, Some(raw.clone()))
+            } else {
+                let kind = body.get("type").cloned().unwrap_or(Value::Null);
+                let payload = body.get("payload").cloned().unwrap_or(Value::Null);
+                st.queue(host, kind, payload, None)
+            };
+            (200, json!({"seq": seq}))
+        }
+        ("GET", ["events", host]) => {
+            let acked = st.queues.get(*host).map(|q| q.acked).unwrap_or(0);
+            (
+                200,
+                json!({"acked": acked, "next_seq": st.next_seq(host), "events": st.events_after(host, 0)}),
+            )
+        }
+        ("GET", ["fault"]) => (200, to_json(&st.fault)),
+        ("POST", ["fault"]) => {
+            if let Some(n) = body.get("fail_next").and_then(Value::as_u64) {
+                st.fault.fail_next = n;
+            }
+            if let Some(d) = body.get("delay_ms").and_then(Value::as_u64) {
+                st.fault.delay_ms = d;
+            }
+            if let Some(d) = body.get("down").and_then(Value::as_bool) {
+                st.fault.down = d;
+            }
+            (200, to_json(&st.fault))
+        }
+        ("DELETE", ["fault"]) => {
+            st.fault = Fault::default();
+            (200, to_json(&st.fault))
+        }
+        ("GET", ["uplinks"]) => (200, json!({"uplinks": to_json(st.uplinks())})),
+        ("PUT", ["uplinks", host]) => {
+            st.set_uplink(host, body.clone());
+            let seq = st.queue(host, json!("uplink"), body, None);
+            (200, json!({"seq": seq}))
+        }
+        ("GET", ["agents"]) => {
+            let mut out = serde_json::Map::new();
+            let mut hosts: Vec<String> = st.agents().keys().cloned().collect();
+            hosts.extend(st.queues.keys().cloned());
+            hosts.sort();
+            hosts.dedup();
+            for h in hosts {
+                let a = st.agents().get(&h).cloned().unwrap_or_default();
+                out.insert(
+                    h.clone(),
+                    json!({
+                        "last_heartbeat": a.last_heartbeat,
+                        "last_seen": a.last_seen,
+                        "next_seq": st.next_seq(&h),
+                        "retained": st.queues.get(&h).map(|q| q.events.len()).unwrap_or(0),
+                    }),
+                );
+            }
+            (200, json!({"agents": out}))
+        }
+        ("GET", ["topology"]) => (200, json!({"topology": to_json(st.topology())})),
+        _ => err(404, "no such admin endpoint"),
+    };
+    shared.cv.notify_all();
+    reply
+}
+
+fn wait_port(shared: &Shared, uuid: &str, q: &[(String, String)]) -> Reply {
+    let want = qget(q, "result")
+        .filter(|s| !s.is_empty())
+        .map(String::from);
+    let timeout = qget(q, "timeout")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(30)
+        .min(600);
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let mut st = shared.st.lock();
+    loop {
+        let Some(rec) = st.port(uuid) else {
+            return err(404, "no such port");
+        };
+        let matched = match (&rec.result, &want) {
+            (Some(r), Some(w)) => r == w,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if matched
+            || shared.stopping.load(Ordering::SeqCst)
+            || shared.cv.wait_until(&mut st, deadline).timed_out()
+        {
+            let rec = st.port(uuid).cloned();
+            let matched = matched
+                || rec.as_ref().is_some_and(|r| match (&r.result, &want) {
+                    (Some(r), Some(w)) => r == w,
+                    (Some(_), None) => true,
+                    _ => false,
+                });
+            return (200, json!({"matched": matched, "port": to_json(&rec)}));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split() {
+        let (s, q) = split_url("/v1/agents/h%2Fx/events?after=3&wait=0");
+        assert_eq!(s, vec!["v1", "agents", "h/x", "events"]);
+        assert_eq!(qget(&q, "after"), Some("3"));
+        assert_eq!(percent_decode("%", true), "%");
+        assert_eq!(percent_decode("a%4", true), "a%4");
+        assert_eq!(percent_decode("a+b%C3%A9", false), "a+bé");
+        let (s, q) = split_url("/x+y?k=a+b");
+        assert_eq!(s, vec!["x+y"]);
+        assert_eq!(qget(&q, "k"), Some("a b"));
+    }
+}

@@ -1,0 +1,433 @@
+//! State of the reference controller: VM ports (with what the agent reported
+//! for them), stored uplinks, topology reports, agents' heartbeats, per-agent
+//! event queues, the recorded RPC calls and the fault-injection settings.
+//! Ports, uplinks, topology, agents and the per-agent sequence counters are
+//! persisted to the `--state` file (temp file + rename) on every change.
+//!
+//! Owns: `Store`. Calls only `model::ctime_now`, serde and the file system.
+
+use crate::model::ctime_now;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Most unacknowledged events kept per agent (oldest dropped beyond).
+pub const MAX_RETAINED: usize = 10_000;
+/// Most recorded RPC calls kept (oldest dropped beyond).
+pub const MAX_CALLS: usize = 100_000;
+
+/// A VM port known to the controller and what the agent reported for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortRec {
+    pub host: String,
+    pub port_uuid: String,
+    pub mac: String,
+    pub net_uuid: String,
+    pub segmentation_id: u64,
+    #[serde(default)]
+    pub vm_name: Option<String>,
+    #[serde(default)]
+    pub vm_uuid: Option<String>,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default = "default_fwd_mod")]
+    pub fwd_mod: String,
+    #[serde(default)]
+    pub gw_mac: Option<String>,
+    /// `up` after add, `down` after delete.
+    pub status: String,
+    /// Last `update_vm_result` result since the last add/delete (null = none yet).
+    #[serde(default)]
+    pub result: Option<String>,
+    #[serde(default)]
+    pub local_vlan: Option<i64>,
+    #[serde(default)]
+    pub vdp_vlan: Option<i64>,
+    #[serde(default)]
+    pub fail_reason: Option<String>,
+    /// `ctime()` of the last report.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// Agent (`context.agent`) that sent the last report.
+    #[serde(default)]
+    pub reported_by: Option<String>,
+}
+
+fn default_fwd_mod() -> String {
+    "anycast-gateway".into()
+}
+
+fn known_vlan(v: Option<i64>) -> Option<i64> {
+    v.filter(|v| (1..=4094).contains(v))
+}
+
+impl PortRec {
+    /// The VM object of CONTRACT §4.2.
+    pub fn vm_object(&self) -> Value {
+        let mut v = json!({
+            "status": self.status,
+            "vm_mac": self.mac,
+            "segmentation_id": self.segmentation_id,
+            "host": self.host,
+            "port_uuid": self.port_uuid,
+            "net_uuid": self.net_uuid,
+            "oui": {
+                "oui_id": "cisco",
+                "vm_name": self.vm_name,
+                "vm_uuid": self.vm_uuid,
+                "ip_addr": self.ip.clone().unwrap_or_else(|| "0.0.0.0".into()),
+                "gw_mac": self.gw_mac,
+                "fwd_mod": self.fwd_mod,
+            },
+        });
+        if self.status == "down" {
+            if let Some(l) = known_vlan(self.local_vlan) {
+                v["local_vlan"] = json!(l);
+            }
+            if let Some(d) = known_vlan(self.vdp_vlan) {
+                v["vdp_vlan"] = json!(d);
+            }
+        }
+        v
+    }
+
+    /// Still bound to its host: up, or down without a successful delete yet.
+    pub fn in_bulk(&self) -> bool {
+        !(self.status == "down" && self.result.as_deref() == Some("SUCCESS"))
+    }
+}
+
+/// One queued event. `raw` (injected) replaces the whole wire object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub seq: u64,
+    pub kind: Value,
+    pub payload: Value,
+    pub raw: Option<Value>,
+}
+
+impl Event {
+    pub fn wire(&self) -> Value {
+        match &self.raw {
+            Some(r) => r.clone(),
+            None => json!({"seq": self.seq, "type": self.kind, "payload": self.payload}),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct AgentQueue {
+    pub acked: u64,
+    pub events: VecDeque<Event>,
+}
+
+/// One recorded RPC call.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRec {
+    pub id: u64,
+    pub time: String,
+    pub method: String,
+    pub context: Value,
+    pub args: Value,
+    /// HTTP status answered.
+    pub status: u16,
+}
+
+/// Fault injection settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    /// Answer the next N RPC calls with HTTP 500.
+    #[serde(default)]
+    pub fail_next: u64,
+    /// Delay every RPC and events answer by this many ms.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Answer every RPC and events request with HTTP 503.
+    #[serde(default)]
+    pub down: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AgentRec {
+    #[serde(default)]
+    pub last_heartbeat: Option<String>,
+    #[serde(default)]
+    pub last_seen: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Persisted {
+    #[serde(default)]
+    ports: BTreeMap<String, PortRec>,
+    #[serde(default)]
+    uplinks: BTreeMap<String, Value>,
+    #[serde(default)]
+    topology: BTreeMap<String, Value>,
+    #[serde(default)]
+    agents: BTreeMap<String, AgentRec>,
+    /// Next event sequence number per agent (so numbers never go back).
+    #[serde(default)]
+    next_seq: BTreeMap<String, u64>,
+}
+
+/// Everything the controller knows.
+#[derive(Debug, Default)]
+pub struct Store {
+    path: Option<PathBuf>,
+    p: Persisted,
+    pub queues: BTreeMap<String, AgentQueue>,
+    pub calls: VecDeque<CallRec>,
+    next_call: u64,
+    pub fault: Fault,
+}
+
+impl Store {
+    /// Open (or start) the state file; `None` = memory only.
+    pub fn open(path: Option<&Path>) -> Result<Store, String> {
+        let mut s = Store {
+            path: path.map(Path::to_path_buf),
+            next_call: 1,
+            ..Default::default()
+        };
+        if let Some(p) = path {
+            match std::fs::read(p) {
+                Ok(data) => {
+                    s.p = serde_json::from_slice(&data)
+                        .map_err(|e| format!("{}: {e}", p.display()))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", p.display())),
+            }
+        }
+        Ok(s)
+    }
+
+    /// Write the state file (no-op without one); errors are logged.
+    pub fn save(&self) {
+        let Some(path) = &self.path else { return };
+        let res = (|| -> std::io::Result<()> {
+            let data = serde_json::to_vec_pretty(&self.p).map_err(std::io::Error::other)?;
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&data)?;
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(e) = res {
+            log::error!("cannot write state file {}: {e}", path.display());
+        }
+    }
+
+    // ---- calls ----
+
+    pub fn record_call(&mut self, method: &str, context: Value, args: Value, status: u16) -> u64 {
+        let id = self.next_call;
+        self.next_call += 1;
+        self.calls.push_back(CallRec {
+            id,
+            time: ctime_now(),
+            method: method.to_string(),
+            context,
+            args,
+            status,
+        });
+        while self.calls.len() > MAX_CALLS {
+            self.calls.pop_front();
+        }
+        id
+    }
+
+    // ---- events ----
+
+    /// Queue an event for `host`; returns its seq.
+    pub fn queue(&mut self, host: &str, kind: Value, payload: Value, raw: Option<Value>) -> u64 {
+        let next = self.p.next_seq.entry(host.to_string()).or_insert(1);
+        let seq = *next;
+        *next += 1;
+        let q = self.queues.entry(host.to_string()).or_default();
+        q.events.push_back(Event {
+            seq,
+            kind,
+            payload,
+            raw,
+        });
+        while q.events.len() > MAX_RETAINED {
+            if let Some(e) = q.events.pop_front() {
+                log::warn!("event queue of {host} full: dropped event {}", e.seq);
+            }
+        }
+        self.save();
+        seq
+    }
+
+    /// Acknowledge every event of `host` up to `after`.
+    pub fn ack(&mut self, host: &str, after: u64) {
+        let next = *self.p.next_seq.get(host).unwrap_or(&1);
+        if after >= next {
+            // The agent knows numbers we never issued (state lost): jump ahead
+            // so it sees what comes next.
+            log::warn!("{host} acknowledges seq {after} beyond our last {next}; moving on");
+            self.p.next_seq.insert(host.to_string(), after + 1);
+            self.save();
+        }
+        let q = self.queues.entry(host.to_string()).or_default();
+        q.acked = q.acked.max(after);
+        while q.events.front().is_some_and(|e| e.seq <= after) {
+            q.events.pop_front();
+        }
+    }
+
+    /// Retained events of `host` with `seq > after`, oldest first.
+    pub fn events_after(&self, host: &str, after: u64) -> Vec<Value> {
+        self.queues
+            .get(host)
+            .map(|q| {
+                q.events
+                    .iter()
+                    .filter(|e| e.seq > after)
+                    .map(Event::wire)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    // ---- ports ----
+
+    pub fn ports(&self) -> &BTreeMap<String, PortRec> {
+        &self.p.ports
+    }
+
+    pub fn port(&self, uuid: &str) -> Option<&PortRec> {
+        self.p.ports.get(uuid)
+    }
+
+    /// Store a port as up and queue its `vm_info` for its host. When the
+    /// port moved from another host it is first announced down there.
+    pub fn add_port(&mut self, mut rec: PortRec) -> u64 {
+        rec.status = "up".into();
+        rec.result = None;
+        rec.fail_reason = None;
+        rec.when = None;
+        rec.reported_by = None;
+        if let Some(old) = self.p.ports.get(&rec.port_uuid).cloned() {
+            if old.host != rec.host && old.status == "up" {
+                let mut down = old.clone();
+                down.status = "down".into();
+                let host = down.host.clone();
+                self.queue(&host, json!("vm_info"), down.vm_object(), None);
+            }
+            rec.local_vlan = if old.host == rec.host {
+                old.local_vlan
+            } else {
+                None
+            };
+            rec.vdp_vlan = if old.host == rec.host {
+                old.vdp_vlan
+            } else {
+                None
+            };
+        } else {
+            rec.local_vlan = None;
+            rec.vdp_vlan = None;
+        }
+        let host = rec.host.clone();
+        let obj = rec.vm_object();
+        self.p.ports.insert(rec.port_uuid.clone(), rec);
+        self.queue(&host, json!("vm_info"), obj, None)
+    }
+
+    /// Mark a port down and queue its `vm_info` (with the VLANs when known).
+    pub fn delete_port(&mut self, uuid: &str) -> Option<u64> {
+        let rec = self.p.ports.get_mut(uuid)?;
+        rec.status = "down".into();
+        rec.result = None;
+        rec.fail_reason = None;
+        rec.when = None;
+        let host = rec.host.clone();
+        let obj = rec.vm_object();
+        Some(self.queue(&host, json!("vm_info"), obj, None))
+    }
+
+    /// Forget a port without telling any agent.
+    pub fn purge_port(&mut self, uuid: &str) -> bool {
+        let found = self.p.ports.remove(uuid).is_some();
+        if found {
+            self.save();
+        }
+        found
+    }
+
+    /// `update_vm_result` from `agent`. Returns whether the port is known.
+    pub fn vm_result(&mut self, agent: Option<&str>, args: &Value) -> bool {
+        let Some(uuid) = args.get("port_uuid").and_then(Value::as_str) else {
+            return false;
+        };
+        let Some(rec) = self.p.ports.get_mut(uuid) else {
+            return false;
+        };
+        rec.result = args.get("result").and_then(Value::as_str).map(String::from);
+        rec.fail_reason = args
+            .get("fail_reason")
+            .and_then(Value::as_str)
+            .map(String::from);
+        if let Some(l) = args.get("local_vlan").and_then(Value::as_i64) {
+            rec.local_vlan = Some(l);
+        }
+        if let Some(d) = args.get("vdp_vlan").and_then(Value::as_i64) {
+            rec.vdp_vlan = Some(d);
+        }
+        rec.when = Some(ctime_now());
+        rec.reported_by = agent.map(String::from);
+        self.save();
+        true
+    }
+
+    /// Every VM object still bound to `host` (the bulk `vm_info`).
+    pub fn bulk_for(&self, host: &str) -> Vec<Value> {
+        self.p
+            .ports
+            .values()
+            .filter(|r| r.host == host && r.in_bulk())
+            .map(PortRec::vm_object)
+            .collect()
+    }
+
+    // ---- uplinks, topology, agents ----
+
+    pub fn uplinks(&self) -> &BTreeMap<String, Value> {
+        &self.p.uplinks
+    }
+
+    pub fn set_uplink(&mut self, host: &str, obj: Value) {
+        self.p.uplinks.insert(host.to_string(), obj);
+        self.save();
+    }
+
+    pub fn topology(&self) -> &BTreeMap<String, Value> {
+        &self.p.topology
+    }
+
+    pub fn set_topology(&mut self, host: &str, intf: &str, args: Value) {
+        self.p.topology.insert(format!("{host}/{intf}"), args);
+        self.save();
+    }
+
+    pub fn agents(&self) -> &BTreeMap<String, AgentRec> {
+        &self.p.agents
+    }
+
+    pub fn heartbeat(&mut self, host: &str, when: Option<String>) {
+        let a = self.p.agents.entry(host.to_string()).or_default();
+        a.last_heartbeat = when;
+        a.last_seen = Some(ctime_now());
+        self.save();
+    }
+
+    pub fn next_seq(&self, host: &str) -> u64 {
+        *self.p.next_seq.get(host).unwrap_or(&1)
+    }
+}

@@ -1,0 +1,515 @@
+//! `controller::Controller` against the real reference controller
+//! (`lab::server::LabServer`) on 127.0.0.1: exact JSON of every RPC as the
+//! server recorded it, bearer token, kept results across failures and
+//! restarts, long-poll, acknowledgement and the bulk `vm_info`.
+
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use vdp_agent::config::Config;
+use vdp_agent::controller::Controller;
+use vdp_agent::lab::server::{LabServer, ServerOptions};
+use vdp_agent::manager::host::TopoReport;
+use vdp_agent::manager::link::ControllerLink;
+use vdp_agent::model::{UplinkInfo, VmResult};
+
+const P1: &str = "11111111-2222-3333-4444-555555555555";
+const P2: &str = "22222222-2222-3333-4444-555555555555";
+const NET: &str = "aaaaaaaa-2222-3333-4444-555555555555";
+
+/// A private temp dir removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "ct-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn server(token: Option<&str>) -> LabServer {
+    LabServer::start(ServerOptions {
+        listen: "127.0.0.1:0".into(),
+        state: None,
+        token: token.map(String::from),
+    })
+    .unwrap()
+}
+
+fn config(url: &str, dir: &TempDir, wait_s: u64) -> Config {
+    let mut c = Config::default();
+    c.server.url = url.to_string();
+    c.server.timeout_s = 2;
+    c.server.events_wait_s = wait_s;
+    c.paths.state_dir = dir.0.join("state");
+    c
+}
+
+fn admin(method: &str, url: &str, body: Option<Value>) -> Value {
+    let req = ureq::request(method, url).timeout(Duration::from_secs(10));
+    let r = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    r.unwrap().into_json().unwrap()
+}
+
+fn calls(s: &LabServer, method: &str) -> Vec<Value> {
+    let v = admin(
+        "GET",
+        &format!("{}/admin/calls?method={method}", s.url()),
+        None,
+    );
+    v["calls"].as_array().unwrap().clone()
+}
+
+fn fault(s: &LabServer, body: Value) {
+    admin("POST", &format!("{}/admin/fault", s.url()), Some(body));
+}
+
+fn add_port(s: &LabServer, host: &str, uuid: &str, seg: u64) -> u64 {
+    let v = admin(
+        "POST",
+        &format!("{}/admin/ports", s.url()),
+        Some(
+            json!({"host": host, "port_uuid": uuid, "mac": "fa:16:3e:00:00:01",
+                    "net_uuid": NET, "segmentation_id": seg, "vm_name": "vm1",
+                    "vm_uuid": "0123456789abcdef0123456789abcdef", "ip": "10.0.0.5"}),
+        ),
+    );
+    v["seq"].as_u64().unwrap()
+}
+
+fn is_ctime(v: &Value) -> bool {
+    v.as_str()
+        .is_some_and(|s| s.len() == 24 && s.split_whitespace().count() == 5)
+}
+
+#[test]
+fn every_rpc_sends_the_contract_json() {
+    let s = server(None);
+    let dir = TempDir::new("rpc");
+    let c = Controller::new(&config(&s.url(), &dir, 1), "compute1".into()).unwrap();
+
+    c.heartbeat().unwrap();
+    let hb = &calls(&s, "heartbeat")[0];
+    assert_eq!(hb["context"], json!({}));
+    assert_eq!(hb["args"]["agent"], "compute1");
+    assert!(is_ctime(&hb["args"]["when"]), "{hb}");
+    assert_eq!(hb["args"].as_object().unwrap().len(), 2);
+
+    assert_eq!(c.request_uplink_info().unwrap(), None);
+    let ru = &calls(&s, "request_uplink_info")[0];
+    assert_eq!(ru["context"], json!({}));
+    assert_eq!(ru["args"], json!({"agent": "compute1"}));
+
+    assert!(c
+        .save_uplink("eth2", "LLDPLeth2", Some("eth2 eth3".into()), "")
+        .unwrap());
+    c.save_uplink("", "", None, "No uplink found").unwrap();
+    let su = calls(&s, "save_uplink");
+    assert_eq!(su[0]["context"], json!({}));
+    assert_eq!(
+        su[0]["args"],
+        json!({"agent": "compute1", "uplink": "eth2", "veth_intf": "LLDPLeth2",
+               "memb_port_list": "eth2 eth3", "fail_reason": ""})
+    );
+    assert_eq!(
+        su[1]["args"],
+        json!({"agent": "compute1", "uplink": "", "veth_intf": "",
+               "memb_port_list": null, "fail_reason": "No uplink found"})
+    );
+    c.save_uplink("eth2", "LLDPLeth2", None, "").unwrap();
+    assert_eq!(
+        c.request_uplink_info().unwrap(),
+        Some(UplinkInfo {
+            uplink: "eth2".into(),
+            veth_intf: "LLDPLeth2".into()
+        })
+    );
+
+    c.update_vm_result(P1, VmResult::Success, Some(5), Some(3003), None)
+        .unwrap();
+    c.update_vm_result(P1, VmResult::CreateFail, Some(5), None, Some("no VDP VLAN"))
+        .unwrap();
+    c.update_vm_result(P2, VmResult::DeleteFail, None, None, Some("x"))
+        .unwrap();
+    let vr = calls(&s, "update_vm_result");
+    assert_eq!(vr.len(), 3);
+    assert_eq!(vr[0]["context"], json!({"agent": "compute1"}));
+    assert_eq!(
+        vr[0]["args"],
+        json!({"port_uuid": P1, "result": "SUCCESS", "fail_reason": null,
+               "local_vlan": 5, "vdp_vlan": 3003})
+    );
+    assert_eq!(
+        vr[1]["args"],
+        json!({"port_uuid": P1, "result": "CREATE:FAIL", "fail_reason": "no VDP VLAN",
+               "local_vlan": 5, "vdp_vlan": -1})
+    );
+    assert_eq!(
+        vr[2]["args"],
+        json!({"port_uuid": P2, "result": "DELETE:FAIL", "fail_reason": "x"})
+    );
+
+    let report = TopoReport {
+        protocol_interface: "LLDPLeth2".into(),
+        phy_interface: "eth2".into(),
+        remote_evb_cfgd: true,
+        remote_evb_mode: Some("bridge".into()),
+        remote_mgmt_addr: Some("IPv4:10.10.0.101".into()),
+        remote_system_desc: Some("leaf".into()),
+        remote_system_name: Some("leaf1".into()),
+        remote_port: Some("Ethernet1/5".into()),
+        remote_chassis_id_mac: Some("00:11:22:33:44:55".into()),
+        remote_port_id_mac: None,
+        bond_interface: Some("bond0".into()),
+        bond_member_ports: Some("eth2 eth3".into()),
+    };
+    assert!(c.save_topo_disc_params(&report).unwrap());
+    let tp = &calls(&s, "save_topo_disc_params")[0];
+    assert_eq!(tp["context"], json!({}));
+    let mut args = tp["args"].clone();
+    assert!(is_ctime(&args["heartbeat"]), "{args}");
+    let cfgs: Value = serde_json::from_str(args["configurations"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        cfgs,
+        json!({"bond_interface": "bond0", "bond_member_ports": "eth2 eth3"})
+    );
+    args["heartbeat"] = Value::Null;
+    args["configurations"] = Value::Null;
+    assert_eq!(
+        args,
+        json!({"host": "compute1", "protocol_interface": "LLDPLeth2", "heartbeat": null,
+               "phy_interface": "eth2", "remote_evb_cfgd": true, "remote_evb_mode": "bridge",
+               "remote_mgmt_addr": "IPv4:10.10.0.101", "remote_system_desc": "leaf",
+               "remote_system_name": "leaf1", "remote_port": "Ethernet1/5",
+               "remote_chassis_id_mac": "00:11:22:33:44:55", "remote_port_id_mac": null,
+               "configurations": null})
+    );
+    let plain = TopoReport {
+        bond_interface: None,
+        bond_member_ports: None,
+        ..report
+    };
+    c.save_topo_disc_params(&plain).unwrap();
+    assert_eq!(
+        calls(&s, "save_topo_disc_params")[1]["args"]["configurations"],
+        "{}"
+    );
+
+    let st = c.status();
+    assert!(st.last_ok.is_some());
+    assert_eq!(st.last_error, None);
+    assert_eq!(st.pending_results, 0);
+}
+
+#[test]
+fn bearer_token_is_required_and_accepted() {
+    let s = server(Some("s3cret"));
+    let dir = TempDir::new("tok");
+    let cfg = config(&s.url(), &dir, 0);
+    let anon = Controller::new(&cfg, "compute1".into()).unwrap();
+    let e = anon.heartbeat().unwrap_err();
+    assert!(e.contains("heartbeat") && e.contains("401"), "{e}");
+    assert!(anon.poll_events(0).unwrap_err().contains("401"));
+    assert!(anon.status().last_error.unwrap().contains("401"));
+
+    let tok = dir.0.join("token");
+    std::fs::write(&tok, "  s3cret\n").unwrap();
+    let mut cfg2 = cfg.clone();
+    cfg2.server.token_file = Some(tok.clone());
+    let c = Controller::new(&cfg2, "compute1".into()).unwrap();
+    c.heartbeat().unwrap();
+    assert!(c.poll_events(0).unwrap().is_empty());
+    let hb = calls(&s, "heartbeat");
+    assert_eq!(
+        hb.iter()
+            .map(|c| c["status"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![401, 200]
+    );
+
+    std::fs::write(&tok, "wrong").unwrap();
+    let bad = Controller::new(&cfg2, "compute1".into()).unwrap();
+    assert!(bad.heartbeat().unwrap_err().contains("401"));
+
+    std::fs::write(&tok, "\n").unwrap();
+    let e = Controller::new(&cfg2, "compute1".into()).err().unwrap();
+    assert!(e.to_string().contains("token_file"), "{e}");
+}
+
+#[test]
+fn failed_results_are_kept_persisted_and_delivered_newest_first() {
+    let s = server(None);
+    let dir = TempDir::new("pend");
+    let cfg = config(&s.url(), &dir, 0);
+    let c = Controller::new(&cfg, "compute1".into()).unwrap();
+    let pending_file = cfg.paths.state_dir.join("pending-results.json");
+
+    fault(&s, json!({"down": true}));
+    let e = c
+        .update_vm_result(P1, VmResult::CreateFail, None, None, Some("first"))
+        .unwrap_err();
+    assert!(e.contains("update_vm_result") && e.contains("503"), "{e}");
+    c.update_vm_result(P1, VmResult::Success, Some(5), Some(3003), None)
+        .unwrap_err();
+    c.update_vm_result(P2, VmResult::DeleteFail, None, None, Some("gone"))
+        .unwrap_err();
+    c.save_uplink("eth1", "LLDPLeth1", None, "").unwrap_err();
+    c.save_uplink("eth2", "LLDPLeth2", None, "").unwrap_err();
+    let st = c.status();
+    assert_eq!(st.pending_results, 3, "newest per port + newest uplink");
+    assert!(st.last_error.unwrap().contains("503"));
+
+    let file: Value = serde_json::from_slice(&std::fs::read(&pending_file).unwrap()).unwrap();
+    let kept = file["calls"].as_array().unwrap();
+    assert_eq!(kept.len(), 3);
+    let p1 = kept
+        .iter()
+        .find(|k| k["key"] == format!("vm:{P1}"))
+        .unwrap();
+    assert_eq!(p1["args"]["result"], "SUCCESS");
+    let up = kept.iter().find(|k| k["key"] == "uplink").unwrap();
+    assert_eq!(up["args"]["uplink"], "eth2");
+
+    // Restart the agent side: the new instance reloads the kept results.
+    drop(c);
+    let c = Controller::new(&cfg, "compute1".into()).unwrap();
+    assert_eq!(c.status().pending_results, 3);
+    // Server still down: a retry fails, keeps everything, and backs off.
+    assert_eq!(c.retry_pending(), 3);
+    let before = calls(&s, "update_vm_result").len() + calls(&s, "save_uplink").len();
+    assert_eq!(c.retry_pending(), 3, "within backoff: nothing sent");
+    let after = calls(&s, "update_vm_result").len() + calls(&s, "save_uplink").len();
+    assert_eq!(before, after);
+
+    fault(&s, json!({"down": false}));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.retry_pending() > 0 {
+        assert!(Instant::now() < deadline, "kept results not delivered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ok: Vec<Value> = calls(&s, "update_vm_result")
+        .into_iter()
+        .filter(|c| c["status"] == 200)
+        .collect();
+    assert_eq!(ok.len(), 2);
+    let p1_ok: Vec<&Value> = ok.iter().filter(|c| c["args"]["port_uuid"] == P1).collect();
+    assert_eq!(p1_ok.len(), 1);
+    assert_eq!(p1_ok[0]["args"]["result"], "SUCCESS");
+    assert_eq!(p1_ok[0]["args"]["vdp_vlan"], 3003);
+    let su: Vec<Value> = calls(&s, "save_uplink")
+        .into_iter()
+        .filter(|c| c["status"] == 200)
+        .collect();
+    assert_eq!(su.len(), 1);
+    assert_eq!(su[0]["args"]["uplink"], "eth2");
+    let file: Value = serde_json::from_slice(&std::fs::read(&pending_file).unwrap()).unwrap();
+    assert_eq!(file["calls"], json!([]));
+    assert_eq!(c.status().pending_results, 0);
+}
+
+#[test]
+fn fresh_success_drops_the_older_kept_result() {
+    let s = server(None);
+    let dir = TempDir::new("fresh");
+    let c = Controller::new(&config(&s.url(), &dir, 0), "compute1".into()).unwrap();
+    fault(&s, json!({"fail_next": 1}));
+    let e = c
+        .update_vm_result(P1, VmResult::CreateFail, None, None, Some("old"))
+        .unwrap_err();
+    assert!(e.contains("500"), "{e}");
+    assert_eq!(c.status().pending_results, 1);
+    c.update_vm_result(P1, VmResult::Success, Some(7), Some(3007), None)
+        .unwrap();
+    assert_eq!(c.status().pending_results, 0);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(c.retry_pending(), 0);
+    let vr = calls(&s, "update_vm_result");
+    assert_eq!(vr.len(), 2, "the old result is never re-sent");
+    assert_eq!(vr[1]["args"]["result"], "SUCCESS");
+    let port_state = admin("GET", &format!("{}/admin/calls", s.url()), None);
+    assert_eq!(port_state["calls"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn long_poll_wakes_on_event_and_times_out_empty() {
+    let s = server(None);
+    let dir = TempDir::new("poll");
+    let c = Controller::new(&config(&s.url(), &dir, 1), "compute1".into()).unwrap();
+    let t0 = Instant::now();
+    assert!(c.poll_events(0).unwrap().is_empty());
+    let el = t0.elapsed();
+    assert!(
+        el >= Duration::from_millis(900) && el < Duration::from_secs(3),
+        "{el:?}"
+    );
+
+    let c = Controller::new(&config(&s.url(), &dir, 10), "compute1".into()).unwrap();
+    let url = s.url();
+    let adder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        admin(
+            "POST",
+            &format!("{url}/admin/ports"),
+            Some(
+                json!({"host": "compute1", "port_uuid": P1, "mac": "fa:16:3e:00:00:01",
+                        "net_uuid": NET, "segmentation_id": 30001}),
+            ),
+        )
+    });
+    let t0 = Instant::now();
+    let evs = c.poll_events(0).unwrap();
+    let el = t0.elapsed();
+    adder.join().unwrap();
+    assert!(el < Duration::from_secs(3), "not woken: {el:?}");
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].kind, "vm_info");
+    assert_eq!(evs[0].payload["status"], "up");
+    assert_eq!(evs[0].payload["port_uuid"], P1);
+    assert_eq!(
+        evs[0].payload["oui"],
+        json!({"oui_id": "cisco", "vm_name": null, "vm_uuid": null, "ip_addr": "0.0.0.0",
+               "gw_mac": null, "fwd_mod": "anycast-gateway"})
+    );
+}
+
+#[test]
+fn after_acknowledges_and_unacked_events_are_retained() {
+    let s = server(None);
+    let dir = TempDir::new("ack");
+    let c = Controller::new(&config(&s.url(), &dir, 0), "compute1".into()).unwrap();
+    let s1 = add_port(&s, "compute1", P1, 30001);
+    let s2 = add_port(&s, "compute1", P2, 30002);
+    add_port(&s, "other", "33333333-2222-3333-4444-555555555555", 30003);
+    let seqs = |v: Vec<vdp_agent::manager::link::ControllerEvent>| {
+        v.iter().map(|e| e.seq).collect::<Vec<_>>()
+    };
+    assert_eq!(seqs(c.poll_events(0).unwrap()), vec![s1, s2]);
+    // Not acknowledged: delivered again (at-least-once).
+    assert_eq!(seqs(c.poll_events(0).unwrap()), vec![s1, s2]);
+    assert_eq!(seqs(c.poll_events(s1).unwrap()), vec![s2]);
+    let q = admin("GET", &format!("{}/admin/events/compute1", s.url()), None);
+    assert_eq!(q["acked"], s1);
+    assert_eq!(q["events"].as_array().unwrap().len(), 1);
+    assert!(c.poll_events(s2).unwrap().is_empty());
+    let q = admin("GET", &format!("{}/admin/events/compute1", s.url()), None);
+    assert_eq!(q["events"], json!([]));
+}
+
+#[test]
+fn save_uplink_with_uplink_queues_bulk_vm_info() {
+    let s = server(None);
+    let dir = TempDir::new("bulk");
+    let c = Controller::new(&config(&s.url(), &dir, 0), "compute1".into()).unwrap();
+    add_port(&s, "compute1", P1, 30001);
+    let last = add_port(&s, "compute1", P2, 30002);
+    add_port(&s, "other", "33333333-2222-3333-4444-555555555555", 30003);
+    c.update_vm_result(P2, VmResult::Success, Some(2), Some(3002), None)
+        .unwrap();
+    admin("DELETE", &format!("{}/admin/ports/{P2}", s.url()), None);
+    let evs = c.poll_events(last).unwrap();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].payload["status"], "down");
+    assert_eq!(evs[0].payload["local_vlan"], 2);
+    assert_eq!(evs[0].payload["vdp_vlan"], 3002);
+    let last = evs[0].seq;
+
+    c.save_uplink("", "", None, "no uplink").unwrap();
+    assert!(
+        c.poll_events(last).unwrap().is_empty(),
+        "no bulk without uplink"
+    );
+    c.save_uplink("eth2", "LLDPLeth2", None, "").unwrap();
+    let evs = c.poll_events(last).unwrap();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].kind, "vm_info");
+    let list = evs[0].payload.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let p1 = list.iter().find(|v| v["port_uuid"] == P1).unwrap();
+    assert_eq!(p1["status"], "up");
+    assert_eq!(p1["host"], "compute1");
+    assert_eq!(p1["segmentation_id"], 30001);
+    assert_eq!(p1["oui"]["vm_uuid"], "0123456789abcdef0123456789abcdef");
+    let p2 = list.iter().find(|v| v["port_uuid"] == P2).unwrap();
+    assert_eq!(p2["status"], "down");
+    assert_eq!(p2["vdp_vlan"], 3002);
+
+    // Once the agent confirmed the delete the port leaves the bulk.
+    c.update_vm_result(P2, VmResult::Success, Some(2), Some(3002), None)
+        .unwrap();
+    c.save_uplink("eth2", "LLDPLeth2", None, "").unwrap();
+    let evs = c.poll_events(evs[0].seq).unwrap();
+    assert_eq!(evs[0].payload.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn odd_injected_events_are_passed_on_or_skipped() {
+    let s = server(None);
+    let dir = TempDir::new("odd");
+    let c = Controller::new(&config(&s.url(), &dir, 0), "compute1".into()).unwrap();
+    let url = format!("{}/admin/events/compute1", s.url());
+    let raw = admin("POST", &url, Some(json!({"raw": {"seq": "x", "type": 5}})));
+    let e = c.poll_events(0).unwrap_err();
+    assert!(e.contains("malformed"), "{e}");
+    let odd = admin(
+        "POST",
+        &url,
+        Some(json!({"type": "vm_info", "payload": {"status": 5, "port_uuid": [1]}})),
+    );
+    assert!(odd["seq"].as_u64().unwrap() > raw["seq"].as_u64().unwrap());
+    let evs = c.poll_events(0).unwrap();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].payload, json!({"status": 5, "port_uuid": [1]}));
+    let e = c.poll_events(evs[0].seq).map(|v| v.len());
+    assert_eq!(e, Ok(0));
+}
+
+#[test]
+fn a_fresh_result_waits_for_the_kept_one_in_flight() {
+    let s = server(None);
+    let dir = TempDir::new("order");
+    let c = std::sync::Arc::new(
+        Controller::new(&config(&s.url(), &dir, 0), "compute1".into()).unwrap(),
+    );
+    fault(&s, json!({"fail_next": 1}));
+    c.update_vm_result(P1, VmResult::CreateFail, None, None, Some("old"))
+        .unwrap_err();
+    std::thread::sleep(Duration::from_millis(1100)); // backoff of the first failure
+    fault(&s, json!({"delay_ms": 1000}));
+    let c2 = c.clone();
+    let retry = std::thread::spawn(move || c2.retry_pending());
+    std::thread::sleep(Duration::from_millis(400));
+    let t0 = Instant::now();
+    c.update_vm_result(P1, VmResult::Success, Some(1), Some(3001), None)
+        .unwrap();
+    let el = t0.elapsed();
+    assert_eq!(retry.join().unwrap(), 0);
+    assert!(
+        el >= Duration::from_millis(1400),
+        "the fresh call went out while the kept one was in flight: {el:?}"
+    );
+    let vr: Vec<Value> = calls(&s, "update_vm_result")
+        .into_iter()
+        .filter(|c| c["status"] == 200)
+        .collect();
+    assert_eq!(vr.len(), 2);
+    assert_eq!(vr[0]["args"]["result"], "CREATE:FAIL");
+    assert_eq!(vr[1]["args"]["result"], "SUCCESS");
+    assert_eq!(c.status().pending_results, 0);
+}

@@ -1,0 +1,202 @@
+//! The daemon in-process with recording fakes: controller events are
+//! validated before anything reaches the queue (bad fields reported as
+//! CREATE:FAIL/DELETE:FAIL naming the field), `after` advances, the stored
+//! uplink is requested until answered, threads are registered, and stop is
+//! prompt.
+
+mod core_fakes;
+
+use core_fakes::{FakeHost, FakeLink};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vdp_agent::config::Config;
+use vdp_agent::daemon::{Daemon, RunOptions};
+use vdp_agent::manager::link::ControllerEvent;
+use vdp_agent::model::UplinkInfo;
+
+const P1: &str = "11111111-2222-3333-4444-000000000001";
+const P2: &str = "11111111-2222-3333-4444-000000000002";
+const P3: &str = "11111111-2222-3333-4444-000000000003";
+const P4: &str = "11111111-2222-3333-4444-000000000004";
+const P5: &str = "11111111-2222-3333-4444-000000000005";
+const NET: &str = "aaaaaaaa-2222-3333-4444-555555555555";
+
+fn vm(port: &str, status: &str) -> serde_json::Value {
+    json!({"status": status, "vm_mac": "fa:16:3e:00:00:01", "segmentation_id": 30001,
+           "host": "co-host", "port_uuid": port, "net_uuid": NET, "oui": null})
+}
+
+fn ev(seq: u64, kind: &str, payload: serde_json::Value) -> ControllerEvent {
+    ControllerEvent {
+        seq,
+        kind: kind.into(),
+        payload,
+    }
+}
+
+struct Dir(std::path::PathBuf);
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(dir: &std::path::Path) -> Config {
+    let mut cfg = Config {
+        host_id: Some("co-host".into()),
+        root_helper: String::new(),
+        ..Config::default()
+    };
+    cfg.paths.run_dir = dir.join("run");
+    cfg.paths.state_dir = dir.join("state");
+    cfg
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(10), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn events_are_validated_dispatched_and_acknowledged() {
+    let dir = Dir(std::env::temp_dir().join(format!("co-daemon-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let host = FakeHost::new();
+    *host.bridges.lock() = false; // keep the uplink task idle
+    let link = Arc::new(FakeLink::default());
+    link.uplink_info
+        .lock()
+        .push_back(Err("controller down".into()));
+    link.uplink_info.lock().push_back(Ok(Some(UplinkInfo {
+        uplink: "eth2".into(),
+        veth_intf: "LLDPLeth2".into(),
+    })));
+    let mut bad_mac = vm(P1, "up");
+    bad_mac["vm_mac"] = json!("fa:16:3e:00:00:01,mode=deassoc");
+    let mut bad_status = vm(P3, "up");
+    bad_status["status"] = json!("sideways");
+    let mut bad_seg = vm(P5, "down");
+    bad_seg["segmentation_id"] = json!("30001");
+    *link.events.lock() = vec![
+        ev(1, "vm_info", bad_mac.clone()),
+        ev(1, "vm_info", bad_mac), // duplicate delivery: harmless
+        ev(
+            2,
+            "vm_info",
+            json!([vm(P2, "down"), bad_status, vm("not-a-uuid", "up")]),
+        ),
+        ev(
+            3,
+            "ip_rule",
+            json!({"ip": "10.0.0.5", "mac": "x", "port": P1, "status": "up"}),
+        ),
+        ev(4, "reboot_everything", json!({})),
+        ev(5, "vm_info", json!("[{'status': 'up'}]")),
+        ev(6, "vm_info", vm(P4, "up")),
+        ev(7, "vm_info", bad_seg),
+    ];
+
+    let d = Daemon::start(
+        config(&dir.0),
+        host.clone(),
+        link.clone(),
+        RunOptions::default(),
+    )
+    .unwrap();
+    let mgr = d.manager().clone();
+
+    wait_until("all events acknowledged", || {
+        link.polled.lock().last() == Some(&7)
+    });
+    wait_until("VM event processed", || {
+        link.calls().iter().any(|c| c.contains(P4))
+    });
+    let calls: Vec<String> = link
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("update_vm_result"))
+        .collect();
+    let for_port =
+        |p: &str| -> Vec<String> { calls.iter().filter(|c| c.contains(p)).cloned().collect() };
+    let p1 = for_port(P1);
+    assert_eq!(p1.len(), 2, "{calls:?}");
+    assert!(
+        p1[0].contains("CREATE:FAIL") && p1[0].contains("invalid vm_mac"),
+        "{p1:?}"
+    );
+    let p3 = for_port(P3);
+    assert_eq!(p3.len(), 1);
+    assert!(
+        p3[0].contains("CREATE:FAIL") && p3[0].contains("invalid status"),
+        "{p3:?}"
+    );
+    let p5 = for_port(P5);
+    assert_eq!(p5.len(), 1);
+    assert!(
+        p5[0].contains("DELETE:FAIL") && p5[0].contains("invalid segmentation_id"),
+        "{p5:?}"
+    );
+    // valid single VM before the uplink is ready
+    let p4 = for_port(P4);
+    assert_eq!(p4.len(), 1);
+    assert!(p4[0].contains("CREATE:FAIL") && p4[0].contains("Uplink Port Event not received yet"));
+    // valid bulk entry: remembered, not reported; nothing reached the host
+    assert!(for_port(P2).is_empty());
+    assert!(
+        host.calls().iter().all(|c| !c.starts_with("port_")),
+        "{:?}",
+        host.calls()
+    );
+    assert!(mgr.state_view().early_ports.contains(&P2.to_string()));
+    // only 5 reports in all: no report for the invalid port_uuid or payload
+    assert_eq!(calls.len(), 5, "{calls:?}");
+
+    // request_uplink_info retried until answered, then restart applied
+    wait_until("stored uplink", || mgr.is_uplink_received());
+    assert_eq!(mgr.state_view().phy_uplink.as_deref(), Some("eth2"));
+    let requests = link
+        .calls()
+        .iter()
+        .filter(|c| *c == "request_uplink_info")
+        .count();
+    assert_eq!(requests, 2);
+
+    let threads = d.threads();
+    for t in [
+        "queue-worker",
+        "uplink-detect",
+        "err-queue",
+        "heartbeat",
+        "event-poller",
+        "lldpad-client",
+        "flow-check",
+        "topo-disc",
+        "result-retry",
+        "status-server",
+    ] {
+        assert_eq!(
+            threads.get(t).map(String::as_str),
+            Some("alive"),
+            "{t}: {threads:?}"
+        );
+    }
+    assert!(
+        !threads.contains_key("signal"),
+        "no signal thread in-process"
+    );
+
+    let t = Instant::now();
+    d.stop();
+    d.wait().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(4));
+    // nothing torn down on shutdown
+    assert!(host
+        .calls()
+        .iter()
+        .all(|c| !c.starts_with("uplink_down") && !c.starts_with("port_down")));
+    assert!(!dir.0.join("run/vdp-agent.sock").exists());
+}

@@ -1,0 +1,223 @@
+//! Recording fakes of `HostDriver` and `ControllerLink` shared by the
+//! core tests (`mod core_fakes;`).
+#![allow(dead_code)]
+
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use vdp_agent::manager::host::{
+    HostDriver, PortOutcome, TopoReport, UplinkDetect, VsiChange, VsiStatus,
+};
+use vdp_agent::manager::link::{ControllerEvent, ControllerLink, LinkError, LinkStatus};
+use vdp_agent::model::{UplinkInfo, VmPort, VmResult};
+use vdp_agent::shutdown::Shutdown;
+
+#[derive(Default)]
+pub struct FakeHost {
+    pub calls: Mutex<Vec<String>>,
+    pub bridges: Mutex<bool>,
+    pub detect: Mutex<VecDeque<UplinkDetect>>,
+    pub bonds: Mutex<HashMap<String, String>>,
+    pub members: Mutex<HashMap<String, String>>,
+    pub uplink_up_err: Mutex<Option<String>>,
+    pub local_vlans: Mutex<HashMap<String, u16>>,
+    pub port_up: Mutex<Option<PortOutcome>>,
+    pub port_down: Mutex<Option<PortOutcome>>,
+    pub panic_uplink_up: Mutex<bool>,
+}
+
+impl FakeHost {
+    pub fn new() -> Arc<FakeHost> {
+        let h = FakeHost::default();
+        *h.bridges.lock() = true;
+        Arc::new(h)
+    }
+    pub fn rec(&self, s: String) {
+        self.calls.lock().push(s);
+    }
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().clone()
+    }
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.calls.lock())
+    }
+    pub fn script(&self, d: &[UplinkDetect]) {
+        self.detect.lock().extend(d.iter().cloned());
+    }
+}
+
+impl HostDriver for FakeHost {
+    fn bridges_present(&self) -> bool {
+        *self.bridges.lock()
+    }
+    fn detect_uplink(&self, veth: Option<&str>) -> UplinkDetect {
+        self.rec(format!("detect_uplink {veth:?}"));
+        self.detect.lock().pop_front().unwrap_or(if veth.is_some() {
+            UplinkDetect::Normal
+        } else {
+            UplinkDetect::NotFound
+        })
+    }
+    fn bond_of(&self, intf: &str) -> Option<String> {
+        self.bonds.lock().get(intf).cloned()
+    }
+    fn bond_members(&self, intf: &str) -> Option<String> {
+        self.members.lock().get(intf).cloned()
+    }
+    fn uplink_up(&self, uplink: &str) -> Result<String, String> {
+        self.rec(format!("uplink_up {uplink}"));
+        if *self.panic_uplink_up.lock() {
+            panic!("boom in uplink_up");
+        }
+        match self.uplink_up_err.lock().clone() {
+            Some(e) => Err(e),
+            None => Ok(format!("LLDPL{uplink}")),
+        }
+    }
+    fn uplink_down(&self, uplink: &str) {
+        self.rec(format!("uplink_down {uplink}"));
+    }
+    fn delete_uplink_and_flows(&self, uplink: &str) {
+        self.rec(format!("delete_uplink_and_flows {uplink}"));
+    }
+    fn port_local_vlan(&self, port_uuid: &str, wait: Duration, _s: &Shutdown) -> Option<u16> {
+        self.rec(format!("port_local_vlan {port_uuid} {}", wait.as_secs()));
+        self.local_vlans.lock().get(port_uuid).copied()
+    }
+    fn port_up(&self, vm: &VmPort, local_vlan: u16) -> PortOutcome {
+        self.rec(format!("port_up {} {local_vlan}", vm.port_uuid));
+        self.port_up.lock().clone().unwrap_or(PortOutcome {
+            ok: true,
+            local_vlan: Some(local_vlan),
+            vdp_vlan: Some(3003),
+            fail_reason: None,
+            pending: false,
+        })
+    }
+    fn port_down(&self, vm: &VmPort) -> PortOutcome {
+        self.rec(format!("port_down {}", vm.port_uuid));
+        self.port_down.lock().clone().unwrap_or(PortOutcome {
+            ok: true,
+            local_vlan: vm.local_vlan,
+            vdp_vlan: vm.vdp_vlan,
+            fail_reason: None,
+            pending: false,
+        })
+    }
+    fn restore_port(&self, vm: &VmPort) {
+        self.rec(format!(
+            "restore_port {} {:?} {:?}",
+            vm.port_uuid, vm.local_vlan, vm.vdp_vlan
+        ));
+    }
+    fn apply_vsi_change(&self, change: &VsiChange) -> PortOutcome {
+        self.rec(format!(
+            "apply_vsi_change {} {:?}",
+            change.port_uuid, change.vdp_vlan
+        ));
+        PortOutcome {
+            ok: true,
+            local_vlan: change.local_vlan,
+            vdp_vlan: change.vdp_vlan,
+            fail_reason: None,
+            pending: false,
+        }
+    }
+    fn refresh_vsis(&self) -> Vec<VsiChange> {
+        vec![]
+    }
+    fn check_flows(&self) {}
+    fn topo_cfg_intf(&self, intf: &str, phy: &str) {
+        self.rec(format!("topo_cfg_intf {intf} {phy}"));
+    }
+    fn topo_uncfg_intf(&self, intf: &str) {
+        self.rec(format!("topo_uncfg_intf {intf}"));
+    }
+    fn topo_poll(&self) -> Vec<TopoReport> {
+        vec![]
+    }
+    fn vsis(&self) -> Vec<VsiStatus> {
+        vec![]
+    }
+}
+
+#[derive(Default)]
+pub struct FakeLink {
+    pub calls: Mutex<Vec<String>>,
+    /// Answers of `request_uplink_info`, in order; when empty: `Ok(None)`.
+    pub uplink_info: Mutex<VecDeque<Result<Option<UplinkInfo>, LinkError>>>,
+    /// Every event the "controller" holds; `poll_events(after)` returns
+    /// those with `seq > after` (or waits a little when there are none).
+    pub events: Mutex<Vec<ControllerEvent>>,
+    /// Every `after` value polled with.
+    pub polled: Mutex<Vec<u64>>,
+}
+
+impl FakeLink {
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.calls.lock())
+    }
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().clone()
+    }
+}
+
+impl ControllerLink for FakeLink {
+    fn heartbeat(&self) -> Result<(), LinkError> {
+        Ok(())
+    }
+    fn request_uplink_info(&self) -> Result<Option<UplinkInfo>, LinkError> {
+        self.calls.lock().push("request_uplink_info".into());
+        self.uplink_info.lock().pop_front().unwrap_or(Ok(None))
+    }
+    fn save_uplink(
+        &self,
+        uplink: &str,
+        veth_intf: &str,
+        memb_port_list: Option<String>,
+        fail_reason: &str,
+    ) -> Result<bool, LinkError> {
+        self.calls.lock().push(format!(
+            "save_uplink {uplink}|{veth_intf}|{memb_port_list:?}|{fail_reason}"
+        ));
+        Ok(true)
+    }
+    fn update_vm_result(
+        &self,
+        port_uuid: &str,
+        result: VmResult,
+        local_vlan: Option<u16>,
+        vdp_vlan: Option<u16>,
+        fail_reason: Option<&str>,
+    ) -> Result<(), LinkError> {
+        self.calls.lock().push(format!(
+            "update_vm_result {port_uuid} {result} {local_vlan:?} {vdp_vlan:?} {fail_reason:?}"
+        ));
+        Ok(())
+    }
+    fn save_topo_disc_params(&self, _r: &TopoReport) -> Result<bool, LinkError> {
+        Ok(true)
+    }
+    fn poll_events(&self, after: u64) -> Result<Vec<ControllerEvent>, LinkError> {
+        self.polled.lock().push(after);
+        let evs: Vec<ControllerEvent> = self
+            .events
+            .lock()
+            .iter()
+            .filter(|e| e.seq > after)
+            .cloned()
+            .collect();
+        if evs.is_empty() {
+            // a short "long poll"
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(evs)
+    }
+    fn retry_pending(&self) -> usize {
+        0
+    }
+    fn status(&self) -> LinkStatus {
+        LinkStatus::default()
+    }
+}

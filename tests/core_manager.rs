@@ -1,0 +1,632 @@
+//! State-machine tests of `VdpMgr` against recording fakes of `HostDriver`
+//! and `ControllerLink`: every transition of the original `VdpMgr`
+//! (restart paths, static/auto detection, down debounce, bond transition,
+//! bulk safety net, error-queue retry, VM events, VSI changes).
+
+mod core_fakes;
+
+use core_fakes::{FakeHost, FakeLink};
+use std::sync::Arc;
+use std::time::Duration;
+use vdp_agent::manager::host::{PortOutcome, UplinkDetect, VsiChange};
+use vdp_agent::manager::{
+    MgrConfig, VdpMgr, VmNotice, PORT_TRANSITION_BOND_DOWN_REASON, PORT_TRANSITION_BOND_UP_REASON,
+    UPLINK_NOT_RECEIVED_REASON, UPLINK_UNDISCOVERED_REASON,
+};
+use vdp_agent::model::{PortStatus, UplinkInfo, VmPort};
+use vdp_agent::queue::VdpQueMsg;
+use vdp_agent::shutdown::Shutdown;
+
+struct T {
+    mgr: Arc<VdpMgr>,
+    host: Arc<FakeHost>,
+    link: Arc<FakeLink>,
+}
+
+fn setup(static_uplink: Option<&str>) -> T {
+    let host = FakeHost::new();
+    let link = Arc::new(FakeLink::default());
+    let cfg = MgrConfig {
+        br_int: "br-int".into(),
+        br_ex: "br-ethd".into(),
+        static_uplink: static_uplink.map(String::from),
+        vm_port_wait: Duration::from_secs(7),
+        uplink_detect: Duration::from_secs(10),
+        err_queue: Duration::from_secs(20),
+    };
+    let mgr = VdpMgr::new(cfg, host.clone(), link.clone(), Shutdown::new());
+    T { mgr, host, link }
+}
+
+impl T {
+    /// Process everything queued, like the worker would.
+    fn drain(&self) {
+        while let Some((_, m)) = self.mgr.que().dequeue_nonblock() {
+            self.mgr.process_msg(m);
+        }
+    }
+    fn restart(&self, uplink: &str, veth: &str) {
+        self.mgr.dfa_uplink_restart(&UplinkInfo {
+            uplink: uplink.into(),
+            veth_intf: veth.into(),
+        });
+    }
+    /// Bring eth2 up through auto-detection from a clean start.
+    fn bring_up_eth2(&self) {
+        self.restart("", "");
+        self.host.script(&[UplinkDetect::Up("eth2".into())]);
+        self.mgr.vdp_uplink_proc();
+        self.drain();
+        assert!(self.mgr.state_view().uplink_det_compl);
+        self.host.take();
+        self.link.take();
+    }
+}
+
+const P1: &str = "11111111-2222-3333-4444-555555555555";
+const P2: &str = "11111111-2222-3333-4444-666666666666";
+const NET: &str = "aaaaaaaa-2222-3333-4444-555555555555";
+
+fn vm(port: &str, status: PortStatus) -> VmPort {
+    VmPort {
+        port_uuid: port.into(),
+        vm_mac: "fa:16:3e:00:00:01".into(),
+        net_uuid: NET.into(),
+        segmentation_id: 30001,
+        status,
+        host: None,
+        oui: None,
+        local_vlan: None,
+        vdp_vlan: None,
+    }
+}
+
+fn save(uplink: &str, veth: &str, members: Option<&str>, reason: &str) -> String {
+    format!(
+        "save_uplink {uplink}|{veth}|{:?}|{reason}",
+        members.map(String::from)
+    )
+}
+
+#[test]
+fn nothing_before_restart_or_bridges() {
+    let t = setup(None);
+    *t.host.bridges.lock() = false;
+    t.mgr.vdp_uplink_proc();
+    assert!(t.host.calls().is_empty());
+    *t.host.bridges.lock() = true;
+    t.mgr.vdp_uplink_proc();
+    assert!(
+        t.host.calls().is_empty(),
+        "no detection before the stored uplink is known"
+    );
+    assert!(!t.mgr.is_uplink_received());
+    t.restart("", "");
+    assert!(t.mgr.is_uplink_received());
+    t.mgr.vdp_uplink_proc();
+    assert_eq!(t.host.calls(), vec!["detect_uplink None"]);
+    // none stage: uplink not discovered yet
+    assert_eq!(
+        t.link.calls(),
+        vec![save("", "", None, UPLINK_UNDISCOVERED_REASON)]
+    );
+    assert_eq!(
+        t.mgr.uplink_snapshot().fail_reason,
+        UPLINK_UNDISCOVERED_REASON
+    );
+}
+
+#[test]
+fn fresh_auto_detection_up() {
+    let t = setup(None);
+    t.restart("", "");
+    t.host.script(&[UplinkDetect::Up("eth2".into())]);
+    t.mgr.vdp_uplink_proc();
+    assert_eq!(t.link.take(), vec![save("eth2", "", None, "")]);
+    assert!(t.mgr.state_view().process_uplink_ongoing);
+    // while the uplink message is in flight the periodic task does nothing
+    t.mgr.vdp_uplink_proc();
+    assert_eq!(t.host.take(), vec!["detect_uplink None"]);
+    t.drain();
+    assert_eq!(
+        t.host.take(),
+        vec![
+            "uplink_up eth2",
+            "topo_uncfg_intf eth2",
+            "topo_cfg_intf LLDPLeth2 eth2"
+        ]
+    );
+    assert_eq!(t.link.take(), vec![save("eth2", "LLDPLeth2", None, "")]);
+    let v = t.mgr.state_view();
+    assert!(v.uplink_det_compl && !v.process_uplink_ongoing);
+    let s = t.mgr.uplink_snapshot();
+    assert_eq!(s.phy.as_deref(), Some("eth2"));
+    assert_eq!(s.veth.as_deref(), Some("LLDPLeth2"));
+    assert!(s.detected);
+    // next round: normal, detection is asked with the veth
+    t.mgr.vdp_uplink_proc();
+    assert_eq!(t.host.take(), vec!["detect_uplink Some(\"LLDPLeth2\")"]);
+}
+
+#[test]
+fn restart_with_stored_uplink_and_veth() {
+    let t = setup(None);
+    t.restart("eth2", "LLDPLeth2");
+    let v = t.mgr.state_view();
+    assert_eq!(v.phy_uplink.as_deref(), Some("eth2"));
+    assert_eq!(v.veth_intf.as_deref(), Some("LLDPLeth2"));
+    assert!(!v.uplink_det_compl);
+    // a second restart notice is ignored
+    t.restart("eth9", "LLDPLeth9");
+    assert_eq!(t.mgr.state_view().phy_uplink.as_deref(), Some("eth2"));
+    t.mgr.vdp_uplink_proc();
+    assert_eq!(t.host.take(), vec!["detect_uplink Some(\"LLDPLeth2\")"]);
+    assert!(t.mgr.state_view().process_uplink_ongoing);
+    t.drain();
+    let calls = t.host.take();
+    assert_eq!(calls[0], "uplink_up eth2");
+    assert!(!calls.iter().any(|c| c.starts_with("delete_uplink")));
+    assert_eq!(t.link.take(), vec![save("eth2", "LLDPLeth2", None, "")]);
+    assert!(t.mgr.state_view().uplink_det_compl);
+}
+
+#[test]
+fn restart_with_stored_uplink_without_veth() {
+    let t = setup(None);
+    t.restart("eth2", "");
+    assert_eq!(t.host.take(), vec!["delete_uplink_and_flows eth2"]);
+    let v = t.mgr.state_view();
+    assert!(v.restart_uplink_called);
+    assert_eq!(v.phy_uplink, None);
+    t.mgr.vdp_uplink_proc();
+    assert_eq!(t.host.take(), vec!["detect_uplink None"]);
+}
+
+#[test]
+fn static_uplink_changed_across_restart_goes_down_at_once() {
+    let t = setup(Some("eth3"));
+    t.restart("eth2", "LLDPLeth2");
+    t.mgr.vdp_uplink_proc();
+    // static mode: no detection command, immediate down (no debounce)
+    assert!(t.host.calls().is_empty());
+    let v = t.mgr.state_view();
+    assert_eq!(v.phy_uplink, None);
+    assert!(v.process_uplink_ongoing);
+    t.drain();
+    assert_eq!(
+        t.host.take(),
+        vec![
+            "delete_uplink_and_flows eth2",
+            "topo_uncfg_intf LLDPLeth2",
+            "topo_cfg_intf eth2 eth2"
+        ]
+    );
+    assert_eq!(t.link.take(), vec![save("", "", None, "")]);
+    t.mgr.vdp_uplink_proc();
+    assert_eq!(t.link.take(), vec![save("eth3", "", None, "")]);
+    t.drain();
+    assert_eq!(t.host.take()[0], "uplink_up eth3");
+    assert_eq!(t.link.take(), vec![save("eth3", "LLDPLeth3", None, "")]);
+    // then normal
+    t.mgr.vdp_uplink_proc();
+    assert!(t.mgr.que().is_empty());
+    assert!(t.mgr.state_view().uplink_det_compl);
+}
+
+#[test]
+fn static_uplink_unchanged_across_restart_is_normal() {
+    let t = setup(Some("eth2"));
+    t.restart("eth2", "LLDPLeth2");
+    t.mgr.vdp_uplink_proc();
+    t.drain();
+    assert_eq!(t.host.take()[0], "uplink_up eth2");
+    assert_eq!(t.link.take(), vec![save("eth2", "LLDPLeth2", None, "")]);
+}
+
+#[test]
+fn down_debounce_three_periods_in_auto_mode() {
+    let t = setup(None);
+    t.bring_up_eth2();
+    t.host.script(&[
+        UplinkDetect::Down,
+        UplinkDetect::Down,
+        UplinkDetect::Normal, // short blip: counter reset
+        UplinkDetect::Down,
+        UplinkDetect::Down,
+    ]);
+    for _ in 0..5 {
+        t.mgr.vdp_uplink_proc();
+        assert!(t.mgr.que().is_empty());
+    }
+    assert_eq!(t.mgr.state_view().uplink_down_cnt, 2);
+    t.host.script(&[UplinkDetect::Down]);
+    t.mgr.vdp_uplink_proc();
+    let v = t.mgr.state_view();
+    assert_eq!(v.phy_uplink, None);
+    assert_eq!(v.uplink_down_cnt, 0);
+    assert!(!v.uplink_det_compl);
+    t.host.take();
+    t.link.take();
+    t.drain();
+    assert_eq!(
+        t.host.take(),
+        vec![
+            "uplink_down eth2",
+            "topo_uncfg_intf LLDPLeth2",
+            "topo_cfg_intf eth2 eth2"
+        ]
+    );
+    assert_eq!(t.link.take(), vec![save("", "", None, "")]);
+    // afterwards: detection without veth again
+    t.mgr.vdp_uplink_proc();
+    assert_eq!(t.host.take(), vec!["detect_uplink None"]);
+}
+
+#[test]
+fn bond_transition_down_then_up() {
+    let t = setup(None);
+    t.bring_up_eth2();
+    t.host.bonds.lock().insert("eth2".into(), "bond0".into());
+    t.host
+        .members
+        .lock()
+        .insert("bond0".into(), "eth2 eth3".into());
+    t.mgr.vdp_uplink_proc(); // normal stage -> bond check
+    let saves = t.link.take();
+    assert_eq!(
+        &saves[..2],
+        &[
+            save("", "", None, PORT_TRANSITION_BOND_DOWN_REASON),
+            save(
+                "bond0",
+                "",
+                Some("eth2 eth3"),
+                PORT_TRANSITION_BOND_UP_REASON
+            )
+        ]
+    );
+    assert_eq!(t.mgr.que().len(), 2);
+    assert_eq!(t.mgr.state_view().phy_uplink.as_deref(), Some("bond0"));
+    t.host.take();
+    t.drain();
+    let calls = t.host.take();
+    assert_eq!(calls[0], "uplink_down eth2");
+    assert!(calls.contains(&"uplink_up bond0".to_string()), "{calls:?}");
+    let saves = t.link.take();
+    assert_eq!(
+        saves,
+        vec![
+            save("", "", None, ""),
+            save("bond0", "LLDPLbond0", Some("eth2 eth3"), "")
+        ]
+    );
+    assert!(t.mgr.state_view().uplink_det_compl);
+}
+
+#[test]
+fn member_found_by_detection_is_resolved_to_its_bond() {
+    let t = setup(None);
+    t.restart("", "");
+    t.host.bonds.lock().insert("eth2".into(), "bond0".into());
+    t.host.script(&[UplinkDetect::Up("eth2".into())]);
+    t.mgr.vdp_uplink_proc();
+    assert_eq!(t.link.take(), vec![save("bond0", "", None, "")]);
+    t.drain();
+    assert_eq!(t.host.take()[1], "uplink_up bond0");
+}
+
+#[test]
+fn bulk_safety_net_resends_save_uplink() {
+    let t = setup(None);
+    t.bring_up_eth2();
+    t.mgr.vdp_uplink_proc(); // count 0 -> 1
+    assert!(t.link.take().is_empty());
+    assert_eq!(t.mgr.state_view().bulk_vm_check_cnt, 1);
+    t.mgr.vdp_uplink_proc(); // resend
+    assert_eq!(t.link.take(), vec![save("eth2", "LLDPLeth2", None, "")]);
+    t.mgr.vdp_uplink_proc();
+    assert!(t.link.take().is_empty());
+    t.mgr.vdp_uplink_proc();
+    assert_eq!(t.link.take(), vec![save("eth2", "LLDPLeth2", None, "")]);
+    // a bulk list arrives: no more resends
+    t.mgr.vdp_vm_event(VmNotice::Bulk(vec![]));
+    t.drain();
+    for _ in 0..4 {
+        t.mgr.vdp_uplink_proc();
+    }
+    assert!(t.link.take().is_empty());
+}
+
+#[test]
+fn error_queue_retries_failed_uplink() {
+    let t = setup(None);
+    t.restart("", "");
+    *t.host.uplink_up_err.lock() = Some("Unable to cfg EVB".into());
+    t.host.script(&[UplinkDetect::Up("eth2".into())]);
+    t.mgr.vdp_uplink_proc();
+    t.drain();
+    assert_eq!(
+        t.link.take(),
+        vec![
+            save("eth2", "", None, ""),
+            save("eth2", "", None, "Unable to cfg EVB")
+        ]
+    );
+    assert_eq!(t.mgr.uplink_snapshot().fail_reason, "Unable to cfg EVB");
+    assert_eq!(t.mgr.err_que().len(), 1);
+    let v = t.mgr.state_view();
+    assert!(!v.uplink_det_compl && !v.process_uplink_ongoing);
+    // periodic: inconsistent (uplink without veth, not set up) -> waits
+    t.host.take();
+    t.mgr.vdp_uplink_proc();
+    assert!(t.host.take().is_empty());
+    // error-queue round moves it back; now the host succeeds
+    *t.host.uplink_up_err.lock() = None;
+    t.mgr.process_err_queue();
+    assert_eq!(t.mgr.err_que().len(), 0);
+    assert_eq!(t.mgr.que().len(), 1);
+    t.drain();
+    assert_eq!(t.host.take()[0], "uplink_up eth2");
+    assert_eq!(t.link.take(), vec![save("eth2", "LLDPLeth2", None, "")]);
+    assert!(t.mgr.state_view().uplink_det_compl);
+    assert_eq!(t.mgr.uplink_snapshot().fail_reason, "");
+}
+
+#[test]
+fn stale_uplink_retry_is_dropped() {
+    let t = setup(None);
+    t.restart("", "");
+    *t.host.uplink_up_err.lock() = Some("x".into());
+    t.host.script(&[UplinkDetect::Up("eth2".into())]);
+    t.mgr.vdp_uplink_proc();
+    t.drain();
+    assert_eq!(t.mgr.err_que().len(), 1);
+    // the uplink changes meanwhile
+    *t.host.uplink_up_err.lock() = None;
+    t.mgr.process_err_queue();
+    // simulate: the state moved to another uplink
+    t.mgr.que().dequeue_nonblock().unwrap();
+    t.mgr.process_msg(VdpQueMsg::Uplink {
+        status: vdp_agent::queue::UplinkStatus::Up,
+        phy_uplink: "eth7".into(),
+        veth_intf: None,
+        br_int: "br-int".into(),
+        br_ex: "br-ethd".into(),
+    });
+    assert!(!t.host.calls().contains(&"uplink_up eth7".to_string()));
+}
+
+#[test]
+fn vm_event_before_uplink_fails_and_is_replayed_after_bulk() {
+    let t = setup(None);
+    t.mgr.vdp_vm_event(VmNotice::Single(vm(P1, PortStatus::Up)));
+    t.mgr
+        .vdp_vm_event(VmNotice::Single(vm(P2, PortStatus::Down)));
+    t.drain();
+    assert_eq!(
+        t.link.take(),
+        vec![
+            format!(
+                "update_vm_result {P1} CREATE:FAIL None None Some({UPLINK_NOT_RECEIVED_REASON:?})"
+            ),
+            format!(
+                "update_vm_result {P2} DELETE:FAIL None None Some({UPLINK_NOT_RECEIVED_REASON:?})"
+            ),
+        ]
+    );
+    assert!(t.host.calls().is_empty());
+    assert_eq!(t.mgr.state_view().early_ports.len(), 2);
+    t.bring_up_eth2();
+    t.host.local_vlans.lock().insert(P1.into(), 5);
+    // controller's bulk after save_uplink mentions only P2 (down)
+    let mut d = vm(P2, PortStatus::Down);
+    d.local_vlan = Some(5);
+    d.vdp_vlan = Some(3003);
+    t.mgr.vdp_vm_event(VmNotice::Bulk(vec![d]));
+    t.drain();
+    assert_eq!(
+        t.host.take(),
+        vec![
+            format!("restore_port {P2} Some(5) Some(3003)"),
+            format!("port_down {P2}"),
+            format!("port_local_vlan {P1} 7"),
+            format!("port_up {P1} 5"),
+        ]
+    );
+    assert_eq!(
+        t.link.take(),
+        vec![
+            format!("update_vm_result {P2} SUCCESS Some(5) Some(3003) None"),
+            format!("update_vm_result {P1} SUCCESS Some(5) Some(3003) None"),
+        ]
+    );
+    assert!(t.mgr.state_view().early_ports.is_empty());
+}
+
+#[test]
+fn bulk_before_uplink_is_remembered_and_rearms_safety_net() {
+    let t = setup(None);
+    t.mgr
+        .vdp_vm_event(VmNotice::Bulk(vec![vm(P1, PortStatus::Up)]));
+    assert!(t.mgr.state_view().bulk_vm_rcvd_flag);
+    t.drain();
+    let v = t.mgr.state_view();
+    assert!(!v.bulk_vm_rcvd_flag);
+    assert_eq!(v.early_ports, vec![P1.to_string()]);
+}
+
+#[test]
+fn vm_up_waits_for_local_vlan_and_reports_both_vlans() {
+    let t = setup(None);
+    t.bring_up_eth2();
+    t.host.local_vlans.lock().insert(P1.into(), 12);
+    t.mgr.vdp_vm_event(VmNotice::Single(vm(P1, PortStatus::Up)));
+    t.drain();
+    assert_eq!(
+        t.host.take(),
+        vec![
+            format!("port_local_vlan {P1} 7"),
+            format!("port_up {P1} 12")
+        ]
+    );
+    assert_eq!(
+        t.link.take(),
+        vec![format!(
+            "update_vm_result {P1} SUCCESS Some(12) Some(3003) None"
+        )]
+    );
+}
+
+#[test]
+fn vm_up_without_local_vlan_is_create_fail() {
+    let t = setup(None);
+    t.bring_up_eth2();
+    t.mgr.vdp_vm_event(VmNotice::Single(vm(P1, PortStatus::Up)));
+    t.drain();
+    assert_eq!(t.host.take(), vec![format!("port_local_vlan {P1} 7")]);
+    assert_eq!(
+        t.link.take(),
+        vec![format!(
+            "update_vm_result {P1} CREATE:FAIL None None Some(\"Invalid OVS VLAN for port {P1}\")"
+        )]
+    );
+}
+
+#[test]
+fn vm_up_association_failure_is_create_fail_with_reason() {
+    let t = setup(None);
+    t.bring_up_eth2();
+    t.host.local_vlans.lock().insert(P1.into(), 12);
+    *t.host.port_up.lock() = Some(PortOutcome {
+        ok: false,
+        local_vlan: Some(12),
+        vdp_vlan: None,
+        fail_reason: Some("VDP association rejected".into()),
+        pending: false,
+    });
+    t.mgr.vdp_vm_event(VmNotice::Single(vm(P1, PortStatus::Up)));
+    t.drain();
+    assert_eq!(
+        t.link.take(),
+        vec![format!(
+            "update_vm_result {P1} CREATE:FAIL None None Some(\"VDP association rejected\")"
+        )]
+    );
+}
+
+#[test]
+fn vm_down_success_and_failure() {
+    let t = setup(None);
+    t.bring_up_eth2();
+    t.mgr
+        .vdp_vm_event(VmNotice::Single(vm(P1, PortStatus::Down)));
+    t.drain();
+    assert_eq!(t.host.take(), vec![format!("port_down {P1}")]);
+    assert_eq!(
+        t.link.take(),
+        vec![format!("update_vm_result {P1} SUCCESS None None None")]
+    );
+    *t.host.port_down.lock() = Some(PortOutcome {
+        ok: false,
+        fail_reason: Some("Local VLAN Map not available in port_down".into()),
+        ..PortOutcome::default()
+    });
+    t.mgr
+        .vdp_vm_event(VmNotice::Single(vm(P2, PortStatus::Down)));
+    t.drain();
+    assert_eq!(
+        t.link.take(),
+        vec![format!(
+            "update_vm_result {P2} DELETE:FAIL None None Some(\"Local VLAN Map not available in port_down\")"
+        )]
+    );
+}
+
+#[test]
+fn vsi_change_is_applied_and_reported() {
+    let t = setup(None);
+    t.bring_up_eth2();
+    t.mgr.enqueue_vsi_change(VsiChange {
+        port_uuid: P1.into(),
+        net_uuid: NET.into(),
+        vm_mac: "fa:16:3e:00:00:01".into(),
+        segmentation_id: 30001,
+        local_vlan: Some(5),
+        vdp_vlan: Some(3010),
+        old_vdp_vlan: Some(3003),
+        fail_reason: None,
+    });
+    t.drain();
+    assert_eq!(
+        t.host.take(),
+        vec![format!("apply_vsi_change {P1} Some(3010)")]
+    );
+    assert_eq!(
+        t.link.take(),
+        vec![format!(
+            "update_vm_result {P1} SUCCESS Some(5) Some(3010) None"
+        )]
+    );
+}
+
+#[test]
+fn uplink_messages_overtake_vm_messages() {
+    let t = setup(None);
+    t.restart("", "");
+    t.host.local_vlans.lock().insert(P1.into(), 5);
+    // VM event queued first, uplink found afterwards: the uplink (prio 1)
+    // is processed first, so the VM event succeeds.
+    t.mgr.vdp_vm_event(VmNotice::Single(vm(P1, PortStatus::Up)));
+    t.host.script(&[UplinkDetect::Up("eth2".into())]);
+    t.mgr.vdp_uplink_proc();
+    t.drain();
+    let l = t.link.take();
+    assert_eq!(
+        l.last().unwrap(),
+        &format!("update_vm_result {P1} SUCCESS Some(5) Some(3003) None")
+    );
+}
+
+#[test]
+fn panic_in_uplink_processing_resets_ongoing() {
+    let t = setup(None);
+    t.restart("", "");
+    *t.host.panic_uplink_up.lock() = true;
+    t.host.script(&[UplinkDetect::Up("eth2".into())]);
+    t.mgr.vdp_uplink_proc();
+    assert!(t.mgr.state_view().process_uplink_ongoing);
+    let (_, m) = t.mgr.que().dequeue_nonblock().unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.mgr.process_msg(m)));
+    assert!(r.is_err());
+    assert!(!t.mgr.state_view().process_uplink_ongoing);
+    // the worker loop survives a panic and stops on close
+    *t.host.panic_uplink_up.lock() = true;
+    t.mgr.que().enqueue(
+        1,
+        VdpQueMsg::Uplink {
+            status: vdp_agent::queue::UplinkStatus::Up,
+            phy_uplink: "eth2".into(),
+            veth_intf: None,
+            br_int: "br-int".into(),
+            br_ex: "br-ethd".into(),
+        },
+    );
+    let m2 = t.mgr.clone();
+    let h = std::thread::spawn(move || m2.process_queue());
+    while !t.mgr.que().is_empty() {
+        std::thread::yield_now();
+    }
+    t.mgr.close_queues();
+    h.join().unwrap();
+}
+
+#[test]
+fn static_member_of_stored_bond_is_not_a_change() {
+    let t = setup(Some("eth2"));
+    t.host.bonds.lock().insert("eth2".into(), "bond0".into());
+    t.restart("bond0", "LLDPLbond0");
+    t.mgr.vdp_uplink_proc();
+    t.drain();
+    assert_eq!(t.host.take()[0], "uplink_up bond0");
+    assert_eq!(t.link.take(), vec![save("bond0", "LLDPLbond0", None, "")]);
+}

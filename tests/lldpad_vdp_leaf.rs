@@ -1,0 +1,281 @@
+//! `LldpadDriver` against a real station lldpad and the project's leaf
+//! simulator (`vdp-lab leaf`) in two network namespaces (root): VLANs
+//! assigned by the bridge, rejects, KEEP, a switch reload (VLAN change) and a
+//! bridge-initiated deassoc, all seen through the driver's results and
+//! checked with plain `vdptool` listings.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vdp_agent::config::VdpConfig;
+use vdp_agent::exec::Runner;
+use vdp_agent::lab::netns::{self, LldpadInstance, LldpadRole, Netns};
+use vdp_agent::lldpad::vdptool::DEASSOC_NO_REASON;
+use vdp_agent::lldpad::vsi::{LldpadDriver, VsiRequest};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vdp-lab");
+
+/// The leaf process we started; killed on drop.
+struct LeafChild(Child);
+impl Drop for LeafChild {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of our own, not yet reaped child (ip netns exec
+        // execs vdp-lab, so this is the leaf).
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let done = netns::wait_for(Duration::from_secs(3), Duration::from_millis(20), || {
+            self.0.try_wait().ok().flatten()
+        });
+        if done.is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+struct DirGuard(PathBuf);
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Lab {
+    // Drop order: processes, namespaces, files.
+    _leaf: LeafChild,
+    _station: LldpadInstance,
+    sta: Netns,
+    _lf: Netns,
+    dir: DirGuard,
+    sta_if: String,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let sta = Netns::create(&netns::unique("vds", 7)).expect("netns");
+        let lf = Netns::create(&netns::unique("vdl", 7)).expect("netns");
+        let sta_if = netns::unique("vdS", 7);
+        let lf_if = netns::unique("vdL", 7);
+        netns::veth(&sta, &sta_if, &lf, &lf_if).expect("veth");
+        let dir = std::env::temp_dir().join(format!("vd-leaf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = DirGuard(dir);
+        let ctl = dir.0.join("leaf.sock");
+        let log = std::fs::File::create(dir.0.join("leaf.log")).unwrap();
+        let leaf = Command::new("ip")
+            .args(["netns", "exec", lf.name(), BIN, "leaf", "--iface", &lf_if])
+            .args(["--vlan-pool", "3001-3010", "--control"])
+            .arg(&ctl)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("vdp-lab leaf");
+        let leaf = LeafChild(leaf);
+        let station =
+            LldpadInstance::start(&sta, LldpadRole::Station, &sta_if, &dir.0).expect("lldpad");
+        let lab = Lab {
+            _leaf: leaf,
+            _station: station,
+            sta,
+            _lf: lf,
+            dir,
+            sta_if,
+        };
+        assert!(
+            netns::wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+                lab.ctl("status").contains("\"ok\":true").then_some(())
+            })
+            .is_some(),
+            "leaf did not come up"
+        );
+        // Station side as the agent enables it, through exec::Runner.
+        let r = Runner::new(lab.sta.root_helper(), Duration::from_secs(10));
+        let i = lab.sta_if.as_str();
+        r.run(&["lldptool", "-L", "-i", i, "-g", "ncb", "adminStatus=rxtx"])
+            .unwrap();
+        let _ = r.run_any(&[
+            "lldptool",
+            "-T",
+            "-i",
+            i,
+            "-g",
+            "ncb",
+            "-V",
+            "evb",
+            "enableTx=yes",
+        ]);
+        r.run(&[
+            "lldptool",
+            "-T",
+            "-i",
+            i,
+            "-g",
+            "ncb",
+            "-V",
+            "evb",
+            "-c",
+            "evbgpid=yes",
+        ])
+        .unwrap();
+        assert!(netns::wait_evb_bridge(&lab.sta, i, Duration::from_secs(10)));
+        lab
+    }
+
+    fn ctl(&self, cmd: &str) -> String {
+        let out = Command::new(BIN)
+            .args(["leaf-ctl", "--control"])
+            .arg(self.dir.0.join("leaf.sock"))
+            .args(cmd.split_whitespace())
+            .output()
+            .expect("leaf-ctl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn driver(&self) -> LldpadDriver {
+        let runner = Arc::new(Runner::new(self.sta.root_helper(), Duration::from_secs(10)));
+        LldpadDriver::new(runner, &self.sta_if, VdpConfig::default())
+    }
+
+    fn listing(&self) -> String {
+        let out = self
+            .sta
+            .exec_any(&[
+                "vdptool",
+                "-t",
+                "-i",
+                &self.sta_if,
+                "-V",
+                "assoc",
+                "-c",
+                "mode=assoc",
+            ])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn req(n: u8, gid: u32) -> VsiRequest {
+    VsiRequest {
+        port_uuid: format!("5eaf0000-0000-4000-8000-0000000000{n:02x}"),
+        vm_mac: format!("fa:16:3e:00:0f:{n:02x}"),
+        net_uuid: format!("00000000-0000-4000-8000-0000000{gid:05}"),
+        segmentation_id: gid,
+        oui: None,
+    }
+}
+
+#[test]
+fn vlans_rejects_keep_reload_and_bridge_deassoc_with_leaf_simulator() {
+    if !nix::unistd::Uid::effective().is_root()
+        || Command::new("lldpad").arg("-v").output().is_err()
+    {
+        eprintln!("skipped: needs root and lldpad");
+        return;
+    }
+    let lab = Lab::new();
+    let d = lab.driver();
+
+    // 1. The leaf assigns one VLAN per group.
+    let (r1, r2) = (req(1, 40001), req(2, 40001));
+    let a1 = d.associate(&r1);
+    let v1 = a1.vdp_vlan.expect("VLAN from the leaf");
+    assert!((3001..=3010).contains(&v1), "{a1:?}");
+    assert_eq!((a1.fail_reason, a1.pending), (None, false));
+    assert_eq!(d.associate(&r2).vdp_vlan, Some(v1));
+    let l = lab.listing();
+    assert!(
+        l.contains(&format!("filter = {v1}-fa:16:3e:00:0f:01-40001")),
+        "{l}"
+    );
+
+    // 2. Rejects carry lldpad's texts; the VSI is gone from lldpad.
+    let r3 = req(3, 40003);
+    lab.ctl("reject-next 5");
+    let a3 = d.associate(&r3);
+    assert_eq!(
+        a3.fail_reason.as_deref(),
+        Some("Error returned by Bridge: Invalid VID, GroupID or MAC address field")
+    );
+    assert_eq!(a3.vdp_vlan, None);
+    lab.ctl("reject-next 4 hard");
+    let r5 = req(5, 40005);
+    assert_eq!(
+        d.associate(&r5).fail_reason.as_deref(),
+        Some(DEASSOC_NO_REASON)
+    );
+    assert!(!lab.listing().contains(&r3.port_uuid));
+
+    // 3. KEEP on a new assoc: no event -> pending.
+    let r4 = req(4, 40004);
+    lab.ctl("reject-next 2 keep");
+    let t = Instant::now();
+    let a4 = d.associate(&r4);
+    assert!(a4.pending, "{a4:?}");
+    assert!(t.elapsed() < Duration::from_secs(8));
+
+    // Refresh: r1/r2 fine (1 list process covers them); r4 (hints 34) and
+    // the rejected r3/r5 are asked again and now get their VLANs.
+    let mut ch = d.refresh();
+    ch.sort_by(|a, b| a.port_uuid.cmp(&b.port_uuid));
+    let ids: Vec<&str> = ch.iter().map(|c| c.port_uuid.as_str()).collect();
+    assert_eq!(ids, [&r3.port_uuid, &r4.port_uuid, &r5.port_uuid], "{ch:?}");
+    for c in &ch {
+        assert!(c.vdp_vlan.is_some() && c.fail_reason.is_none(), "{c:?}");
+        assert_eq!(c.old_vdp_vlan, None);
+    }
+    let before: Vec<(String, Option<u16>)> = d
+        .vsis()
+        .into_iter()
+        .map(|(r, v)| (r.port_uuid, v.vdp_vlan))
+        .collect();
+    assert!(before.iter().all(|(_, v)| v.is_some()), "{before:?}");
+
+    // 4. Switch reload: the leaf forgets everything and moves its pool;
+    // each VSI dies at its next keep-alive; refresh finds the new VLANs.
+    lab.ctl("reload");
+    let all_gone = netns::wait_for(Duration::from_secs(20), Duration::from_millis(250), || {
+        (!lab.listing().contains("uuid = ")).then_some(())
+    });
+    assert!(all_gone.is_some(), "{}", lab.listing());
+    let ch = d.refresh();
+    assert_eq!(ch.len(), 5, "{ch:?}");
+    for c in &ch {
+        let old = before.iter().find(|(u, _)| *u == c.port_uuid).unwrap().1;
+        assert_eq!(c.old_vdp_vlan, old);
+        assert!(c.vdp_vlan.is_some() && c.vdp_vlan != old, "{c:?}");
+    }
+    let v1b = ch
+        .iter()
+        .find(|c| c.port_uuid == r1.port_uuid)
+        .unwrap()
+        .vdp_vlan;
+
+    // 5. Bridge-initiated deassoc of r1: refresh re-asserts it silently
+    // (same group, same VLAN: nothing to report).
+    lab.ctl(&format!("deassoc {}", r1.port_uuid));
+    let gone = netns::wait_for(Duration::from_secs(3), Duration::from_millis(50), || {
+        (!lab.listing().contains(&r1.port_uuid)).then_some(())
+    });
+    assert!(gone.is_some());
+    assert!(d.refresh().is_empty());
+    assert!(lab.listing().contains(&r1.port_uuid));
+    assert_eq!(d.vsis()[0].1.vdp_vlan, v1b);
+
+    // 6. Deassociate everything: lldpad and the leaf end empty.
+    for (r, _) in d.vsis() {
+        let rep = d.deassociate(&r.port_uuid);
+        assert_eq!(rep.fail_reason, None, "{rep:?}");
+    }
+    let empty = netns::wait_for(Duration::from_secs(3), Duration::from_millis(50), || {
+        (!lab.listing().contains("uuid = ")).then_some(())
+    });
+    assert!(empty.is_some(), "{}", lab.listing());
+    assert!(d.vsis().is_empty());
+    let leaf_empty = netns::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+        lab.ctl("status").contains("\"vsis\":[]").then_some(())
+    });
+    assert!(leaf_empty.is_some(), "{}", lab.ctl("status"));
+}

@@ -1,0 +1,372 @@
+//! `LldpadDriver` against real lldpad daemons (root): a station lldpad and a
+//! Debian bridge-role lldpad in two network namespaces joined by a veth.
+//! The station side is enabled with plain lldptool commands through
+//! `exec::Runner`; results are checked with plain `vdptool` queries.
+//!
+//! The Debian bridge echoes every request (VID 0 comes back as 0), so:
+//! VLAN 0 -> failure; a VSI "held with a VLAN" is made by asking the VID
+//! explicitly with plain vdptool (the bridge echoes it). Silence is made by
+//! SIGSTOP of the bridge lldpad we started.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vdp_agent::config::VdpConfig;
+use vdp_agent::exec::Runner;
+use vdp_agent::lab::netns::{self, LldpadInstance, LldpadRole, Netns};
+use vdp_agent::lldpad::vsi::{LldpadDriver, VsiRequest, REASON_VSI_LOST};
+use vdp_agent::model::Oui;
+
+fn root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+macro_rules! need_root {
+    () => {
+        if !root()
+            || std::process::Command::new("lldpad")
+                .arg("-v")
+                .output()
+                .is_err()
+        {
+            eprintln!("skipped: needs root and lldpad");
+            return;
+        }
+    };
+}
+
+/// Removes the lab's files last.
+struct DirGuard(PathBuf);
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Lab {
+    // Field order = drop order: daemons first, then namespaces, then files.
+    _bridge: LldpadInstance,
+    _station: LldpadInstance,
+    sta: Netns,
+    _br: Netns,
+    _dir: DirGuard,
+    bridge_pid: u32,
+    sta_if: String,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // A stopped bridge must be able to take its SIGTERM.
+        // SAFETY: kill(2) of the lldpad this test started.
+        unsafe {
+            libc::kill(self.bridge_pid as i32, libc::SIGCONT);
+        }
+    }
+}
+
+fn lab(n: u32) -> Lab {
+    let sta = Netns::create(&netns::unique("vds", n)).expect("netns");
+    let br = Netns::create(&netns::unique("vdb", n)).expect("netns");
+    let sta_if = netns::unique("vdS", n);
+    let br_if = netns::unique("vdB", n);
+    netns::veth(&sta, &sta_if, &br, &br_if).expect("veth");
+    let dir = std::env::temp_dir().join(format!("vd-live-{}-{n}", std::process::id()));
+    let guard = DirGuard(dir.clone());
+    let bridge =
+        LldpadInstance::start(&br, LldpadRole::Bridge, &br_if, &dir).expect("bridge lldpad");
+    let bridge_pid = bridge.pid().expect("bridge pid");
+    let station =
+        LldpadInstance::start(&sta, LldpadRole::Station, &sta_if, &dir).expect("station lldpad");
+    // Station side exactly as the agent enables it, through exec::Runner.
+    let r = Runner::new(sta.root_helper(), Duration::from_secs(10));
+    r.run(&[
+        "lldptool",
+        "-L",
+        "-i",
+        &sta_if,
+        "-g",
+        "ncb",
+        "adminStatus=rxtx",
+    ])
+    .unwrap();
+    let _ = r.run_any(&[
+        "lldptool",
+        "-T",
+        "-i",
+        &sta_if,
+        "-g",
+        "ncb",
+        "-V",
+        "evb",
+        "enableTx=yes",
+    ]);
+    r.run(&[
+        "lldptool",
+        "-T",
+        "-i",
+        &sta_if,
+        "-g",
+        "ncb",
+        "-V",
+        "evb",
+        "-c",
+        "evbgpid=yes",
+    ])
+    .unwrap();
+    assert!(
+        netns::wait_evb_bridge(&sta, &sta_if, Duration::from_secs(10)),
+        "no EVB bridge seen"
+    );
+    Lab {
+        _bridge: bridge,
+        _station: station,
+        sta,
+        _br: br,
+        _dir: guard,
+        bridge_pid,
+        sta_if,
+    }
+}
+
+impl Lab {
+    fn driver(&self) -> LldpadDriver {
+        let runner = Arc::new(Runner::new(self.sta.root_helper(), Duration::from_secs(10)));
+        LldpadDriver::new(runner, &self.sta_if, VdpConfig::default())
+    }
+    /// Plain readable listing of the station's VSIs.
+    fn listing(&self) -> String {
+        let out = self
+            .sta
+            .exec_any(&[
+                "vdptool",
+                "-t",
+                "-i",
+                &self.sta_if,
+                "-V",
+                "assoc",
+                "-c",
+                "mode=assoc",
+            ])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn plain_vdptool(&self, args: &[&str]) -> String {
+        let mut argv = vec!["vdptool"];
+        argv.extend_from_slice(args);
+        let out = self.sta.exec_any(&argv).unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn bridge_signal(&self, sig: i32) {
+        // SAFETY: kill(2) of the lldpad this test started.
+        assert_eq!(unsafe { libc::kill(self.bridge_pid as i32, sig) }, 0);
+    }
+}
+
+fn req(n: u8, gid: u32) -> VsiRequest {
+    VsiRequest {
+        port_uuid: format!("7af441dd-253b-4772-8cf1-a4cfef18ef{n:02x}"),
+        vm_mac: format!("fa:16:3e:00:00:{n:02x}"),
+        net_uuid: "11111111-2222-3333-4444-555555555555".into(),
+        segmentation_id: gid,
+        oui: None,
+    }
+}
+
+fn count(hay: &str, needle: &str) -> usize {
+    hay.matches(needle).count()
+}
+
+#[test]
+fn associate_deassociate_restore_against_debian_bridge() {
+    need_root!();
+    let lab = lab(1);
+    let d = lab.driver();
+
+    // 1. VLAN 0 from the Debian bridge is NOT success.
+    let mut r1 = req(1, 20001);
+    r1.oui = Some(Oui {
+        oui_id: "cisco".into(),
+        vm_name: Some("vm-1".into()),
+        ip_addr: Some("10.0.0.5".parse().unwrap()),
+        vm_uuid: Some("0f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),
+        ..Default::default()
+    });
+    let t = Instant::now();
+    let rep = d.associate(&r1);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(rep.vdp_vlan, None);
+    assert_eq!(
+        rep.fail_reason.as_deref(),
+        Some("Returned vlan 0 is invalid.")
+    );
+    assert!(!rep.pending);
+    assert_eq!(d.vdptool_calls(), 2, "query + assoc -W");
+    // The association is in the station's lldpad, with our OUI data.
+    let l = lab.listing();
+    assert!(l.contains(&format!("uuid = {}", r1.port_uuid)), "{l}");
+    assert!(l.contains("filter = 0-fa:16:3e:00:00:01-20001"), "{l}");
+    assert!(l.contains("VM Name = vm-1"), "{l}");
+    assert_eq!(d.vsis().len(), 1);
+
+    // Duplicate up event: same verdict, still one VSI in lldpad.
+    let again = d.associate(&r1);
+    assert_eq!(again, rep);
+    assert_eq!(count(&lab.listing(), "uuid = "), 1);
+
+    // Refresh: unusable VSI is re-asserted, nothing changed -> nothing reported.
+    assert!(d.refresh().is_empty());
+
+    // 2. A VSI lldpad already holds with a VLAN (as after an agent restart)
+    // is adopted without any request (a VID 0 re-assoc would be refused).
+    let r2 = req(2, 20002);
+    let held = lab.plain_vdptool(&[
+        "-T",
+        "-i",
+        &lab.sta_if,
+        "-W",
+        "-V",
+        "assoc",
+        "-c",
+        "mode=assoc",
+        "-c",
+        "mgrid2=0",
+        "-c",
+        "typeid=0",
+        "-c",
+        "typeidver=0",
+        "-c",
+        &format!("uuid={}", r2.port_uuid),
+        "-c",
+        "hints=none",
+        "-c",
+        "filter=3003-fa:16:3e:00:00:02-20002",
+    ]);
+    assert!(held.contains("filter = 3003-"), "{held}");
+    let before = d.vdptool_calls();
+    let rep2 = d.associate(&r2);
+    assert_eq!(rep2.vdp_vlan, Some(3003), "{rep2:?}");
+    assert_eq!(rep2.fail_reason, None);
+    assert_eq!(d.vdptool_calls() - before, 1, "query only");
+
+    // Refresh: one list query; VSI 2 fine, VSI 1 re-asserted (VLAN 0).
+    let before = d.vdptool_calls();
+    assert!(d.refresh().is_empty());
+    assert_eq!(
+        d.vdptool_calls() - before,
+        2,
+        "list + re-assoc of the VLAN-0 VSI"
+    );
+
+    // 3. Deassociate removes them from lldpad and from the table.
+    let gone = d.deassociate(&r2.port_uuid);
+    assert_eq!(gone.vdp_vlan, Some(3003));
+    assert_eq!(gone.fail_reason, None);
+    let gone1 = d.deassociate(&r1.port_uuid);
+    assert_eq!(gone1.fail_reason, None);
+    let empty = netns::wait_for(Duration::from_secs(3), Duration::from_millis(50), || {
+        (count(&lab.listing(), "uuid = ") == 0).then_some(())
+    });
+    assert!(empty.is_some(), "{}", lab.listing());
+    assert!(d.vsis().is_empty());
+    assert!(d
+        .deassociate(&r1.port_uuid)
+        .fail_reason
+        .unwrap()
+        .contains("not in cache"));
+
+    // 4. Restored after a restart with a WRONG VLAN from the controller:
+    // deassociate still removes lldpad's VSI (uses lldpad's stored filter).
+    let r3 = req(3, 20003);
+    lab.plain_vdptool(&[
+        "-T",
+        "-i",
+        &lab.sta_if,
+        "-W",
+        "-V",
+        "assoc",
+        "-c",
+        "mode=assoc",
+        "-c",
+        "mgrid2=0",
+        "-c",
+        "typeid=0",
+        "-c",
+        "typeidver=0",
+        "-c",
+        &format!("uuid={}", r3.port_uuid),
+        "-c",
+        "hints=none",
+        "-c",
+        "filter=3004-fa:16:3e:00:00:03-20003",
+    ]);
+    d.restore(&r3, Some(5));
+    assert!(d.refresh().is_empty(), "restored entries are not refreshed");
+    let rep3 = d.deassociate(&r3.port_uuid);
+    assert_eq!(rep3.fail_reason, None, "{rep3:?}");
+    let empty = netns::wait_for(Duration::from_secs(3), Duration::from_millis(50), || {
+        (count(&lab.listing(), "uuid = ") == 0).then_some(())
+    });
+    assert!(empty.is_some(), "{}", lab.listing());
+}
+
+#[test]
+fn silent_bridge_gives_pending_then_refresh_reports_loss() {
+    need_root!();
+    let lab = lab(2);
+    let d = Arc::new(lab.driver());
+    lab.bridge_signal(libc::SIGSTOP);
+
+    // Two associates at once: both pending after one 5 s wait, not two
+    // (no lock held across vdptool).
+    let (a, b) = (req(4, 30004), req(5, 30005));
+    let t = Instant::now();
+    let d2 = d.clone();
+    let b2 = b.clone();
+    let h = std::thread::Builder::new()
+        .name("assoc-b".into())
+        .spawn(move || d2.associate(&b2))
+        .unwrap();
+    let ra = d.associate(&a);
+    let rb = h.join().unwrap();
+    let took = t.elapsed();
+    assert!(ra.pending && rb.pending, "{ra:?} {rb:?}");
+    assert_eq!((ra.fail_reason.as_ref(), ra.vdp_vlan), (None, None));
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert!(d.vsis().iter().all(|(_, r)| r.pending));
+    // lldpad waits for the bridge: hints 255.
+    let l = lab.listing();
+    assert_eq!(count(&l, "hints = 255"), 2, "{l}");
+
+    // Refresh while still waiting: nothing to report.
+    assert!(d.refresh().is_empty());
+
+    // lldpad gives up after ~15.8 s (ack timer) and drops both.
+    let dropped = netns::wait_for(Duration::from_secs(20), Duration::from_millis(250), || {
+        (count(&lab.listing(), "uuid = ") == 0).then_some(())
+    });
+    assert!(dropped.is_some(), "{}", lab.listing());
+
+    // Refresh reports the loss of both; only the first re-assoc waits 5 s,
+    // the second is sent without -W.
+    let before = d.vdptool_calls();
+    let t = Instant::now();
+    let mut changes = d.refresh();
+    let took = t.elapsed();
+    changes.sort_by(|x, y| x.port_uuid.cmp(&y.port_uuid));
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    for (c, r) in changes.iter().zip([&a, &b]) {
+        assert_eq!(c.port_uuid, r.port_uuid);
+        assert_eq!(c.vdp_vlan, None);
+        assert_eq!(c.fail_reason.as_deref(), Some(REASON_VSI_LOST));
+        assert_eq!(c.local_vlan, None);
+    }
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert_eq!(
+        d.vdptool_calls() - before,
+        5,
+        "list + 2 per-VSI queries + 2 assocs"
+    );
+    // Both were asked again and wait for the bridge.
+    assert_eq!(count(&lab.listing(), "hints = 255"), 2);
+    lab.bridge_signal(libc::SIGCONT);
+}

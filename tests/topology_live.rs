@@ -1,0 +1,128 @@
+//! Topology discovery against a real bridge-role lldpad neighbour that sends
+//! Port Description, System Name/Description and a Management Address
+//! (root). Bonds come from a fake sysfs tree.
+
+mod lldptool_lab;
+
+use lldptool_lab::{veth, Lldpad, Netns, BRIDGE_FULL_CONF, EMPTY_CONF};
+use std::fs;
+use std::sync::Arc;
+use std::time::Duration;
+use vdp_agent::lldpad::lldptool as lt;
+use vdp_agent::manager::host::TopoReport;
+use vdp_agent::topology::{TopoDisc, TOPO_DISC_SEND_THRESHOLD};
+use vdp_agent::uplink::SysNet;
+
+#[test]
+fn reports_neighbour_facts_threshold_and_changes() {
+    need_root!();
+    let p = lldptool_lab::prefix('t');
+    let host = Netns::new(&format!("{p}-host"));
+    let peer = Netns::new(&format!("{p}-peer"));
+    let (intf, peer_if) = (format!("{p}h0"), format!("{p}p0"));
+    veth(&host, &intf, &peer, &peer_if, "52:54:00:7a:00:02");
+    let _bridge = Lldpad::start(&peer, BRIDGE_FULL_CONF);
+    let _station = Lldpad::start(&host, EMPTY_CONF);
+    let r = host.runner();
+
+    // Fake sysfs: the uplink is bond0 with two members.
+    let root = std::env::temp_dir().join(format!("lt-topo-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(root.join("sys/bond0/bonding")).unwrap();
+    fs::create_dir_all(root.join("proc")).unwrap();
+    fs::write(root.join("sys/bond0/bonding/slaves"), "eth1 eth2\n").unwrap();
+    fs::write(root.join("proc/bond0"), "").unwrap();
+    let sysnet = SysNet::new(&root.join("sys"), &root.join("proc"));
+
+    let topo = TopoDisc::new(Arc::clone(&r), sysnet);
+    topo.cfg_intf(&intf, "bond0");
+    topo.cfg_intf("nosuch0", "nosuch0"); // LLDP cannot be enabled: retried, never reported
+    assert_eq!(
+        lt::admin_status(&r, &intf).unwrap(),
+        "rxtx",
+        "cfg_intf enables LLDP"
+    );
+    assert!(
+        lldptool_lab::wait_until(Duration::from_secs(10), || {
+            lt::get_tlvs(&r, &intf)
+                .map(|t| t.is_evb_bridge())
+                .unwrap_or(false)
+        }),
+        "neighbour never showed up"
+    );
+
+    let hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let reports = topo.poll();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let rep = &reports[0];
+    let desc = rep.remote_system_desc.clone().unwrap_or_default();
+    assert!(desc.starts_with("Linux "), "{desc}");
+    let port = rep.remote_port.clone().unwrap_or_default();
+    assert!(port.ends_with(&format!(" as {peer_if}")), "{port}");
+    let expected = TopoReport {
+        protocol_interface: intf.clone(),
+        phy_interface: "bond0".into(),
+        remote_evb_cfgd: true,
+        remote_evb_mode: Some("bridge".into()),
+        remote_mgmt_addr: Some("IPv4:10.10.0.101".into()),
+        remote_system_desc: Some(desc.clone()),
+        remote_system_name: Some(hostname),
+        remote_port: Some(port.clone()),
+        remote_chassis_id_mac: Some("52:54:00:7a:00:02".into()),
+        remote_port_id_mac: Some("52:54:00:7a:00:02".into()),
+        bond_interface: Some("bond0".into()),
+        bond_member_ports: Some("eth1 eth2".into()),
+    };
+    assert_eq!(rep, &expected);
+
+    // Unchanged: nothing until the counter exceeds the threshold.
+    for i in 0..=TOPO_DISC_SEND_THRESHOLD {
+        assert!(topo.poll().is_empty(), "unchanged round {i} reported");
+    }
+    let again = topo.poll();
+    assert_eq!(again, vec![expected.clone()], "threshold round");
+    assert!(topo.poll().is_empty());
+
+    // sysName changed on the neighbour: reported at once.
+    let set = peer.exec(&[
+        "lldptool",
+        "-T",
+        "-i",
+        &peer_if,
+        "-g",
+        "ncb",
+        "-V",
+        "sysName",
+        "info=leaf-lt-2",
+    ]);
+    assert!(set.contains("leaf-lt-2"), "{set}");
+    assert!(lldptool_lab::wait_until(Duration::from_secs(10), || {
+        lt::get_tlvs(&r, &intf)
+            .map(|t| t.system_name.as_deref() == Some("leaf-lt-2"))
+            .unwrap_or(false)
+    }));
+    let changed = topo.poll();
+    let mut exp2 = expected.clone();
+    exp2.remote_system_name = Some("leaf-lt-2".into());
+    assert_eq!(changed, vec![exp2.clone()]);
+    assert!(topo.poll().is_empty());
+
+    // A report the caller could not deliver is sent again next round.
+    topo.mark_send_failed(&intf);
+    assert_eq!(topo.poll(), vec![exp2.clone()]);
+    assert!(topo.poll().is_empty());
+
+    // The bond goes away: reported at once, bond fields null.
+    fs::remove_file(root.join("proc/bond0")).unwrap();
+    fs::remove_dir_all(root.join("sys/bond0/bonding")).unwrap();
+    let mut exp3 = exp2.clone();
+    exp3.bond_interface = None;
+    exp3.bond_member_ports = None;
+    assert_eq!(topo.poll(), vec![exp3]);
+
+    topo.uncfg_intf(&intf);
+    topo.uncfg_intf("nosuch0");
+    assert!(topo.watched().is_empty());
+    assert!(topo.poll().is_empty());
+    let _ = fs::remove_dir_all(&root);
+}

@@ -1,0 +1,111 @@
+//! Automatic uplink detection against real lldpads (root): a "host" netns
+//! with its own lldpad and three candidate veths, each to a different peer
+//! netns: one peer runs a bridge-role lldpad, one a station-role lldpad, one
+//! nothing. Candidates are given explicitly (veths have no `device` link).
+
+mod lldptool_lab;
+
+use lldptool_lab::{veth, Lldpad, Netns, BRIDGE_CONF, EMPTY_CONF, STATION_CONF};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vdp_agent::lldpad::lldptool as lt;
+use vdp_agent::manager::host::UplinkDetect;
+use vdp_agent::shutdown::Shutdown;
+use vdp_agent::uplink::{SysNet, UplinkDetector};
+
+fn sysnet() -> SysNet {
+    SysNet::new(
+        Path::new("/nonexistent-lt/sys"),
+        Path::new("/nonexistent-lt/bonding"),
+    )
+}
+
+#[test]
+fn detects_the_bridge_neighbour_among_three_candidates() {
+    need_root!();
+    let p = lldptool_lab::prefix('d');
+    let host = Netns::new(&format!("{p}-host"));
+    let peers: Vec<Netns> = (0..3).map(|i| Netns::new(&format!("{p}-p{i}"))).collect();
+    let cands: Vec<String> = (0..3).map(|i| format!("{p}c{i}")).collect();
+    for i in 0..3 {
+        veth(
+            &host,
+            &cands[i],
+            &peers[i],
+            &format!("{p}q{i}"),
+            &format!("52:54:00:1d:00:0{i}"),
+        );
+    }
+    // c0: station-role neighbour, c1: no lldpad at all, c2: the bridge.
+    let _station_peer = Lldpad::start(&peers[0], STATION_CONF);
+    let bridge = Lldpad::start(&peers[2], BRIDGE_CONF);
+    let _host_lldpad = Lldpad::start(&host, EMPTY_CONF);
+    let r = host.runner();
+    let shutdown = Shutdown::new();
+
+    let det = UplinkDetector::new(Arc::clone(&r), sysnet(), Some(cands.clone()));
+    let t = Instant::now();
+    let got = det.detect(None, &shutdown);
+    let took = t.elapsed();
+    println!("auto-detection over 3 candidates took {took:?}");
+    assert_eq!(got, UplinkDetect::Up(cands[2].clone()));
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    // LLDP off again on the losers, left on for the winner.
+    assert_eq!(lt::admin_status(&r, &cands[0]).unwrap(), "disabled");
+    assert_eq!(lt::admin_status(&r, &cands[1]).unwrap(), "disabled");
+    assert_eq!(lt::admin_status(&r, &cands[2]).unwrap(), "rxtx");
+
+    // Uplink in use: Normal while the bridge TLV is there.
+    assert_eq!(det.detect(Some(&cands[2]), &shutdown), UplinkDetect::Normal);
+    // The station-role neighbour is not an uplink (c0 has LLDP on now).
+    lt::enable_lldp(&r, &cands[0]).unwrap();
+    assert!(lldptool_lab::wait_until(Duration::from_secs(10), || {
+        lt::get_tlvs(&r, &cands[0])
+            .map(|t| t.evb_cfgd)
+            .unwrap_or(false)
+    }));
+    assert_eq!(det.detect(Some(&cands[0]), &shutdown), UplinkDetect::Down);
+    lt::disable_lldp(&r, &cands[0]).unwrap();
+
+    // Bridge goes away (shutdown LLDPDU, TTL 0): Down.
+    drop(bridge);
+    assert!(lldptool_lab::wait_until(Duration::from_secs(5), || {
+        det.detect(Some(&cands[2]), &shutdown) == UplinkDetect::Down
+    }));
+
+    // No bridge anywhere: NotFound after the wait, LLDP off on all of them
+    // (c2 had LLDP on before this call, so it stays on).
+    let mut det2 = UplinkDetector::new(Arc::clone(&r), sysnet(), Some(cands[..2].to_vec()));
+    det2.set_wait(Duration::from_millis(1500));
+    let t = Instant::now();
+    assert_eq!(det2.detect(None, &shutdown), UplinkDetect::NotFound);
+    assert!(t.elapsed() >= Duration::from_millis(1500) && t.elapsed() < Duration::from_secs(5));
+    assert_eq!(lt::admin_status(&r, &cands[0]).unwrap(), "disabled");
+    assert_eq!(lt::admin_status(&r, &cands[1]).unwrap(), "disabled");
+
+    // Shutdown ends a long wait early.
+    det2.set_wait(Duration::from_secs(60));
+    let s2 = shutdown.clone();
+    let trig = std::thread::Builder::new()
+        .name("lt-trigger".into())
+        .spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            s2.trigger();
+        })
+        .unwrap();
+    let t = Instant::now();
+    assert_eq!(det2.detect(None, &shutdown), UplinkDetect::NotFound);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    trig.join().unwrap();
+    assert_eq!(lt::admin_status(&r, &cands[0]).unwrap(), "disabled");
+}
+
+#[test]
+fn no_candidates_is_not_found_at_once() {
+    let r = Arc::new(vdp_agent::exec::Runner::direct());
+    let det = UplinkDetector::new(r, sysnet(), Some(vec![]));
+    let t = Instant::now();
+    assert_eq!(det.detect(None, &Shutdown::new()), UplinkDetect::NotFound);
+    assert!(t.elapsed() < Duration::from_secs(1));
+}
