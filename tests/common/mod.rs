@@ -90,14 +90,22 @@ impl Lab {
         let mut lab = Lab {
             name: name.into(),
             dir: PathBuf::from(format!("/run/vdp-lab/{name}")),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             host_id: format!("{name}-compute1"),
         };
         lab.env.push(("LAB_VMS".into(), "0".into()));
-        lab.env.push(("VDP_BIN".into(), bin_dir().display().to_string()));
+        lab.env
+            .push(("VDP_BIN".into(), bin_dir().display().to_string()));
         let _ = lab.script(&["down"]);
         let out = lab.script(&["up"]);
-        assert!(out.status.success(), "lab up failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "lab up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         lab
     }
 
@@ -112,12 +120,20 @@ impl Lab {
 
     pub fn start_server(&self) {
         let out = self.script(&["server-start"]);
-        assert!(out.status.success(), "server-start: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "server-start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn start_agent(&self) {
         let out = self.script(&["agent-start"]);
-        assert!(out.status.success(), "agent-start: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "agent-start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn stop_agent(&self) -> Duration {
@@ -159,7 +175,11 @@ impl Lab {
     pub fn vm_add(&self, vm: &Vm) {
         let lv = vm.local_vlan.to_string();
         let out = self.script(&["vm-add", &vm.name, &vm.port_uuid, &vm.mac, &lv, &vm.ip]);
-        assert!(out.status.success(), "vm-add: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "vm-add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Announce the port at the controller (queues a vm_info up event).
@@ -167,16 +187,46 @@ impl Lab {
         let seg = vm.segment.to_string();
         let ip = vm.ip.split('/').next().unwrap().to_string();
         let out = self.vdp_lab(&[
-            "port", "add", "--server", &self.server_url(), "--host", &self.host_id,
-            "--port-uuid", &vm.port_uuid, "--mac", &vm.mac, "--net-uuid", &vm.net_uuid,
-            "--segment", &seg, "--vm-name", &vm.name, "--ip", &ip,
+            "port",
+            "add",
+            "--server",
+            &self.server_url(),
+            "--host",
+            &self.host_id,
+            "--port-uuid",
+            &vm.port_uuid,
+            "--mac",
+            &vm.mac,
+            "--net-uuid",
+            &vm.net_uuid,
+            "--segment",
+            &seg,
+            "--vm-name",
+            &vm.name,
+            "--ip",
+            &ip,
         ]);
-        assert!(out.status.success(), "port add: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "port add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn port_del(&self, vm: &Vm) {
-        let out = self.vdp_lab(&["port", "del", "--server", &self.server_url(), "--port-uuid", &vm.port_uuid]);
-        assert!(out.status.success(), "port del: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self.vdp_lab(&[
+            "port",
+            "del",
+            "--server",
+            &self.server_url(),
+            "--port-uuid",
+            &vm.port_uuid,
+        ]);
+        assert!(
+            out.status.success(),
+            "port del: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The controller's view of every port (`port list --json`).
@@ -187,12 +237,21 @@ impl Lab {
 
     pub fn port(&self, port_uuid: &str) -> Option<Value> {
         let ports = self.ports();
-        let list = ports.as_array().cloned().or_else(|| ports.get("ports").and_then(|p| p.as_array().cloned()))?;
-        list.into_iter().find(|p| p.get("port_uuid").and_then(Value::as_str) == Some(port_uuid))
+        let list = ports
+            .as_array()
+            .cloned()
+            .or_else(|| ports.get("ports").and_then(|p| p.as_array().cloned()))?;
+        list.into_iter()
+            .find(|p| p.get("port_uuid").and_then(Value::as_str) == Some(port_uuid))
     }
 
     /// Wait until the controller has a result for the port satisfying `pred`.
-    pub fn wait_port(&self, port_uuid: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    pub fn wait_port(
+        &self,
+        port_uuid: &str,
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         wait_for(limit, || self.port(port_uuid).filter(|p| pred(p)))
     }
 
@@ -201,7 +260,10 @@ impl Lab {
         let url = format!("{}/admin/calls?method={method}", self.server_url());
         let out = self.host(&["curl", "-sf", &url]);
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        v.as_array().cloned().or_else(|| v.get("calls").and_then(|c| c.as_array().cloned())).unwrap_or_default()
+        v.as_array()
+            .cloned()
+            .or_else(|| v.get("calls").and_then(|c| c.as_array().cloned()))
+            .unwrap_or_default()
     }
 
     pub fn flows(&self, br: &str) -> Vec<String> {
@@ -216,7 +278,13 @@ impl Lab {
     pub fn status(&self) -> Value {
         let cfg = self.dir.join("agent.yaml");
         let bin = bin_dir().join("vdp-agent");
-        let out = self.host(&[bin.to_str().unwrap(), "-c", cfg.to_str().unwrap(), "status", "--json"]);
+        let out = self.host(&[
+            bin.to_str().unwrap(),
+            "-c",
+            cfg.to_str().unwrap(),
+            "status",
+            "--json",
+        ]);
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     }
 
@@ -224,14 +292,17 @@ impl Lab {
         let mut a = vec!["leaf-ctl"];
         a.extend_from_slice(args);
         let out = self.script(&a);
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out.stdout).into_owned()))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out.stdout).into_owned()))
     }
 
     pub fn ping(&self, vm: &Vm, count: u32) -> bool {
         let ns = format!("{}-{}", self.name, vm.name);
         let c = count.to_string();
         Command::new("ip")
-            .args(["netns", "exec", &ns, "ping", "-c", &c, "-i", "0.2", "-W", "1", &vm.gw])
+            .args([
+                "netns", "exec", &ns, "ping", "-c", &c, "-i", "0.2", "-W", "1", &vm.gw,
+            ])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
