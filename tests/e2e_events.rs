@@ -132,6 +132,11 @@ fn lldpad_restart_restores_settings_and_vsis_within_five_seconds() {
         .spawn()
         .unwrap();
     std::fs::write(&pidf, child.id().to_string()).unwrap();
+    // Reap it when `scripts/lab down` kills it.
+    let mut child = child;
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
     let answering = common::wait_for(Duration::from_secs(10), || {
         lab.host(&["lldptool", "-p"])
             .status
