@@ -803,7 +803,11 @@ fn status_doc_fn(
             uplink: mgr.uplink_snapshot(),
             vsis: host.vsis(),
             queues: QueueLens { main, err },
-            threads: registry.snapshot(),
+            threads: {
+                let mut t = registry.snapshot();
+                t.extend(host.threads());
+                t
+            },
             server: link.status(),
             host: host.status_extra(),
         }

@@ -537,6 +537,15 @@ impl HostDriver for LinuxHost {
         self.topo.poll()
     }
 
+    fn threads(&self) -> Vec<(String, String)> {
+        // Whether the watcher is attached to lldpad is in the `host` section.
+        self.watch
+            .lock()
+            .as_ref()
+            .map(|w| w.thread_states())
+            .unwrap_or_default()
+    }
+
     fn status_extra(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
         let mut m = std::collections::BTreeMap::new();
         m.insert("commands_spawned".into(), self.runner.spawned().into());

@@ -696,6 +696,18 @@ impl LldpadWatch {
         })
     }
 
+    /// Name and state (`alive` / `stopped`) of the watcher's threads.
+    pub fn thread_states(&self) -> Vec<(String, String)> {
+        self.threads
+            .iter()
+            .map(|h| {
+                let name = h.thread().name().unwrap_or("lldpad-watch").to_string();
+                let state = if h.is_finished() { "stopped" } else { "alive" };
+                (name, state.to_string())
+            })
+            .collect()
+    }
+
     pub fn status(&self) -> WatchStatus {
         self.status.lock().clone()
     }

@@ -171,6 +171,12 @@ pub trait HostDriver: Send + Sync {
     /// `VdpMgr::enqueue_vsi_change`. Default: no watcher (refresh only).
     fn start_watchers(&self, _sink: VsiSink) {}
 
+    /// Threads the host runs itself (name → state), shown in `status`
+    /// next to the daemon's own.
+    fn threads(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// Extra facts for `status` (`host` section; README extension).
     fn status_extra(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
         Default::default()
