@@ -628,6 +628,5 @@ mod tests {
             "adminStatus=disabled",
             "settings lost"
         );
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
