@@ -167,8 +167,9 @@ impl Netns {
     }
 
     /// Run argv inside the namespace, any exit code; its stdout as text.
-    pub fn stdout(&self, argv: &[&str]) -> io::Result<String> {
-        let out = self.exec_any(argv)?;
+    pub fn stdout<S: AsRef<str>>(&self, argv: &[S]) -> io::Result<String> {
+        let argv: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
+        let out = self.exec_any(&argv)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
