@@ -173,6 +173,24 @@ impl Netns {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Start argv inside the namespace in the background, stdin from
+    /// /dev/null, stdout and stderr to the file `log` (created afresh).
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(&self, argv: &[S], log: &Path) -> io::Result<NsChild> {
+        let (prog, args) = argv
+            .split_first()
+            .ok_or_else(|| io::Error::other("spawn: empty argv"))?;
+        let logf = std::fs::File::create(log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .spawn()?;
+        Ok(NsChild { child })
+    }
+
     /// `ip ARGS` inside the namespace.
     pub fn ip(&self, args: &[&str]) -> io::Result<Output> {
         let mut argv = vec!["ip"];
@@ -199,6 +217,45 @@ impl Netns {
     pub fn mac(&self, ifname: &str) -> io::Result<String> {
         let out = self.exec(&["cat", &format!("/sys/class/net/{ifname}/address")])?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+/// A process started in a namespace by `Netns::spawn`: SIGTERM on drop,
+/// SIGKILL when it has not ended 3 s later.
+#[derive(Debug)]
+pub struct NsChild {
+    child: Child,
+}
+
+impl NsChild {
+    /// Its pid: the program itself (`ip netns exec` execs it).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process, e.g. to signal it and `wait()` for its exit status.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for NsChild {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) of our own, not yet reaped child.
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGTERM);
+            }
+            let child = &mut self.child;
+            let done = wait_for(Duration::from_secs(3), Duration::from_millis(20), || {
+                child.try_wait().ok().flatten()
+            });
+            if done.is_some() {
+                return;
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
