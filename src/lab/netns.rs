@@ -191,6 +191,27 @@ impl Netns {
         Ok(NsChild { child })
     }
 
+    /// Run `f` on a thread (named `thread`) that has joined this namespace,
+    /// e.g. to open raw sockets there; returns what `f` returns. A panic in
+    /// `f` goes on in the caller.
+    pub fn run_in<T: Send + 'static>(
+        &self,
+        thread: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<T> {
+        let path = Path::new("/run/netns").join(&self.name);
+        std::thread::Builder::new()
+            .name(thread.into())
+            .spawn(move || -> io::Result<T> {
+                let fd = std::fs::File::open(&path)?;
+                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(io::Error::from)?;
+                Ok(f())
+            })?
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
     /// `ip ARGS` inside the namespace.
     pub fn ip(&self, args: &[&str]) -> io::Result<Output> {
         let mut argv = vec!["ip"];
