@@ -219,40 +219,7 @@ fn inject_unsolicited_deassoc(ns: &Netns, ifname: &str, uuid: &str, mac: [u8; 6]
     frame.extend([0, 0]); // End TLV
     frame.resize(frame.len().max(60), 0);
 
-    let path = format!("/run/netns/{}", ns.name());
-    let ifname = ifname.to_string();
-    std::thread::Builder::new()
-        .name("ev-inject".into())
-        .spawn(move || {
-            let f = std::fs::File::open(&path).expect("netns file");
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            let cname = std::ffi::CString::new(ifname).expect("ifname");
-            // SAFETY: plain libc calls on a socket owned by this block; the
-            // sockaddr_ll is fully initialised before use.
-            unsafe {
-                let idx = libc::if_nametoindex(cname.as_ptr());
-                assert!(idx > 0, "no interface");
-                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-                assert!(fd >= 0, "AF_PACKET socket");
-                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-                sll.sll_family = libc::AF_PACKET as u16;
-                sll.sll_ifindex = idx as i32;
-                sll.sll_halen = 6;
-                sll.sll_addr[..6].copy_from_slice(&frame[..6]);
-                let n = libc::sendto(
-                    fd,
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    (&sll as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                );
-                libc::close(fd);
-                assert_eq!(n, frame.len() as isize, "sendto");
-            }
-        })
-        .expect("thread")
-        .join()
+    ns.send_frames(ifname, &frame, 1, Duration::ZERO)
         .expect("inject");
 }
 

@@ -106,6 +106,14 @@ impl TempDir {
         Ok(TempDir(p))
     }
 
+    /// Take charge of `path` (a short fixed path, e.g. for unix sockets):
+    /// anything stale there is removed, the dir created afresh.
+    pub fn at(path: PathBuf) -> io::Result<TempDir> {
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir(path))
+    }
+
     pub fn path(&self) -> &Path {
         &self.0
     }
@@ -210,6 +218,30 @@ impl Netns {
             })?
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    /// Send `frame` (a full Ethernet frame) `count` times out of `ifname`
+    /// in this namespace from a raw packet socket, waiting `gap` after each.
+    pub fn send_frames(
+        &self,
+        ifname: &str,
+        frame: &[u8],
+        count: usize,
+        gap: Duration,
+    ) -> io::Result<()> {
+        let (ifname, frame) = (ifname.to_string(), frame.to_vec());
+        self.run_in("netns-send", move || -> io::Result<()> {
+            let sock = crate::lab::leaf::socket::PacketSocket::open(&ifname, &[])
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            for _ in 0..count {
+                sock.send(&frame)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                if !gap.is_zero() {
+                    let _ = crossbeam_channel::after(gap).recv();
+                }
+            }
+            Ok(())
+        })?
     }
 
     /// `ip ARGS` inside the namespace.
