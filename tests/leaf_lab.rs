@@ -182,33 +182,21 @@ fn mac(n: u8) -> String {
 
 /// `vdptool -T -W` with the Python argv; returns stdout.
 fn vdp_op(lab: &Lab, mode: &str, n: u8, vlan: u16, gid: u32) -> String {
-    let (u, filter) = (uuid(n), format!("filter={vlan}-{}-{gid}", mac(n)));
-    let (m, mm) = (mode.to_string(), format!("mode={mode}"));
-    let (_, out, _) = lab.sta(
-        "vdptool",
-        &[
-            "-T",
-            "-i",
-            &lab.if_sta,
-            "-W",
-            "-V",
-            &m,
-            "-c",
-            &mm,
-            "-c",
-            "mgrid2=0",
-            "-c",
-            "typeid=0",
-            "-c",
-            "typeidver=0",
-            "-c",
-            &format!("uuid={u}"),
-            "-c",
-            "hints=none",
-            "-c",
-            &filter,
-        ],
-    );
+    let filter = format!("{vlan}-{}-{gid}", mac(n));
+    let argv = netns::vdptool_set_argv(&lab.if_sta, mode, &uuid(n), &filter, true);
+    lab.ns_sta.stdout(&argv).expect("vdptool")
+}
+
+/// The first association of VSI 1 (group `gid`), retried while lldpad is
+/// still in its start-up states; returns vdptool's last answer.
+fn first_assoc(lab: &Lab, gid: u32) -> String {
+    let mut out = String::new();
+    for _ in 0..3 {
+        out = vdp_op(lab, "assoc", 1, 0, gid);
+        if out.starts_with("Response from VDP") {
+            break;
+        }
+    }
     out
 }
 
@@ -317,13 +305,7 @@ fn leaf_serves_a_real_lldpad_station() {
     std::thread::sleep(Duration::from_millis(1200));
 
     // first association: retry while lldpad is still in its start-up states
-    let mut out = String::new();
-    for _ in 0..3 {
-        out = vdp_op(&lab, "assoc", 1, 0, 30001);
-        if out.starts_with("Response from VDP") {
-            break;
-        }
-    }
+    let out = first_assoc(&lab, 30001);
     assert_response(&out, "assoc", 1);
     let v1 = resp_vlan(&out);
     assert!((3001..=3003).contains(&v1), "{out}");
@@ -674,13 +656,7 @@ fn leaf_answers_keepalives_and_ages_out_silent_vsis() {
     })
     .unwrap_or_else(|o| panic!("no EVB TLV: {o:?}"));
     std::thread::sleep(Duration::from_millis(1200));
-    let mut out = String::new();
-    for _ in 0..3 {
-        out = vdp_op(&lab, "assoc", 1, 0, 40001);
-        if out.starts_with("Response from VDP") {
-            break;
-        }
-    }
+    let out = first_assoc(&lab, 40001);
     assert_response(&out, "assoc", 1);
     let v = resp_vlan(&out);
     assert!((3100..=3109).contains(&v), "{out}");

@@ -91,18 +91,7 @@ impl Lab {
     }
 
     fn listing(&self) -> String {
-        self.sta
-            .stdout(&[
-                "vdptool",
-                "-t",
-                "-i",
-                &self.sta_if,
-                "-V",
-                "assoc",
-                "-c",
-                "mode=assoc",
-            ])
-            .unwrap()
+        netns::vdptool_listing(&self.sta, &self.sta_if).unwrap()
     }
 }
 

@@ -80,18 +80,7 @@ impl Lab {
     }
     /// Plain readable listing of the station's VSIs.
     fn listing(&self) -> String {
-        self.sta
-            .stdout(&[
-                "vdptool",
-                "-t",
-                "-i",
-                &self.sta_if,
-                "-V",
-                "assoc",
-                "-c",
-                "mode=assoc",
-            ])
-            .unwrap()
+        netns::vdptool_listing(&self.sta, &self.sta_if).unwrap()
     }
     /// Plain `vdptool -T -W` association of `uuid` with `filter`.
     fn plain_assoc(&self, uuid: &str, filter: &str) -> String {

@@ -618,6 +618,21 @@ pub fn vdptool_set_argv(
     argv
 }
 
+/// Plain readable listing of the VSIs lldpad in `ns` holds on `ifname`
+/// (`vdptool -t -i IF -V assoc -c mode=assoc`), whatever its exit code.
+pub fn vdptool_listing(ns: &Netns, ifname: &str) -> io::Result<String> {
+    ns.stdout(&[
+        "vdptool",
+        "-t",
+        "-i",
+        ifname,
+        "-V",
+        "assoc",
+        "-c",
+        "mode=assoc",
+    ])
+}
+
 /// Wait until the station on `ifname` sees a bridge EVB TLV with a group id
 /// (`bridge:bgid`), then one more second for VDP to become usable
 /// (lab-facts: readiness stages).
