@@ -59,7 +59,7 @@ impl Lab {
             leaf: None,
             lldpad: None,
             ns_sta,
-            ns_br: ns_br,
+            ns_br,
             if_sta,
             if_br,
             dir,
