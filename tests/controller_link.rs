@@ -15,7 +15,7 @@ use vdp_agent::model::{UplinkInfo, VmResult};
 mod http_common;
 
 use http_common::{agent_config, lab_server, temp_dir, NET, P1};
-use vdp_agent::lab::netns::TempDir;
+use vdp_agent::lab::netns::{wait_until, TempDir};
 
 const P2: &str = "22222222-2222-3333-4444-555555555555";
 
@@ -263,11 +263,10 @@ fn failed_results_are_kept_persisted_and_delivered_newest_first() {
     assert_eq!(before, after);
 
     fault(&s, json!({"down": false}));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.retry_pending() > 0 {
-        assert!(Instant::now() < deadline, "kept results not delivered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        wait_until(Duration::from_secs(10), || c.retry_pending() == 0),
+        "kept results not delivered"
+    );
     let ok: Vec<Value> = calls(&s, "update_vm_result")
         .into_iter()
         .filter(|c| c["status"] == 200)
