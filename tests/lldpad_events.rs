@@ -7,9 +7,9 @@
 use crossbeam_channel::{unbounded, Receiver};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use vdp_agent::exec::Runner;
 use vdp_agent::lab::netns::{
-    enable_station, unique, veth, wait_evb_bridge, LldpadInstance, LldpadRole, Netns,
+    enable_station, lldpad_lab_ok, unique, vdptool_set_argv, veth, wait_evb_bridge, LldpadInstance,
+    LldpadRole, Netns, TempDir,
 };
 use vdp_agent::lldpad::events::{
     parse_event, EventClient, LldpadNotice, LldpadWatch, VdpEvent, VdpEventKind,
@@ -137,26 +137,6 @@ fn fixture_replies_are_not_events_and_truncations_do_not_parse() {
 
 // ---------------------------------------------------------------- live ----
 
-fn live_ok() -> bool {
-    let ok = nix::unistd::Uid::effective().is_root()
-        && std::process::Command::new("lldpad")
-            .arg("-v")
-            .output()
-            .is_ok();
-    if !ok {
-        eprintln!("skipped: needs root and lldpad");
-    }
-    ok
-}
-
-/// Removes the test's temp dir on drop.
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Short EVB timers (2^13 * 10 us = 82 ms keep-alive, ~0.15 s ack wait) so
 /// keep-alive loss shows quickly. lldpad uses max(local, received), so they
 /// must be set on both sides before the station's first EVB exchange.
@@ -170,30 +150,9 @@ fn short_timers(ns: &Netns, ifname: &str) {
 }
 
 fn vdptool(ns: &Netns, mode: &str, uuid: &str, filter: &str) -> Result<String, String> {
-    let runner = Runner::new(ns.root_helper(), Duration::from_secs(10));
-    let argv = [
-        "vdptool",
-        "-T",
-        "-i",
-        "evs",
-        "-V",
-        mode,
-        "-c",
-        &format!("mode={mode}"),
-        "-c",
-        "mgrid2=0",
-        "-c",
-        "typeid=0",
-        "-c",
-        "typeidver=0",
-        "-c",
-        &format!("uuid={uuid}"),
-        "-c",
-        "hints=none",
-        "-c",
-        &format!("filter={filter}"),
-    ];
-    runner
+    let argv = vdptool_set_argv("evs", mode, uuid, filter, false);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    ns.runner(Duration::from_secs(10))
         .run(&argv)
         .map(|o| o.stdout)
         .map_err(|e| e.to_string())
@@ -260,40 +219,7 @@ fn inject_unsolicited_deassoc(ns: &Netns, ifname: &str, uuid: &str, mac: [u8; 6]
     frame.extend([0, 0]); // End TLV
     frame.resize(frame.len().max(60), 0);
 
-    let path = format!("/run/netns/{}", ns.name());
-    let ifname = ifname.to_string();
-    std::thread::Builder::new()
-        .name("ev-inject".into())
-        .spawn(move || {
-            let f = std::fs::File::open(&path).expect("netns file");
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            let cname = std::ffi::CString::new(ifname).expect("ifname");
-            // SAFETY: plain libc calls on a socket owned by this block; the
-            // sockaddr_ll is fully initialised before use.
-            unsafe {
-                let idx = libc::if_nametoindex(cname.as_ptr());
-                assert!(idx > 0, "no interface");
-                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-                assert!(fd >= 0, "AF_PACKET socket");
-                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-                sll.sll_family = libc::AF_PACKET as u16;
-                sll.sll_ifindex = idx as i32;
-                sll.sll_halen = 6;
-                sll.sll_addr[..6].copy_from_slice(&frame[..6]);
-                let n = libc::sendto(
-                    fd,
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    (&sll as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                );
-                libc::close(fd);
-                assert_eq!(n, frame.len() as isize, "sendto");
-            }
-        })
-        .expect("thread")
-        .join()
+    ns.send_frames(ifname, &frame, 1, Duration::ZERO)
         .expect("inject");
 }
 
@@ -306,17 +232,18 @@ fn kill9(pid: u32) {
 
 #[test]
 fn live_events_keepalive_ackto_and_restart() {
-    if !live_ok() {
+    if !lldpad_lab_ok() {
         return;
     }
-    let dir = TempDir(std::env::temp_dir().join(format!("vdp-ev-{}", std::process::id())));
+    let dir = TempDir::new("vdp-ev").expect("temp dir");
     let sta = Netns::create(&unique("evs", 1)).expect("netns");
     let br = Netns::create(&unique("evb", 1)).expect("netns");
     veth(&sta, "evs", &br, "evb").expect("veth");
 
-    let mut bridge = LldpadInstance::start(&br, LldpadRole::Bridge, "evb", &dir.0).expect("bridge");
+    let mut bridge =
+        LldpadInstance::start(&br, LldpadRole::Bridge, "evb", dir.path()).expect("bridge");
     short_timers(&br, "evb");
-    let mut station = station_up(&sta, &dir.0);
+    let mut station = station_up(&sta, dir.path());
     let station_pid = station.pid().expect("station pid");
 
     // 1. A client attached in the station netns; ping returns lldpad's pid.
@@ -382,7 +309,8 @@ fn live_events_keepalive_ackto_and_restart() {
     eprintln!("unsolicited deassoc event after {took:?}: {}", e.raw);
     assert_eq!((e.kind, e.uuid.as_str()), (VdpEventKind::Deassociated, u4));
     assert_eq!((e.hints, e.error.clone()), (Some(0), None));
-    let query = Runner::new(sta.root_helper(), Duration::from_secs(10))
+    let query = sta
+        .runner(Duration::from_secs(10))
         .run(&["vdptool", "-t", "-i", "evs", "-V", "assoc"])
         .expect("query");
     assert!(
@@ -440,9 +368,11 @@ fn live_events_keepalive_ackto_and_restart() {
     assert!(!watch.status().attached);
     assert!(client.ping().is_err(), "ping must fail with lldpad gone");
 
-    let mut bridge = LldpadInstance::start(&br, LldpadRole::Bridge, "evb", &dir.0).expect("bridge");
+    let mut bridge =
+        LldpadInstance::start(&br, LldpadRole::Bridge, "evb", dir.path()).expect("bridge");
     short_timers(&br, "evb");
-    let station = LldpadInstance::start(&sta, LldpadRole::Station, "evs", &dir.0).expect("station");
+    let station =
+        LldpadInstance::start(&sta, LldpadRole::Station, "evs", dir.path()).expect("station");
     let t_up = Instant::now();
     let new_pid = station.pid().expect("new pid");
     assert_ne!(new_pid, station_pid);
@@ -511,10 +441,10 @@ fn live_events_keepalive_ackto_and_restart() {
 
 #[test]
 fn live_lldpad_absent_then_started() {
-    if !live_ok() {
+    if !lldpad_lab_ok() {
         return;
     }
-    let dir = TempDir(std::env::temp_dir().join(format!("vdp-ev2-{}", std::process::id())));
+    let dir = TempDir::new("vdp-ev2").expect("temp dir");
     let ns = Netns::create(&unique("evn", 2)).expect("netns");
 
     // No lldpad: connect fails with a clear reason.
@@ -547,7 +477,7 @@ fn live_lldpad_absent_then_started() {
     // Lost is reported once per outage.
     assert!(next_notice(&nrx, Duration::from_millis(1500), |_| true).is_none());
 
-    let inst = LldpadInstance::start(&ns, LldpadRole::Station, "lo", &dir.0).expect("lldpad");
+    let inst = LldpadInstance::start(&ns, LldpadRole::Station, "lo", dir.path()).expect("lldpad");
     let t_up = Instant::now();
     let (t, n) = next_notice(&nrx, Duration::from_secs(5), |_| true).expect("attached");
     assert_eq!(n, LldpadNotice::Attached);
@@ -574,12 +504,12 @@ fn live_non_root_is_refused() {
         }
         return;
     }
-    if !live_ok() {
+    if !lldpad_lab_ok() {
         return;
     }
-    let dir = TempDir(std::env::temp_dir().join(format!("vdp-ev3-{}", std::process::id())));
+    let dir = TempDir::new("vdp-ev3").expect("temp dir");
     let ns = Netns::create(&unique("evr", 3)).expect("netns");
-    let _inst = LldpadInstance::start(&ns, LldpadRole::Station, "lo", &dir.0).expect("lldpad");
+    let _inst = LldpadInstance::start(&ns, LldpadRole::Station, "lo", dir.path()).expect("lldpad");
     let exe = std::env::current_exe().expect("exe");
     let out = ns
         .exec_any(&[
@@ -611,15 +541,16 @@ fn live_non_root_is_refused() {
 /// ~140 unread events). 200 events against a callback taking 25 ms each.
 #[test]
 fn live_slow_callback_does_not_stall_lldpad() {
-    if !live_ok() {
+    if !lldpad_lab_ok() {
         return;
     }
-    let dir = TempDir(std::env::temp_dir().join(format!("vdp-ev4-{}", std::process::id())));
+    let dir = TempDir::new("vdp-ev4").expect("temp dir");
     let sta = Netns::create(&unique("evs", 4)).expect("netns");
     let br = Netns::create(&unique("evb", 4)).expect("netns");
     veth(&sta, "evs", &br, "evb").expect("veth");
-    let _bridge = LldpadInstance::start(&br, LldpadRole::Bridge, "evb", &dir.0).expect("bridge");
-    let station = station_up(&sta, &dir.0);
+    let _bridge =
+        LldpadInstance::start(&br, LldpadRole::Bridge, "evb", dir.path()).expect("bridge");
+    let station = station_up(&sta, dir.path());
 
     let (ntx, nrx) = unbounded();
     let shutdown = Shutdown::new();
@@ -632,35 +563,12 @@ fn live_slow_callback_does_not_stall_lldpad() {
         == LldpadNotice::Attached)
     .is_some());
 
-    let runner = Runner::new(sta.root_helper(), Duration::from_secs(10));
     let mut sent = 0;
     for mode in ["assoc", "deassoc"] {
         for i in 0..100 {
             let uuid = format!("6e0c7a52-0005-4000-8000-{i:012x}");
             let filter = format!("0-fa:16:3e:00:05:{i:02x}-20005");
-            let argv = [
-                "vdptool",
-                "-T",
-                "-i",
-                "evs",
-                "-V",
-                mode,
-                "-c",
-                &format!("mode={mode}"),
-                "-c",
-                "mgrid2=0",
-                "-c",
-                "typeid=0",
-                "-c",
-                "typeidver=0",
-                "-c",
-                &format!("uuid={uuid}"),
-                "-c",
-                "hints=none",
-                "-c",
-                &format!("filter={filter}"),
-            ];
-            if runner.run(&argv).is_ok() {
+            if vdptool(&sta, mode, &uuid, &filter).is_ok() {
                 sent += 1;
             }
         }
