@@ -561,21 +561,42 @@ impl Lab {
         self.leaf_ctl(&["stats"])["stats"].clone()
     }
 
-    /// The station lldpad's VSI listing (`vdptool -t ... -V assoc`); empty
-    /// when lldpad does not answer.
+    /// The station lldpad's VSI listing (`vdptool -t -i LLDPLeth2 -V assoc
+    /// -c mode=assoc`); empty when lldpad does not answer.
     pub fn station_vsis(&self) -> String {
         let out = self.host(&[
             "vdptool",
             "-t",
             "-i",
             "LLDPLeth2",
-            "-R",
             "-V",
             "assoc",
             "-c",
             "mode=assoc",
         ]);
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The VLAN the station lldpad holds for the VM's VSI, when it holds
+    /// an answered association (`hints = 0`, `filter = VLAN-MAC-GID`, VLAN
+    /// not 0); None when absent or still waiting for the bridge.
+    pub fn station_vlan(&self, vm: &Vm) -> Option<u16> {
+        let list = self.station_vsis();
+        let block = list
+            .split("VSI ")
+            .find(|b| b.contains(&format!("uuid = {}", vm.port_uuid)))?;
+        let field = |k: &str| {
+            block
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(k).map(|v| v.trim().to_string()))
+        };
+        if field("hints = ")? != "0" {
+            return None;
+        }
+        let filter = field("filter = ")?;
+        let vlan: u16 = filter.split('-').next()?.parse().ok()?;
+        let tail = format!("-{}-{}", vm.mac, vm.segment);
+        (vlan != 0 && filter.ends_with(&tail)).then_some(vlan)
     }
 
     // ---- VMs ----
@@ -657,6 +678,30 @@ impl Drop for Lab {
     fn drop(&mut self) {
         if std::env::var_os("KEEP_LAB").is_none() {
             let _ = self.script(&["down"]);
+        }
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop unless taken.
+pub struct ChildGuard(pub Option<std::process::Child>);
+
+impl ChildGuard {
+    /// SIGINT the child and collect its output.
+    pub fn interrupt(mut self) -> Output {
+        let child = self.0.take().expect("child");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        child.wait_with_output().expect("child output")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
