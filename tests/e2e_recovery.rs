@@ -321,7 +321,16 @@ fn e2e_agent_restart_live_vms() {
     ));
 
     let stop = AtomicBool::new(false);
+    // Stops the sampler also when an assertion below panics (else the
+    // scope would wait for it forever).
+    struct StopOnDrop<'a>(&'a AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
     let (bad, samples) = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         let sampler = s.spawn(|| {
             let (mut bad, mut n) = (Vec::new(), 0);
             while !stop.load(Ordering::SeqCst) {
@@ -370,6 +379,9 @@ fn e2e_agent_restart_live_vms() {
     );
     let num = |what: &str| -> u32 {
         summary
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_default()
             .split(',')
             .find_map(|p| {
                 p.trim()

@@ -706,8 +706,16 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The process exists and has not exited (a zombie waiting for init to
+/// reap it counts as gone).
 pub fn pid_alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    !status
+        .lines()
+        .any(|l| l.starts_with("State:") && l.contains('Z'))
 }
 
 pub fn exists(p: &Path) -> bool {
