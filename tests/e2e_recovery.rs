@@ -6,7 +6,6 @@
 mod common;
 use common::*;
 use serde_json::json;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -161,6 +160,12 @@ fn e2e_leaf_reload_new_vlans() {
     }
     let took = t0.elapsed();
     eprintln!("leaf reload: VLANs {old:?} -> {new:?}, flows and controller followed in {took:?}");
+    // lldpad learns of the reload at its next keep-alive (refused, RKA 20
+    // = 10.5 s), the agent at its next refresh (5 s) after that.
+    assert!(
+        took < Duration::from_secs(25),
+        "leaf reload recovery took {took:?}"
+    );
     for vm in [&vm1, &vm2] {
         assert!(
             lab.wait_ping(vm, Duration::from_secs(5)),
@@ -193,6 +198,7 @@ fn e2e_lldpad_restart() {
     assert_eq!(lab.station_vlan(&vm1), Some(v[0]));
     assert_eq!(lab.station_vlan(&vm2), Some(v[1]));
     let stats0 = lab.leaf_stats();
+    let pinger = lab.pinger(&vm1);
     let t0 = Instant::now();
     lab.lldpad_restart();
     let restarted = t0.elapsed();
@@ -242,6 +248,8 @@ fn e2e_lldpad_restart() {
         let e = lab.agent_vsi(&vm.port_uuid).unwrap_or_default();
         assert_eq!(e["result"], "SUCCESS", "{e}");
     }
+    let (tx, rx, _) = pinger.finish();
+    eprintln!("lldpad restart: vm1 ping {rx}/{tx} answered over the restart and recovery");
 }
 
 /// ovs-vswitchd restarts and loses every flow: the flow check restores the
@@ -308,18 +316,7 @@ fn e2e_agent_restart_live_vms() {
     let since = lab.last_call_id();
 
     // A continuous ping from vm1 over the whole stop/restart.
-    let ns = format!("{}-{}", lab.name, vm1.name);
-    let pinger = ChildGuard(Some(
-        Command::new("ip")
-            .args([
-                "netns", "exec", &ns, "ping", "-n", "-q", "-i", "0.2", "-W", "1", &vm1.gw,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ping"),
-    ));
-
+    let pinger = lab.pinger(&vm1);
     let stop = AtomicBool::new(false);
     // Stops the sampler also when an assertion below panics (else the
     // scope would wait for it forever).
@@ -370,27 +367,12 @@ fn e2e_agent_restart_live_vms() {
         stop.store(true, Ordering::SeqCst);
         sampler.join().expect("sampler")
     });
-    let out = pinger.interrupt();
-    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (tx, rx, summary) = pinger.finish();
     assert!(
         bad.is_empty(),
         "flows changed during stop/restart ({} of {samples} samples): {bad:?}",
         bad.len()
     );
-    let num = |what: &str| -> u32 {
-        summary
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .unwrap_or_default()
-            .split(',')
-            .find_map(|p| {
-                p.trim()
-                    .strip_suffix(what)
-                    .and_then(|n| n.trim().parse().ok())
-            })
-            .unwrap_or(0)
-    };
-    let (tx, rx) = (num(" packets transmitted"), num(" received"));
     eprintln!(
         "continuous ping during stop/restart: {tx} sent, {rx} received; {samples} flow samples"
     );

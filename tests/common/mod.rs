@@ -621,6 +621,20 @@ impl Lab {
             .unwrap_or(0)
     }
 
+    /// Start pinging the VM's gateway every 0.2 s until `Pinger::finish`.
+    pub fn pinger(&self, vm: &Vm) -> Pinger {
+        let ns = format!("{}-{}", self.name, vm.name);
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "ping", "-n", "-q", "-i", "0.2", "-W", "1", &vm.gw,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ping");
+        Pinger(ChildGuard(Some(child)))
+    }
+
     /// At least one reply out of `count`.
     pub fn ping(&self, vm: &Vm, count: u32) -> bool {
         self.ping_count(vm, count) > 0
@@ -679,6 +693,32 @@ impl Drop for Lab {
         if std::env::var_os("KEEP_LAB").is_none() {
             let _ = self.script(&["down"]);
         }
+    }
+}
+
+/// A running `ping` (see `Lab::pinger`).
+pub struct Pinger(ChildGuard);
+
+impl Pinger {
+    /// Stop it; (transmitted, received) and ping's summary.
+    pub fn finish(self) -> (u32, u32, String) {
+        let out = self.0.interrupt();
+        let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = summary
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_default()
+            .to_string();
+        let num = |what: &str| -> u32 {
+            line.split(',')
+                .find_map(|p| {
+                    p.trim()
+                        .strip_suffix(what)
+                        .and_then(|n| n.trim().parse().ok())
+                })
+                .unwrap_or(0)
+        };
+        (num(" packets transmitted"), num(" received"), summary)
     }
 }
 
