@@ -112,8 +112,10 @@ fn e2e_demo_path() {
         .unwrap_or_else(|| panic!("no result for vm1 down\n{}", lab.diag()));
     assert_eq!(p["status"], "down");
     let c = lab.results_for(&vm1.port_uuid, since);
-    assert_eq!(c.len(), 1, "{c:?}");
-    assert_eq!(c[0]["args"]["result"], "SUCCESS");
+    // (Delivery is at-least-once: a repeated answer is allowed, a
+    // different one is not.)
+    assert!(!c.is_empty(), "{c:?}");
+    assert!(c.iter().all(|c| c["args"]["result"] == "SUCCESS"), "{c:?}");
     let want = lab.expected_flows(&[(12, v2)]);
     assert!(
         wait_until(Duration::from_secs(10), || lab.translation_flows().as_ref()

@@ -120,7 +120,11 @@ fn e2e_hostile_events() {
             (!c.is_empty()).then_some(c)
         })
         .unwrap_or_else(|| panic!("no result for {port} ({field})\n{}", lab.diag()));
-        assert_eq!(calls.len(), 1, "{port}: {calls:?}");
+        // At-least-once delivery may repeat an answer; each must agree.
+        assert!(
+            calls.iter().all(|c| c["args"] == calls[0]["args"]),
+            "{port}: {calls:?}"
+        );
         let a = &calls[0]["args"];
         assert_eq!(a["result"], *want, "{port} ({field}): {a}");
         let reason = a["fail_reason"].as_str().unwrap_or_default();
