@@ -639,6 +639,10 @@ impl Daemon {
         tasks.extend(mgr.start());
         tasks.push(heartbeat_task(&cfg, mgr.clone(), link.clone()));
         tasks.push(event_poller_task(mgr.clone(), link.clone()));
+        {
+            let m = mgr.clone();
+            host.start_watchers(Arc::new(move |c| m.enqueue_vsi_change(c)));
+        }
         tasks.push(lldpad_client_task(
             mgr.clone(),
             host.clone(),
@@ -799,7 +803,11 @@ fn status_doc_fn(
             uplink: mgr.uplink_snapshot(),
             vsis: host.vsis(),
             queues: QueueLens { main, err },
-            threads: registry.snapshot(),
+            threads: {
+                let mut t = registry.snapshot();
+                t.extend(host.threads());
+                t
+            },
             server: link.status(),
             host: host.status_extra(),
         }

@@ -50,7 +50,7 @@ use crate::manager::host::VsiChange;
 use crate::model::Oui;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -170,6 +170,10 @@ pub struct LldpadDriver {
     table: Mutex<Table>,
     idle: Condvar,
     calls: AtomicU64,
+    /// An lldpad event client is attached: refresh rounds send
+    /// re-associations without `-W` (lldpad's verdict arrives as an event,
+    /// a refusal returns at once instead of after vdptool's 5 s wait).
+    events_attached: AtomicBool,
 }
 
 impl LldpadDriver {
@@ -182,7 +186,14 @@ impl LldpadDriver {
             table: Mutex::new(Table::default()),
             idle: Condvar::new(),
             calls: AtomicU64::new(0),
+            events_attached: AtomicBool::new(false),
         }
+    }
+
+    /// Tell the driver whether an lldpad event client is attached (see the
+    /// `events_attached` field).
+    pub fn set_events_attached(&self, on: bool) {
+        self.events_attached.store(on, Ordering::Relaxed);
     }
 
     pub fn port(&self) -> &str {
@@ -397,6 +408,7 @@ impl LldpadDriver {
             Err(e) => log::warn!("refresh: list query on {} failed: {e}", self.port),
         }
         let mut bridge_silent = false;
+        let nowait = self.events_attached.load(Ordering::Relaxed);
         let mut results: Vec<(String, u64, VdpReply)> = Vec::new();
         for (req, version) in work {
             let state = match listed.get(&req.port_uuid.to_ascii_lowercase()) {
@@ -420,10 +432,14 @@ impl LldpadDriver {
                     if !self.mark_busy(&req.port_uuid, version, generation) {
                         continue;
                     }
-                    let r = self.request_for_state(&req, other, !bridge_silent);
-                    bridge_silent |= r.pending;
+                    let r = self.request_for_state(&req, other, !bridge_silent && !nowait);
+                    bridge_silent |= r.pending && !nowait;
                     self.unmark_busy(&req.port_uuid);
-                    if r.pending {
+                    if r.pending && nowait && r.fail_reason.is_none() {
+                        // Sent; the verdict comes as an lldpad event (or a
+                        // later round's query). Keep the known state.
+                        VdpReply::pending()
+                    } else if r.pending {
                         // Still no verdict: say why the VLAN is gone.
                         VdpReply {
                             fail_reason: Some(unusable.unwrap_or_else(|| REASON_VSI_LOST.into())),
