@@ -8,6 +8,7 @@
 //! - `vsi`: `LldpadDriver`, the VSI table of one lldpad-side interface with
 //!   its periodic refresh.
 
+pub mod clif;
 pub mod events;
 pub mod lldptool;
 pub mod vdptool;
