@@ -501,14 +501,35 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_encode() {
-        assert_eq!(command_for_query_argv(&s(&["vdptool", "-T", "-i", "x", "-V", "assoc"])), None);
-        assert_eq!(command_for_query_argv(&s(&["vdptool", "-t", "-i", "x", "-W", "-V", "assoc"])), None);
-        assert_eq!(command_for_query_argv(&s(&["vdptool", "-t", "-V", "assoc"])), None);
-        assert_eq!(command_for_query_argv(&s(&["vdptool", "-t", "-i", "x", "-V", "evb"])), None);
-        assert_eq!(command_for_query_argv(&s(&["vdptool", "-t", "-i", "x", "-V", "assoc", "-c", "mode"])), None);
-        assert_eq!(command_for_query_argv(&s(&["lldptool", "-t", "-i", "x", "-V", "assoc"])), None);
         assert_eq!(
-            command_for_query_argv(&s(&["vdptool", "-t", "-i", "x", "-R", "-V", "assoc"])).as_deref(),
+            command_for_query_argv(&s(&["vdptool", "-T", "-i", "x", "-V", "assoc"])),
+            None
+        );
+        assert_eq!(
+            command_for_query_argv(&s(&["vdptool", "-t", "-i", "x", "-W", "-V", "assoc"])),
+            None
+        );
+        assert_eq!(
+            command_for_query_argv(&s(&["vdptool", "-t", "-V", "assoc"])),
+            None
+        );
+        assert_eq!(
+            command_for_query_argv(&s(&["vdptool", "-t", "-i", "x", "-V", "evb"])),
+            None
+        );
+        assert_eq!(
+            command_for_query_argv(&s(&[
+                "vdptool", "-t", "-i", "x", "-V", "assoc", "-c", "mode"
+            ])),
+            None
+        );
+        assert_eq!(
+            command_for_query_argv(&s(&["lldptool", "-t", "-i", "x", "-V", "assoc"])),
+            None
+        );
+        assert_eq!(
+            command_for_query_argv(&s(&["vdptool", "-t", "-i", "x", "-R", "-V", "assoc"]))
+                .as_deref(),
             Some("M000080c4C3010000000101x0200000003")
         );
     }
