@@ -2,11 +2,12 @@
 //! ("clif") that attaches to the VDP22 module, decodes the VSI events lldpad
 //! broadcasts to every attached client, and notices lldpad restarts.
 //!
-//! Owns: the clif datagram socket (`@/com/intel/lldpad/<pid>-ev<n>`, connected
-//! to lldpad's `@/com/intel/lldpad`), the event record parser, and the
+//! Owns: the event client's clif socket (a `clif::ClifSocket` bound to
+//! `@/com/intel/lldpad/<pid>-ev<n>`, connected to lldpad's
+//! `@/com/intel/lldpad`), the event record parser, and the
 //! `LldpadWatch` thread pair (`lldpad-events` reads the socket and probes
 //! liveness; `lldpad-notify` runs the user callback).
-//! Calls: libc/nix socket calls and `setns` only (no external commands),
+//! Calls: `super::clif` (socket transport; no external commands),
 //! `crate::shutdown::Shutdown` for waiting. Never calls lldptool/vdptool.
 //!
 //! Wire facts (lldpad `ctrl_iface.c`, `clif.c`, `qbg/vdp22_cmds.c`,
