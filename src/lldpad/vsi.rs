@@ -985,6 +985,22 @@ mod tests {
     }
 
     #[test]
+    fn unusable_query_socket_falls_back_to_vdptool() {
+        let (d, _dir) = fake(&format!(
+            "case \"$*\" in\n*\"-t -i\"*) echo M00; echo '{}';;\n*) echo unexpected; exit 3;;\nesac",
+            r_line("0", "3003-fa:16:3e:00:00:01-20000")
+        ));
+        // No such namespace: the socket cannot even be created.
+        d.set_query_socket(Some(ClifQuery::in_netns(&format!(
+            "cq-none-{}",
+            std::process::id()
+        ))));
+        assert_eq!(d.associate(&req()), VdpReply::associated(3003));
+        assert!(d.refresh().is_empty());
+        assert_eq!((d.vdptool_calls(), d.socket_queries()), (2, 0));
+    }
+
+    #[test]
     fn callback_threshold_rereports() {
         let (d, _dir) = fake(&format!(
             "echo M00; echo '{}'",
