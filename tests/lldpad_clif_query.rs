@@ -240,6 +240,12 @@ fn refresh_over_the_socket_spawns_no_vdptool() {
         assert!(out.contains(&format!("filter = {}-", 100 + i)), "{out}");
     }
     eprintln!("{n} plain assoc -W: {:?}", t.elapsed());
+    // The list answer lldpad cuts at its buffer size: identical too.
+    let list = vdptool::list_argv(&lab.sta_if).unwrap();
+    let via_socket = ClifQuery::in_netns(lab.sta.name())
+        .request(&clif::command_for_query_argv(&list).unwrap())
+        .unwrap();
+    assert_eq!(via_socket, lab.vdptool_r_line(&list));
     let d = lab.driver();
     d.set_query_socket(Some(ClifQuery::in_netns(lab.sta.name())));
     // Adopted: lldpad holds them with a VLAN; only socket queries.
