@@ -345,6 +345,7 @@ impl HostDriver for LinuxHost {
         let keep = cur.as_ref().is_some_and(|d| d.port() == veth);
         if !keep {
             let d = LldpadDriver::new(self.runner.clone(), &veth, self.vdp_cfg.clone());
+            d.set_query_via_socket(true);
             d.set_events_attached(
                 self.shared
                     .events_attached

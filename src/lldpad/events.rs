@@ -2,11 +2,12 @@
 //! ("clif") that attaches to the VDP22 module, decodes the VSI events lldpad
 //! broadcasts to every attached client, and notices lldpad restarts.
 //!
-//! Owns: the clif datagram socket (`@/com/intel/lldpad/<pid>-ev<n>`, connected
-//! to lldpad's `@/com/intel/lldpad`), the event record parser, and the
+//! Owns: the event client's clif socket (a `clif::ClifSocket` bound to
+//! `@/com/intel/lldpad/<pid>-ev<n>`, connected to lldpad's
+//! `@/com/intel/lldpad`), the event record parser, and the
 //! `LldpadWatch` thread pair (`lldpad-events` reads the socket and probes
 //! liveness; `lldpad-notify` runs the user callback).
-//! Calls: libc/nix socket calls and `setns` only (no external commands),
+//! Calls: `super::clif` (socket transport; no external commands),
 //! `crate::shutdown::Shutdown` for waiting. Never calls lldptool/vdptool.
 //!
 //! Wire facts (lldpad `ctrl_iface.c`, `clif.c`, `qbg/vdp22_cmds.c`,
@@ -28,36 +29,21 @@
 //!   `EventClient` users must keep calling `recv` or drop the client
 //!   (dropping sends a detach).
 
+use super::clif::{is_event, ClifSocket};
 use super::LldpadError;
 use crate::exec::ExecError;
 use crate::shutdown::Shutdown;
 use crossbeam_channel::{unbounded, Sender};
-use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{
-    bind, connect as sock_connect, recvmsg, send, setsockopt, socket, sockopt, AddressFamily,
-    ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, UnixCredentials,
-};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::io::IoSliceMut;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// lldpad's abstract control socket name (without the leading NUL).
-pub const LLDPAD_CLIF_SOCKET: &str = "/com/intel/lldpad";
-/// lldpad module id of VDP22 (`LLDP_MOD_VDP22`).
-pub const LLDP_MOD_VDP22: u32 = 0x80c4;
-/// How long to wait for lldpad's answer to one request (clif's
-/// `CMD_RESPONSE_TIMEOUT` is 2 s).
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+pub use super::clif::{LLDPAD_CLIF_SOCKET, LLDP_MOD_VDP22, REPLY_TIMEOUT};
 /// `LldpadWatch` liveness probe period.
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 
-const MAX_DATAGRAM: usize = 8192;
 /// The event header `M000080c4E16` is 12 bytes (clif.c `EVTHEADER`).
 const EVENT_PREFIX: &[u8] = b"M000080c4E";
 
@@ -66,8 +52,6 @@ const EVENT_PREFIX: &[u8] = b"M000080c4E";
 const ERR_KATO: u32 = 1 << 8;
 const ERR_ACKTO: u32 = 2 << 8;
 const ERR_TXERR: u32 = 4 << 8;
-
-static CLIENT_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// What an lldpad VDP event means for the VSI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,13 +264,6 @@ fn status_text(code: u8) -> &'static str {
     }
 }
 
-fn sock_err(op: &str, err: impl std::fmt::Display) -> LldpadError {
-    LldpadError::Exec(ExecError::Spawn {
-        cmd: format!("lldpad control socket {op}"),
-        err: err.to_string(),
-    })
-}
-
 /// A client of lldpad's control interface, attached to VDP22 events.
 ///
 /// While attached, keep calling `recv` (see the module doc: a client that
@@ -295,9 +272,8 @@ fn sock_err(op: &str, err: impl std::fmt::Display) -> LldpadError {
 /// uid 0 are dropped as well.
 #[derive(Debug)]
 pub struct EventClient {
-    sock: OwnedFd,
+    sock: ClifSocket,
     netns: Option<String>,
-    local_name: String,
     pid: Option<u32>,
     attached: bool,
     queued: VecDeque<VdpEvent>,
@@ -316,11 +292,10 @@ impl EventClient {
     }
 
     fn open(netns: Option<String>) -> Result<EventClient, LldpadError> {
-        let (sock, local_name) = open_socket(netns.as_deref())?;
+        let sock = ClifSocket::open(netns.as_deref(), "ev")?;
         let mut c = EventClient {
             sock,
             netns,
-            local_name,
             pid: None,
             attached: false,
             queued: VecDeque::new(),
@@ -340,7 +315,7 @@ impl EventClient {
 
     /// Our own abstract socket name (without the leading NUL).
     pub fn local_name(&self) -> &str {
-        &self.local_name
+        self.sock.local_name()
     }
 
     /// The network namespace given to `connect_in_netns`.
@@ -406,18 +381,7 @@ impl EventClient {
                 self.queued.push_back(ev);
             }
         }
-        let addr = UnixAddr::new_abstract(LLDPAD_CLIF_SOCKET.as_bytes())
-            .map_err(|e| sock_err("address", e))?;
-        sock_connect(self.sock.as_raw_fd(), &addr).map_err(|e| {
-            if e == Errno::ECONNREFUSED {
-                sock_err(
-                    &format!("connect @{LLDPAD_CLIF_SOCKET}"),
-                    format!("{e} (lldpad is not running in this network namespace)"),
-                )
-            } else {
-                sock_err(&format!("connect @{LLDPAD_CLIF_SOCKET}"), e)
-            }
-        })?;
+        self.sock.connect()?;
         self.ping()?;
         // lldpad keeps one registration per attach, duplicates included:
         // drop a possible old one first ("R01D" when there was none).
@@ -435,8 +399,7 @@ impl EventClient {
     /// arrive meanwhile are queued for `recv`. Returns the text after the
     /// status.
     fn request(&mut self, cmd: &[u8], expect: u8, what: &str) -> Result<String, LldpadError> {
-        send(self.sock.as_raw_fd(), cmd, MsgFlags::MSG_DONTWAIT)
-            .map_err(|e| sock_err(&format!("send {what}"), e))?;
+        self.sock.send(cmd, what)?;
         let deadline = Instant::now() + REPLY_TIMEOUT;
         loop {
             let Some(dgram) = self.read_until(deadline)? else {
@@ -477,62 +440,12 @@ impl EventClient {
 
     /// Next datagram from a uid-0 sender before `deadline`, or None.
     fn read_until(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, LldpadError> {
-        loop {
-            if let Some(d) = self.read_one()? {
-                return Ok(Some(d));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            let ms = left.as_millis().clamp(1, 60_000) as u16;
-            let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::from(ms)) {
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => return Err(sock_err("poll", e)),
-            }
-        }
+        self.sock.read_until(deadline)
     }
 
     /// One datagram without blocking; datagrams not sent by root are dropped.
     fn read_one(&mut self) -> Result<Option<Vec<u8>>, LldpadError> {
-        loop {
-            let mut buf = vec![0u8; MAX_DATAGRAM];
-            let mut cmsg = nix::cmsg_space!(UnixCredentials);
-            let (n, uid, truncated) = {
-                let mut iov = [IoSliceMut::new(&mut buf)];
-                let msg = match recvmsg::<()>(
-                    self.sock.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut cmsg),
-                    MsgFlags::MSG_DONTWAIT,
-                ) {
-                    Ok(m) => m,
-                    Err(Errno::EAGAIN) => return Ok(None),
-                    Err(Errno::EINTR) => continue,
-                    Err(e) => return Err(sock_err("recv", e)),
-                };
-                let mut uid = None;
-                if let Ok(cmsgs) = msg.cmsgs() {
-                    for c in cmsgs {
-                        if let ControlMessageOwned::ScmCredentials(cred) = c {
-                            uid = Some(cred.uid());
-                        }
-                    }
-                }
-                (msg.bytes, uid, msg.flags.contains(MsgFlags::MSG_TRUNC))
-            };
-            if uid != Some(0) {
-                log::warn!("lldpad control socket: dropping datagram from uid {uid:?}");
-                continue;
-            }
-            if truncated {
-                log::warn!("lldpad control socket: dropping truncated datagram");
-                continue;
-            }
-            buf.truncate(n);
-            return Ok(Some(buf));
-        }
+        self.sock.read_one()
     }
 }
 
@@ -540,57 +453,9 @@ impl Drop for EventClient {
     fn drop(&mut self) {
         if self.attached {
             // Best effort; lldpad also drops a registration after 10 failed sends.
-            let _ = send(self.sock.as_raw_fd(), b"D", MsgFlags::MSG_DONTWAIT);
+            let _ = self.sock.send(b"D", "D (detach)");
         }
     }
-}
-
-fn is_event(d: &[u8]) -> bool {
-    d.first() == Some(&b'E') || (d.first() == Some(&b'M') && d.get(9) == Some(&b'E'))
-}
-
-fn open_socket(netns: Option<&str>) -> Result<(OwnedFd, String), LldpadError> {
-    let Some(ns) = netns else {
-        return open_socket_here();
-    };
-    if ns.is_empty() || ns.contains('/') || ns == "." || ns == ".." {
-        return Err(sock_err("setns", format!("bad netns name {ns:?}")));
-    }
-    let path = format!("/run/netns/{ns}");
-    let handle = std::thread::Builder::new()
-        .name("lldpad-netns".into())
-        .spawn(move || {
-            let f = std::fs::File::open(&path)
-                .map_err(|e| sock_err("setns", format!("{path}: {e}")))?;
-            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| sock_err("setns", format!("{path}: {e}")))?;
-            open_socket_here()
-        })
-        .map_err(|e| sock_err("setns thread", e))?;
-    handle
-        .join()
-        .map_err(|_| sock_err("setns thread", "panicked"))?
-}
-
-fn open_socket_here() -> Result<(OwnedFd, String), LldpadError> {
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(|e| sock_err("socket", e))?;
-    setsockopt(&fd, sockopt::PassCred, &true).map_err(|e| sock_err("SO_PASSCRED", e))?;
-    // vdptool/lldptool bind "<sock>/<pid>"; the suffix keeps ours distinct
-    // from theirs and from our own other clients.
-    let name = format!(
-        "{LLDPAD_CLIF_SOCKET}/{}-ev{}",
-        std::process::id(),
-        CLIENT_SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    let addr = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| sock_err("address", e))?;
-    bind(fd.as_raw_fd(), &addr).map_err(|e| sock_err(&format!("bind @{name}"), e))?;
-    Ok((fd, name))
 }
 
 /// What `LldpadWatch` tells its callback.
