@@ -554,6 +554,10 @@ impl HostDriver for LinuxHost {
             "vdptool_calls".into(),
             self.lldpad().map_or(0, |d| d.vdptool_calls()).into(),
         );
+        m.insert(
+            "socket_queries".into(),
+            self.lldpad().map_or(0, |d| d.socket_queries()).into(),
+        );
         m.insert("pending_vsis".into(), self.pending_vsis().into());
         let events = match self.watch.lock().as_ref() {
             Some(w) => {
