@@ -31,6 +31,10 @@ pub const Q_UPL_PRIO: u8 = 1;
 pub const Q_VM_PRIO: u8 = 2;
 /// Priority of VSI-change messages (new here; same as VM, see module doc).
 pub const Q_VSI_PRIO: u8 = 2;
+/// Priority of VSI re-reports that carry no VLAN change (the refresh's
+/// periodic re-confirmation, the original's CALLBACK_THRESHOLD): after VM
+/// events, so a batch of 1000 confirmations never delays a new port.
+pub const Q_VSI_REREPORT_PRIO: u8 = 3;
 
 /// Uplink state carried by an uplink message (`'up'`/`'down'` strings of
 /// the original).

@@ -220,7 +220,9 @@ impl UplinkDetector {
 
     /// One detection step, with the original's semantics:
     /// - `veth` = the lldpad-side veth of the uplink in use: `Normal` while
-    ///   its neighbour still shows the EVB TLV with `mode:bridge`, else `Down`.
+    ///   its neighbour still shows the EVB TLV with `mode:bridge`, `Down`
+    ///   when lldpad shows no such neighbour; `Normal` when lldpad cannot be
+    ///   asked (timeout, not running): that is no evidence of a down link.
     /// - `None`: enable LLDP on all candidates at once, read their neighbours
     ///   every `POLL_INTERVAL` until one shows `mode:bridge` (`Up(name)`, the
     ///   member name for a bond member) or the wait ends (`NotFound`). LLDP is
@@ -231,9 +233,14 @@ impl UplinkDetector {
             Some(v) => match lldptool::get_tlvs(&self.runner, v) {
                 Ok(t) if t.is_evb_bridge() => UplinkDetect::Normal,
                 Ok(_) => UplinkDetect::Down,
+                // Cannot tell is not down: an lldpad that is restarting or
+                // busy must not count towards tearing the uplink (and every
+                // VM's flows) down.
                 Err(e) => {
-                    log::warn!("uplink: reading the neighbour of {v}: {e}");
-                    UplinkDetect::Down
+                    log::warn!(
+                        "uplink: cannot read the neighbour of {v} ({e}); keeping the uplink"
+                    );
+                    UplinkDetect::Normal
                 }
             },
             None => self.find_uplink(shutdown),

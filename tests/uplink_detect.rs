@@ -119,3 +119,20 @@ fn no_candidates_is_not_found_at_once() {
     assert_eq!(det.detect(None, &Shutdown::new()), UplinkDetect::NotFound);
     assert!(t.elapsed() < Duration::from_secs(1));
 }
+
+/// An uplink in use whose neighbour cannot be read because lldpad does not
+/// answer (not running, restarting) stays `Normal`: no evidence of a down
+/// link must count towards tearing the uplink and every VM's flows down.
+#[test]
+fn unreadable_neighbour_is_not_down() {
+    if !netns::lldpad_lab_ok() {
+        return;
+    }
+    let ns = Netns::create(&netns::unique("ltn", 0)).unwrap();
+    let runner = Arc::new(ns.runner(Duration::from_secs(5)));
+    let det = UplinkDetector::new(runner, sysnet(), Some(vec![]));
+    assert_eq!(
+        det.detect(Some("LLDPLeth2"), &Shutdown::new()),
+        UplinkDetect::Normal
+    );
+}

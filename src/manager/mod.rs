@@ -43,7 +43,9 @@ pub mod link;
 
 use crate::config::Config;
 use crate::model::{PortStatus, UplinkInfo, VmPort, VmResult};
-use crate::queue::{UplinkStatus, VdpMsgPriQue, VdpQueMsg, Q_UPL_PRIO, Q_VM_PRIO, Q_VSI_PRIO};
+use crate::queue::{
+    UplinkStatus, VdpMsgPriQue, VdpQueMsg, Q_UPL_PRIO, Q_VM_PRIO, Q_VSI_PRIO, Q_VSI_REREPORT_PRIO,
+};
 use crate::shutdown::Shutdown;
 use host::{HostDriver, PortOutcome, TopoReport, UplinkDetect, VsiChange};
 use link::ControllerLink;
@@ -447,7 +449,12 @@ impl VdpMgr {
 
     /// Queue a VSI change found by the lldpad client (refresh / events).
     pub fn enqueue_vsi_change(&self, change: VsiChange) {
-        self.que.enqueue(Q_VSI_PRIO, VdpQueMsg::VsiChanged(change));
+        let prio = if change.vdp_vlan == change.old_vdp_vlan {
+            Q_VSI_REREPORT_PRIO
+        } else {
+            Q_VSI_PRIO
+        };
+        self.que.enqueue(prio, VdpQueMsg::VsiChanged(change));
     }
 
     /// `is_uplink_received`: the stored uplink was obtained after start.
