@@ -414,7 +414,6 @@ fn cmd_adds(o: &Opts) -> Res<()> {
     let started = Instant::now();
     let mut lat = Vec::new();
     let mut failed: Vec<Value> = Vec::new();
-    let tick = Shutdown::new();
     if !burst {
         for p in &ports {
             let t0 = Instant::now();
@@ -442,37 +441,50 @@ fn cmd_adds(o: &Opts) -> Res<()> {
         }
     } else {
         let since = last_call_id(&server)?;
+        let want: HashSet<String> = ports.iter().map(|p| p.port_uuid.clone()).collect();
+        let stop = Shutdown::new();
+        // The poller runs alongside the POSTs so early results are seen early.
+        let poller = {
+            let (server, want, stop) = (server.clone(), want.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("bench-poll".into())
+                .spawn(move || poll_results(&server, since, want, &stop, timeout))
+                .map_err(|err| BenchError::Io {
+                    what: "spawn poller".into(),
+                    err,
+                })?
+        };
         let mut t0: HashMap<String, Instant> = HashMap::new();
+        let mut post_err = None;
         for p in &ports {
             t0.insert(p.port_uuid.clone(), Instant::now());
-            http(
+            if let Err(e) = http(
                 "POST",
                 &format!("{server}/admin/ports"),
                 Some(&add_body(p, &host)),
                 Duration::from_secs(10),
-            )?;
-        }
-        let posted = started.elapsed();
-        let deadline = Instant::now() + Duration::from_secs(timeout);
-        let mut last = since;
-        let mut other: BTreeMap<String, String> = BTreeMap::new();
-        while !t0.is_empty() && Instant::now() < deadline {
-            for (id, port, result) in vm_results_since(&server, last)? {
-                last = last.max(id);
-                if result == "SUCCESS" {
-                    if let Some(t) = t0.remove(&port) {
-                        lat.push(ms(t.elapsed()));
-                    }
-                } else {
-                    other.insert(port, result);
-                }
+            ) {
+                post_err = Some(e);
+                break;
             }
-            tick.wait(Duration::from_millis(20));
         }
-        for (port, _) in t0 {
-            failed.push(json!({"port_uuid": port, "last_other_result": other.get(&port)}));
+        log::info!("burst: {} POSTs took {:.0} ms", ports.len(), ms(started.elapsed()));
+        if post_err.is_some() {
+            stop.trigger();
         }
-        log::info!("burst: {} POSTs took {:.0} ms", ports.len(), ms(posted));
+        let (seen, other) = poller
+            .join()
+            .map_err(|_| BenchError::Status("result poller panicked".into()))??;
+        if let Some(e) = post_err {
+            return Err(e);
+        }
+        for (port, t) in &t0 {
+            match seen.get(port) {
+                Some(t1) => lat.push(ms(t1.saturating_duration_since(*t))),
+                None => failed
+                    .push(json!({"port_uuid": port, "last_other_result": other.get(port)})),
+            }
+        }
     }
     let total = started.elapsed();
     let ok = lat.len();
@@ -494,6 +506,42 @@ fn cmd_adds(o: &Opts) -> Res<()> {
         "t0 just before POST /admin/ports, t1 when GET /admin/ports/U/wait?result=SUCCESS returns (client side, one port at a time)"
     });
     write_part(&o.out()?, &v)
+}
+
+type Seen = (HashMap<String, Instant>, BTreeMap<String, String>);
+
+/// Poll update_vm_result calls after `since` every 20 ms until every port in
+/// `want` was reported SUCCESS, `stop` is set or `timeout_s` passed: the
+/// time each SUCCESS was first seen, and the last other result per port.
+fn poll_results(
+    server: &str,
+    since: u64,
+    mut want: HashSet<String>,
+    stop: &Shutdown,
+    timeout_s: u64,
+) -> Res<Seen> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_s);
+    let mut last = since;
+    let mut seen = HashMap::new();
+    let mut other = BTreeMap::new();
+    while !want.is_empty() && Instant::now() < deadline {
+        let calls = vm_results_since(server, last)?;
+        let now = Instant::now();
+        for (id, port, result) in calls {
+            last = last.max(id);
+            if result == "SUCCESS" {
+                if want.remove(&port) {
+                    seen.insert(port, now);
+                }
+            } else {
+                other.insert(port, result);
+            }
+        }
+        if stop.wait(Duration::from_millis(20)) {
+            break;
+        }
+    }
+    Ok((seen, other))
 }
 
 /// Time from starting the leaf (trigger command) until the agent's status
