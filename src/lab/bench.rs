@@ -501,7 +501,7 @@ fn cmd_adds(o: &Opts) -> Res<()> {
         "latency": summary(lat),
     });
     v["method"] = json!(if burst {
-        "t0 before each POST /admin/ports (all POSTs first), t1 when a SUCCESS update_vm_result for the port is first seen by polling /admin/calls every 20 ms"
+        "POSTs back to back, t0 just before each port's POST /admin/ports; a poller thread reads new update_vm_result calls from /admin/calls every 20 ms from the start, t1 = when a SUCCESS for the port was first seen (after the poll returned)"
     } else {
         "t0 just before POST /admin/ports, t1 when GET /admin/ports/U/wait?result=SUCCESS returns (client side, one port at a time)"
     });
