@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! vdp-lab bench gen     --first I --count N --nets K        port lines for `scripts/lab ports-add`
-//! vdp-lab bench adds    --first I --count N --nets K --host H [--burst] [--timeout S] --out F
+//! vdp-lab bench adds    --first I --count N --nets K --host H [--burst] [--timeout S] [--name P] --out F
 //! vdp-lab bench uplink  --sock PATH [--timeout S] --out F -- CMD...   (CMD starts the leaf)
 //! vdp-lab bench idle    --sock PATH --pid PID [--secs S] [--lldpad-pid P] --out F
 //! vdp-lab bench deassoc --leaf-sock PATH [--samples N] [--spacing-ms M] [--cap-s S] --out F
@@ -489,7 +489,7 @@ fn cmd_adds(o: &Opts) -> Res<()> {
     let total = started.elapsed();
     let ok = lat.len();
     let mut v = json!({
-        "name": if burst { "burst" } else { "latency" },
+        "name": o.get("name").unwrap_or(if burst { "burst" } else { "latency" }),
         "mode": if burst { "burst" } else { "sequential" },
         "ports": ports.len(),
         "nets": nets,
@@ -820,19 +820,20 @@ fn cmd_report(o: &Opts) -> Res<()> {
             meta.insert(k.to_string(), json!(v));
         }
     }
-    let names = ["uplink", "latency", "burst", "idle", "deassoc", "resync"];
+    let names = ["uplink", "latency", "burst", "idle", "deassoc", "resync", "latency_scale"];
     let mut parts = serde_json::Map::new();
     for n in names {
         parts.insert(n.to_string(), read_part(&dir, n));
     }
     let p = |n: &str| parts.get(n).cloned().unwrap_or(Value::Null);
-    let (up, lat, burst, idle, de, rs) = (
+    let (up, lat, burst, idle, de, rs, scale) = (
         p("uplink"),
         p("latency"),
         p("burst"),
         p("idle"),
         p("deassoc"),
         p("resync"),
+        p("latency_scale"),
     );
     let rows: Vec<(String, String, String)> = vec![
         (
@@ -844,6 +845,18 @@ fn cmd_report(o: &Opts) -> Res<()> {
             "VM-up -> result, sequential p99".into(),
             fmt_num(&lat["latency"]["p99_ms"], "ms"),
             "< 200 ms".into(),
+        ),
+        (
+            format!(
+                "VM-up -> result, sequential, {} more ports with {} VSIs present, p50/p99",
+                scale["ports"], rs["expect"]
+            ),
+            format!(
+                "{} / {}",
+                fmt_num(&scale["latency"]["p50_ms"], "ms"),
+                fmt_num(&scale["latency"]["p99_ms"], "ms")
+            ),
+            "< 50 ms / < 200 ms".into(),
         ),
         (
             format!("burst of {} adds: all reported", burst["ports"]),
