@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 /// Default admin URL of the lab controller.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9696";
 
-const USAGE: &str = "usage: vdp-lab bench gen|adds|uplink|idle|deassoc|resync|report ... (see src/lab/bench.rs)";
+const USAGE: &str =
+    "usage: vdp-lab bench gen|adds|uplink|idle|deassoc|resync|report ... (see src/lab/bench.rs)";
 
 /// What can go wrong in a bench step.
 #[derive(Debug)]
@@ -177,9 +178,13 @@ fn ports_of(o: &Opts) -> Res<Vec<BenchPort>> {
     let count: u32 = o.num("count", None)?;
     let nets: u32 = o.num("nets", None)?;
     if nets == 0 || nets > 4000 || count > 60000 || first > 60000 {
-        return Err(BenchError::Usage("need 1 <= nets <= 4000, count/first <= 60000".into()));
+        return Err(BenchError::Usage(
+            "need 1 <= nets <= 4000, count/first <= 60000".into(),
+        ));
     }
-    Ok((first..first + count).map(|i| bench_port(i, nets)).collect())
+    Ok((first..first + count)
+        .map(|i| bench_port(i, nets))
+        .collect())
 }
 
 // ---------------------------------------------------------------- helpers
@@ -196,9 +201,10 @@ fn http(method: &str, url: &str, body: Option<&Value>, timeout: Duration) -> Res
     };
     match res {
         Ok(r) => r.into_json::<Value>().map_err(|e| fail(e.to_string())),
-        Err(ureq::Error::Status(code, r)) => {
-            Err(fail(format!("HTTP {code} {}", r.into_string().unwrap_or_default())))
-        }
+        Err(ureq::Error::Status(code, r)) => Err(fail(format!(
+            "HTTP {code} {}",
+            r.into_string().unwrap_or_default()
+        ))),
         Err(e) => Err(fail(e.to_string())),
     }
 }
@@ -272,7 +278,9 @@ fn leaf_request(sock: &Path, line: &str) -> Res<Value> {
 /// Run the trigger command after `--` (no shell), failing on non-zero exit.
 fn trigger(argv: &[String]) -> Res<()> {
     if argv.is_empty() {
-        return Err(BenchError::Usage("a trigger command after -- is required".into()));
+        return Err(BenchError::Usage(
+            "a trigger command after -- is required".into(),
+        ));
     }
     let runner = Runner::new(Vec::new(), Duration::from_secs(60));
     match runner.run(argv) {
@@ -376,6 +384,38 @@ fn proc_sample(pid: u32) -> Res<ProcSample> {
     })
 }
 
+/// Whether a child process of `pid` with this command name exists now.
+fn has_child_named(pid: u32, comm: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(n) = name.to_str() else { continue };
+        if !n.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{n}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != comm {
+            continue;
+        }
+        // after ")": state ppid ...
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            return true;
+        }
+    }
+    false
+}
+
 fn host_counter(status: &Value, key: &str) -> Option<u64> {
     status.get("host")?.get(key)?.as_u64()
 }
@@ -468,7 +508,11 @@ fn cmd_adds(o: &Opts) -> Res<()> {
                 break;
             }
         }
-        log::info!("burst: {} POSTs took {:.0} ms", ports.len(), ms(started.elapsed()));
+        log::info!(
+            "burst: {} POSTs took {:.0} ms",
+            ports.len(),
+            ms(started.elapsed())
+        );
         if post_err.is_some() {
             stop.trigger();
         }
@@ -481,8 +525,9 @@ fn cmd_adds(o: &Opts) -> Res<()> {
         for (port, t) in &t0 {
             match seen.get(port) {
                 Some(t1) => lat.push(ms(t1.saturating_duration_since(*t))),
-                None => failed
-                    .push(json!({"port_uuid": port, "last_other_result": other.get(port)})),
+                None => {
+                    failed.push(json!({"port_uuid": port, "last_other_result": other.get(port)}))
+                }
             }
         }
     }
@@ -598,12 +643,39 @@ fn cmd_idle(o: &Opts) -> Res<()> {
     // 10 s samples of own CPU, for the 20 s windows.
     let mut samples = vec![(0.0f64, p0)];
     let mut rss_max = p0.rss_kb;
-    while t0.elapsed() < Duration::from_secs(secs) {
-        let left = Duration::from_secs(secs).saturating_sub(t0.elapsed());
-        tick.wait(left.min(Duration::from_secs(10)));
-        let p = proc_sample(pid)?;
-        rss_max = rss_max.max(p.rss_kb);
-        samples.push((t0.elapsed().as_secs_f64(), p));
+    // Refresh rounds: a vdptool child seen after >= QUIET without one. At
+    // each round start the status counters are read (two status queries
+    // in the window, not a steady poll that would load the agent).
+    const QUIET: Duration = Duration::from_secs(5);
+    let mut last_vdptool: Option<Instant> = None;
+    let mut round_starts: Vec<(f64, Option<u64>, Option<u64>)> = Vec::new();
+    let mut next_sample = Duration::from_secs(10);
+    let window = Duration::from_secs(secs);
+    while t0.elapsed() < window {
+        tick.wait(Duration::from_millis(100));
+        let now = Instant::now();
+        if has_child_named(pid, "vdptool") {
+            let quiet_before = match last_vdptool {
+                Some(t) => now.duration_since(t) >= QUIET,
+                None => now.duration_since(t0) >= QUIET,
+            };
+            if quiet_before {
+                let st = agent_status(&sock).ok();
+                let c = |k: &str| st.as_ref().and_then(|s| host_counter(s, k));
+                round_starts.push((
+                    t0.elapsed().as_secs_f64(),
+                    c("commands_spawned"),
+                    c("vdptool_calls"),
+                ));
+            }
+            last_vdptool = Some(now);
+        }
+        if t0.elapsed() >= next_sample.min(window) {
+            let p = proc_sample(pid)?;
+            rss_max = rss_max.max(p.rss_kb);
+            samples.push((t0.elapsed().as_secs_f64(), p));
+            next_sample += Duration::from_secs(10);
+        }
     }
     let el = t0.elapsed().as_secs_f64();
     let s1 = agent_status(&sock)?;
@@ -625,8 +697,27 @@ fn cmd_idle(o: &Opts) -> Res<()> {
         (Some(a), Some(b)) => Some(round1(b.saturating_sub(a) as f64 * 60.0 / el)),
         _ => None,
     };
+    // Rate over whole refresh periods (first to last round start).
+    let periodic = match (round_starts.first(), round_starts.last()) {
+        (Some(a), Some(b)) if round_starts.len() >= 2 && b.0 > a.0 => {
+            let span = b.0 - a.0;
+            let rate = |x: Option<u64>, y: Option<u64>| {
+                x.zip(y)
+                    .map(|(x, y)| round1(y.saturating_sub(x) as f64 * 60.0 / span))
+            };
+            json!({
+                "rounds": round_starts.len() - 1,
+                "period_s": round2(span / (round_starts.len() - 1) as f64),
+                "commands_per_min": rate(a.1, b.1),
+                "vdptool_calls_per_min": rate(a.2, b.2),
+            })
+        }
+        _ => Value::Null,
+    };
     let v = json!({
         "name": "idle",
+        "refresh_round_starts_s": round_starts.iter().map(|r| round1(r.0)).collect::<Vec<_>>(),
+        "over_whole_refresh_periods": periodic,
         "vsis": vsis,
         "secs": round1(el),
         "rss_kb": p1.rss_kb,
@@ -643,7 +734,7 @@ fn cmd_idle(o: &Opts) -> Res<()> {
         "commands_per_min": per_min(spawned0, spawned1),
         "vdptool_calls_per_min": per_min(vdp0, vdp1),
         "pending_vsis": s1["host"]["pending_vsis"].clone(),
-        "method": "/proc/PID/stat utime+stime (agent threads) and cutime+cstime (its reaped children) over the window, as % of one core; VmRSS/VmHWM from /proc/PID/status; status host.commands_spawned and host.vdptool_calls deltas scaled to one minute",
+        "method": "/proc/PID/stat utime+stime (agent threads) and cutime+cstime (its reaped children) over the window, as % of one core; VmRSS/VmHWM from /proc/PID/status; status host.commands_spawned and host.vdptool_calls deltas over the window scaled to one minute, and over whole refresh periods (round start = a vdptool child of the agent seen in /proc, scanned every 100 ms, after >= 5 s without one)",
     });
     write_part(&o.out()?, &v)
 }
@@ -654,7 +745,11 @@ fn leaf_vsis(sock: &Path) -> Res<HashSet<String>> {
         .as_array()
         .map(|a| {
             a.iter()
-                .filter(|x| x["mode"].as_str().is_none_or(|m| m.eq_ignore_ascii_case("assoc")))
+                .filter(|x| {
+                    x["mode"]
+                        .as_str()
+                        .is_none_or(|m| m.eq_ignore_ascii_case("assoc"))
+                })
                 .filter_map(|x| x["uuid"].as_str().map(str::to_ascii_lowercase))
                 .collect()
         })
@@ -679,7 +774,9 @@ fn cmd_deassoc(o: &Opts) -> Res<()> {
         .collect();
     all.sort();
     if all.is_empty() {
-        return Err(BenchError::Leaf("no bench VSI associated at the leaf".into()));
+        return Err(BenchError::Leaf(
+            "no bench VSI associated at the leaf".into(),
+        ));
     }
     let step = (all.len() / samples.max(1)).max(1);
     let chosen: Vec<String> = all.iter().step_by(step).take(samples).cloned().collect();
@@ -820,7 +917,15 @@ fn cmd_report(o: &Opts) -> Res<()> {
             meta.insert(k.to_string(), json!(v));
         }
     }
-    let names = ["uplink", "latency", "burst", "idle", "deassoc", "resync", "latency_scale"];
+    let names = [
+        "uplink",
+        "latency",
+        "burst",
+        "idle",
+        "deassoc",
+        "resync",
+        "latency_scale",
+    ];
     let mut parts = serde_json::Map::new();
     for n in names {
         parts.insert(n.to_string(), read_part(&dir, n));
@@ -837,7 +942,10 @@ fn cmd_report(o: &Opts) -> Res<()> {
     );
     let rows: Vec<(String, String, String)> = vec![
         (
-            format!("VM-up -> result, sequential ({} ports/{} nets) p50", lat["ports"], lat["nets"]),
+            format!(
+                "VM-up -> result, sequential ({} ports/{} nets) p50",
+                lat["ports"], lat["nets"]
+            ),
             fmt_num(&lat["latency"]["p50_ms"], "ms"),
             "< 50 ms".into(),
         ),
@@ -861,7 +969,10 @@ fn cmd_report(o: &Opts) -> Res<()> {
         (
             format!("burst of {} adds: all reported", burst["ports"]),
             fmt_num(&burst["total_s"], "s"),
-            format!("{} ports/s, p50 {} ms", burst["rate_per_s"], burst["latency"]["p50_ms"]),
+            format!(
+                "{} ports/s, p50 {} ms",
+                burst["rate_per_s"], burst["latency"]["p50_ms"]
+            ),
         ),
         (
             format!("resync of {} ports after restart", rs["expect"]),
@@ -892,13 +1003,36 @@ fn cmd_report(o: &Opts) -> Res<()> {
                 de["reassociated"], de["samples"]
             ),
             fmt_num(&de["latency"]["p50_ms"], "ms"),
-            format!("max {} ms, gave up {}", de["latency"]["max_ms"], de["gave_up"]),
+            format!(
+                "max {} ms, gave up {}",
+                de["latency"]["max_ms"], de["gave_up"]
+            ),
         ),
-        (
-            "processes spawned per minute, idle".into(),
-            fmt_num(&idle["commands_per_min"], "/min"),
-            format!("vdptool {} /min", idle["vdptool_calls_per_min"]),
-        ),
+        {
+            let per = &idle["over_whole_refresh_periods"];
+            if per.is_null() {
+                (
+                    format!(
+                        "processes spawned per minute, idle ({} s window)",
+                        idle["secs"]
+                    ),
+                    fmt_num(&idle["commands_per_min"], "/min"),
+                    format!("vdptool {} /min", idle["vdptool_calls_per_min"]),
+                )
+            } else {
+                (
+                    format!(
+                        "processes spawned per minute, idle ({} refresh period(s) of {} s)",
+                        per["rounds"], per["period_s"]
+                    ),
+                    fmt_num(&per["commands_per_min"], "/min"),
+                    format!(
+                        "vdptool {} /min; raw {} s window: {} /min",
+                        per["vdptool_calls_per_min"], idle["secs"], idle["commands_per_min"]
+                    ),
+                )
+            }
+        },
     ];
     let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(10);
     let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(5);
@@ -913,12 +1047,14 @@ fn cmd_report(o: &Opts) -> Res<()> {
         "results": parts,
     });
     let out = o.out()?;
-    std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n").map_err(
-        |err| BenchError::Io {
-            what: format!("write {}", out.display()),
-            err,
-        },
-    )?;
+    std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n",
+    )
+    .map_err(|err| BenchError::Io {
+        what: format!("write {}", out.display()),
+        err,
+    })?;
     println!("written {}", out.display());
     Ok(())
 }
