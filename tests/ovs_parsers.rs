@@ -125,3 +125,35 @@ fn ip_link_veths() {
         .iter()
         .any(|l| l.name == "eth2" && l.peer.as_deref() == Some("swp1")));
 }
+
+#[test]
+fn local_vlan_query() {
+    let argv = vsctl::local_vlan_query_argv("11111111-1111-4111-8111-111111111111");
+    assert_eq!(argv[..2], ["ovsdb-client", "transact"]);
+    let txn: serde_json::Value = serde_json::from_str(&argv[2]).unwrap();
+    assert_eq!(
+        txn[1]["where"],
+        serde_json::json!([[
+            "external_ids",
+            "includes",
+            [
+                "map",
+                [["iface-id", "11111111-1111-4111-8111-111111111111"]]
+            ]
+        ]])
+    );
+    assert_eq!(
+        vsctl::parse_local_vlan_query(&fixture("local_vlan_query.json")).unwrap(),
+        Some(("tapvm1".to_string(), Some(5)))
+    );
+    assert_eq!(
+        vsctl::parse_local_vlan_query(&fixture("local_vlan_query_untagged.json")).unwrap(),
+        Some(("tapvm2".to_string(), None))
+    );
+    assert_eq!(
+        vsctl::parse_local_vlan_query(&fixture("local_vlan_query_none.json")).unwrap(),
+        None
+    );
+    assert!(vsctl::parse_local_vlan_query("").is_err());
+    assert!(vsctl::parse_local_vlan_query(r#"[{"error":"syntax error","details":"x"}]"#).is_err());
+}
