@@ -55,6 +55,12 @@ pub const RESULT_RETRY_PERIOD: Duration = Duration::from_secs(2);
 pub const PANIC_BACKOFF: Duration = Duration::from_secs(1);
 /// How long shutdown waits for threads (SIGTERM must finish within 5 s).
 pub const STOP_TIMEOUT: Duration = Duration::from_millis(3500);
+
+/// Threads not waited for at shutdown: they only sit in a controller
+/// long-poll (up to `events_wait_s`) and hold nothing that needs finishing.
+/// Events they receive after the stop are neither processed nor
+/// acknowledged, so the controller delivers them again after the restart.
+pub const NOT_AWAITED_AT_STOP: &[&str] = &["event-poller"];
 /// Longest wait between retries of `request_uplink_info` / event polls.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
 
@@ -639,6 +645,10 @@ impl Daemon {
         tasks.extend(mgr.start());
         tasks.push(heartbeat_task(&cfg, mgr.clone(), link.clone()));
         tasks.push(event_poller_task(mgr.clone(), link.clone()));
+        {
+            let m = mgr.clone();
+            host.start_watchers(Arc::new(move |c| m.enqueue_vsi_change(c)));
+        }
         tasks.push(lldpad_client_task(
             mgr.clone(),
             host.clone(),
@@ -746,7 +756,12 @@ impl Daemon {
         while !self.shutdown.wait(Duration::from_secs(3600)) {}
         self.mgr.close_queues();
         let deadline = Instant::now() + STOP_TIMEOUT;
-        let mut left: Vec<&'static str> = self.threads.iter().map(|(n, _)| *n).collect();
+        let mut left: Vec<&'static str> = self
+            .threads
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| !NOT_AWAITED_AT_STOP.contains(n))
+            .collect();
         while !left.is_empty() {
             let now = Instant::now();
             if now >= deadline {
@@ -764,7 +779,7 @@ impl Daemon {
             );
         }
         for (name, h) in self.threads.drain(..) {
-            if !left.contains(&name) {
+            if !left.contains(&name) && !NOT_AWAITED_AT_STOP.contains(&name) {
                 let _ = h.join();
             }
         }
@@ -799,7 +814,11 @@ fn status_doc_fn(
             uplink: mgr.uplink_snapshot(),
             vsis: host.vsis(),
             queues: QueueLens { main, err },
-            threads: registry.snapshot(),
+            threads: {
+                let mut t = registry.snapshot();
+                t.extend(host.threads());
+                t
+            },
             server: link.status(),
             host: host.status_extra(),
         }

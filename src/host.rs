@@ -16,10 +16,11 @@
 
 use crate::config::{Config, VdpConfig};
 use crate::exec::Runner;
+use crate::lldpad::events::{LldpadNotice, LldpadWatch, VdpEventKind};
 use crate::lldpad::lldptool;
 use crate::lldpad::vsi::{LldpadDriver, VsiRequest};
 use crate::manager::host::{
-    HostDriver, PortOutcome, TopoReport, UplinkDetect, VsiChange, VsiStatus,
+    HostDriver, PortOutcome, TopoReport, UplinkDetect, VsiChange, VsiSink, VsiStatus,
 };
 use crate::model::VmPort;
 use crate::ovs::OvsDriver;
@@ -56,52 +57,44 @@ pub struct LinuxHost {
     detector: UplinkDetector,
     topo: TopoDisc,
     shutdown: Shutdown,
-    /// VSI driver of the uplink that is set up (None before `uplink_up`).
-    lldpad: Mutex<Option<Arc<LldpadDriver>>>,
+    /// What the lldpad event watcher shares with the host.
+    shared: Arc<Shared>,
+    /// The lldpad event watcher (`start_watchers`).
+    watch: Mutex<Option<LldpadWatch>>,
 }
 
-impl LinuxHost {
-    /// Build the drivers from the configuration. `shutdown` bounds the
-    /// waits inside detection and the local-VLAN wait.
-    pub fn new(cfg: &Config, runner: Arc<Runner>, shutdown: Shutdown) -> LinuxHost {
-        let sysnet = || {
-            SysNet::new(&cfg.paths.sys_class_net, &cfg.paths.proc_net_bonding)
-                .with_ipv4_runner(runner.clone())
-        };
-        LinuxHost {
-            vdp_cfg: cfg.vdp.clone(),
-            ovs: OvsDriver::new(
-                runner.clone(),
-                &cfg.bridges.integration,
-                &cfg.bridges.external,
-            ),
-            detector: UplinkDetector::new(runner.clone(), sysnet(), cfg.uplink.candidates.clone()),
-            topo: TopoDisc::new(runner.clone(), sysnet()),
-            sysnet: sysnet(),
-            shutdown,
-            lldpad: Mutex::new(None),
-            runner,
-        }
-    }
+/// State shared between the host and its lldpad event watcher thread.
+/// Lock order: `lldpad` is only held to clone the `Arc` out; `refresh` is
+/// held across one refresh round (it serialises rounds of the
+/// `lldpad-client` thread and the event watcher, nothing else takes it).
+struct Shared {
+    runner: Arc<Runner>,
+    shutdown: Shutdown,
+    /// VSI driver of the uplink that is set up (None before `uplink_up`).
+    lldpad: Mutex<Option<Arc<LldpadDriver>>>,
+    refresh: Mutex<()>,
+    /// lldpad's pid as last seen (restart detection without events).
+    lldpad_pid: Mutex<Option<u32>>,
+    /// The event watcher is attached to lldpad.
+    events_attached: std::sync::atomic::AtomicBool,
+}
 
-    /// The OVS driver (tests, status extensions).
-    pub fn ovs(&self) -> &OvsDriver {
-        &self.ovs
-    }
-
-    /// The runner's count of spawned processes (bench).
-    pub fn commands_spawned(&self) -> u64 {
-        self.runner.spawned()
-    }
-
-    /// The VSI driver of the current uplink.
-    pub fn lldpad(&self) -> Option<Arc<LldpadDriver>> {
+impl Shared {
+    fn driver(&self) -> Option<Arc<LldpadDriver>> {
         self.lldpad.lock().clone()
+    }
+
+    fn set_events_attached(&self, on: bool) {
+        self.events_attached
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        if let Some(d) = self.driver() {
+            d.set_events_attached(on);
+        }
     }
 
     /// LLDP, EVB and group ids on the lldpad-side veth (the original's
     /// `enable_lldp` + `enable_evb` + `enable_gpid`).
-    pub fn enable_lldpad_port(&self, veth: &str) -> Result<(), String> {
+    fn enable_port(&self, veth: &str) -> Result<(), String> {
         lldptool::enable_lldp(&self.runner, veth)
             .and_then(|_| lldptool::enable_evb(&self.runner, veth))
             .and_then(|_| lldptool::enable_gpid(&self.runner, veth))
@@ -137,6 +130,168 @@ impl LinuxHost {
                 return false;
             }
         }
+    }
+
+    /// One refresh round, serialised with any other.
+    fn refresh(&self) -> Vec<VsiChange> {
+        let Some(d) = self.driver() else {
+            return Vec::new();
+        };
+        let _round = self.refresh.lock();
+        d.refresh()
+    }
+
+    /// lldpad restarted (it keeps VSIs and, depending on its version, its
+    /// settings only in memory): re-apply LLDP/EVB/group ids on the veth,
+    /// wait for VDP, then re-assert every VSI. The refresh compares the
+    /// VLANs lldpad/the switch give with what is installed and reports only
+    /// differences.
+    fn recover_lldpad(&self) -> Vec<VsiChange> {
+        let Some(d) = self.driver() else {
+            return Vec::new();
+        };
+        let veth = d.port().to_string();
+        log::warn!("host: lldpad restarted: re-applying settings on {veth} and re-asserting VSIs");
+        if self.enable_port(&veth).is_ok() {
+            self.wait_vdp_ready(&veth);
+        }
+        self.refresh()
+    }
+
+    /// Has lldpad's pid changed since last seen? (one `lldptool -p`)
+    fn lldpad_restarted(&self) -> bool {
+        let Ok(pid) = lldptool::lldpad_pid(&self.runner) else {
+            return false;
+        };
+        let mut last = self.lldpad_pid.lock();
+        let restarted = last.is_some_and(|old| old != pid);
+        *last = Some(pid);
+        restarted
+    }
+
+    /// One notice of the lldpad event watcher (runs on its notify thread).
+    fn on_notice(&self, notice: LldpadNotice, sink: &VsiSink) {
+        match notice {
+            LldpadNotice::Vdp(ev) => {
+                let Some(d) = self.driver() else {
+                    return;
+                };
+                match ev.kind {
+                    VdpEventKind::Associated => {
+                        if let Some(vlan) = ev.vlan {
+                            if let Some(c) = d.apply_event(&ev.uuid, Ok(vlan)) {
+                                sink(c);
+                            }
+                        }
+                    }
+                    VdpEventKind::Deassociated | VdpEventKind::Failed => {
+                        let reason = ev.error.clone().unwrap_or_else(|| {
+                            crate::lldpad::vdptool::DEASSOC_NO_REASON.to_string()
+                        });
+                        let Some(lost) = d.apply_event(&ev.uuid, Err(reason)) else {
+                            return;
+                        };
+                        log::warn!(
+                            "host: VSI {} ended by lldpad/switch ({}): re-associating",
+                            ev.uuid,
+                            lost.fail_reason.as_deref().unwrap_or("-")
+                        );
+                        // Re-assert at once; report the outcome (the lost
+                        // state only if re-association did not change it).
+                        let changes = self.refresh();
+                        let covered = changes.iter().any(|c| c.port_uuid == ev.uuid);
+                        for c in changes {
+                            sink(c);
+                        }
+                        if !covered {
+                            let now = d
+                                .vsis()
+                                .into_iter()
+                                .find(|(r, _)| r.port_uuid == ev.uuid)
+                                .map(|(_, reply)| reply);
+                            match now {
+                                // Back with the same VLAN: confirm it.
+                                Some(r) if r.vdp_vlan.is_some() => sink(VsiChange {
+                                    vdp_vlan: r.vdp_vlan,
+                                    fail_reason: r.fail_reason,
+                                    ..lost
+                                }),
+                                _ => sink(lost),
+                            }
+                        }
+                    }
+                }
+            }
+            LldpadNotice::Restarted { old_pid, new_pid } => {
+                log::warn!("host: lldpad restarted (pid {old_pid} -> {new_pid})");
+                *self.lldpad_pid.lock() = Some(new_pid);
+                // The watcher re-attached before saying so.
+                self.set_events_attached(true);
+                for c in self.recover_lldpad() {
+                    sink(c);
+                }
+            }
+            LldpadNotice::Attached => {
+                log::info!("host: attached to lldpad events");
+                self.set_events_attached(true);
+                // Events may have been missed while detached: resync.
+                for c in self.refresh() {
+                    sink(c);
+                }
+            }
+            LldpadNotice::Lost(why) => {
+                log::warn!("host: lldpad events lost: {why}");
+                self.set_events_attached(false);
+            }
+        }
+    }
+}
+
+impl LinuxHost {
+    /// Build the drivers from the configuration. `shutdown` bounds the
+    /// waits inside detection and the local-VLAN wait.
+    pub fn new(cfg: &Config, runner: Arc<Runner>, shutdown: Shutdown) -> LinuxHost {
+        let sysnet = || {
+            SysNet::new(&cfg.paths.sys_class_net, &cfg.paths.proc_net_bonding)
+                .with_ipv4_runner(runner.clone())
+        };
+        LinuxHost {
+            vdp_cfg: cfg.vdp.clone(),
+            ovs: OvsDriver::new(
+                runner.clone(),
+                &cfg.bridges.integration,
+                &cfg.bridges.external,
+            ),
+            detector: UplinkDetector::new(runner.clone(), sysnet(), cfg.uplink.candidates.clone()),
+            topo: TopoDisc::new(runner.clone(), sysnet()),
+            sysnet: sysnet(),
+            shared: Arc::new(Shared {
+                runner: runner.clone(),
+                shutdown: shutdown.clone(),
+                lldpad: Mutex::new(None),
+                refresh: Mutex::new(()),
+                lldpad_pid: Mutex::new(None),
+                events_attached: std::sync::atomic::AtomicBool::new(false),
+            }),
+            watch: Mutex::new(None),
+            shutdown,
+            runner,
+        }
+    }
+
+    /// The OVS driver (tests, status extensions).
+    pub fn ovs(&self) -> &OvsDriver {
+        &self.ovs
+    }
+
+    /// The runner's count of spawned processes (bench).
+    pub fn commands_spawned(&self) -> u64 {
+        self.runner.spawned()
+    }
+
+    /// The VSI driver of the current uplink.
+    pub fn lldpad(&self) -> Option<Arc<LldpadDriver>> {
+        self.shared.driver()
     }
 
     fn local_vlan_of(&self, vm: &VmPort) -> Option<u16> {
@@ -183,16 +338,20 @@ impl HostDriver for LinuxHost {
             e.to_string()
         })?;
         let veth = ports.lldp_veth.clone();
-        self.enable_lldpad_port(&veth)?;
-        self.wait_vdp_ready(&veth);
-        let mut cur = self.lldpad.lock();
+        self.shared.enable_port(&veth)?;
+        self.shared.wait_vdp_ready(&veth);
+        let _ = self.shared.lldpad_restarted();
+        let mut cur = self.shared.lldpad.lock();
         let keep = cur.as_ref().is_some_and(|d| d.port() == veth);
         if !keep {
-            *cur = Some(Arc::new(LldpadDriver::new(
-                self.runner.clone(),
-                &veth,
-                self.vdp_cfg.clone(),
-            )));
+            let d = LldpadDriver::new(self.runner.clone(), &veth, self.vdp_cfg.clone());
+            d.set_query_via_socket(true);
+            d.set_events_attached(
+                self.shared
+                    .events_attached
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
+            *cur = Some(Arc::new(d));
         }
         log::info!("host: uplink {uplink} up, lldpad port {veth}");
         Ok(veth)
@@ -202,7 +361,7 @@ impl HostDriver for LinuxHost {
         if let Err(e) = self.ovs.teardown_uplink(uplink) {
             log::error!("host: uplink {uplink} teardown: {e}");
         }
-        if let Some(d) = self.lldpad.lock().take() {
+        if let Some(d) = self.shared.lldpad.lock().take() {
             d.clear();
         }
     }
@@ -332,9 +491,23 @@ impl HostDriver for LinuxHost {
     }
 
     fn refresh_vsis(&self) -> Vec<VsiChange> {
-        match self.lldpad() {
-            Some(d) => self.with_local_vlans(d.refresh()),
-            None => Vec::new(),
+        if self.lldpad().is_none() {
+            return Vec::new();
+        }
+        // Without the event watcher this is how an lldpad restart is seen.
+        let changes = if self.shared.lldpad_restarted() {
+            self.shared.recover_lldpad()
+        } else {
+            self.shared.refresh()
+        };
+        self.with_local_vlans(changes)
+    }
+
+    fn start_watchers(&self, sink: VsiSink) {
+        let shared = self.shared.clone();
+        match LldpadWatch::start(&self.shutdown, move |n| shared.on_notice(n, &sink)) {
+            Ok(w) => *self.watch.lock() = Some(w),
+            Err(e) => log::warn!("host: lldpad event watcher not started ({e}); refresh only"),
         }
     }
 
@@ -365,6 +538,15 @@ impl HostDriver for LinuxHost {
         self.topo.poll()
     }
 
+    fn threads(&self) -> Vec<(String, String)> {
+        // Whether the watcher is attached to lldpad is in the `host` section.
+        self.watch
+            .lock()
+            .as_ref()
+            .map(|w| w.thread_states())
+            .unwrap_or_default()
+    }
+
     fn status_extra(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
         let mut m = std::collections::BTreeMap::new();
         m.insert("commands_spawned".into(), self.runner.spawned().into());
@@ -372,7 +554,25 @@ impl HostDriver for LinuxHost {
             "vdptool_calls".into(),
             self.lldpad().map_or(0, |d| d.vdptool_calls()).into(),
         );
+        m.insert(
+            "socket_queries".into(),
+            self.lldpad().map_or(0, |d| d.socket_queries()).into(),
+        );
         m.insert("pending_vsis".into(), self.pending_vsis().into());
+        let events = match self.watch.lock().as_ref() {
+            Some(w) => {
+                let st = w.status();
+                serde_json::json!({
+                    "attached": st.attached,
+                    "lldpad_pid": st.lldpad_pid,
+                    "reason": st.reason,
+                    "events": st.events,
+                    "restarts": st.restarts,
+                })
+            }
+            None => serde_json::json!({"attached": false, "reason": "not started"}),
+        };
+        m.insert("lldpad_events".into(), events);
         m
     }
 

@@ -8,8 +8,7 @@
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdp_agent::config::Config;
@@ -17,29 +16,10 @@ use vdp_agent::controller::Controller;
 use vdp_agent::manager::link::ControllerLink;
 use vdp_agent::model::VmResult;
 
-const P1: &str = "11111111-2222-3333-4444-555555555555";
+mod http_common;
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "ct-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use http_common::{agent_config, temp_dir, P1};
+use vdp_agent::lab::netns::TempDir;
 
 /// What the raw server does with each request.
 #[derive(Clone)]
@@ -139,11 +119,7 @@ fn reply(status: &str, body: &str) -> Behaviour {
 }
 
 fn controller(url: &str, dir: &TempDir, timeout_s: u64, wait_s: u64) -> Controller {
-    let mut c = Config::default();
-    c.server.url = url.to_string();
-    c.server.timeout_s = timeout_s;
-    c.server.events_wait_s = wait_s;
-    c.paths.state_dir = dir.0.join("state");
+    let c = agent_config(url, dir.path(), timeout_s, wait_s);
     Controller::new(&c, "compute1".into()).unwrap()
 }
 
@@ -154,7 +130,7 @@ fn url(s: &RawServer) -> String {
 #[test]
 fn silent_controller_is_bounded_by_timeouts() {
     let s = raw_server(Behaviour::Silent);
-    let dir = TempDir::new("silent");
+    let dir = temp_dir("silent");
     let c = controller(&url(&s), &dir, 1, 1);
     let t0 = Instant::now();
     let e = c.heartbeat().unwrap_err();
@@ -176,7 +152,7 @@ fn stalled_body_is_bounded() {
     let s = raw_server(Behaviour::WriteAndHold(
         b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"res".to_vec(),
     ));
-    let dir = TempDir::new("stall");
+    let dir = temp_dir("stall");
     let c = controller(&url(&s), &dir, 1, 0);
     let t0 = Instant::now();
     assert!(c.request_uplink_info().is_err());
@@ -185,7 +161,7 @@ fn stalled_body_is_bounded() {
 
 #[test]
 fn malformed_and_wrong_typed_answers_are_errors() {
-    let dir = TempDir::new("bad");
+    let dir = temp_dir("bad");
     for (status, body, what) in [
         ("200 OK", "not json at all", "not JSON"),
         ("200 OK", "[1,2]", "not a JSON object"),
@@ -227,7 +203,7 @@ fn malformed_and_wrong_typed_answers_are_errors() {
 
 #[test]
 fn malformed_event_envelopes_are_errors() {
-    let dir = TempDir::new("evbad");
+    let dir = temp_dir("evbad");
     for body in [
         "{\"events\": 5}",
         "{\"events\": {\"seq\": 1}}",
@@ -260,7 +236,7 @@ fn malformed_event_envelopes_are_errors() {
 
 #[test]
 fn huge_bodies_are_refused() {
-    let dir = TempDir::new("huge");
+    let dir = temp_dir("huge");
     // Declared too large.
     let s = raw_server(Behaviour::WriteAndHold(
         b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n{".to_vec(),
@@ -290,7 +266,7 @@ fn dead_controller_fails_fast_and_keeps_results() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let dir = TempDir::new("dead");
+    let dir = temp_dir("dead");
     let c = controller(&format!("http://{addr}"), &dir, 2, 5);
     let e = c.heartbeat().unwrap_err();
     assert!(e.contains("heartbeat") && e.contains("transport"), "{e}");
@@ -302,17 +278,17 @@ fn dead_controller_fails_fast_and_keeps_results() {
 
 #[test]
 fn https_with_extra_ca() {
-    let dir = TempDir::new("tls");
-    let key = dir.0.join("key.pem");
-    let cert = dir.0.join("cert.pem");
-    let ca = dir.0.join("ca.pem");
-    let ext = dir.0.join("ext.cnf");
+    let dir = temp_dir("tls");
+    let key = dir.path().join("key.pem");
+    let cert = dir.path().join("cert.pem");
+    let ca = dir.path().join("ca.pem");
+    let ext = dir.path().join("ext.cnf");
     std::fs::write(
         &ext,
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    let d = dir.0.display().to_string();
+    let d = dir.path().display().to_string();
     let ec = [
         "-newkey",
         "ec",
@@ -441,7 +417,7 @@ fn https_with_extra_ca() {
     let mut cfg = Config::default();
     cfg.server.url = format!("https://127.0.0.1:{}", addr.port());
     cfg.server.timeout_s = 5;
-    cfg.paths.state_dir = dir.0.join("state");
+    cfg.paths.state_dir = dir.path().join("state");
     // Without the CA the certificate is refused.
     let c = Controller::new(&cfg, "compute1".into()).unwrap();
     let e = c.heartbeat().unwrap_err();

@@ -4,59 +4,23 @@
 //! restarts, long-poll, acknowledgement and the bulk `vm_info`.
 
 use serde_json::{json, Value};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use vdp_agent::config::Config;
 use vdp_agent::controller::Controller;
-use vdp_agent::lab::server::{LabServer, ServerOptions};
+use vdp_agent::lab::server::LabServer;
 use vdp_agent::manager::host::TopoReport;
 use vdp_agent::manager::link::ControllerLink;
 use vdp_agent::model::{UplinkInfo, VmResult};
 
-const P1: &str = "11111111-2222-3333-4444-555555555555";
+mod http_common;
+
+use http_common::{agent_config, lab_server, temp_dir, NET, P1};
+use vdp_agent::lab::netns::{wait_until, TempDir};
+
 const P2: &str = "22222222-2222-3333-4444-555555555555";
-const NET: &str = "aaaaaaaa-2222-3333-4444-555555555555";
-
-/// A private temp dir removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "ct-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn server(token: Option<&str>) -> LabServer {
-    LabServer::start(ServerOptions {
-        listen: "127.0.0.1:0".into(),
-        state: None,
-        token: token.map(String::from),
-    })
-    .unwrap()
-}
 
 fn config(url: &str, dir: &TempDir, wait_s: u64) -> Config {
-    let mut c = Config::default();
-    c.server.url = url.to_string();
-    c.server.timeout_s = 2;
-    c.server.events_wait_s = wait_s;
-    c.paths.state_dir = dir.0.join("state");
-    c
+    agent_config(url, dir.path(), 2, wait_s)
 }
 
 fn admin(method: &str, url: &str, body: Option<Value>) -> Value {
@@ -101,8 +65,8 @@ fn is_ctime(v: &Value) -> bool {
 
 #[test]
 fn every_rpc_sends_the_contract_json() {
-    let s = server(None);
-    let dir = TempDir::new("rpc");
+    let s = lab_server(None, None);
+    let dir = temp_dir("rpc");
     let c = Controller::new(&config(&s.url(), &dir, 1), "compute1".into()).unwrap();
 
     c.heartbeat().unwrap();
@@ -220,8 +184,8 @@ fn every_rpc_sends_the_contract_json() {
 
 #[test]
 fn bearer_token_is_required_and_accepted() {
-    let s = server(Some("s3cret"));
-    let dir = TempDir::new("tok");
+    let s = lab_server(None, Some("s3cret"));
+    let dir = temp_dir("tok");
     let cfg = config(&s.url(), &dir, 0);
     let anon = Controller::new(&cfg, "compute1".into()).unwrap();
     let e = anon.heartbeat().unwrap_err();
@@ -229,7 +193,7 @@ fn bearer_token_is_required_and_accepted() {
     assert!(anon.poll_events(0).unwrap_err().contains("401"));
     assert!(anon.status().last_error.unwrap().contains("401"));
 
-    let tok = dir.0.join("token");
+    let tok = dir.path().join("token");
     std::fs::write(&tok, "  s3cret\n").unwrap();
     let mut cfg2 = cfg.clone();
     cfg2.server.token_file = Some(tok.clone());
@@ -255,8 +219,8 @@ fn bearer_token_is_required_and_accepted() {
 
 #[test]
 fn failed_results_are_kept_persisted_and_delivered_newest_first() {
-    let s = server(None);
-    let dir = TempDir::new("pend");
+    let s = lab_server(None, None);
+    let dir = temp_dir("pend");
     let cfg = config(&s.url(), &dir, 0);
     let c = Controller::new(&cfg, "compute1".into()).unwrap();
     let pending_file = cfg.paths.state_dir.join("pending-results.json");
@@ -299,11 +263,10 @@ fn failed_results_are_kept_persisted_and_delivered_newest_first() {
     assert_eq!(before, after);
 
     fault(&s, json!({"down": false}));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.retry_pending() > 0 {
-        assert!(Instant::now() < deadline, "kept results not delivered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        wait_until(Duration::from_secs(10), || c.retry_pending() == 0),
+        "kept results not delivered"
+    );
     let ok: Vec<Value> = calls(&s, "update_vm_result")
         .into_iter()
         .filter(|c| c["status"] == 200)
@@ -326,8 +289,8 @@ fn failed_results_are_kept_persisted_and_delivered_newest_first() {
 
 #[test]
 fn fresh_success_drops_the_older_kept_result() {
-    let s = server(None);
-    let dir = TempDir::new("fresh");
+    let s = lab_server(None, None);
+    let dir = temp_dir("fresh");
     let c = Controller::new(&config(&s.url(), &dir, 0), "compute1".into()).unwrap();
     fault(&s, json!({"fail_next": 1}));
     let e = c
@@ -349,8 +312,8 @@ fn fresh_success_drops_the_older_kept_result() {
 
 #[test]
 fn long_poll_wakes_on_event_and_times_out_empty() {
-    let s = server(None);
-    let dir = TempDir::new("poll");
+    let s = lab_server(None, None);
+    let dir = temp_dir("poll");
     let c = Controller::new(&config(&s.url(), &dir, 1), "compute1".into()).unwrap();
     let t0 = Instant::now();
     assert!(c.poll_events(0).unwrap().is_empty());
@@ -391,8 +354,8 @@ fn long_poll_wakes_on_event_and_times_out_empty() {
 
 #[test]
 fn after_acknowledges_and_unacked_events_are_retained() {
-    let s = server(None);
-    let dir = TempDir::new("ack");
+    let s = lab_server(None, None);
+    let dir = temp_dir("ack");
     let c = Controller::new(&config(&s.url(), &dir, 0), "compute1".into()).unwrap();
     let s1 = add_port(&s, "compute1", P1, 30001);
     let s2 = add_port(&s, "compute1", P2, 30002);
@@ -414,8 +377,8 @@ fn after_acknowledges_and_unacked_events_are_retained() {
 
 #[test]
 fn save_uplink_with_uplink_queues_bulk_vm_info() {
-    let s = server(None);
-    let dir = TempDir::new("bulk");
+    let s = lab_server(None, None);
+    let dir = temp_dir("bulk");
     let c = Controller::new(&config(&s.url(), &dir, 0), "compute1".into()).unwrap();
     add_port(&s, "compute1", P1, 30001);
     let last = add_port(&s, "compute1", P2, 30002);
@@ -460,8 +423,8 @@ fn save_uplink_with_uplink_queues_bulk_vm_info() {
 
 #[test]
 fn odd_injected_events_are_passed_on_or_skipped() {
-    let s = server(None);
-    let dir = TempDir::new("odd");
+    let s = lab_server(None, None);
+    let dir = temp_dir("odd");
     let c = Controller::new(&config(&s.url(), &dir, 0), "compute1".into()).unwrap();
     let url = format!("{}/admin/events/compute1", s.url());
     let raw = admin("POST", &url, Some(json!({"raw": {"seq": "x", "type": 5}})));
@@ -482,8 +445,8 @@ fn odd_injected_events_are_passed_on_or_skipped() {
 
 #[test]
 fn a_fresh_result_waits_for_the_kept_one_in_flight() {
-    let s = server(None);
-    let dir = TempDir::new("order");
+    let s = lab_server(None, None);
+    let dir = temp_dir("order");
     let c = std::sync::Arc::new(
         Controller::new(&config(&s.url(), &dir, 0), "compute1".into()).unwrap(),
     );

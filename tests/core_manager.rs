@@ -515,6 +515,27 @@ fn vm_up_association_failure_is_create_fail_with_reason() {
 }
 
 #[test]
+fn vm_up_pending_association_reports_nothing_until_the_verdict() {
+    let t = setup(None);
+    t.bring_up_eth2();
+    t.host.local_vlans.lock().insert(P1.into(), 12);
+    *t.host.port_up.lock() = Some(PortOutcome {
+        ok: false,
+        local_vlan: Some(12),
+        vdp_vlan: None,
+        fail_reason: None,
+        pending: true,
+    });
+    t.mgr.vdp_vm_event(VmNotice::Single(vm(P1, PortStatus::Up)));
+    t.drain();
+    assert_eq!(
+        t.link.take(),
+        Vec::<String>::new(),
+        "pending is not a failure"
+    );
+}
+
+#[test]
 fn vm_down_success_and_failure() {
     let t = setup(None);
     t.bring_up_eth2();

@@ -5,37 +5,13 @@
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-use vdp_agent::lab::server::{LabServer, ServerOptions};
 
-const P1: &str = "11111111-2222-3333-4444-555555555555";
-const NET: &str = "aaaaaaaa-2222-3333-4444-555555555555";
+mod http_common;
+
+use http_common::{lab_server, temp_dir, NET, P1};
 const LAB: &str = env!("CARGO_BIN_EXE_vdp-lab");
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "ct-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A `vdp-lab server` child process, killed on drop.
 struct Proc(Child, String);
@@ -67,15 +43,6 @@ fn spawn_server(extra: &[&str]) -> Proc {
         .to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "{line}");
     Proc(child, url)
-}
-
-fn start(state: Option<PathBuf>, token: Option<&str>) -> LabServer {
-    LabServer::start(ServerOptions {
-        listen: "127.0.0.1:0".into(),
-        state,
-        token: token.map(String::from),
-    })
-    .unwrap()
 }
 
 /// Any HTTP call: (status, JSON body or Null).
@@ -118,9 +85,9 @@ fn lab(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn state_survives_a_server_restart() {
-    let dir = TempDir::new("state");
-    let state = dir.0.join("lab-state.json");
-    let s = start(Some(state.clone()), None);
+    let dir = temp_dir("state");
+    let state = dir.path().join("lab-state.json");
+    let s = lab_server(Some(state.clone()), None);
     let base = s.url();
     let (code, v) = http(
         "POST",
@@ -149,7 +116,7 @@ fn state_survives_a_server_restart() {
     );
     s.stop();
 
-    let s = start(Some(state.clone()), None);
+    let s = lab_server(Some(state.clone()), None);
     let base = s.url();
     let (_, p) = http("GET", &format!("{base}/admin/ports/{P1}"), None);
     assert_eq!(p["result"], "SUCCESS");
@@ -196,7 +163,7 @@ fn state_survives_a_server_restart() {
 
 #[test]
 fn long_polls_do_not_block_other_requests() {
-    let s = start(None, None);
+    let s = lab_server(None, None);
     let base = s.url();
     let mut polls = Vec::new();
     for i in 0..4 {
@@ -237,7 +204,7 @@ fn long_polls_do_not_block_other_requests() {
 
 #[test]
 fn fault_injection_and_bad_requests() {
-    let s = start(None, Some("tok"));
+    let s = lab_server(None, Some("tok"));
     let base = s.url();
     http(
         "POST",
@@ -315,8 +282,8 @@ fn fault_injection_and_bad_requests() {
 
 #[test]
 fn cli_port_commands_against_the_server_binary() {
-    let dir = TempDir::new("cli");
-    let state = dir.0.join("s.json");
+    let dir = temp_dir("cli");
+    let state = dir.path().join("s.json");
     let srv = spawn_server(&["--state", state.to_str().unwrap()]);
     let u = srv.1.clone();
     let (code, out, err) = lab(&[
@@ -438,8 +405,8 @@ fn cli_port_commands_against_the_server_binary() {
 
 #[test]
 fn server_binary_requires_its_token() {
-    let dir = TempDir::new("bintok");
-    let tok = dir.0.join("tok");
+    let dir = temp_dir("bintok");
+    let tok = dir.path().join("tok");
     std::fs::write(&tok, "abc\n").unwrap();
     let srv = spawn_server(&["--token-file", tok.to_str().unwrap()]);
     assert_eq!(rpc(&srv.1, "heartbeat", json!({}), json!({})).0, 401);

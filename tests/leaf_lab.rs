@@ -12,9 +12,12 @@
 //! `tests/fixtures/leaf/`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use vdp_agent::lab::leaf::{ecp, lldp, socket::PacketSocket, vdp};
+use vdp_agent::lab::netns::{
+    self, poll_until, LldpadInstance, LldpadRole, Netns, NsChild, TempDir,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vdp-lab");
 
@@ -31,168 +34,111 @@ fn run(argv: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn must(argv: &[&str]) -> String {
-    let (rc, o, e) = run(argv);
-    assert_eq!(rc, 0, "{argv:?} failed: {o}{e}");
-    o
-}
-
-/// Two netns joined by a veth; children killed and everything removed on drop.
+/// Two netns joined by a veth; processes stopped and everything removed on
+/// drop (fields drop in order: processes, namespaces, files).
 struct Lab {
-    ns_sta: String,
-    ns_br: String,
+    leaf: Option<NsChild>,
+    lldpad: Option<LldpadInstance>,
+    ns_sta: Netns,
+    ns_br: Netns,
     if_sta: String,
     if_br: String,
-    dir: PathBuf,
-    children: Vec<Child>,
+    dir: TempDir,
 }
 
 impl Lab {
     fn new(tag: &str) -> Lab {
         let pid = std::process::id();
-        let lab = Lab {
-            ns_sta: format!("lf-{tag}s-{pid}"),
-            ns_br: format!("lf-{tag}b-{pid}"),
-            if_sta: format!("lf{tag}s{pid}"),
-            if_br: format!("lf{tag}b{pid}"),
-            dir: std::env::temp_dir().join(format!("lf-{tag}-{pid}")),
-            children: Vec::new(),
-        };
-        assert!(lab.if_sta.len() <= 15);
-        std::fs::create_dir_all(&lab.dir).unwrap();
-        must(&["ip", "netns", "add", &lab.ns_sta]);
-        must(&["ip", "netns", "add", &lab.ns_br]);
-        must(&[
-            "ip",
-            "link",
-            "add",
-            &lab.if_sta,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &lab.if_br,
-        ]);
-        must(&["ip", "link", "set", &lab.if_sta, "netns", &lab.ns_sta]);
-        must(&["ip", "link", "set", &lab.if_br, "netns", &lab.ns_br]);
-        for (ns, ifn) in [(&lab.ns_sta, &lab.if_sta), (&lab.ns_br, &lab.if_br)] {
-            must(&["ip", "-n", ns, "link", "set", ifn, "up"]);
-            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        let (if_sta, if_br) = (format!("lf{tag}s{pid}"), format!("lf{tag}b{pid}"));
+        assert!(if_sta.len() <= 15);
+        let dir = TempDir::new(&format!("lf-{tag}")).unwrap();
+        let ns_sta = Netns::create(&format!("lf-{tag}s-{pid}")).unwrap();
+        let ns_br = Netns::create(&format!("lf-{tag}b-{pid}")).unwrap();
+        netns::veth(&ns_sta, &if_sta, &ns_br, &if_br).unwrap();
+        Lab {
+            leaf: None,
+            lldpad: None,
+            ns_sta,
+            ns_br,
+            if_sta,
+            if_br,
+            dir,
         }
-        lab
-    }
-
-    fn spawn(&mut self, argv: &[&str], log: &str) -> u32 {
-        let f = std::fs::File::create(self.dir.join(log)).unwrap();
-        let child = Command::new(argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        self.children.push(child);
-        pid
     }
 
     fn ctl_path(&self) -> PathBuf {
-        self.dir.join("leaf.sock")
+        self.dir.path().join("leaf.sock")
     }
 
-    fn start_leaf(&mut self, extra: &[&str]) -> u32 {
-        let (ns, ifn, ctl) = (
-            self.ns_br.clone(),
-            self.if_br.clone(),
-            self.ctl_path().display().to_string(),
-        );
-        let mut argv = vec!["ip", "netns", "exec", &ns, BIN, "leaf", "--iface", &ifn];
-        argv.extend_from_slice(&["--control", &ctl]);
+    fn start_leaf(&mut self, extra: &[&str]) {
+        let ctl = self.ctl_path().display().to_string();
+        let mut argv = vec![BIN, "leaf", "--iface", &self.if_br, "--control", &ctl];
         argv.extend_from_slice(extra);
-        let pid = self.spawn(&argv, "leaf.log");
-        let t0 = Instant::now();
-        while ctl_try(&self.ctl_path(), "status").is_none() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "leaf did not come up: {}",
-                self.log("leaf.log")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        pid
+        let leaf = self
+            .ns_br
+            .spawn(&argv, &self.dir.path().join("leaf.log"))
+            .unwrap();
+        self.leaf = Some(leaf);
+        let up = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            ctl_try(&self.ctl_path(), "status").ok_or(())
+        });
+        assert!(up.is_ok(), "leaf did not come up: {}", self.log("leaf.log"));
     }
 
     fn start_station_lldpad(&mut self) {
-        let conf = self.dir.join("station.conf");
-        let sh = format!(
-            "mount -t tmpfs tmpfs /dev/shm; exec lldpad -p -f {} -V 6",
-            conf.display()
-        );
-        let ns = self.ns_sta.clone();
-        self.spawn(
-            &[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "unshare",
-                "--ipc",
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                &sh,
-            ],
-            "lldpad.log",
-        );
-        let t0 = Instant::now();
-        while run(&["ip", "netns", "exec", &ns, "lldptool", "-p"]).0 != 0 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "lldpad did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let l = LldpadInstance::start(
+            &self.ns_sta,
+            LldpadRole::Station,
+            &self.if_sta,
+            self.dir.path(),
+        )
+        .expect("lldpad did not start");
+        self.lldpad = Some(l);
     }
 
     fn sta(&self, tool: &str, args: &[&str]) -> (i32, String, String) {
-        let mut argv = vec!["ip", "netns", "exec", &self.ns_sta, tool];
+        let mut argv = vec![tool];
         argv.extend_from_slice(args);
-        run(&argv)
+        let out = self
+            .ns_sta
+            .exec_any(&argv)
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The station's view of the bridge's EVB TLV (`lldptool get-tlv`).
+    fn evb_tlv(&self) -> String {
+        let ifs = self.if_sta.as_str();
+        self.sta(
+            "lldptool",
+            &["get-tlv", "-n", "-i", ifs, "-g", "ncb", "-V", "evb"],
+        )
+        .1
     }
 
     fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for c in &mut self.children {
-            if matches!(c.try_wait(), Ok(None)) {
-                // SAFETY: kill(2) on the pid of our own, not yet reaped child.
-                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            }
-        }
-        for c in &mut self.children {
-            let t0 = Instant::now();
-            while matches!(c.try_wait(), Ok(None)) && t0.elapsed() < Duration::from_secs(3) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = run(&["ip", "netns", "del", &self.ns_sta]);
-        let _ = run(&["ip", "netns", "del", &self.ns_br]);
+        // Stop the processes first, then show their logs on failure.
+        self.leaf.take();
+        let lldpad_log = self.lldpad.take().map(|l| l.log.clone());
         if std::thread::panicking() {
             eprintln!("--- leaf.log\n{}", self.log("leaf.log"));
             eprintln!("--- lldpad.log (tail)\n{}", {
-                let l = self.log("lldpad.log");
+                let l = lldpad_log
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .unwrap_or_default();
                 l[l.len().saturating_sub(20000)..].to_string()
             });
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -236,33 +182,21 @@ fn mac(n: u8) -> String {
 
 /// `vdptool -T -W` with the Python argv; returns stdout.
 fn vdp_op(lab: &Lab, mode: &str, n: u8, vlan: u16, gid: u32) -> String {
-    let (u, filter) = (uuid(n), format!("filter={vlan}-{}-{gid}", mac(n)));
-    let (m, mm) = (mode.to_string(), format!("mode={mode}"));
-    let (_, out, _) = lab.sta(
-        "vdptool",
-        &[
-            "-T",
-            "-i",
-            &lab.if_sta,
-            "-W",
-            "-V",
-            &m,
-            "-c",
-            &mm,
-            "-c",
-            "mgrid2=0",
-            "-c",
-            "typeid=0",
-            "-c",
-            "typeidver=0",
-            "-c",
-            &format!("uuid={u}"),
-            "-c",
-            "hints=none",
-            "-c",
-            &filter,
-        ],
-    );
+    let filter = format!("{vlan}-{}-{gid}", mac(n));
+    let argv = netns::vdptool_set_argv(&lab.if_sta, mode, &uuid(n), &filter, true);
+    lab.ns_sta.stdout(&argv).expect("vdptool")
+}
+
+/// The first association of VSI 1 (group `gid`), retried while lldpad is
+/// still in its start-up states; returns vdptool's last answer.
+fn first_assoc(lab: &Lab, gid: u32) -> String {
+    let mut out = String::new();
+    for _ in 0..3 {
+        out = vdp_op(lab, "assoc", 1, 0, gid);
+        if out.starts_with("Response from VDP") {
+            break;
+        }
+    }
     out
 }
 
@@ -345,18 +279,15 @@ fn leaf_serves_a_real_lldpad_station() {
     assert_eq!(rc, 0);
 
     // readiness: the bridge's EVB TLV with BGID, then about 1 s
-    let t0 = Instant::now();
-    let evb = loop {
-        let (_, o, _) = lab.sta(
-            "lldptool",
-            &["get-tlv", "-n", "-i", &ifs, "-g", "ncb", "-V", "evb"],
-        );
+    let evb = poll_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        let o = lab.evb_tlv();
         if o.contains("bridge:bgid") && o.contains("station:sgid") {
-            break o;
+            Ok(o)
+        } else {
+            Err(o)
         }
-        assert!(t0.elapsed() < Duration::from_secs(15), "no EVB TLV: {o:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    })
+    .unwrap_or_else(|o| panic!("no EVB TLV: {o:?}"));
     assert!(evb.contains("\tmode:bridge r/l:"), "{evb}");
     assert!(evb.contains("retries:3 rte:10"), "{evb}");
     fixture("lldptool_get_tlv_evb.txt", &evb);
@@ -374,13 +305,7 @@ fn leaf_serves_a_real_lldpad_station() {
     std::thread::sleep(Duration::from_millis(1200));
 
     // first association: retry while lldpad is still in its start-up states
-    let mut out = String::new();
-    for _ in 0..3 {
-        out = vdp_op(&lab, "assoc", 1, 0, 30001);
-        if out.starts_with("Response from VDP") {
-            break;
-        }
-    }
+    let out = first_assoc(&lab, 30001);
     assert_response(&out, "assoc", 1);
     let v1 = resp_vlan(&out);
     assert!((3001..=3003).contains(&v1), "{out}");
@@ -446,34 +371,28 @@ fn leaf_serves_a_real_lldpad_station() {
     assert_eq!(st["station_seen"], true);
     assert_eq!(st["vsis"].as_array().unwrap().len(), 3, "{st}");
     ctl(&lab, &format!("deassoc {}", uuid(1)));
-    let t0 = Instant::now();
-    loop {
+    let q = poll_until(Duration::from_secs(3), Duration::from_millis(100), || {
         let q = query(&lab, Some(1));
         if !q.contains(&uuid(1)[..8]) || q.lines().last().is_some_and(|l| l.ends_with("00000003")) {
-            fixture("vdptool_query_gone.txt", &q);
-            break;
+            Ok(q)
+        } else {
+            Err(q)
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "VSI still there: {q}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
+    .unwrap_or_else(|q| panic!("VSI still there: {q}"));
+    fixture("vdptool_query_gone.txt", &q);
 
     // reload: silent; new associations of group 30001 get another VLAN
     ctl(&lab, "deassoc all");
-    let t0 = Instant::now();
-    loop {
+    poll_until(Duration::from_secs(3), Duration::from_millis(100), || {
         let q = query(&lab, None);
         if !q.contains("uuid0024") {
-            break;
+            Ok(())
+        } else {
+            Err(q)
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "VSIs still there: {q}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
+    .unwrap_or_else(|q| panic!("VSIs still there: {q}"));
     let r = ctl(&lab, "reload");
     assert_eq!(r["forgotten_vsis"], 0);
     let out = vdp_op(&lab, "assoc", 7, 0, 30001);
@@ -505,63 +424,35 @@ fn leaf_serves_a_real_lldpad_station() {
     assert!(s["ecp_acks_tx"].as_u64().unwrap() >= 9, "{stats}");
 
     // lldp stop: TTL 0, the station forgets the bridge; start: it is back
-    let evb_tlv = |lab: &Lab| {
-        lab.sta(
-            "lldptool",
-            &["get-tlv", "-n", "-i", &ifs, "-g", "ncb", "-V", "evb"],
-        )
-        .1
-    };
     ctl(&lab, "lldp stop");
-    let t0 = Instant::now();
-    while !evb_tlv(&lab).trim().is_empty() {
-        assert!(t0.elapsed() < Duration::from_secs(3), "EVB TLV still there");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        netns::wait_until(Duration::from_secs(3), || lab.evb_tlv().trim().is_empty()),
+        "EVB TLV still there"
+    );
     assert_eq!(ctl(&lab, "status")["lldp"], "off");
     ctl(&lab, "lldp start");
-    let t0 = Instant::now();
-    while !evb_tlv(&lab).contains("mode:bridge") {
-        assert!(t0.elapsed() < Duration::from_secs(3), "EVB TLV not back");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        netns::wait_until(Duration::from_secs(3), || lab
+            .evb_tlv()
+            .contains("mode:bridge")),
+        "EVB TLV not back"
+    );
 
     // SIGTERM: TTL 0 LLDPDU, the station forgets the bridge at once
-    let leaf = lab.children.iter_mut().rfind(|_| true).unwrap();
+    let leaf = lab.leaf.as_mut().unwrap();
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(leaf.id() as i32, libc::SIGTERM) };
-    let status = leaf.wait().unwrap();
+    let status = leaf.child().wait().unwrap();
     assert!(status.success(), "{status:?}");
-    let t0 = Instant::now();
-    loop {
-        let (_, o, _) = lab.sta(
-            "lldptool",
-            &["get-tlv", "-n", "-i", &ifs, "-g", "ncb", "-V", "evb"],
-        );
+    poll_until(Duration::from_secs(3), Duration::from_millis(100), || {
+        let o = lab.evb_tlv();
         if o.trim().is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(o)
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "EVB TLV still there: {o}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Runs `f` in a thread that joined the netns `ns`.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::Builder::new()
-        .name("lf-vm".into())
-        .spawn(move || {
-            let fd = std::fs::File::open(&path).unwrap();
-            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .unwrap()
-        .join()
-        .unwrap()
+    })
+    .unwrap_or_else(|o| panic!("EVB TLV still there: {o}"));
 }
 
 /// Wait up to `d` for a frame matching `want`; returns it untagged with its VLAN.
@@ -610,102 +501,105 @@ fn leaf_gateway_answers_tagged_arp_and_ping() {
         let st = ctl(&lab, "status");
         st["mac"].as_str().unwrap().to_string()
     };
-    let (ns, ifn) = (lab.ns_sta.clone(), lab.if_sta.clone());
-    let (vlan, arp, icmp, wrong_vlan) = in_netns(&ns, move || {
-        let s = PacketSocket::open(&ifn, &[lldp::NCB_MAC]).unwrap();
-        let me = vdp_agent::lab::leaf::socket::iface_mac(&ifn).unwrap();
-        // associate a VSI of group 30001 over ECP/VDP ourselves
-        let req = vdp::VsiTlv {
-            mode: vdp::VsiMode::Assoc,
-            status: 0,
-            type_id: 0,
-            type_ver: 0,
-            id_fmt: 5,
-            id: [0x4c; 16],
-            filter_fmt: 4,
-            entries: vec![vdp::FilterEntry {
-                gid: Some(30001),
-                mac: Some(me),
-                vid: 0,
-            }],
-        };
-        let f = ecp::build_frame(&me, ecp::EcpOp::Request, 77, &vdp::build(&[0; 16], &req));
-        s.send(&f).unwrap();
-        let is_ecp = |f: &[u8], op: ecp::EcpOp| {
-            f[12..14] == [0x89, 0x40] && ecp::parse(&f[14..]).is_ok_and(|(h, _)| h.op == op)
-        };
-        let ack = recv_match(&s, Duration::from_secs(2), &|_, f| {
-            is_ecp(f, ecp::EcpOp::Ack)
-        });
-        assert_eq!(
-            ecp::parse(&ack.expect("no ECP ack").1[14..]).unwrap().0.seq,
-            77
-        );
-        let (_, resp) = recv_match(&s, Duration::from_secs(2), &|_, f| {
-            is_ecp(f, ecp::EcpOp::Request)
-        })
-        .expect("no VDP response");
-        let (h, ulp) = ecp::parse(&resp[14..]).unwrap();
-        s.send(&ecp::build_frame(&me, ecp::EcpOp::Ack, h.seq, &[]))
+    let ifn = lab.if_sta.clone();
+    let (vlan, arp, icmp, wrong_vlan) = lab
+        .ns_sta
+        .run_in("lf-vm", move || {
+            let s = PacketSocket::open(&ifn, &[lldp::NCB_MAC]).unwrap();
+            let me = vdp_agent::lab::leaf::socket::iface_mac(&ifn).unwrap();
+            // associate a VSI of group 30001 over ECP/VDP ourselves
+            let req = vdp::VsiTlv {
+                mode: vdp::VsiMode::Assoc,
+                status: 0,
+                type_id: 0,
+                type_ver: 0,
+                id_fmt: 5,
+                id: [0x4c; 16],
+                filter_fmt: 4,
+                entries: vec![vdp::FilterEntry {
+                    gid: Some(30001),
+                    mac: Some(me),
+                    vid: 0,
+                }],
+            };
+            let f = ecp::build_frame(&me, ecp::EcpOp::Request, 77, &vdp::build(&[0; 16], &req));
+            s.send(&f).unwrap();
+            let is_ecp = |f: &[u8], op: ecp::EcpOp| {
+                f[12..14] == [0x89, 0x40] && ecp::parse(&f[14..]).is_ok_and(|(h, _)| h.op == op)
+            };
+            let ack = recv_match(&s, Duration::from_secs(2), &|_, f| {
+                is_ecp(f, ecp::EcpOp::Ack)
+            });
+            assert_eq!(
+                ecp::parse(&ack.expect("no ECP ack").1[14..]).unwrap().0.seq,
+                77
+            );
+            let (_, resp) = recv_match(&s, Duration::from_secs(2), &|_, f| {
+                is_ecp(f, ecp::EcpOp::Request)
+            })
+            .expect("no VDP response");
+            let (h, ulp) = ecp::parse(&resp[14..]).unwrap();
+            s.send(&ecp::build_frame(&me, ecp::EcpOp::Ack, h.seq, &[]))
+                .unwrap();
+            let r = vdp::parse(ulp).unwrap();
+            assert_eq!(r.vsis[0].status, vdp::ST_ACK);
+            let vlan = r.vsis[0].entries[0].vlan();
+
+            let arp_req = |target: [u8; 4]| {
+                let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
+                a.extend_from_slice(&me);
+                a.extend_from_slice(&[10, 0, 0, 5]);
+                a.extend_from_slice(&[0; 6]);
+                a.extend_from_slice(&target);
+                a
+            };
+            let is_arp_reply = |v: Option<u16>, f: &[u8]| {
+                f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2] && v.is_some()
+            };
+            s.send(&tagged(
+                &[0xff; 6],
+                &me,
+                vlan,
+                0x0806,
+                &arp_req([10, 0, 0, 1]),
+            ))
             .unwrap();
-        let r = vdp::parse(ulp).unwrap();
-        assert_eq!(r.vsis[0].status, vdp::ST_ACK);
-        let vlan = r.vsis[0].entries[0].vlan();
+            let arp = recv_match(&s, Duration::from_secs(2), &is_arp_reply);
 
-        let arp_req = |target: [u8; 4]| {
-            let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
-            a.extend_from_slice(&me);
-            a.extend_from_slice(&[10, 0, 0, 5]);
-            a.extend_from_slice(&[0; 6]);
-            a.extend_from_slice(&target);
-            a
-        };
-        let is_arp_reply = |v: Option<u16>, f: &[u8]| {
-            f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2] && v.is_some()
-        };
-        s.send(&tagged(
-            &[0xff; 6],
-            &me,
-            vlan,
-            0x0806,
-            &arp_req([10, 0, 0, 1]),
-        ))
+            // ICMP echo to the gateway's MAC learned from ARP
+            let gw_mac = arp
+                .as_ref()
+                .map(|(_, f)| f[22..28].to_vec())
+                .unwrap_or(vec![0xff; 6]);
+            let mut ip = vec![
+                0x45, 0, 0, 36, 0x4c, 0x46, 0x40, 0, 64, 1, 0, 0, 10, 0, 0, 5, 10, 0, 0, 1,
+            ];
+            let c = vdp_agent::lab::leaf::gateway::checksum(&ip).to_be_bytes();
+            ip[10..12].copy_from_slice(&c);
+            let mut icmp = vec![
+                8, 0, 0, 0, 0x12, 0x34, 0, 1, b'l', b'f', b'-', b'p', b'i', b'n', b'g', b'!',
+            ];
+            let c = vdp_agent::lab::leaf::gateway::checksum(&icmp).to_be_bytes();
+            icmp[2..4].copy_from_slice(&c);
+            ip.extend_from_slice(&icmp);
+            s.send(&tagged(&gw_mac, &me, vlan, 0x0800, &ip)).unwrap();
+            let reply = recv_match(&s, Duration::from_secs(2), &|v, f| {
+                v.is_some() && f[12..14] == [0x08, 0x00] && f.len() > 34 && f[23] == 1 && f[34] == 0
+            });
+
+            // wrong VLAN: no answer
+            s.send(&tagged(
+                &[0xff; 6],
+                &me,
+                vlan + 1,
+                0x0806,
+                &arp_req([10, 0, 0, 1]),
+            ))
+            .unwrap();
+            let wrong = recv_match(&s, Duration::from_millis(400), &is_arp_reply);
+            (vlan, arp, reply, wrong)
+        })
         .unwrap();
-        let arp = recv_match(&s, Duration::from_secs(2), &is_arp_reply);
-
-        // ICMP echo to the gateway's MAC learned from ARP
-        let gw_mac = arp
-            .as_ref()
-            .map(|(_, f)| f[22..28].to_vec())
-            .unwrap_or(vec![0xff; 6]);
-        let mut ip = vec![
-            0x45, 0, 0, 36, 0x4c, 0x46, 0x40, 0, 64, 1, 0, 0, 10, 0, 0, 5, 10, 0, 0, 1,
-        ];
-        let c = vdp_agent::lab::leaf::gateway::checksum(&ip).to_be_bytes();
-        ip[10..12].copy_from_slice(&c);
-        let mut icmp = vec![
-            8, 0, 0, 0, 0x12, 0x34, 0, 1, b'l', b'f', b'-', b'p', b'i', b'n', b'g', b'!',
-        ];
-        let c = vdp_agent::lab::leaf::gateway::checksum(&icmp).to_be_bytes();
-        icmp[2..4].copy_from_slice(&c);
-        ip.extend_from_slice(&icmp);
-        s.send(&tagged(&gw_mac, &me, vlan, 0x0800, &ip)).unwrap();
-        let reply = recv_match(&s, Duration::from_secs(2), &|v, f| {
-            v.is_some() && f[12..14] == [0x08, 0x00] && f.len() > 34 && f[23] == 1 && f[34] == 0
-        });
-
-        // wrong VLAN: no answer
-        s.send(&tagged(
-            &[0xff; 6],
-            &me,
-            vlan + 1,
-            0x0806,
-            &arp_req([10, 0, 0, 1]),
-        ))
-        .unwrap();
-        let wrong = recv_match(&s, Duration::from_millis(400), &is_arp_reply);
-        (vlan, arp, reply, wrong)
-    });
     assert!((3050..=3059).contains(&vlan), "{vlan}");
     let (av, a) = arp.expect("no ARP reply");
     assert_eq!(av, Some(vlan));
@@ -736,28 +630,7 @@ fn leaf_answers_keepalives_and_ages_out_silent_vsis() {
     lab.start_station_lldpad();
     lab.start_leaf(&["--vlan-pool", "3100-3109", "--rka", "16"]);
     let ifs = lab.if_sta.clone();
-    lab.sta(
-        "lldptool",
-        &["-L", "-i", &ifs, "-g", "ncb", "adminStatus=rxtx"],
-    );
-    lab.sta(
-        "lldptool",
-        &["-T", "-i", &ifs, "-g", "ncb", "-V", "evb", "enableTx=yes"],
-    );
-    lab.sta(
-        "lldptool",
-        &[
-            "-T",
-            "-i",
-            &ifs,
-            "-g",
-            "ncb",
-            "-V",
-            "evb",
-            "-c",
-            "evbgpid=yes",
-        ],
-    );
+    netns::enable_station(&lab.ns_sta, &ifs).expect("enable station");
     let (rc, o, e) = lab.sta(
         "lldptool",
         &[
@@ -773,75 +646,60 @@ fn leaf_answers_keepalives_and_ages_out_silent_vsis() {
         ],
     );
     assert_eq!(rc, 0, "{o}{e}");
-    let t0 = Instant::now();
-    loop {
-        let (_, o, _) = lab.sta(
-            "lldptool",
-            &["get-tlv", "-n", "-i", &ifs, "-g", "ncb", "-V", "evb"],
-        );
+    poll_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        let o = lab.evb_tlv();
         if o.contains("bridge:bgid") && o.contains("rka:16") {
-            break;
+            Ok(())
+        } else {
+            Err(o)
         }
-        assert!(t0.elapsed() < Duration::from_secs(15), "no EVB TLV: {o:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
+    .unwrap_or_else(|o| panic!("no EVB TLV: {o:?}"));
     std::thread::sleep(Duration::from_millis(1200));
-    let mut out = String::new();
-    for _ in 0..3 {
-        out = vdp_op(&lab, "assoc", 1, 0, 40001);
-        if out.starts_with("Response from VDP") {
-            break;
-        }
-    }
+    let out = first_assoc(&lab, 40001);
     assert_response(&out, "assoc", 1);
     let v = resp_vlan(&out);
     assert!((3100..=3109).contains(&v), "{out}");
 
     // keep-alives (identical requests carrying the VID) are answered
-    let t0 = Instant::now();
-    loop {
+    poll_until(Duration::from_secs(5), Duration::from_millis(200), || {
         let st = ctl(&lab, "status");
         let st_vsis = st["vsis"].as_array().unwrap().clone();
         assert_eq!(st_vsis.len(), 1, "{st}");
         if st_vsis[0]["keepalives"].as_u64().unwrap() >= 3 {
             assert_eq!(st_vsis[0]["vlan"], v);
-            break;
+            Ok(())
+        } else {
+            Err(st)
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "no keep-alives: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    })
+    .unwrap_or_else(|st| panic!("no keep-alives: {st}"));
     let q = query(&lab, Some(1));
     assert!(q.contains(&format!("05hints0001006filter001c{v}-")), "{q}");
 
     // stop answering keep-alives: the leaf ages the VSI out and tells the station
     ctl(&lab, "ka-ignore on");
-    let t0 = Instant::now();
-    loop {
+    poll_until(Duration::from_secs(5), Duration::from_millis(100), || {
         let st = ctl(&lab, "stats");
         if st["stats"]["aged_out"] == 1 {
             assert!(
                 st["stats"]["keepalives_ignored"].as_u64().unwrap() >= 1,
                 "{st}"
             );
-            break;
+            Ok(())
+        } else {
+            Err(st)
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "not aged out: {st}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let t0 = Instant::now();
-    loop {
+    })
+    .unwrap_or_else(|st| panic!("not aged out: {st}"));
+    poll_until(Duration::from_secs(3), Duration::from_millis(100), || {
         let q = query(&lab, Some(1));
         if q.lines().last().is_some_and(|l| l.ends_with("00000003")) {
-            break;
+            Ok(())
+        } else {
+            Err(q)
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "VSI still at the station: {q}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
+    .unwrap_or_else(|q| panic!("VSI still at the station: {q}"));
     assert_eq!(ctl(&lab, "status")["vsis"].as_array().unwrap().len(), 0);
 }

@@ -1,6 +1,6 @@
 //! vdptool reply parsing against outputs captured live from lldpad
 //! 1.1+git20221028 (tests/fixtures/vdptool/*.txt; files named `notes_*` are
-//! rebuilt from the live texts in /work/shared/notes/lldpad-vdp22.md, see
+//! rebuilt from the live texts in the shared design notes (notes/lldpad-vdp22.md), see
 //! their headers). No root needed.
 
 use std::time::Duration;

@@ -4,51 +4,23 @@
 //! bridge-initiated deassoc, all seen through the driver's results and
 //! checked with plain `vdptool` listings.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdp_agent::config::VdpConfig;
-use vdp_agent::exec::Runner;
-use vdp_agent::lab::netns::{self, LldpadInstance, LldpadRole, Netns};
+use vdp_agent::lab::netns::{self, LldpadInstance, LldpadRole, Netns, NsChild, TempDir};
 use vdp_agent::lldpad::vdptool::DEASSOC_NO_REASON;
 use vdp_agent::lldpad::vsi::{LldpadDriver, VsiRequest};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vdp-lab");
 
-/// The leaf process we started; killed on drop.
-struct LeafChild(Child);
-impl Drop for LeafChild {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) of our own, not yet reaped child (ip netns exec
-        // execs vdp-lab, so this is the leaf).
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let done = netns::wait_for(Duration::from_secs(3), Duration::from_millis(20), || {
-            self.0.try_wait().ok().flatten()
-        });
-        if done.is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-struct DirGuard(PathBuf);
-impl Drop for DirGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 struct Lab {
     // Drop order: processes, namespaces, files.
-    _leaf: LeafChild,
+    _leaf: NsChild,
     _station: LldpadInstance,
     sta: Netns,
     _lf: Netns,
-    dir: DirGuard,
+    dir: TempDir,
     sta_if: String,
 }
 
@@ -59,23 +31,25 @@ impl Lab {
         let sta_if = netns::unique("vdS", 7);
         let lf_if = netns::unique("vdL", 7);
         netns::veth(&sta, &sta_if, &lf, &lf_if).expect("veth");
-        let dir = std::env::temp_dir().join(format!("vd-leaf-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let dir = DirGuard(dir);
-        let ctl = dir.0.join("leaf.sock");
-        let log = std::fs::File::create(dir.0.join("leaf.log")).unwrap();
-        let leaf = Command::new("ip")
-            .args(["netns", "exec", lf.name(), BIN, "leaf", "--iface", &lf_if])
-            .args(["--vlan-pool", "3001-3010", "--control"])
-            .arg(&ctl)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
+        let dir = TempDir::new("vd-leaf").expect("temp dir");
+        let ctl = dir.path().join("leaf.sock").display().to_string();
+        let leaf = lf
+            .spawn(
+                &[
+                    BIN,
+                    "leaf",
+                    "--iface",
+                    &lf_if,
+                    "--vlan-pool",
+                    "3001-3010",
+                    "--control",
+                    &ctl,
+                ],
+                &dir.path().join("leaf.log"),
+            )
             .expect("vdp-lab leaf");
-        let leaf = LeafChild(leaf);
         let station =
-            LldpadInstance::start(&sta, LldpadRole::Station, &sta_if, &dir.0).expect("lldpad");
+            LldpadInstance::start(&sta, LldpadRole::Station, &sta_if, dir.path()).expect("lldpad");
         let lab = Lab {
             _leaf: leaf,
             _station: station,
@@ -92,42 +66,19 @@ impl Lab {
             "leaf did not come up"
         );
         // Station side as the agent enables it, through exec::Runner.
-        let r = Runner::new(lab.sta.root_helper(), Duration::from_secs(10));
-        let i = lab.sta_if.as_str();
-        r.run(&["lldptool", "-L", "-i", i, "-g", "ncb", "adminStatus=rxtx"])
-            .unwrap();
-        let _ = r.run_any(&[
-            "lldptool",
-            "-T",
-            "-i",
-            i,
-            "-g",
-            "ncb",
-            "-V",
-            "evb",
-            "enableTx=yes",
-        ]);
-        r.run(&[
-            "lldptool",
-            "-T",
-            "-i",
-            i,
-            "-g",
-            "ncb",
-            "-V",
-            "evb",
-            "-c",
-            "evbgpid=yes",
-        ])
-        .unwrap();
-        assert!(netns::wait_evb_bridge(&lab.sta, i, Duration::from_secs(10)));
+        netns::enable_station(&lab.sta, &lab.sta_if).expect("enable station");
+        assert!(netns::wait_evb_bridge(
+            &lab.sta,
+            &lab.sta_if,
+            Duration::from_secs(10)
+        ));
         lab
     }
 
     fn ctl(&self, cmd: &str) -> String {
         let out = Command::new(BIN)
             .args(["leaf-ctl", "--control"])
-            .arg(self.dir.0.join("leaf.sock"))
+            .arg(self.dir.path().join("leaf.sock"))
             .args(cmd.split_whitespace())
             .output()
             .expect("leaf-ctl");
@@ -135,25 +86,12 @@ impl Lab {
     }
 
     fn driver(&self) -> LldpadDriver {
-        let runner = Arc::new(Runner::new(self.sta.root_helper(), Duration::from_secs(10)));
+        let runner = Arc::new(self.sta.runner(Duration::from_secs(10)));
         LldpadDriver::new(runner, &self.sta_if, VdpConfig::default())
     }
 
     fn listing(&self) -> String {
-        let out = self
-            .sta
-            .exec_any(&[
-                "vdptool",
-                "-t",
-                "-i",
-                &self.sta_if,
-                "-V",
-                "assoc",
-                "-c",
-                "mode=assoc",
-            ])
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        netns::vdptool_listing(&self.sta, &self.sta_if).unwrap()
     }
 }
 
@@ -169,10 +107,7 @@ fn req(n: u8, gid: u32) -> VsiRequest {
 
 #[test]
 fn vlans_rejects_keep_reload_and_bridge_deassoc_with_leaf_simulator() {
-    if !nix::unistd::Uid::effective().is_root()
-        || Command::new("lldpad").arg("-v").output().is_err()
-    {
-        eprintln!("skipped: needs root and lldpad");
+    if !netns::lldpad_lab_ok() {
         return;
     }
     let lab = Lab::new();

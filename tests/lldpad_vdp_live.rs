@@ -8,39 +8,19 @@
 //! explicitly with plain vdptool (the bridge echoes it). Silence is made by
 //! SIGSTOP of the bridge lldpad we started.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdp_agent::config::VdpConfig;
-use vdp_agent::exec::Runner;
-use vdp_agent::lab::netns::{self, LldpadInstance, LldpadRole, Netns};
+use vdp_agent::lab::netns::{self, LldpadInstance, LldpadRole, Netns, TempDir};
 use vdp_agent::lldpad::vsi::{LldpadDriver, VsiRequest, REASON_VSI_LOST};
 use vdp_agent::model::Oui;
 
-fn root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
-
 macro_rules! need_root {
     () => {
-        if !root()
-            || std::process::Command::new("lldpad")
-                .arg("-v")
-                .output()
-                .is_err()
-        {
-            eprintln!("skipped: needs root and lldpad");
+        if !netns::lldpad_lab_ok() {
             return;
         }
     };
-}
-
-/// Removes the lab's files last.
-struct DirGuard(PathBuf);
-impl Drop for DirGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 struct Lab {
@@ -49,7 +29,7 @@ struct Lab {
     _station: LldpadInstance,
     sta: Netns,
     _br: Netns,
-    _dir: DirGuard,
+    _dir: TempDir,
     bridge_pid: u32,
     sta_if: String,
 }
@@ -70,49 +50,14 @@ fn lab(n: u32) -> Lab {
     let sta_if = netns::unique("vdS", n);
     let br_if = netns::unique("vdB", n);
     netns::veth(&sta, &sta_if, &br, &br_if).expect("veth");
-    let dir = std::env::temp_dir().join(format!("vd-live-{}-{n}", std::process::id()));
-    let guard = DirGuard(dir.clone());
+    let dir = TempDir::new(&format!("vd-live-{n}")).expect("temp dir");
     let bridge =
-        LldpadInstance::start(&br, LldpadRole::Bridge, &br_if, &dir).expect("bridge lldpad");
+        LldpadInstance::start(&br, LldpadRole::Bridge, &br_if, dir.path()).expect("bridge lldpad");
     let bridge_pid = bridge.pid().expect("bridge pid");
-    let station =
-        LldpadInstance::start(&sta, LldpadRole::Station, &sta_if, &dir).expect("station lldpad");
+    let station = LldpadInstance::start(&sta, LldpadRole::Station, &sta_if, dir.path())
+        .expect("station lldpad");
     // Station side exactly as the agent enables it, through exec::Runner.
-    let r = Runner::new(sta.root_helper(), Duration::from_secs(10));
-    r.run(&[
-        "lldptool",
-        "-L",
-        "-i",
-        &sta_if,
-        "-g",
-        "ncb",
-        "adminStatus=rxtx",
-    ])
-    .unwrap();
-    let _ = r.run_any(&[
-        "lldptool",
-        "-T",
-        "-i",
-        &sta_if,
-        "-g",
-        "ncb",
-        "-V",
-        "evb",
-        "enableTx=yes",
-    ]);
-    r.run(&[
-        "lldptool",
-        "-T",
-        "-i",
-        &sta_if,
-        "-g",
-        "ncb",
-        "-V",
-        "evb",
-        "-c",
-        "evbgpid=yes",
-    ])
-    .unwrap();
+    netns::enable_station(&sta, &sta_if).expect("enable station");
     assert!(
         netns::wait_evb_bridge(&sta, &sta_if, Duration::from_secs(10)),
         "no EVB bridge seen"
@@ -122,7 +67,7 @@ fn lab(n: u32) -> Lab {
         _station: station,
         sta,
         _br: br,
-        _dir: guard,
+        _dir: dir,
         bridge_pid,
         sta_if,
     }
@@ -130,31 +75,17 @@ fn lab(n: u32) -> Lab {
 
 impl Lab {
     fn driver(&self) -> LldpadDriver {
-        let runner = Arc::new(Runner::new(self.sta.root_helper(), Duration::from_secs(10)));
+        let runner = Arc::new(self.sta.runner(Duration::from_secs(10)));
         LldpadDriver::new(runner, &self.sta_if, VdpConfig::default())
     }
     /// Plain readable listing of the station's VSIs.
     fn listing(&self) -> String {
-        let out = self
-            .sta
-            .exec_any(&[
-                "vdptool",
-                "-t",
-                "-i",
-                &self.sta_if,
-                "-V",
-                "assoc",
-                "-c",
-                "mode=assoc",
-            ])
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        netns::vdptool_listing(&self.sta, &self.sta_if).unwrap()
     }
-    fn plain_vdptool(&self, args: &[&str]) -> String {
-        let mut argv = vec!["vdptool"];
-        argv.extend_from_slice(args);
-        let out = self.sta.exec_any(&argv).unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    /// Plain `vdptool -T -W` association of `uuid` with `filter`.
+    fn plain_assoc(&self, uuid: &str, filter: &str) -> String {
+        let argv = netns::vdptool_set_argv(&self.sta_if, "assoc", uuid, filter, true);
+        self.sta.stdout(&argv).unwrap()
     }
     fn bridge_signal(&self, sig: i32) {
         // SAFETY: kill(2) of the lldpad this test started.
@@ -219,28 +150,7 @@ fn associate_deassociate_restore_against_debian_bridge() {
     // 2. A VSI lldpad already holds with a VLAN (as after an agent restart)
     // is adopted without any request (a VID 0 re-assoc would be refused).
     let r2 = req(2, 20002);
-    let held = lab.plain_vdptool(&[
-        "-T",
-        "-i",
-        &lab.sta_if,
-        "-W",
-        "-V",
-        "assoc",
-        "-c",
-        "mode=assoc",
-        "-c",
-        "mgrid2=0",
-        "-c",
-        "typeid=0",
-        "-c",
-        "typeidver=0",
-        "-c",
-        &format!("uuid={}", r2.port_uuid),
-        "-c",
-        "hints=none",
-        "-c",
-        "filter=3003-fa:16:3e:00:00:02-20002",
-    ]);
+    let held = lab.plain_assoc(&r2.port_uuid, "3003-fa:16:3e:00:00:02-20002");
     assert!(held.contains("filter = 3003-"), "{held}");
     let before = d.vdptool_calls();
     let rep2 = d.associate(&r2);
@@ -277,28 +187,7 @@ fn associate_deassociate_restore_against_debian_bridge() {
     // 4. Restored after a restart with a WRONG VLAN from the controller:
     // deassociate still removes lldpad's VSI (uses lldpad's stored filter).
     let r3 = req(3, 20003);
-    lab.plain_vdptool(&[
-        "-T",
-        "-i",
-        &lab.sta_if,
-        "-W",
-        "-V",
-        "assoc",
-        "-c",
-        "mode=assoc",
-        "-c",
-        "mgrid2=0",
-        "-c",
-        "typeid=0",
-        "-c",
-        "typeidver=0",
-        "-c",
-        &format!("uuid={}", r3.port_uuid),
-        "-c",
-        "hints=none",
-        "-c",
-        "filter=3004-fa:16:3e:00:00:03-20003",
-    ]);
+    lab.plain_assoc(&r3.port_uuid, "3004-fa:16:3e:00:00:03-20003");
     d.restore(&r3, Some(5));
     assert!(d.refresh().is_empty(), "restored entries are not refreshed");
     let rep3 = d.deassociate(&r3.port_uuid);

@@ -2,27 +2,29 @@
 //! Station side = "host" netns with a fresh lldpad; neighbour = a
 //! bridge-role lldpad in a peer netns.
 
-mod lldptool_lab;
-
-use lldptool_lab::{veth, Lldpad, Netns, BRIDGE_CONF, EMPTY_CONF};
+use std::sync::Arc;
 use std::time::Duration;
 use vdp_agent::exec::ExecError;
+use vdp_agent::lab::netns::{self, veth_with_mac, LldpadInstance, LldpadRole, Netns, TempDir};
 use vdp_agent::lldpad::lldptool as lt;
 use vdp_agent::lldpad::LldpadError;
 
 #[test]
 fn enable_settings_read_back_idempotent_and_lost_settings() {
-    need_root!();
-    let p = lldptool_lab::prefix('s');
-    let host = Netns::new(&format!("{p}-host"));
-    let peer = Netns::new(&format!("{p}-peer"));
-    let intf = format!("{p}h0");
-    veth(&host, &intf, &peer, &format!("{p}p0"), "52:54:00:1e:00:02");
-    let _bridge = Lldpad::start(&peer, BRIDGE_CONF);
-    let station = Lldpad::start(&host, EMPTY_CONF);
-    let r = host.runner();
+    if !netns::lldpad_lab_ok() {
+        return;
+    }
+    let p = netns::unique("lts", 0);
+    let dir = TempDir::new(&p).unwrap();
+    let host = Netns::create(&format!("{p}-host")).unwrap();
+    let peer = Netns::create(&format!("{p}-peer")).unwrap();
+    let (intf, peer_if) = (format!("{p}h0"), format!("{p}p0"));
+    veth_with_mac(&host, &intf, &peer, &peer_if, "52:54:00:1e:00:02").unwrap();
+    let _bridge = LldpadInstance::start(&peer, LldpadRole::Bridge, &peer_if, dir.path()).unwrap();
+    let mut station = LldpadInstance::start(&host, LldpadRole::Station, &intf, dir.path()).unwrap();
+    let r = Arc::new(host.runner(Duration::from_secs(5)));
 
-    assert_eq!(lt::lldpad_pid(&r).unwrap(), station.pid());
+    assert_eq!(lt::lldpad_pid(&r).unwrap(), station.child_pid().unwrap());
     assert!(
         !lt::lldp_settings_ok(&r, &intf).unwrap(),
         "fresh lldpad has nothing set"
@@ -33,34 +35,39 @@ fn enable_settings_read_back_idempotent_and_lost_settings() {
     lt::enable_gpid(&r, &intf).unwrap();
     // Read back with plain lldptool, independently of the driver.
     assert_eq!(
-        host.exec(&["lldptool", "-l", "-i", &intf, "-g", "ncb", "adminStatus"])
+        host.stdout(&["lldptool", "-l", "-i", &intf, "-g", "ncb", "adminStatus"])
+            .unwrap()
             .trim(),
         "adminStatus=rxtx"
     );
     assert_eq!(
-        host.exec(&["lldptool", "-t", "-i", &intf, "-g", "ncb", "-V", "evb", "-c", "enableTx"])
+        host.stdout(&["lldptool", "-t", "-i", &intf, "-g", "ncb", "-V", "evb", "-c", "enableTx"])
+            .unwrap()
             .trim(),
         "enableTx=yes"
     );
     assert_eq!(
-        host.exec(&["lldptool", "-t", "-i", &intf, "-g", "ncb", "-V", "evb", "-c", "evbgpid"])
+        host.stdout(&["lldptool", "-t", "-i", &intf, "-g", "ncb", "-V", "evb", "-c", "evbgpid"])
+            .unwrap()
             .trim(),
         "evbgpid=yes"
     );
     assert!(lt::lldp_settings_ok(&r, &intf).unwrap());
 
     // Re-run: lldpad would answer "Failed" rc 1 to a second enableTx=yes.
-    let again = host.exec(&[
-        "lldptool",
-        "-T",
-        "-i",
-        &intf,
-        "-g",
-        "ncb",
-        "-V",
-        "evb",
-        "enableTx=yes",
-    ]);
+    let again = host
+        .stdout(&[
+            "lldptool",
+            "-T",
+            "-i",
+            &intf,
+            "-g",
+            "ncb",
+            "-V",
+            "evb",
+            "enableTx=yes",
+        ])
+        .unwrap();
     assert!(again.starts_with("Failed"), "{again:?}");
     lt::enable_lldp(&r, &intf).unwrap();
     lt::enable_evb(&r, &intf).unwrap();
@@ -70,7 +77,7 @@ fn enable_settings_read_back_idempotent_and_lost_settings() {
     // The neighbour's EVB TLV, all TLVs in one call.
     let mut tlvs = lt::NeighborTlvs::default();
     assert!(
-        lldptool_lab::wait_until(Duration::from_secs(10), || {
+        netns::wait_until(Duration::from_secs(10), || {
             tlvs = lt::get_tlvs(&r, &intf).unwrap();
             tlvs.is_evb_bridge()
         }),
@@ -89,21 +96,23 @@ fn enable_settings_read_back_idempotent_and_lost_settings() {
     assert!(lt::lldp_settings_ok(&r, &intf).unwrap());
 
     // An lldpad that restarts with an empty config: new pid, settings lost.
-    let old_pid = station.pid();
-    drop(station);
-    let station2 = Lldpad::start(&host, EMPTY_CONF);
+    let old_pid = station.child_pid().unwrap();
+    station.restart().unwrap();
     let new_pid = lt::lldpad_pid(&r).unwrap();
-    assert_eq!(new_pid, station2.pid());
+    assert_eq!(new_pid, station.child_pid().unwrap());
     assert_ne!(new_pid, old_pid);
     assert!(!lt::lldp_settings_ok(&r, &intf).unwrap());
 }
 
 #[test]
 fn no_lldpad_and_unknown_interface_are_errors() {
-    need_root!();
-    let p = lldptool_lab::prefix('n');
-    let empty = Netns::new(&format!("{p}-none"));
-    let r = empty.runner();
+    if !netns::lldpad_lab_ok() {
+        return;
+    }
+    let p = netns::unique("ltn", 0);
+    let dir = TempDir::new(&p).unwrap();
+    let empty = Netns::create(&format!("{p}-none")).unwrap();
+    let r = Arc::new(empty.runner(Duration::from_secs(5)));
     for e in [
         lt::lldpad_pid(&r).unwrap_err(),
         lt::enable_lldp(&r, "lo").unwrap_err(),
@@ -119,9 +128,9 @@ fn no_lldpad_and_unknown_interface_are_errors() {
         }
     }
 
-    let ns = Netns::new(&format!("{p}-one"));
-    let _l = Lldpad::start(&ns, EMPTY_CONF);
-    let r = ns.runner();
+    let ns = Netns::create(&format!("{p}-one")).unwrap();
+    let _l = LldpadInstance::start(&ns, LldpadRole::Station, "lo", dir.path()).unwrap();
+    let r = Arc::new(ns.runner(Duration::from_secs(5)));
     let e = lt::enable_lldp(&r, "nosuch0").unwrap_err();
     assert!(e.to_string().contains("Device not found"), "{e}");
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdp_agent::exec::Runner;
-use vdp_agent::lab::netns::Netns;
+use vdp_agent::lab::netns::{Netns, TempDir};
 use vdp_agent::lab::ovs_instance::{NeutronTopology, OvsInstance, VmPortSpec};
 use vdp_agent::ovs::{OvsDriver, OvsError};
 use vdp_agent::shutdown::Shutdown;
@@ -22,19 +22,11 @@ const P1: &str = "11111111-1111-4111-8111-111111111111";
 const P2: &str = "22222222-2222-4222-8222-222222222222";
 const P3: &str = "33333333-3333-4333-8333-333333333333";
 
-struct DirGuard(PathBuf);
-
-impl Drop for DirGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Fields drop in order: OVS daemons, then the netns, then the directory.
 struct Lab {
     ovs: OvsInstance,
-    _ns: Netns,
-    _dir: DirGuard,
+    ns: Netns,
+    _dir: TempDir,
     topo: NeutronTopology,
 }
 
@@ -46,21 +38,19 @@ impl Lab {
             .arg("--version")
             .output()
             .is_ok();
-        if !nix::unistd::Uid::effective().is_root() || !have_ovs {
+        if !vdp_agent::lab::netns::is_root() || !have_ovs {
             eprintln!("skipped: needs root and openvswitch-switch");
             return None;
         }
         let pid = std::process::id();
         let ns = Netns::create(&format!("ov{pid}{tag}")).expect("ip netns add");
-        let dir = PathBuf::from(format!("/tmp/ov-{pid}-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        let guard = DirGuard(dir.clone());
-        let ovs = OvsInstance::start(Some(ns.name()), &dir).expect("start OVS");
+        let dir = TempDir::at(PathBuf::from(format!("/tmp/ov-{pid}-{tag}"))).expect("temp dir");
+        let ovs = OvsInstance::start(Some(ns.name()), dir.path()).expect("start OVS");
         let topo = NeutronTopology::default();
         Some(Lab {
             ovs,
-            _ns: ns,
-            _dir: guard,
+            ns,
+            _dir: dir,
             topo,
         })
     }
@@ -772,46 +762,11 @@ fn openflow13_only_bridges() {
     assert!(!dump.contains("cookie=0x7664706167656e74"), "{dump}");
 }
 
-/// Send `frame` `count` times on `ifname` inside netns `ns` (raw
-/// AF_PACKET socket from a thread that joined the netns).
-fn send_frames(ns: &str, ifname: &str, frame: Vec<u8>, count: usize) {
-    let ns = ns.to_string();
-    let ifname = ifname.to_string();
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let cname = std::ffi::CString::new(ifname.clone()).unwrap();
-        // SAFETY: plain socket calls on a socket we own; sockaddr_ll is zeroed then filled.
-        unsafe {
-            let fd = libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW,
-                (libc::ETH_P_ALL as u16).to_be() as i32,
-            );
-            assert!(fd >= 0, "AF_PACKET socket");
-            let idx = libc::if_nametoindex(cname.as_ptr());
-            assert!(idx > 0, "no interface {ifname}");
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_ifindex = idx as i32;
-            sll.sll_halen = 6;
-            for _ in 0..count {
-                let n = libc::sendto(
-                    fd,
-                    frame.as_ptr() as *const libc::c_void,
-                    frame.len(),
-                    0,
-                    &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                );
-                assert_eq!(n, frame.len() as isize, "sendto");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            libc::close(fd);
-        }
-    })
-    .join()
-    .unwrap();
+/// Send `frame` `count` times on `ifname` inside netns `ns`, 200 ms apart.
+fn send_frames(lab: &Lab, ifname: &str, frame: Vec<u8>, count: usize) {
+    lab.ns
+        .send_frames(ifname, &frame, count, Duration::from_millis(200))
+        .expect("send frames");
 }
 
 /// An Ethernet frame (ethertype 0x88b5, local experimental), optionally
@@ -862,13 +817,12 @@ fn vm_frames_translated_between_local_and_vdp_vlan() {
     d.setup_uplink("eth2").unwrap();
     lab.vm(1, P1, Some(5));
     d.add_vm_port(NET_A, 5, P1, Some(3003), None).unwrap();
-    let ns = lab.ovs.netns().unwrap().to_string();
     let vm_mac = [0xfa, 0x16, 0x3e, 0, 0, 1];
     let leaf_mac = [0x02, 0, 0, 0, 0, 0x99];
     let bcast = [0xff; 6];
 
     let out = capture(&lab, "swp1", "vlan 3003 and ether proto 0x88b5", || {
-        send_frames(&ns, "vm1", frame(bcast, vm_mac, None), 5)
+        send_frames(&lab, "vm1", frame(bcast, vm_mac, None), 5)
     });
     assert!(
         out.contains("vlan 3003"),
@@ -880,7 +834,7 @@ fn vm_frames_translated_between_local_and_vdp_vlan() {
     );
 
     let out = capture(&lab, "vm1", "ether proto 0x88b5", || {
-        send_frames(&ns, "swp1", frame(bcast, leaf_mac, Some(3003)), 5)
+        send_frames(&lab, "swp1", frame(bcast, leaf_mac, Some(3003)), 5)
     });
     assert!(
         out.contains("02:00:00:00:00:99 > ff:ff:ff:ff:ff:ff"),
@@ -894,7 +848,7 @@ fn vm_frames_translated_between_local_and_vdp_vlan() {
         &lab,
         "swp1",
         "ether proto 0x88b5 or (vlan and ether proto 0x88b5)",
-        || send_frames(&ns, "vm1", frame(bcast, vm_mac, None), 3),
+        || send_frames(&lab, "vm1", frame(bcast, vm_mac, None), 3),
     );
     assert!(
         !out.contains("fa:16:3e:00:00:01"),

@@ -2,12 +2,12 @@
 //! Port Description, System Name/Description and a Management Address
 //! (root). Bonds come from a fake sysfs tree.
 
-mod lldptool_lab;
-
-use lldptool_lab::{veth, Lldpad, Netns, BRIDGE_FULL_CONF, EMPTY_CONF};
 use std::fs;
 use std::sync::Arc;
 use std::time::Duration;
+use vdp_agent::lab::netns::{
+    self, bridge_config_with_info, veth_with_mac, LldpadInstance, LldpadRole, Netns, TempDir,
+};
 use vdp_agent::lldpad::lldptool as lt;
 use vdp_agent::manager::host::TopoReport;
 use vdp_agent::topology::{TopoDisc, TOPO_DISC_SEND_THRESHOLD};
@@ -15,15 +15,23 @@ use vdp_agent::uplink::SysNet;
 
 #[test]
 fn reports_neighbour_facts_threshold_and_changes() {
-    need_root!();
-    let p = lldptool_lab::prefix('t');
-    let host = Netns::new(&format!("{p}-host"));
-    let peer = Netns::new(&format!("{p}-peer"));
+    if !netns::lldpad_lab_ok() {
+        return;
+    }
+    let p = netns::unique("ltt", 0);
+    let dir = TempDir::new(&p).unwrap();
+    let host = Netns::create(&format!("{p}-host")).unwrap();
+    let peer = Netns::create(&format!("{p}-peer")).unwrap();
     let (intf, peer_if) = (format!("{p}h0"), format!("{p}p0"));
-    veth(&host, &intf, &peer, &peer_if, "52:54:00:7a:00:02");
-    let _bridge = Lldpad::start(&peer, BRIDGE_FULL_CONF);
-    let _station = Lldpad::start(&host, EMPTY_CONF);
-    let r = host.runner();
+    veth_with_mac(&host, &intf, &peer, &peer_if, "52:54:00:7a:00:02").unwrap();
+    let _bridge = LldpadInstance::start_with_config(
+        &peer,
+        &bridge_config_with_info("10.10.0.101"),
+        dir.path(),
+    )
+    .unwrap();
+    let _station = LldpadInstance::start(&host, LldpadRole::Station, &intf, dir.path()).unwrap();
+    let r = Arc::new(host.runner(Duration::from_secs(5)));
 
     // Fake sysfs: the uplink is bond0 with two members.
     let root = std::env::temp_dir().join(format!("lt-topo-{}", std::process::id()));
@@ -43,7 +51,7 @@ fn reports_neighbour_facts_threshold_and_changes() {
         "cfg_intf enables LLDP"
     );
     assert!(
-        lldptool_lab::wait_until(Duration::from_secs(10), || {
+        netns::wait_until(Duration::from_secs(10), || {
             lt::get_tlvs(&r, &intf)
                 .map(|t| t.is_evb_bridge())
                 .unwrap_or(false)
@@ -84,19 +92,21 @@ fn reports_neighbour_facts_threshold_and_changes() {
     assert!(topo.poll().is_empty());
 
     // sysName changed on the neighbour: reported at once.
-    let set = peer.exec(&[
-        "lldptool",
-        "-T",
-        "-i",
-        &peer_if,
-        "-g",
-        "ncb",
-        "-V",
-        "sysName",
-        "info=leaf-lt-2",
-    ]);
+    let set = peer
+        .stdout(&[
+            "lldptool",
+            "-T",
+            "-i",
+            &peer_if,
+            "-g",
+            "ncb",
+            "-V",
+            "sysName",
+            "info=leaf-lt-2",
+        ])
+        .unwrap();
     assert!(set.contains("leaf-lt-2"), "{set}");
-    assert!(lldptool_lab::wait_until(Duration::from_secs(10), || {
+    assert!(netns::wait_until(Duration::from_secs(10), || {
         lt::get_tlvs(&r, &intf)
             .map(|t| t.system_name.as_deref() == Some("leaf-lt-2"))
             .unwrap_or(false)

@@ -3,12 +3,12 @@
 //! netns: one peer runs a bridge-role lldpad, one a station-role lldpad, one
 //! nothing. Candidates are given explicitly (veths have no `device` link).
 
-mod lldptool_lab;
-
-use lldptool_lab::{veth, Lldpad, Netns, BRIDGE_CONF, EMPTY_CONF, STATION_CONF};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vdp_agent::lab::netns::{
+    self, veth_with_mac, LldpadInstance, LldpadRole, Netns, TempDir, STATION_TX_CONFIG,
+};
 use vdp_agent::lldpad::lldptool as lt;
 use vdp_agent::manager::host::UplinkDetect;
 use vdp_agent::shutdown::Shutdown;
@@ -23,25 +23,35 @@ fn sysnet() -> SysNet {
 
 #[test]
 fn detects_the_bridge_neighbour_among_three_candidates() {
-    need_root!();
-    let p = lldptool_lab::prefix('d');
-    let host = Netns::new(&format!("{p}-host"));
-    let peers: Vec<Netns> = (0..3).map(|i| Netns::new(&format!("{p}-p{i}"))).collect();
+    if !netns::lldpad_lab_ok() {
+        return;
+    }
+    let p = netns::unique("ltd", 0);
+    let dir = TempDir::new(&p).unwrap();
+    let host = Netns::create(&format!("{p}-host")).unwrap();
+    let peers: Vec<Netns> = (0..3)
+        .map(|i| Netns::create(&format!("{p}-p{i}")).unwrap())
+        .collect();
     let cands: Vec<String> = (0..3).map(|i| format!("{p}c{i}")).collect();
     for i in 0..3 {
-        veth(
+        veth_with_mac(
             &host,
             &cands[i],
             &peers[i],
             &format!("{p}q{i}"),
             &format!("52:54:00:1d:00:0{i}"),
-        );
+        )
+        .unwrap();
     }
     // c0: station-role neighbour, c1: no lldpad at all, c2: the bridge.
-    let _station_peer = Lldpad::start(&peers[0], STATION_CONF);
-    let bridge = Lldpad::start(&peers[2], BRIDGE_CONF);
-    let _host_lldpad = Lldpad::start(&host, EMPTY_CONF);
-    let r = host.runner();
+    let _station_peer =
+        LldpadInstance::start_with_config(&peers[0], STATION_TX_CONFIG, dir.path()).unwrap();
+    let bridge =
+        LldpadInstance::start(&peers[2], LldpadRole::Bridge, &format!("{p}q2"), dir.path())
+            .unwrap();
+    let _host_lldpad =
+        LldpadInstance::start(&host, LldpadRole::Station, &cands[0], dir.path()).unwrap();
+    let r = Arc::new(host.runner(Duration::from_secs(5)));
     let shutdown = Shutdown::new();
 
     let det = UplinkDetector::new(Arc::clone(&r), sysnet(), Some(cands.clone()));
@@ -60,7 +70,7 @@ fn detects_the_bridge_neighbour_among_three_candidates() {
     assert_eq!(det.detect(Some(&cands[2]), &shutdown), UplinkDetect::Normal);
     // The station-role neighbour is not an uplink (c0 has LLDP on now).
     lt::enable_lldp(&r, &cands[0]).unwrap();
-    assert!(lldptool_lab::wait_until(Duration::from_secs(10), || {
+    assert!(netns::wait_until(Duration::from_secs(10), || {
         lt::get_tlvs(&r, &cands[0])
             .map(|t| t.evb_cfgd)
             .unwrap_or(false)
@@ -70,7 +80,7 @@ fn detects_the_bridge_neighbour_among_three_candidates() {
 
     // Bridge goes away (shutdown LLDPDU, TTL 0): Down.
     drop(bridge);
-    assert!(lldptool_lab::wait_until(Duration::from_secs(5), || {
+    assert!(netns::wait_until(Duration::from_secs(5), || {
         det.detect(Some(&cands[2]), &shutdown) == UplinkDetect::Down
     }));
 

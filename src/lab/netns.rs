@@ -3,13 +3,19 @@
 //! namespace, each with a private `/dev/shm`, as lldpad keeps its pid in
 //! POSIX shm). Everything is removed on `Drop`.
 //!
-//! Owns: the namespaces and processes it creates. Calls `ip`, `unshare`,
-//! `lldpad`, `lldptool` directly (lab code, not the daemon's runner).
-//! Not used by the daemon.
+//! Also the small pieces every live test needs: root/lldpad checks, a temp
+//! dir removed on drop, deadline polling, lldpad config texts.
+//!
+//! Owns: the namespaces, processes and temp dirs it creates. Calls `ip`,
+//! `unshare`, `lldpad`, `lldptool` directly (lab code); the station is
+//! enabled through `exec::Runner`, as the agent does it. Not used by the
+//! daemon.
 
+use crate::exec::Runner;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 fn check(out: io::Result<Output>, what: &str) -> io::Result<Output> {
@@ -37,6 +43,85 @@ pub fn wait_for<T>(limit: Duration, step: Duration, mut f: impl FnMut() -> Optio
             return None;
         }
         let _ = tick.recv();
+    }
+}
+
+/// Like `wait_for`, but `f` says why it is not done yet: `Ok` as soon as
+/// `f` returns `Ok`, else the last `Err` once `limit` has passed (so a
+/// failed wait can show the last thing it saw).
+pub fn poll_until<T, E>(
+    limit: Duration,
+    step: Duration,
+    mut f: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = Instant::now() + limit;
+    let tick = crossbeam_channel::tick(step);
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => {
+                let _ = tick.recv();
+            }
+        }
+    }
+}
+
+/// Poll `f` every 100 ms until it is true (`true`) or `limit` passes
+/// (`false`).
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    wait_for(limit, Duration::from_millis(100), || f().then_some(())).is_some()
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// Whether live lldpad tests can run here (root and an `lldpad` binary);
+/// prints why not when they cannot.
+pub fn lldpad_lab_ok() -> bool {
+    let ok = is_root() && Command::new("lldpad").arg("-v").output().is_ok();
+    if !ok {
+        eprintln!("skipped: needs root and lldpad");
+    }
+    ok
+}
+
+/// A fresh private temp dir, `<tmp>/<tag>-<pid>-<n>`, removed (with all it
+/// holds) on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> io::Result<TempDir> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+
+    /// Take charge of `path` (a short fixed path, e.g. for unix sockets):
+    /// anything stale there is removed, the dir created afresh.
+    pub fn at(path: PathBuf) -> io::Result<TempDir> {
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -89,6 +174,76 @@ impl Netns {
         c.output()
     }
 
+    /// Run argv inside the namespace, any exit code; its stdout as text.
+    pub fn stdout<S: AsRef<str>>(&self, argv: &[S]) -> io::Result<String> {
+        let argv: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
+        let out = self.exec_any(&argv)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Start argv inside the namespace in the background, stdin from
+    /// /dev/null, stdout and stderr to the file `log` (created afresh).
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(&self, argv: &[S], log: &Path) -> io::Result<NsChild> {
+        let (prog, args) = argv
+            .split_first()
+            .ok_or_else(|| io::Error::other("spawn: empty argv"))?;
+        let logf = std::fs::File::create(log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .spawn()?;
+        Ok(NsChild { child })
+    }
+
+    /// Run `f` on a thread (named `thread`) that has joined this namespace,
+    /// e.g. to open raw sockets there; returns what `f` returns. A panic in
+    /// `f` goes on in the caller.
+    pub fn run_in<T: Send + 'static>(
+        &self,
+        thread: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<T> {
+        let path = Path::new("/run/netns").join(&self.name);
+        std::thread::Builder::new()
+            .name(thread.into())
+            .spawn(move || -> io::Result<T> {
+                let fd = std::fs::File::open(&path)?;
+                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(io::Error::from)?;
+                Ok(f())
+            })?
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    /// Send `frame` (a full Ethernet frame) `count` times out of `ifname`
+    /// in this namespace from a raw packet socket, waiting `gap` after each.
+    pub fn send_frames(
+        &self,
+        ifname: &str,
+        frame: &[u8],
+        count: usize,
+        gap: Duration,
+    ) -> io::Result<()> {
+        let (ifname, frame) = (ifname.to_string(), frame.to_vec());
+        self.run_in("netns-send", move || -> io::Result<()> {
+            let sock = crate::lab::leaf::socket::PacketSocket::open(&ifname, &[])
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            for _ in 0..count {
+                sock.send(&frame)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                if !gap.is_zero() {
+                    let _ = crossbeam_channel::after(gap).recv();
+                }
+            }
+            Ok(())
+        })?
+    }
+
     /// `ip ARGS` inside the namespace.
     pub fn ip(&self, args: &[&str]) -> io::Result<Output> {
         let mut argv = vec!["ip"];
@@ -106,10 +261,54 @@ impl Netns {
         ]
     }
 
+    /// An `exec::Runner` whose commands run inside this namespace.
+    pub fn runner(&self, timeout: Duration) -> Runner {
+        Runner::new(self.root_helper(), timeout)
+    }
+
     /// MAC address of an interface in this namespace.
     pub fn mac(&self, ifname: &str) -> io::Result<String> {
         let out = self.exec(&["cat", &format!("/sys/class/net/{ifname}/address")])?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+/// A process started in a namespace by `Netns::spawn`: SIGTERM on drop,
+/// SIGKILL when it has not ended 3 s later.
+#[derive(Debug)]
+pub struct NsChild {
+    child: Child,
+}
+
+impl NsChild {
+    /// Its pid: the program itself (`ip netns exec` execs it).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process, e.g. to signal it and `wait()` for its exit status.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for NsChild {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) of our own, not yet reaped child.
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGTERM);
+            }
+            let child = &mut self.child;
+            let done = wait_for(Duration::from_secs(3), Duration::from_millis(20), || {
+                child.try_wait().ok().flatten()
+            });
+            if done.is_some() {
+                return;
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -137,6 +336,16 @@ impl Drop for Netns {
 
 /// Create a veth pair `a_if` (in `a`) <-> `b_if` (in `b`), both up.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> io::Result<()> {
+    veth_pair(a, a_if, b, b_if, None)
+}
+
+/// `veth`, with `b_if` given the MAC address `b_mac` before it comes up
+/// (a known neighbour chassis/port id for LLDP tests).
+pub fn veth_with_mac(a: &Netns, a_if: &str, b: &Netns, b_if: &str, b_mac: &str) -> io::Result<()> {
+    veth_pair(a, a_if, b, b_if, Some(b_mac))
+}
+
+fn veth_pair(a: &Netns, a_if: &str, b: &Netns, b_if: &str, b_mac: Option<&str>) -> io::Result<()> {
     a.ip(&[
         "link",
         "add",
@@ -149,6 +358,9 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> io::Result<()> {
         "netns",
         b.name(),
     ])?;
+    if let Some(mac) = b_mac {
+        b.ip(&["link", "set", b_if, "address", mac])?;
+    }
     a.ip(&["link", "set", a_if, "up"])?;
     b.ip(&["link", "set", b_if, "up"])?;
     Ok(())
@@ -164,12 +376,45 @@ pub enum LldpadRole {
     Bridge,
 }
 
+/// lldpad config text for `role` on `ifname` (empty for a station: a fresh
+/// lldpad with nothing set, as on a compute host).
+pub fn lldpad_config(role: LldpadRole, ifname: &str) -> String {
+    match role {
+        LldpadRole::Station => String::new(),
+        LldpadRole::Bridge => format!(
+            "nearest_customer_bridge : {{\n  {ifname} : {{\n    adminStatus = 3;\n    \
+             tlvid0080c20d : {{ enableTx = true; evbmode = \"bridge\"; evbgpid = true; }};\n  }};\n}};\n"
+        ),
+    }
+}
+
+/// Bridge-role lldpad config for all its interfaces (`common`) that also
+/// sends Port Description, System Name, System Description and a
+/// Management Address (`mgmt_ipv4`): a leaf as topology discovery sees it.
+pub fn bridge_config_with_info(mgmt_ipv4: &str) -> String {
+    format!(
+        "nearest_customer_bridge : {{\n  common : {{\n    adminStatus = 3;\n    \
+         tlvid0080c20d : {{ enableTx = true; evbmode = \"bridge\"; evbgpid = true; }};\n    \
+         tlvid00000004 : {{ enableTx = true; }};\n    \
+         tlvid00000005 : {{ enableTx = true; }};\n    \
+         tlvid00000006 : {{ enableTx = true; }};\n    \
+         tlvid00000008 : {{ enableTx = true; ipv4 = \"{mgmt_ipv4}\"; }};\n  }};\n}};\n"
+    )
+}
+
+/// Station-role lldpad config (all interfaces) sending its EVB TLV: a
+/// neighbour that is NOT a bridge.
+pub const STATION_TX_CONFIG: &str = "nearest_customer_bridge : {\n  common : {\n    \
+     adminStatus = 3;\n    tlvid0080c20d : { enableTx = true; };\n  };\n};\n";
+
 /// An lldpad daemon running in a namespace with a private `/dev/shm` and a
 /// private, writable config file. Killed on drop.
 #[derive(Debug)]
 pub struct LldpadInstance {
     netns: String,
     child: Option<Child>,
+    /// The config text it was started with (written again by `restart`).
+    config_text: String,
     pub config: PathBuf,
     pub log: PathBuf,
 }
@@ -183,27 +428,42 @@ impl LldpadInstance {
         ifname: &str,
         dir: &Path,
     ) -> io::Result<LldpadInstance> {
+        Self::start_with_config(ns, &lldpad_config(role, ifname), dir)
+    }
+
+    /// Start lldpad in `ns` with `config_text` as its (private, writable)
+    /// config file `dir/lldpad-<ns>.conf`; log in `dir/lldpad-<ns>.log`.
+    /// Returns once lldptool gets an answer (at most 10 s).
+    pub fn start_with_config(
+        ns: &Netns,
+        config_text: &str,
+        dir: &Path,
+    ) -> io::Result<LldpadInstance> {
         std::fs::create_dir_all(dir)?;
-        let config = dir.join(format!("lldpad-{}.conf", ns.name()));
-        let log = dir.join(format!("lldpad-{}.log", ns.name()));
-        let text = match role {
-            LldpadRole::Station => String::new(),
-            LldpadRole::Bridge => format!(
-                "nearest_customer_bridge : {{\n  {ifname} : {{\n    adminStatus = 3;\n    \
-                 tlvid0080c20d : {{ enableTx = true; evbmode = \"bridge\"; evbgpid = true; }};\n  }};\n}};\n"
-            ),
+        let mut inst = LldpadInstance {
+            netns: ns.name().into(),
+            child: None,
+            config_text: config_text.into(),
+            config: dir.join(format!("lldpad-{}.conf", ns.name())),
+            log: dir.join(format!("lldpad-{}.log", ns.name())),
         };
-        std::fs::write(&config, text)?;
-        let logf = std::fs::File::create(&log)?;
+        inst.spawn()?;
+        Ok(inst)
+    }
+
+    /// Write the config afresh, spawn lldpad, wait for its answer.
+    fn spawn(&mut self) -> io::Result<()> {
+        std::fs::write(&self.config, &self.config_text)?;
+        let logf = std::fs::File::create(&self.log)?;
         let script = format!(
             "mount -t tmpfs tmpfs /dev/shm && exec lldpad -p -f {} -V 6",
-            config.display()
+            self.config.display()
         );
         let child = Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                ns.name(),
+                &self.netns,
                 "unshare",
                 "--ipc",
                 "--mount",
@@ -217,16 +477,11 @@ impl LldpadInstance {
             .stdout(logf.try_clone()?)
             .stderr(logf)
             .spawn()?;
-        let inst = LldpadInstance {
-            netns: ns.name().into(),
-            child: Some(child),
-            config,
-            log,
-        };
+        self.child = Some(child);
         // Ready when lldptool gets an answer (its pid).
         let ok = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
             let out = Command::new("ip")
-                .args(["netns", "exec", &inst.netns, "lldptool", "-p"])
+                .args(["netns", "exec", &self.netns, "lldptool", "-p"])
                 .output()
                 .ok()?;
             out.status.success().then_some(())
@@ -234,10 +489,18 @@ impl LldpadInstance {
         if ok.is_none() {
             return Err(io::Error::other(format!(
                 "lldpad in {} did not answer within 10 s",
-                inst.netns
+                self.netns
             )));
         }
-        Ok(inst)
+        Ok(())
+    }
+
+    /// Stop the daemon (if running) and start a new one with the config
+    /// text it was first started with: settings made since are lost, the
+    /// pid changes.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.stop();
+        self.spawn()
     }
 
     /// The daemon's pid as lldptool reports it.
@@ -247,6 +510,13 @@ impl LldpadInstance {
             .output()
             .ok()?;
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
+
+    /// The pid of the process the harness spawned: lldpad itself (`ip netns
+    /// exec`, `unshare` and `sh -c exec` all exec), independent of what
+    /// lldpad answers. `None` once stopped.
+    pub fn child_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Stop the daemon (SIGTERM, then SIGKILL after 3 s).
@@ -276,9 +546,11 @@ impl Drop for LldpadInstance {
 }
 
 /// Enable the station side on `ifname` the way the agent does (LLDP rxtx,
-/// EVB TX, group ids) with plain lldptool calls.
+/// EVB TX, group ids): plain lldptool calls through `exec::Runner` in `ns`.
 pub fn enable_station(ns: &Netns, ifname: &str) -> io::Result<()> {
-    ns.exec(&[
+    let r = ns.runner(Duration::from_secs(10));
+    let fail = |e: crate::exec::ExecError| io::Error::other(e.to_string());
+    r.run(&[
         "lldptool",
         "-L",
         "-i",
@@ -286,9 +558,10 @@ pub fn enable_station(ns: &Netns, ifname: &str) -> io::Result<()> {
         "-g",
         "ncb",
         "adminStatus=rxtx",
-    ])?;
+    ])
+    .map_err(fail)?;
     // rc 1 "Failed" when already enabled: ignore.
-    let _ = ns.exec_any(&[
+    let _ = r.run_any(&[
         "lldptool",
         "-T",
         "-i",
@@ -299,7 +572,7 @@ pub fn enable_station(ns: &Netns, ifname: &str) -> io::Result<()> {
         "evb",
         "enableTx=yes",
     ]);
-    ns.exec(&[
+    r.run(&[
         "lldptool",
         "-T",
         "-i",
@@ -310,8 +583,54 @@ pub fn enable_station(ns: &Netns, ifname: &str) -> io::Result<()> {
         "evb",
         "-c",
         "evbgpid=yes",
-    ])?;
+    ])
+    .map_err(fail)?;
     Ok(())
+}
+
+/// The `vdptool -T` argv (the Python agent's) that asks lldpad for a VSI
+/// request `mode` (assoc, deassoc, preassoc) on `ifname`: manager id 0,
+/// type 0 version 0, `uuid`, no hints, `filter` as `VLAN-MAC-GROUP`. With
+/// `wait`, `-W`: vdptool waits for the bridge's answer.
+pub fn vdptool_set_argv(
+    ifname: &str,
+    mode: &str,
+    uuid: &str,
+    filter: &str,
+    wait: bool,
+) -> Vec<String> {
+    let mut argv: Vec<String> = vec!["vdptool".into(), "-T".into(), "-i".into(), ifname.into()];
+    if wait {
+        argv.push("-W".into());
+    }
+    argv.extend(["-V".into(), mode.into()]);
+    for c in [
+        format!("mode={mode}"),
+        "mgrid2=0".into(),
+        "typeid=0".into(),
+        "typeidver=0".into(),
+        format!("uuid={uuid}"),
+        "hints=none".into(),
+        format!("filter={filter}"),
+    ] {
+        argv.extend(["-c".into(), c]);
+    }
+    argv
+}
+
+/// Plain readable listing of the VSIs lldpad in `ns` holds on `ifname`
+/// (`vdptool -t -i IF -V assoc -c mode=assoc`), whatever its exit code.
+pub fn vdptool_listing(ns: &Netns, ifname: &str) -> io::Result<String> {
+    ns.stdout(&[
+        "vdptool",
+        "-t",
+        "-i",
+        ifname,
+        "-V",
+        "assoc",
+        "-c",
+        "mode=assoc",
+    ])
 }
 
 /// Wait until the station on `ifname` sees a bridge EVB TLV with a group id
@@ -353,21 +672,87 @@ mod tests {
     }
 
     #[test]
+    fn vdptool_argv_is_the_agents() {
+        assert_eq!(
+            vdptool_set_argv("eth1", "assoc", "u-1", "0-fa:16:3e:00:00:01-20001", true).join(" "),
+            "vdptool -T -i eth1 -W -V assoc -c mode=assoc -c mgrid2=0 -c typeid=0 \
+             -c typeidver=0 -c uuid=u-1 -c hints=none -c filter=0-fa:16:3e:00:00:01-20001"
+        );
+        assert!(!vdptool_set_argv("e", "deassoc", "u", "f", false).contains(&"-W".to_string()));
+    }
+
+    #[test]
+    fn poll_until_returns_first_ok_or_last_err() {
+        let mut n = 0;
+        let r: Result<u32, u32> =
+            poll_until(Duration::from_secs(5), Duration::from_millis(1), || {
+                n += 1;
+                if n == 3 {
+                    Ok(n)
+                } else {
+                    Err(n)
+                }
+            });
+        assert_eq!(r, Ok(3));
+        let t = Instant::now();
+        let mut n = 0;
+        let r: Result<(), u32> =
+            poll_until(Duration::from_millis(50), Duration::from_millis(10), || {
+                n += 1;
+                Err(n)
+            });
+        assert_eq!(r, Err(n));
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        assert!(!wait_until(Duration::from_millis(10), || false));
+        assert!(wait_until(Duration::from_millis(10), || true));
+    }
+
+    #[test]
+    fn temp_dir_is_removed_on_drop() {
+        let d = TempDir::new("nsh-td").unwrap();
+        let p = d.path().to_path_buf();
+        std::fs::write(p.join("x"), "y").unwrap();
+        drop(d);
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn config_texts() {
+        assert_eq!(lldpad_config(LldpadRole::Station, "x"), "");
+        assert!(lldpad_config(LldpadRole::Bridge, "b0").contains("  b0 : {"));
+        let full = bridge_config_with_info("10.10.0.101");
+        assert!(full.contains("  common : {"), "{full}");
+        assert!(full.contains("tlvid00000008 : { enableTx = true; ipv4 = \"10.10.0.101\"; };"));
+        assert!(STATION_TX_CONFIG.contains("tlvid0080c20d : { enableTx = true; };"));
+    }
+
+    #[test]
     fn netns_veth_and_station_bridge_evb() {
         if !root() || Command::new("lldpad").arg("-v").output().is_err() {
             eprintln!("skipped: needs root and lldpad");
             return;
         }
-        let dir = std::env::temp_dir().join(unique("nsh", 0));
+        let tmp = TempDir::new(&unique("nsh", 0)).unwrap();
+        let dir = tmp.path();
         let sta = Netns::create(&unique("nss", 0)).unwrap();
         let br = Netns::create(&unique("nsb", 0)).unwrap();
         veth(&sta, "s0", &br, "b0").unwrap();
         assert_eq!(sta.mac("s0").unwrap().len(), 17);
-        let _b = LldpadInstance::start(&br, LldpadRole::Bridge, "b0", &dir).unwrap();
-        let s = LldpadInstance::start(&sta, LldpadRole::Station, "s0", &dir).unwrap();
+        let _b = LldpadInstance::start(&br, LldpadRole::Bridge, "b0", dir).unwrap();
+        let mut s = LldpadInstance::start(&sta, LldpadRole::Station, "s0", dir).unwrap();
         assert!(s.pid().is_some());
+        assert_eq!(s.pid(), s.child_pid());
         enable_station(&sta, "s0").unwrap();
         assert!(wait_evb_bridge(&sta, "s0", Duration::from_secs(10)));
-        let _ = std::fs::remove_dir_all(dir);
+        let old = s.pid();
+        s.restart().unwrap();
+        assert_ne!(s.pid(), old);
+        assert_eq!(s.pid(), s.child_pid());
+        let lldp = sta.stdout(&["lldptool", "-l", "-i", "s0", "-g", "ncb", "adminStatus"]);
+        assert_eq!(
+            lldp.unwrap().trim(),
+            "adminStatus=disabled",
+            "settings lost"
+        );
     }
 }

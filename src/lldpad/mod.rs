@@ -5,9 +5,13 @@
 //!   `topology` and the driver).
 //! - `vdptool`: argv building and reply parsing for VDP associate /
 //!   deassociate / query (pure functions).
+//! - `clif`: lldpad's control socket (transport shared with `events`) and
+//!   `ClifQuery`, the vdptool query without a process.
 //! - `vsi`: `LldpadDriver`, the VSI table of one lldpad-side interface with
 //!   its periodic refresh.
 
+pub mod clif;
+pub mod events;
 pub mod lldptool;
 pub mod vdptool;
 pub mod vsi;

@@ -12,7 +12,7 @@
 //! `crate::exec::CmdOutput` (data only). `crate::lldpad::vsi` runs the
 //! commands.
 //!
-//! Reply facts (checked live, see `/work/shared/notes/lldpad-vdp22.md` §2 and
+//! Reply facts (checked live, see `the shared design notes (notes/lldpad-vdp22.md)` §2 and
 //! `tests/fixtures/vdptool/`):
 //! - `-W` prints the first VDP event *on the interface*, which may belong to
 //!   another VSI: events are matched by uuid (and MAC) before use.

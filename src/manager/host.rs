@@ -89,6 +89,9 @@ pub struct TopoReport {
     pub bond_member_ports: Option<String>,
 }
 
+/// Where watchers deliver VSI changes (see `HostDriver::start_watchers`).
+pub type VsiSink = std::sync::Arc<dyn Fn(VsiChange) + Send + Sync>;
+
 /// Everything the manager needs from the host. All methods take `&self`
 /// and are called from several threads; implementations lock internally.
 pub trait HostDriver: Send + Sync {
@@ -160,6 +163,18 @@ pub trait HostDriver: Send + Sync {
     /// second instead of every `vdp.sync_timeout_s`.
     fn pending_vsis(&self) -> usize {
         0
+    }
+
+    /// Start host-side watchers that report VSI changes as they happen
+    /// (lldpad's VDP events, lldpad restarts). `sink` is called from the
+    /// watcher's own thread, without locks held; the daemon passes
+    /// `VdpMgr::enqueue_vsi_change`. Default: no watcher (refresh only).
+    fn start_watchers(&self, _sink: VsiSink) {}
+
+    /// Threads the host runs itself (name → state), shown in `status`
+    /// next to the daemon's own.
+    fn threads(&self) -> Vec<(String, String)> {
+        Vec::new()
     }
 
     /// Extra facts for `status` (`host` section; README extension).

@@ -924,8 +924,11 @@ impl VdpMgr {
         out: &PortOutcome,
         lvid: Option<u16>,
     ) {
-        if out.pending {
+        if out.pending && !out.ok {
+            // vdptool gave up waiting but lldpad is still trying: nothing to
+            // report yet; lldpad's verdict arrives as a VSI change.
             log::info!("VDP association of {port_uuid} pending; the verdict comes as a VSI change");
+            return;
         }
         if out.ok {
             log::info!("Success in VDP port event for {port_uuid}");

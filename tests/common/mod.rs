@@ -1,32 +1,40 @@
 //! End-to-end lab harness for tests: drives `scripts/lab` (namespaces,
 //! userspace OVS, station lldpad, `vdp-lab leaf`, VMs), the reference
-//! controller and the agent, each lab under its own name so tests can run
-//! side by side. Everything is torn down on drop.
+//! controller (admin API over `curl` in the host netns) and the agent, each
+//! lab under its own name so tests can run side by side. Everything is torn
+//! down on drop (`KEEP_LAB=1` keeps it for a post-mortem).
 #![allow(dead_code)]
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+/// Cookie of every flow the agent programs ("vdpagent").
+pub const COOKIE: &str = "cookie=0x7664706167656e74";
 
 pub fn root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
 pub fn have_tools() -> bool {
-    ["lldpad", "ovs-vswitchd", "ip"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    })
+    ["lldpad", "vdptool", "ovs-vswitchd", "ip", "curl", "ping"]
+        .iter()
+        .all(|t| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
 }
 
 /// Skip (return true) when the lab cannot run here, printing why.
 pub fn skip() -> bool {
     if !root() || !have_tools() {
-        eprintln!("skipped: needs root, lldpad, openvswitch and iproute2 (scripts/install-deps)");
+        eprintln!(
+            "skipped: needs root, lldpad, openvswitch, iproute2, curl (scripts/install-deps)"
+        );
         return true;
     }
     false
@@ -39,13 +47,31 @@ pub fn top() -> PathBuf {
 pub fn bin_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vdp-agent"))
         .parent()
-        .unwrap()
+        .expect("binary has a directory")
         .to_path_buf()
 }
 
 /// Poll `f` every 50 ms until it returns Some or `limit` passes.
 pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     vdp_agent::lab::netns::wait_for(limit, Duration::from_millis(50), &mut f)
+}
+
+/// Poll `f` until it is true or `limit` passes; true when it became true.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    wait_for(limit, || f().then_some(())).is_some()
+}
+
+/// Wait without `thread::sleep` (clippy-friendly in tests too).
+pub fn pause(d: Duration) {
+    let _ = crossbeam_channel::after(d).recv();
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 pub struct Lab {
@@ -55,6 +81,7 @@ pub struct Lab {
     pub host_id: String,
 }
 
+#[derive(Debug, Clone)]
 pub struct Vm {
     pub name: String,
     pub port_uuid: String,
@@ -67,6 +94,9 @@ pub struct Vm {
 }
 
 impl Vm {
+    /// VM number `n` (netns `<lab>-vmN`, tap `tap-vmN`) on network `net`
+    /// (segment 30000+net, subnet 10.30.net.0/24, gateway .1 answered by
+    /// the leaf: scripts/lab configures gateways for nets 1 and 2).
     pub fn new(n: u32, net: u32, local_vlan: u16) -> Vm {
         Vm {
             name: format!("vm{n}"),
@@ -79,25 +109,53 @@ impl Vm {
             gw: format!("10.30.{net}.1"),
         }
     }
+
+    /// The VM object of a `vm_info` event (CONTRACT §4.2).
+    pub fn vm_info(&self, host: &str, status: &str) -> Value {
+        json!({
+            "status": status,
+            "vm_mac": self.mac,
+            "segmentation_id": self.segment,
+            "host": host,
+            "port_uuid": self.port_uuid,
+            "net_uuid": self.net_uuid,
+            "oui": {"oui_id": "cisco", "vm_name": self.name, "vm_uuid": self.port_uuid,
+                    "ip_addr": self.ip.split('/').next().unwrap_or_default(),
+                    "gw_mac": null, "fwd_mod": "anycast-gateway"},
+        })
+    }
 }
 
 impl Lab {
-    /// Bring a lab up. `name` must be short (interface names: `tap-vmN`,
-    /// namespaces `<name>-host`). `env` overrides scripts/lab variables
+    /// Bring a lab up. `name` must be short (namespaces `<name>-host`,
+    /// `<name>-vmN`). `env` overrides scripts/lab variables
     /// (SYNC_TIMEOUT_S, FLOW_CHECK_S, LEAF_ARGS, ...). No VMs are created:
     /// use `vm_add`.
     pub fn up(name: &str, env: &[(&str, &str)]) -> Lab {
         let mut lab = Lab {
             name: name.into(),
             dir: PathBuf::from(format!("/run/vdp-lab/{name}")),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             host_id: format!("{name}-compute1"),
         };
         lab.env.push(("LAB_VMS".into(), "0".into()));
-        lab.env.push(("VDP_BIN".into(), bin_dir().display().to_string()));
+        lab.env
+            .push(("VDP_BIN".into(), bin_dir().display().to_string()));
         let _ = lab.script(&["down"]);
-        let out = lab.script(&["up"]);
-        assert!(out.status.success(), "lab up failed: {}", String::from_utf8_lossy(&out.stderr));
+        lab.script_ok(&["up"]);
+        lab
+    }
+
+    /// `up` + controller + agent, waiting until the agent has set up the
+    /// uplink (status `uplink.detected`).
+    pub fn up_running(name: &str, env: &[(&str, &str)]) -> Lab {
+        let lab = Lab::up(name, env);
+        lab.start_server();
+        lab.start_agent();
+        lab.wait_uplink(Duration::from_secs(30));
         lab
     }
 
@@ -110,21 +168,56 @@ impl Lab {
         c.output().expect("run scripts/lab")
     }
 
+    pub fn script_ok(&self, args: &[&str]) -> String {
+        let out = self.script(args);
+        assert!(out.status.success(), "scripts/lab {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn start_server(&self) {
-        let out = self.script(&["server-start"]);
-        assert!(out.status.success(), "server-start: {}", String::from_utf8_lossy(&out.stderr));
+        self.script_ok(&["server-start"]);
+    }
+
+    pub fn stop_server(&self) {
+        self.script_ok(&["server-stop"]);
     }
 
     pub fn start_agent(&self) {
-        let out = self.script(&["agent-start"]);
-        assert!(out.status.success(), "agent-start: {}", String::from_utf8_lossy(&out.stderr));
+        self.script_ok(&["agent-start"]);
     }
 
+    /// SIGTERM the agent and wait until it is gone; returns how long it took.
     pub fn stop_agent(&self) -> Duration {
+        let pid = self.agent_pid();
         let t = Instant::now();
-        let out = self.script(&["agent-stop"]);
-        assert!(out.status.success());
-        t.elapsed()
+        self.script_ok(&["agent-stop"]);
+        let took = t.elapsed();
+        if let Some(pid) = pid {
+            assert!(!pid_alive(pid), "agent {pid} still alive after agent-stop");
+        }
+        took
+    }
+
+    pub fn agent_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join("agent.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn agent_alive(&self) -> bool {
+        self.agent_pid().is_some_and(pid_alive)
+    }
+
+    /// Kill the station lldpad and start a new one with the same config file.
+    pub fn lldpad_restart(&self) {
+        self.script_ok(&["lldpad-restart"]);
+    }
+
+    /// Kill ovs-vswitchd and start a new one (database kept, flows lost).
+    pub fn ovs_restart(&self) {
+        self.script_ok(&["ovs-restart"]);
     }
 
     /// Run argv in the host netns with the lab's OVS environment.
@@ -136,18 +229,14 @@ impl Lab {
 
     pub fn host_ok(&self, argv: &[&str]) -> String {
         let out = self.host(argv);
-        assert!(
-            out.status.success(),
-            "{argv:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{argv:?}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn vdp_lab(&self, args: &[&str]) -> Output {
         let bin = bin_dir().join("vdp-lab");
-        let mut a = vec![bin.to_str().unwrap()];
+        let bin = bin.to_str().expect("utf-8 path");
+        let mut a = vec![bin];
         a.extend_from_slice(args);
         self.host(&a)
     }
@@ -156,53 +245,194 @@ impl Lab {
         "http://127.0.0.1:9696".into()
     }
 
+    // ---- controller admin API ----
+
+    /// An admin API call (`path` below `/admin/`); the JSON answer, or
+    /// `Null` when the server is not reachable / did not answer JSON.
+    pub fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let url = format!("{}/admin/{path}", self.server_url());
+        let b = body.map(Value::to_string);
+        let mut argv = vec!["curl", "-s", "-m", "30", "-X", method, &url];
+        if let Some(b) = &b {
+            argv.extend_from_slice(&["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        let out = self.host(&argv);
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// `POST /admin/fault` (merged: `fail_next`, `delay_ms`, `down`).
+    pub fn fault(&self, f: Value) {
+        let v = self.admin("POST", "fault", Some(&f));
+        assert!(v.is_object(), "fault {f}: {v}");
+    }
+
+    pub fn clear_fault(&self) {
+        self.admin("DELETE", "fault", None);
+    }
+
+    /// Queue an event of `kind` (any JSON) for this lab's agent.
+    pub fn send_event(&self, kind: Value, payload: Value) -> u64 {
+        let v = self.admin(
+            "POST",
+            &format!("events/{}", self.host_id),
+            Some(&json!({"type": kind, "payload": payload})),
+        );
+        v["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("event not queued: {v}"))
+    }
+
+    /// Queue `raw` as the whole wire object of an event.
+    pub fn send_raw_event(&self, raw: Value) -> u64 {
+        let v = self.admin(
+            "POST",
+            &format!("events/{}", self.host_id),
+            Some(&json!({ "raw": raw })),
+        );
+        v["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("event not queued: {v}"))
+    }
+
+    /// The agent's event queue at the controller (`acked`, `next_seq`, `events`).
+    pub fn events(&self) -> Value {
+        self.admin("GET", &format!("events/{}", self.host_id), None)
+    }
+
     pub fn vm_add(&self, vm: &Vm) {
         let lv = vm.local_vlan.to_string();
-        let out = self.script(&["vm-add", &vm.name, &vm.port_uuid, &vm.mac, &lv, &vm.ip]);
-        assert!(out.status.success(), "vm-add: {}", String::from_utf8_lossy(&out.stderr));
+        self.script_ok(&["vm-add", &vm.name, &vm.port_uuid, &vm.mac, &lv, &vm.ip]);
     }
 
     /// Announce the port at the controller (queues a vm_info up event).
     pub fn port_add(&self, vm: &Vm) {
         let seg = vm.segment.to_string();
-        let ip = vm.ip.split('/').next().unwrap().to_string();
+        let ip = vm.ip.split('/').next().unwrap_or_default().to_string();
+        let url = self.server_url();
         let out = self.vdp_lab(&[
-            "port", "add", "--server", &self.server_url(), "--host", &self.host_id,
-            "--port-uuid", &vm.port_uuid, "--mac", &vm.mac, "--net-uuid", &vm.net_uuid,
-            "--segment", &seg, "--vm-name", &vm.name, "--ip", &ip,
+            "port",
+            "add",
+            "--server",
+            &url,
+            "--host",
+            &self.host_id,
+            "--port-uuid",
+            &vm.port_uuid,
+            "--mac",
+            &vm.mac,
+            "--net-uuid",
+            &vm.net_uuid,
+            "--segment",
+            &seg,
+            "--vm-name",
+            &vm.name,
+            "--ip",
+            &ip,
         ]);
-        assert!(out.status.success(), "port add: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "port add: {}", text(&out));
     }
 
+    /// Mark the port down at the controller (queues a vm_info down event).
     pub fn port_del(&self, vm: &Vm) {
-        let out = self.vdp_lab(&["port", "del", "--server", &self.server_url(), "--port-uuid", &vm.port_uuid]);
-        assert!(out.status.success(), "port del: {}", String::from_utf8_lossy(&out.stderr));
+        let url = self.server_url();
+        let out = self.vdp_lab(&[
+            "port",
+            "del",
+            "--server",
+            &url,
+            "--port-uuid",
+            &vm.port_uuid,
+        ]);
+        assert!(out.status.success(), "port del: {}", text(&out));
     }
 
-    /// The controller's view of every port (`port list --json`).
-    pub fn ports(&self) -> Value {
-        let out = self.vdp_lab(&["port", "list", "--server", &self.server_url(), "--json"]);
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    /// The controller's view of every port.
+    pub fn ports(&self) -> Vec<Value> {
+        self.admin("GET", "ports", None)["ports"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn port(&self, port_uuid: &str) -> Option<Value> {
-        let ports = self.ports();
-        let list = ports.as_array().cloned().or_else(|| ports.get("ports").and_then(|p| p.as_array().cloned()))?;
-        list.into_iter().find(|p| p.get("port_uuid").and_then(Value::as_str) == Some(port_uuid))
+        let v = self.admin("GET", &format!("ports/{port_uuid}"), None);
+        v.get("port_uuid").is_some().then_some(v)
     }
 
-    /// Wait until the controller has a result for the port satisfying `pred`.
-    pub fn wait_port(&self, port_uuid: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    /// Wait (server side, `/wait`) until the agent reported `result` for
+    /// the port's last add/delete; the port record when it did.
+    pub fn wait_result(&self, port_uuid: &str, result: &str, limit: Duration) -> Option<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .as_secs()
+                .max(1);
+            let v = self.admin(
+                "GET",
+                &format!(
+                    "ports/{port_uuid}/wait?result={result}&timeout={}",
+                    left.min(25)
+                ),
+                None,
+            );
+            if v["matched"] == true {
+                return Some(v["port"].clone());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            if v.is_null() {
+                pause(Duration::from_millis(200));
+            }
+        }
+    }
+
+    /// Wait until the controller has a record for the port satisfying `pred`.
+    pub fn wait_port(
+        &self,
+        port_uuid: &str,
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         wait_for(limit, || self.port(port_uuid).filter(|p| pred(p)))
     }
 
-    /// RPC calls recorded by the reference controller.
-    pub fn calls(&self, method: &str) -> Vec<Value> {
-        let url = format!("{}/admin/calls?method={method}", self.server_url());
-        let out = self.host(&["curl", "-sf", &url]);
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        v.as_array().cloned().or_else(|| v.get("calls").and_then(|c| c.as_array().cloned())).unwrap_or_default()
+    /// RPC calls recorded by the reference controller (`method` "" = all),
+    /// with ids above `since`.
+    pub fn calls_since(&self, method: &str, since: u64) -> Vec<Value> {
+        let mut q = format!("calls?since={since}");
+        if !method.is_empty() {
+            q.push_str(&format!("&method={method}"));
+        }
+        self.admin("GET", &q, None)["calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
+
+    pub fn calls(&self, method: &str) -> Vec<Value> {
+        self.calls_since(method, 0)
+    }
+
+    /// Id of the newest recorded call (0 when none).
+    pub fn last_call_id(&self) -> u64 {
+        self.calls("")
+            .iter()
+            .filter_map(|c| c["id"].as_u64())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// `update_vm_result` calls (answered 200) for a port after call `since`.
+    pub fn results_for(&self, port_uuid: &str, since: u64) -> Vec<Value> {
+        self.calls_since("update_vm_result", since)
+            .into_iter()
+            .filter(|c| c["args"]["port_uuid"] == port_uuid)
+            .collect()
+    }
+
+    // ---- OVS ----
 
     pub fn flows(&self, br: &str) -> Vec<String> {
         self.host_ok(&["ovs-ofctl", "dump-flows", br, "--no-stats"])
@@ -212,33 +442,245 @@ impl Lab {
             .collect()
     }
 
-    /// `vdp-agent status --json`.
+    /// `flows` or None when OVS does not answer (e.g. while it restarts).
+    pub fn try_flows(&self, br: &str) -> Option<Vec<String>> {
+        let out = self.host(&["ovs-ofctl", "dump-flows", br, "--no-stats"]);
+        out.status.success().then(|| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty() && !l.starts_with("NXST") && !l.starts_with("OFPST"))
+                .collect()
+        })
+    }
+
+    pub fn ofport(&self, iface: &str) -> u32 {
+        self.host_ok(&["ovs-vsctl", "get", "Interface", iface, "ofport"])
+            .trim()
+            .parse()
+            .expect("ofport")
+    }
+
+    /// The VLAN translation flows (priority 4 on br-ethd, 3 on br-int), sorted.
+    pub fn translation_flows(&self) -> Option<Vec<String>> {
+        let mut v: Vec<String> = self
+            .try_flows("br-ethd")?
+            .into_iter()
+            .filter(|f| f.contains("priority=4,"))
+            .collect();
+        v.extend(
+            self.try_flows("br-int")?
+                .into_iter()
+                .filter(|f| f.contains("priority=3,")),
+        );
+        v.sort();
+        Some(v)
+    }
+
+    /// The exact translation flows the agent must program for the given
+    /// (local VLAN, VDP VLAN) pairs, sorted like `translation_flows`.
+    pub fn expected_flows(&self, pairs: &[(u16, u16)]) -> Vec<String> {
+        let phy = self.ofport("phy-br-ethd");
+        let int = self.ofport("int-br-ethd");
+        let mut v = Vec::new();
+        for (lv, vdp) in pairs {
+            v.push(format!(
+                "{COOKIE}, priority=4,in_port={phy},dl_vlan={lv} actions=mod_vlan_vid:{vdp},NORMAL"
+            ));
+            v.push(format!(
+                "{COOKIE}, priority=3,in_port={int},dl_vlan={vdp} actions=mod_vlan_vid:{lv},NORMAL"
+            ));
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    // ---- agent ----
+
+    /// `vdp-agent status --json` (`Null` when the agent does not answer).
     pub fn status(&self) -> Value {
         let cfg = self.dir.join("agent.yaml");
         let bin = bin_dir().join("vdp-agent");
-        let out = self.host(&[bin.to_str().unwrap(), "-c", cfg.to_str().unwrap(), "status", "--json"]);
+        let out = self.host(&[
+            bin.to_str().expect("utf-8 path"),
+            "-c",
+            cfg.to_str().expect("utf-8 path"),
+            "status",
+            "--json",
+        ]);
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     }
+
+    /// Wait until the agent reports the uplink set up.
+    pub fn wait_uplink(&self, limit: Duration) {
+        let ok = wait_until(limit, || self.status()["uplink"]["detected"] == true);
+        assert!(ok, "uplink not detected in {limit:?}\n{}", self.diag());
+    }
+
+    /// The agent's VSI entry for a port.
+    pub fn agent_vsi(&self, port_uuid: &str) -> Option<Value> {
+        self.status()["vsis"]
+            .as_array()?
+            .iter()
+            .find(|v| v["port_uuid"] == port_uuid)
+            .cloned()
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    // ---- leaf / station lldpad ----
 
     pub fn leaf_ctl(&self, args: &[&str]) -> Value {
         let mut a = vec!["leaf-ctl"];
         a.extend_from_slice(args);
         let out = self.script(&a);
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out.stdout).into_owned()))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out.stdout).into_owned()))
     }
 
-    pub fn ping(&self, vm: &Vm, count: u32) -> bool {
+    pub fn leaf_vsis(&self) -> Vec<Value> {
+        self.leaf_ctl(&["status"])["vsis"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The leaf's VLAN for a VSI, when it holds it.
+    pub fn leaf_vlan(&self, port_uuid: &str) -> Option<u16> {
+        self.leaf_vsis()
+            .iter()
+            .find(|v| v["uuid"] == port_uuid)
+            .and_then(|v| v["vlan"].as_u64())
+            .map(|v| v as u16)
+    }
+
+    pub fn leaf_stats(&self) -> Value {
+        self.leaf_ctl(&["stats"])["stats"].clone()
+    }
+
+    /// The station lldpad's VSI listing (`vdptool -t -i LLDPLeth2 -V assoc
+    /// -c mode=assoc`); empty when lldpad does not answer.
+    pub fn station_vsis(&self) -> String {
+        let out = self.host(&[
+            "vdptool",
+            "-t",
+            "-i",
+            "LLDPLeth2",
+            "-V",
+            "assoc",
+            "-c",
+            "mode=assoc",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The VLAN the station lldpad holds for the VM's VSI, when it holds
+    /// an answered association (`hints = 0`, `filter = VLAN-MAC-GID`, VLAN
+    /// not 0); None when absent or still waiting for the bridge.
+    pub fn station_vlan(&self, vm: &Vm) -> Option<u16> {
+        let list = self.station_vsis();
+        let block = list
+            .split("VSI ")
+            .find(|b| b.contains(&format!("uuid = {}", vm.port_uuid)))?;
+        let field = |k: &str| {
+            block
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(k).map(|v| v.trim().to_string()))
+        };
+        if field("hints = ")? != "0" {
+            return None;
+        }
+        let filter = field("filter = ")?;
+        let vlan: u16 = filter.split('-').next()?.parse().ok()?;
+        let tail = format!("-{}-{}", vm.mac, vm.segment);
+        (vlan != 0 && filter.ends_with(&tail)).then_some(vlan)
+    }
+
+    // ---- VMs ----
+
+    /// Ping the VM's gateway `count` times (0.2 s apart, 1 s wait); replies received.
+    pub fn ping_count(&self, vm: &Vm, count: u32) -> u32 {
         let ns = format!("{}-{}", self.name, vm.name);
         let c = count.to_string();
-        Command::new("ip")
-            .args(["netns", "exec", &ns, "ping", "-c", &c, "-i", "0.2", "-W", "1", &vm.gw])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "ping", "-n", "-q", "-c", &c, "-i", "0.2", "-W", "1", &vm.gw,
+            ])
+            .output();
+        let Ok(out) = out else { return 0 };
+        let s = String::from_utf8_lossy(&out.stdout);
+        s.split(',')
+            .find_map(|p| {
+                p.trim()
+                    .strip_suffix(" received")
+                    .and_then(|n| n.trim().parse().ok())
+            })
+            .unwrap_or(0)
     }
 
-    pub fn agent_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    /// Start pinging the VM's gateway every 0.2 s until `Pinger::finish`.
+    pub fn pinger(&self, vm: &Vm) -> Pinger {
+        let ns = format!("{}-{}", self.name, vm.name);
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "ping", "-n", "-q", "-i", "0.2", "-W", "1", &vm.gw,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ping");
+        Pinger(ChildGuard(Some(child)))
+    }
+
+    /// At least one reply out of `count`.
+    pub fn ping(&self, vm: &Vm, count: u32) -> bool {
+        self.ping_count(vm, count) > 0
+    }
+
+    /// Wait until the VM's gateway answers.
+    pub fn wait_ping(&self, vm: &Vm, limit: Duration) -> bool {
+        wait_until(limit, || self.ping_count(vm, 1) == 1)
+    }
+
+    /// Plug VMs in, announce their ports and wait for SUCCESS from the
+    /// agent; returns each VM's VDP VLAN as the controller recorded it.
+    pub fn bring_up(&self, vms: &[&Vm]) -> Vec<u16> {
+        for vm in vms {
+            self.vm_add(vm);
+            self.port_add(vm);
+        }
+        vms.iter()
+            .map(|vm| {
+                let p = self
+                    .wait_result(&vm.port_uuid, "SUCCESS", Duration::from_secs(30))
+                    .unwrap_or_else(|| panic!("{}: no SUCCESS\n{}", vm.name, self.diag()));
+                p["vdp_vlan"].as_u64().expect("vdp_vlan") as u16
+            })
+            .collect()
+    }
+
+    // ---- diagnostics ----
+
+    /// Tails of the logs and the current state, for assertion messages.
+    pub fn diag(&self) -> String {
+        let tail = |f: &str, n: usize| {
+            let s = std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
+            let lines: Vec<&str> = s.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        };
+        format!(
+            "--- agent.log (tail)\n{}\n--- agent.stderr\n{}\n--- leaf.log (tail)\n{}\n--- server.log (tail)\n{}\n--- flows\n{:?}\n--- leaf vsis\n{:?}\n--- agent status\n{}",
+            tail("agent.log", 60),
+            tail("agent.stderr", 20),
+            tail("leaf.log", 20),
+            tail("server.log", 20),
+            self.translation_flows(),
+            self.leaf_vsis(),
+            self.status()
+        )
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
@@ -252,6 +694,68 @@ impl Drop for Lab {
             let _ = self.script(&["down"]);
         }
     }
+}
+
+/// A running `ping` (see `Lab::pinger`).
+pub struct Pinger(ChildGuard);
+
+impl Pinger {
+    /// Stop it; (transmitted, received) and ping's summary.
+    pub fn finish(self) -> (u32, u32, String) {
+        let out = self.0.interrupt();
+        let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = summary
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_default()
+            .to_string();
+        let num = |what: &str| -> u32 {
+            line.split(',')
+                .find_map(|p| {
+                    p.trim()
+                        .strip_suffix(what)
+                        .and_then(|n| n.trim().parse().ok())
+                })
+                .unwrap_or(0)
+        };
+        (num(" packets transmitted"), num(" received"), summary)
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop unless taken.
+pub struct ChildGuard(pub Option<std::process::Child>);
+
+impl ChildGuard {
+    /// SIGINT the child and collect its output.
+    pub fn interrupt(mut self) -> Output {
+        let child = self.0.take().expect("child");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        child.wait_with_output().expect("child output")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The process exists and has not exited (a zombie waiting for init to
+/// reap it counts as gone).
+pub fn pid_alive(pid: i32) -> bool {
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    !status
+        .lines()
+        .any(|l| l.starts_with("State:") && l.contains('Z'))
 }
 
 pub fn exists(p: &Path) -> bool {

@@ -131,15 +131,24 @@ pub fn ack_wait(rte: u8) -> Duration {
 #[derive(Debug, Default, Clone)]
 pub struct EcpRx {
     last_delivered: Option<u16>,
+    /// Payload of the last delivered request.
+    last_payload: Vec<u8>,
 }
 
 impl EcpRx {
-    /// Should a request with `seq` be delivered to VDP? (It is acked either way.)
-    pub fn accept(&mut self, seq: u16) -> bool {
-        if self.last_delivered == Some(seq) {
+    /// Should a request with `seq` and payload `ulp` be delivered to VDP?
+    /// (It is acked either way.) A repeat of the last delivered sequence
+    /// number is a retransmission and is not delivered again, as lldpad's
+    /// receiver does; unlike lldpad, the simulator does deliver a repeat
+    /// whose payload differs: that is a station restarted (lldpad starts
+    /// again at sequence 1) whose first request would otherwise be lost
+    /// until its own ack timer expires (about 16 s).
+    pub fn accept(&mut self, seq: u16, ulp: &[u8]) -> bool {
+        if self.last_delivered == Some(seq) && self.last_payload == ulp {
             return false;
         }
         self.last_delivered = Some(seq);
+        self.last_payload = ulp.to_vec();
         true
     }
 }
@@ -278,10 +287,19 @@ mod tests {
     #[test]
     fn rx_delivers_only_new_seq() {
         let mut rx = EcpRx::default();
-        assert!(rx.accept(7));
-        assert!(!rx.accept(7));
-        assert!(rx.accept(8));
-        assert!(rx.accept(7));
+        assert!(rx.accept(7, b"a"));
+        assert!(!rx.accept(7, b"a"));
+        assert!(rx.accept(8, b"a"));
+        assert!(rx.accept(7, b"a"));
+    }
+
+    #[test]
+    fn rx_delivers_a_restarted_senders_first_request() {
+        let mut rx = EcpRx::default();
+        assert!(rx.accept(1, b"keepalive"));
+        // The station restarted and starts again at 1 with a new request.
+        assert!(rx.accept(1, b"assoc"));
+        assert!(!rx.accept(1, b"assoc"));
     }
 
     #[test]

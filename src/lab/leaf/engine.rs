@@ -205,7 +205,20 @@ impl Leaf {
         if n.ttl == 0 {
             log::info!("station sent a shutdown LLDPDU");
             self.station = None;
+            self.ecp_rx = EcpRx::default();
             return;
+        }
+        // A station that echoed our EVB bridge status and no longer does
+        // has restarted (a new lldpad has not heard us yet): its ECP
+        // sequence numbers start again, so forget the last one delivered.
+        let echoes = |evb: Option<&lldp::EvbTlv>| evb.is_some_and(|e| e.bridge_status & 0x04 != 0);
+        if let Some(s) = &self.station {
+            if echoes(s.neighbor.evb.as_ref()) && !echoes(n.evb.as_ref()) {
+                log::info!(
+                    "station restarted (no longer echoes our EVB status): ECP receiver reset"
+                );
+                self.ecp_rx = EcpRx::default();
+            }
         }
         let changed = match &self.station {
             None => true,
@@ -253,7 +266,7 @@ impl Leaf {
                 let ack = ecp::build_frame(&self.local.mac, EcpOp::Ack, h.seq, &[]);
                 self.stats.ecp_acks_tx += 1;
                 self.emit(ack);
-                if !self.ecp_rx.accept(h.seq) {
+                if !self.ecp_rx.accept(h.seq, ulp) {
                     self.stats.ecp_duplicates += 1;
                     return;
                 }
@@ -555,6 +568,10 @@ mod tests {
     }
 
     fn station_lldp() -> Vec<u8> {
+        station_lldp_with(&[0x04, 0x08, 0x68, 0xb4, 0x34])
+    }
+
+    fn station_lldp_with(evb_bytes: &[u8]) -> Vec<u8> {
         let local = LocalInfo {
             mac: STA,
             ifname: "x".into(),
@@ -563,8 +580,29 @@ mod tests {
             system_desc: "s".into(),
             mgmt_addr: Ipv4Addr::LOCALHOST,
         };
-        let evb = EvbTlv::from_bytes(&[0x04, 0x08, 0x68, 0xb4, 0x34]).unwrap();
+        let evb = EvbTlv::from_bytes(evb_bytes).unwrap();
         lldp::build_lldpdu(&local, 120, &evb)
+    }
+
+    #[test]
+    fn restarted_station_gets_its_first_request_delivered() {
+        let t0 = Instant::now();
+        let mut l = leaf(t0);
+        l.on_frame(t0, &station_lldp(), None);
+        l.on_frame(t0, &ecp_req(1, VsiMode::Assoc, 0), None);
+        assert_eq!(l.stats.assoc, 1);
+        // The same frame again is a retransmission.
+        l.on_frame(t0, &ecp_req(1, VsiMode::Assoc, 0), None);
+        assert_eq!((l.stats.assoc, l.stats.ecp_duplicates), (1, 1));
+        // A new lldpad: its first LLDPDU no longer echoes our BGID, and its
+        // first request (seq 1 again, same bytes) is new.
+        l.on_frame(
+            t0,
+            &station_lldp_with(&[0x00, 0x0b, 0x68, 0x94, 0x14]),
+            None,
+        );
+        l.on_frame(t0, &ecp_req(1, VsiMode::Assoc, 0), None);
+        assert_eq!((l.stats.assoc, l.stats.ecp_duplicates), (2, 1));
     }
 
     #[test]
