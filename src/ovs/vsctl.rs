@@ -1,8 +1,9 @@
 //! `ovs-vsctl` argv builders and output parsers: bridge list, the one-call
 //! OVSDB snapshot (bridges, their ports, patch interfaces, ofports of named
 //! interfaces) in `--format=json --data=json`, interface lookup by
-//! `external_ids:iface-id`, and Port tags; plus the one `ovsdb-client`
-//! query (interface + local VLAN in one server-side select).
+//! `external_ids:iface-id`, and Port tags; plus the two `ovsdb-client`
+//! selects of the quick local-VLAN lookup (interface by iface-id, its
+//! port's tag).
 //!
 //! Owns nothing; pure functions. The driver (`super`) runs the commands
 //! through `exec::Runner`.
@@ -149,14 +150,14 @@ pub fn map_get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     })
 }
 
-/// `ovsdb-client transact` with two server-side selects: the Interface whose
-/// `external_ids:iface-id` is `port_uuid` (`_uuid`, `name`) and every Port's
-/// `name`, `tag`, `interfaces`. One short process: unlike `ovs-vsctl`, which
-/// first copies the whole bridge/port/interface tables (about 20-30 ms per
-/// call with 1000 ports), the filtering happens in ovsdb-server. The caller
-/// validates `port_uuid` first (it is embedded in the JSON by serde, so no
-/// quoting problem either way).
-pub fn local_vlan_query_argv(port_uuid: &str) -> Vec<String> {
+/// `ovsdb-client transact` selecting the Interface whose
+/// `external_ids:iface-id` is `port_uuid` (`_uuid`, `name`). With
+/// [`port_tag_query_argv`] this is the quick local-VLAN lookup: two short
+/// processes whose answers do not grow with the port count, unlike
+/// `ovs-vsctl`, which first copies the whole bridge/port/interface tables
+/// (20-30 ms per call at 1000 ports). `port_uuid` is embedded by serde (no
+/// quoting issue); callers validate it first anyway.
+pub fn iface_query_argv(port_uuid: &str) -> Vec<String> {
     let txn = serde_json::json!([
         "Open_vSwitch",
         {
@@ -164,61 +165,74 @@ pub fn local_vlan_query_argv(port_uuid: &str) -> Vec<String> {
             "table": "Interface",
             "where": [["external_ids", "includes", ["map", [["iface-id", port_uuid]]]]],
             "columns": ["_uuid", "name"]
-        },
-        {
-            "op": "select",
-            "table": "Port",
-            "where": [],
-            "columns": ["name", "tag", "interfaces"]
         }
     ]);
     vec!["ovsdb-client".into(), "transact".into(), txn.to_string()]
 }
 
-/// The answer to [`local_vlan_query_argv`]: `None` when no interface has the
-/// iface-id, else the interface name and the usable tag (1..=4094) of the
-/// Port holding it (`None` while untagged or tagged 4095).
-pub fn parse_local_vlan_query(out: &str) -> Result<Option<(String, Option<u16>)>, String> {
-    let v: Value = serde_json::from_str(out.trim()).map_err(|e| format!("bad JSON: {e}"))?;
-    let results = v.as_array().ok_or("not a JSON array")?;
-    for r in results {
-        if let Some(e) = r.get("error") {
-            return Err(format!(
-                "ovsdb error: {e} {}",
-                r.get("details").unwrap_or(&Value::Null)
-            ));
+/// `ovsdb-client transact` selecting the `tag` of the Port that holds the
+/// interface row `iface_uuid`.
+pub fn port_tag_query_argv(iface_uuid: &str) -> Vec<String> {
+    let txn = serde_json::json!([
+        "Open_vSwitch",
+        {
+            "op": "select",
+            "table": "Port",
+            "where": [["interfaces", "includes", ["uuid", iface_uuid]]],
+            "columns": ["tag"]
         }
+    ]);
+    vec!["ovsdb-client".into(), "transact".into(), txn.to_string()]
+}
+
+/// Rows of the single select in an `ovsdb-client transact` answer.
+fn transact_rows(out: &str) -> Result<Vec<Value>, String> {
+    let v: Value = serde_json::from_str(out.trim()).map_err(|e| format!("bad JSON: {e}"))?;
+    let first = v
+        .as_array()
+        .and_then(|a| a.first())
+        .ok_or("not a JSON array with one result")?;
+    if let Some(e) = first.get("error") {
+        return Err(format!(
+            "ovsdb error: {e} {}",
+            first.get("details").unwrap_or(&Value::Null)
+        ));
     }
-    let rows = |i: usize| -> Result<&Vec<Value>, String> {
-        results
-            .get(i)
-            .and_then(|r| r.get("rows"))
-            .and_then(Value::as_array)
-            .ok_or_else(|| format!("no rows in result {i}"))
-    };
-    let Some(iface) = rows(0)?.first() else {
+    first
+        .get("rows")
+        .and_then(Value::as_array)
+        .cloned()
+        .ok_or_else(|| "no rows in the answer".to_string())
+}
+
+/// The answer to [`iface_query_argv`]: `(name, row uuid)` of the
+/// interface, `None` when no interface has the iface-id.
+pub fn parse_iface_query(out: &str) -> Result<Option<(String, String)>, String> {
+    let rows = transact_rows(out)?;
+    let Some(row) = rows.first() else {
         return Ok(None);
     };
-    let name = iface
+    let name = row
         .get("name")
         .and_then(Value::as_str)
-        .ok_or("interface without name")?
-        .to_string();
-    let id = iface
+        .ok_or("interface without name")?;
+    let id = row
         .get("_uuid")
         .and_then(uuid_of)
         .ok_or("interface without _uuid")?;
-    let tag = rows(1)?
-        .iter()
-        .find(|p| {
-            p.get("interfaces")
-                .is_some_and(|i| set_items(i).iter().any(|x| uuid_of(x) == Some(id)))
-        })
-        .and_then(|p| p.get("tag"))
+    Ok(Some((name.to_string(), id.to_string())))
+}
+
+/// The answer to [`port_tag_query_argv`]: the usable tag (1..=4094), `None`
+/// when the port is untagged, tagged 4095, or not found.
+pub fn parse_port_tag_query(out: &str) -> Result<Option<u16>, String> {
+    let rows = transact_rows(out)?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.get("tag"))
         .and_then(opt_int)
         .and_then(|t| u16::try_from(t).ok())
-        .filter(|t| (1..=4094).contains(t));
-    Ok(Some((name, tag)))
+        .filter(|t| (1..=4094).contains(t)))
 }
 
 /// An optional integer (`5` or `["set",[]]`).
