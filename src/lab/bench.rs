@@ -693,6 +693,8 @@ fn cmd_idle(o: &Opts) -> Res<()> {
     let spawned1 = host_counter(&s1, "commands_spawned");
     let vdp0 = host_counter(&s0, "vdptool_calls");
     let vdp1 = host_counter(&s1, "vdptool_calls");
+    let sq0 = host_counter(&s0, "socket_queries");
+    let sq1 = host_counter(&s1, "socket_queries");
     let per_min = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (Some(a), Some(b)) => Some(round1(b.saturating_sub(a) as f64 * 60.0 / el)),
         _ => None,
@@ -733,8 +735,9 @@ fn cmd_idle(o: &Opts) -> Res<()> {
         "commands_spawned": spawned1.zip(spawned0).map(|(b, a)| b.saturating_sub(a)),
         "commands_per_min": per_min(spawned0, spawned1),
         "vdptool_calls_per_min": per_min(vdp0, vdp1),
+        "socket_queries_per_min": per_min(sq0, sq1),
         "pending_vsis": s1["host"]["pending_vsis"].clone(),
-        "method": "/proc/PID/stat utime+stime (agent threads) and cutime+cstime (its reaped children) over the window, as % of one core; VmRSS/VmHWM from /proc/PID/status; status host.commands_spawned and host.vdptool_calls deltas over the window scaled to one minute, and over whole refresh periods (round start = a vdptool child of the agent seen in /proc, scanned every 100 ms, after >= 5 s without one)",
+        "method": "/proc/PID/stat utime+stime (agent threads) and cutime+cstime (its reaped children) over the window, as % of one core; VmRSS/VmHWM from /proc/PID/status; status host.commands_spawned, host.vdptool_calls and host.socket_queries deltas over the window scaled to one minute, and over whole refresh periods (round start = a vdptool child of the agent seen in /proc, scanned every 100 ms, after >= 5 s without one)",
     });
     write_part(&o.out()?, &v)
 }
@@ -758,8 +761,9 @@ fn leaf_vsis(sock: &Path) -> Res<HashSet<String>> {
 
 /// Switch-side deassociation to re-association: `samples` VSIs (spread
 /// over the bench ports) are deassociated `spacing-ms` apart; each one's t1
-/// is when the leaf's status shows it associated again (polled every
-/// 100 ms); a sample is given up `cap-s` after its deassociation.
+/// is when the leaf's status shows it associated again (polled every 10 ms
+/// in a sample's first second, then every 100 ms); a sample is given up
+/// `cap-s` after its deassociation.
 fn cmd_deassoc(o: &Opts) -> Res<()> {
     let sock = PathBuf::from(o.need("leaf-sock")?);
     let samples: usize = o.num("samples", Some(20))?;
@@ -813,7 +817,9 @@ fn cmd_deassoc(o: &Opts) -> Res<()> {
                 }
             });
         }
-        tick.wait(Duration::from_millis(100));
+        // 10 ms polls while a sample is younger than 1 s (fast path), else 100 ms.
+        let fresh = open.values().any(|t| t.elapsed() < Duration::from_secs(1));
+        tick.wait(Duration::from_millis(if fresh { 10 } else { 100 }));
     }
     let v = json!({
         "name": "deassoc",
@@ -825,7 +831,7 @@ fn cmd_deassoc(o: &Opts) -> Res<()> {
         "leaf_status_polls": polls,
         "total_s": round1(start.elapsed().as_secs_f64()),
         "latency": summary(lat),
-        "method": "leaf-ctl `deassoc UUID` (t0 when the leaf answered), t1 when leaf status lists the VSI in mode assoc again (polled every 100 ms); samples started spacing-ms apart so they fall at different phases of the agent's refresh; a sample is given up after cap_s",
+        "method": "leaf-ctl `deassoc UUID` (t0 when the leaf answered), t1 when leaf status lists the VSI in mode assoc again (polled every 10 ms during a sample's first second, then every 100 ms; one status answer with 1000 VSIs takes a few ms); samples started spacing-ms apart so they fall at different phases of the agent's refresh; a sample is given up after cap_s",
     });
     write_part(&o.out()?, &v)
 }
@@ -1017,7 +1023,10 @@ fn cmd_report(o: &Opts) -> Res<()> {
                         idle["secs"]
                     ),
                     fmt_num(&idle["commands_per_min"], "/min"),
-                    format!("vdptool {} /min", idle["vdptool_calls_per_min"]),
+                    format!(
+                        "vdptool {} /min; lldpad socket queries {} /min",
+                        idle["vdptool_calls_per_min"], idle["socket_queries_per_min"]
+                    ),
                 )
             } else {
                 (
