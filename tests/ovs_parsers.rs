@@ -125,3 +125,46 @@ fn ip_link_veths() {
         .iter()
         .any(|l| l.name == "eth2" && l.peer.as_deref() == Some("swp1")));
 }
+
+#[test]
+fn local_vlan_queries() {
+    let argv = vsctl::iface_query_argv("11111111-1111-4111-8111-111111111111");
+    assert_eq!(argv[..2], ["ovsdb-client", "transact"]);
+    let txn: serde_json::Value = serde_json::from_str(&argv[2]).unwrap();
+    assert_eq!(
+        txn[1]["where"],
+        serde_json::json!([[
+            "external_ids",
+            "includes",
+            [
+                "map",
+                [["iface-id", "11111111-1111-4111-8111-111111111111"]]
+            ]
+        ]])
+    );
+    let id = "445ecacd-9f6f-4d02-83fa-25fa5361a7c5";
+    assert_eq!(
+        vsctl::parse_iface_query(&fixture("iface_query.json")).unwrap(),
+        Some(("tapvm1".to_string(), id.to_string()))
+    );
+    assert_eq!(
+        vsctl::parse_iface_query(&fixture("iface_query_none.json")).unwrap(),
+        None
+    );
+    let argv = vsctl::port_tag_query_argv(id);
+    let txn: serde_json::Value = serde_json::from_str(&argv[2]).unwrap();
+    assert_eq!(
+        txn[1]["where"],
+        serde_json::json!([["interfaces", "includes", ["uuid", id]]])
+    );
+    assert_eq!(
+        vsctl::parse_port_tag_query(&fixture("port_tag_query.json")).unwrap(),
+        Some(5)
+    );
+    assert_eq!(
+        vsctl::parse_port_tag_query(&fixture("port_tag_query_untagged.json")).unwrap(),
+        None
+    );
+    assert!(vsctl::parse_iface_query("").is_err());
+    assert!(vsctl::parse_iface_query(r#"[{"error":"syntax error","details":"x"}]"#).is_err());
+}

@@ -3,6 +3,7 @@
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
+        Some("bench") => vdp_agent::lab::bench::main(&args[1..]),
         Some("leaf") => vdp_agent::lab::leaf::main(&args[1..]),
         Some("leaf-ctl") => vdp_agent::lab::leaf::ctl_main(&args[1..]),
         Some("--version") => {
@@ -12,7 +13,7 @@ fn main() {
         Some("server") => vdp_agent::lab::server::cli::server_main(&args[1..]),
         Some("port") => vdp_agent::lab::server::cli::port_main(&args[1..]),
         _ => {
-            eprintln!("usage: vdp-lab server|leaf|port ... (see README)");
+            eprintln!("usage: vdp-lab server|leaf|port|bench ... (see README)");
             2
         }
     };

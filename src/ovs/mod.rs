@@ -740,6 +740,23 @@ impl OvsDriver {
 
     // ---- VM ports: local VLAN ------------------------------------------
 
+    /// Interface name and usable tag of `port_uuid` with two short
+    /// `ovsdb-client` selects (see `vsctl::iface_query_argv`); an error only
+    /// means the caller uses the `ovs-vsctl` path.
+    fn quick_local_vlan(&self, port_uuid: &str) -> Result<Option<(String, Option<u16>)>, OvsError> {
+        let parse_err = |detail| OvsError::Parse {
+            cmd: "ovsdb-client transact (local VLAN lookup)".into(),
+            detail,
+        };
+        let out = self.vsctl(&vsctl::iface_query_argv(port_uuid))?;
+        let Some((name, id)) = vsctl::parse_iface_query(&out).map_err(parse_err)? else {
+            return Ok(None);
+        };
+        let out = self.vsctl(&vsctl::port_tag_query_argv(&id))?;
+        let tag = vsctl::parse_port_tag_query(&out).map_err(parse_err)?;
+        Ok(Some((name, tag)))
+    }
+
     fn find_iface(&self, port_uuid: &str) -> Result<Option<String>, OvsError> {
         let argv = vsctl::find_iface_argv(port_uuid);
         let out = self.vsctl(&argv)?;
@@ -769,6 +786,10 @@ impl OvsDriver {
     /// at most 1 s so shutdown is noticed; the interface lookup is polled
     /// every `iface_poll` (100 ms) with shutdown-aware waits. Never waits
     /// longer than `wait` (the last slice is killed at the deadline).
+    /// First two short `ovsdb-client` selects: when the port is already
+    /// plugged and tagged (the usual case, and every port of a bulk resync)
+    /// that is all (a few ms instead of two `ovs-vsctl` calls that each copy
+    /// the whole port table: ~40 ms at 1000 ports, measured by scripts/bench).
     pub fn wait_port_local_vlan(
         &self,
         port_uuid: &str,
@@ -777,6 +798,12 @@ impl OvsDriver {
     ) -> Result<u16, OvsError> {
         if !valid_port_id(port_uuid) {
             return Err(OvsError::BadPortId(port_uuid.to_string()));
+        }
+        // Fast path: the port is normally plugged and tagged by now.
+        match self.quick_local_vlan(port_uuid) {
+            Ok(Some((_, Some(tag)))) => return Ok(tag),
+            Ok(_) => {}
+            Err(e) => log::debug!("ovs: quick local VLAN lookup of {port_uuid}: {e}"),
         }
         let deadline = Instant::now() + wait;
         let name = loop {
