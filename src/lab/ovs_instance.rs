@@ -100,12 +100,9 @@ fn pid_is(pid: i32, daemon: &str) -> bool {
 }
 
 impl OvsInstance {
-    /// Start ovsdb-server and ovs-vswitchd with everything in `dir`
-    /// (created if needed; keep its path short: unix socket paths are
-    /// limited to 107 bytes), inside `netns` when given.
-    pub fn start(netns: Option<&str>, dir: &Path) -> io::Result<OvsInstance> {
-        std::fs::create_dir_all(dir)?;
-        let dir = dir.canonicalize()?;
+    /// The handle for an instance in `dir` (canonical), run inside `netns`:
+    /// its commands get `OVS_RUNDIR`/`OVS_DBDIR`/`OVS_LOGDIR` = `dir`.
+    fn handle(netns: Option<&str>, dir: PathBuf) -> OvsInstance {
         let d = dir.to_string_lossy().into_owned();
         let mut helper = vec![
             "env".to_string(),
@@ -116,12 +113,22 @@ impl OvsInstance {
         if let Some(ns) = netns {
             helper.extend(["ip", "netns", "exec", ns].iter().map(|s| s.to_string()));
         }
-        let inst = OvsInstance {
+        OvsInstance {
             netns: netns.map(String::from),
             runner: Runner::new(helper, Duration::from_secs(20)),
             dir,
             stopped: false,
-        };
+        }
+    }
+
+    /// Start ovsdb-server and ovs-vswitchd with everything in `dir`
+    /// (created if needed; keep its path short: unix socket paths are
+    /// limited to 107 bytes), inside `netns` when given.
+    pub fn start(netns: Option<&str>, dir: &Path) -> io::Result<OvsInstance> {
+        std::fs::create_dir_all(dir)?;
+        let dir = dir.canonicalize()?;
+        let d = dir.to_string_lossy().into_owned();
+        let inst = OvsInstance::handle(netns, dir);
         let db = format!("{d}/conf.db");
         if !Path::new(&db).exists() {
             let schema = std::env::var("OVS_SCHEMA").unwrap_or_else(|_| SYSTEM_SCHEMA.to_string());
@@ -147,21 +154,7 @@ impl OvsInstance {
     pub fn attach(netns: Option<&str>, dir: &Path) -> io::Result<OvsInstance> {
         let dir = dir.canonicalize()?;
         let d = dir.to_string_lossy().into_owned();
-        let mut helper = vec![
-            "env".to_string(),
-            format!("OVS_RUNDIR={d}"),
-            format!("OVS_DBDIR={d}"),
-            format!("OVS_LOGDIR={d}"),
-        ];
-        if let Some(ns) = netns {
-            helper.extend(["ip", "netns", "exec", ns].iter().map(|s| s.to_string()));
-        }
-        let inst = OvsInstance {
-            netns: netns.map(String::from),
-            runner: Runner::new(helper, Duration::from_secs(20)),
-            dir,
-            stopped: false,
-        };
+        let inst = OvsInstance::handle(netns, dir);
         if !inst.is_running("ovsdb-server") {
             let mut inst = inst;
             inst.stopped = true;

@@ -200,6 +200,21 @@ pub struct LldpadDriver {
     socket_queries: AtomicU64,
 }
 
+/// The change to report for a VSI whose reply went from `old` to `new`
+/// (`local_vlan` is left for the caller to fill).
+fn vsi_change(req: &VsiRequest, old: &VdpReply, new: &VdpReply) -> VsiChange {
+    VsiChange {
+        port_uuid: req.port_uuid.clone(),
+        net_uuid: req.net_uuid.clone(),
+        vm_mac: req.vm_mac.clone(),
+        segmentation_id: req.segmentation_id,
+        local_vlan: None,
+        vdp_vlan: new.vdp_vlan,
+        old_vdp_vlan: old.vdp_vlan,
+        fail_reason: new.fail_reason.clone(),
+    }
+}
+
 impl LldpadDriver {
     /// `port` = the lldpad-side veth (`LLDPL...`).
     pub fn new(runner: Arc<Runner>, port: &str, cfg: VdpConfig) -> LldpadDriver {
@@ -534,16 +549,7 @@ impl LldpadDriver {
             return None;
         }
         e.unchanged_rounds = 0;
-        Some(VsiChange {
-            port_uuid: e.req.port_uuid.clone(),
-            net_uuid: e.req.net_uuid.clone(),
-            vm_mac: e.req.vm_mac.clone(),
-            segmentation_id: e.req.segmentation_id,
-            local_vlan: None,
-            vdp_vlan: new.vdp_vlan,
-            old_vdp_vlan: old.vdp_vlan,
-            fail_reason: new.fail_reason,
-        })
+        Some(vsi_change(&e.req, &old, &new))
     }
 
     // ---- internals ----
@@ -577,16 +583,7 @@ impl LldpadDriver {
             e.reply = new.clone();
             if changed || e.unchanged_rounds > CALLBACK_THRESHOLD {
                 e.unchanged_rounds = 0;
-                changes.push(VsiChange {
-                    port_uuid: e.req.port_uuid.clone(),
-                    net_uuid: e.req.net_uuid.clone(),
-                    vm_mac: e.req.vm_mac.clone(),
-                    segmentation_id: e.req.segmentation_id,
-                    local_vlan: None,
-                    vdp_vlan: new.vdp_vlan,
-                    old_vdp_vlan: old.vdp_vlan,
-                    fail_reason: new.fail_reason.clone(),
-                });
+                changes.push(vsi_change(&e.req, &old, &new));
             } else {
                 e.unchanged_rounds += 1;
             }
