@@ -329,6 +329,13 @@ impl VdpMgr {
             Task {
                 name: "uplink-detect",
                 step: Box::new(move || {
+                    // Until the stored uplink has been obtained there is
+                    // nothing to do (as the original); look again every
+                    // second so detection starts right after it, not a
+                    // whole period later.
+                    if !upl.is_uplink_received() {
+                        return Step::Wait(upl.cfg.uplink_detect.min(Duration::from_secs(1)));
+                    }
                     upl.vdp_uplink_proc_top();
                     Step::Wait(upl.cfg.uplink_detect)
                 }),
