@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdp_agent::config::VdpConfig;
-use vdp_agent::lab::netns::{self, LldpadInstance, LldpadRole, Netns, TempDir};
+use vdp_agent::lab::netns::{self, StationBridgeLab};
 use vdp_agent::lldpad::vsi::{LldpadDriver, VsiRequest, REASON_VSI_LOST};
 use vdp_agent::model::Oui;
 
@@ -23,54 +23,18 @@ macro_rules! need_root {
     };
 }
 
-struct Lab {
-    // Field order = drop order: daemons first, then namespaces, then files.
-    _bridge: LldpadInstance,
-    _station: LldpadInstance,
-    sta: Netns,
-    _br: Netns,
-    _dir: TempDir,
-    bridge_pid: u32,
-    sta_if: String,
-}
+/// The shared station + bridge-role lldpad pair, with this file's helpers.
+struct Lab(StationBridgeLab);
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // A stopped bridge must be able to take its SIGTERM.
-        // SAFETY: kill(2) of the lldpad this test started.
-        unsafe {
-            libc::kill(self.bridge_pid as i32, libc::SIGCONT);
-        }
+impl std::ops::Deref for Lab {
+    type Target = StationBridgeLab;
+    fn deref(&self) -> &StationBridgeLab {
+        &self.0
     }
 }
 
 fn lab(n: u32) -> Lab {
-    let sta = Netns::create(&netns::unique("vds", n)).expect("netns");
-    let br = Netns::create(&netns::unique("vdb", n)).expect("netns");
-    let sta_if = netns::unique("vdS", n);
-    let br_if = netns::unique("vdB", n);
-    netns::veth(&sta, &sta_if, &br, &br_if).expect("veth");
-    let dir = TempDir::new(&format!("vd-live-{n}")).expect("temp dir");
-    let bridge =
-        LldpadInstance::start(&br, LldpadRole::Bridge, &br_if, dir.path()).expect("bridge lldpad");
-    let bridge_pid = bridge.pid().expect("bridge pid");
-    let station = LldpadInstance::start(&sta, LldpadRole::Station, &sta_if, dir.path())
-        .expect("station lldpad");
-    // Station side exactly as the agent enables it, through exec::Runner.
-    netns::enable_station(&sta, &sta_if).expect("enable station");
-    assert!(
-        netns::wait_evb_bridge(&sta, &sta_if, Duration::from_secs(10)),
-        "no EVB bridge seen"
-    );
-    Lab {
-        _bridge: bridge,
-        _station: station,
-        sta,
-        _br: br,
-        _dir: dir,
-        bridge_pid,
-        sta_if,
-    }
+    Lab(StationBridgeLab::start("vd", n).expect("station + bridge lldpad lab"))
 }
 
 impl Lab {

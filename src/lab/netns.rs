@@ -663,6 +663,64 @@ pub fn unique(tag: &str, n: u32) -> String {
     format!("{tag}{}{n}", std::process::id() % 10000)
 }
 
+/// A station lldpad and a bridge-role lldpad (Debian's, which echoes VLAN 0)
+/// in two namespaces joined by a veth; the station side enabled as the agent
+/// does it and the bridge's EVB TLV already seen. Dropped in field order:
+/// daemons, then namespaces, then files; a bridge stopped with SIGSTOP is
+/// resumed first so it can take its SIGTERM.
+pub struct StationBridgeLab {
+    pub bridge: LldpadInstance,
+    pub station: LldpadInstance,
+    pub sta: Netns,
+    pub br: Netns,
+    pub dir: TempDir,
+    pub bridge_pid: u32,
+    pub sta_if: String,
+    pub br_if: String,
+}
+
+impl StationBridgeLab {
+    /// Names: namespaces `<tag>s<..>`/`<tag>b<..>`, interfaces
+    /// `<tag>S<..>`/`<tag>B<..>` (see `unique`; keep `tag` to 2-3 chars).
+    pub fn start(tag: &str, n: u32) -> io::Result<StationBridgeLab> {
+        let sta = Netns::create(&unique(&format!("{tag}s"), n))?;
+        let br = Netns::create(&unique(&format!("{tag}b"), n))?;
+        let sta_if = unique(&format!("{tag}S"), n);
+        let br_if = unique(&format!("{tag}B"), n);
+        veth(&sta, &sta_if, &br, &br_if)?;
+        let dir = TempDir::new(&format!("{tag}-{n}"))?;
+        let bridge = LldpadInstance::start(&br, LldpadRole::Bridge, &br_if, dir.path())?;
+        let bridge_pid = bridge
+            .pid()
+            .ok_or_else(|| io::Error::other("bridge lldpad has no pid"))?;
+        let station = LldpadInstance::start(&sta, LldpadRole::Station, &sta_if, dir.path())?;
+        // Station side exactly as the agent enables it, through exec::Runner.
+        enable_station(&sta, &sta_if)?;
+        if !wait_evb_bridge(&sta, &sta_if, Duration::from_secs(10)) {
+            return Err(io::Error::other("no EVB bridge seen by the station"));
+        }
+        Ok(StationBridgeLab {
+            bridge,
+            station,
+            sta,
+            br,
+            dir,
+            bridge_pid,
+            sta_if,
+            br_if,
+        })
+    }
+}
+
+impl Drop for StationBridgeLab {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of the bridge lldpad this lab started.
+        unsafe {
+            libc::kill(self.bridge_pid as i32, libc::SIGCONT);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
