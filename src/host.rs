@@ -423,7 +423,9 @@ impl HostDriver for LinuxHost {
             local_vlan: Some(local_vlan),
             vdp_vlan,
             fail_reason,
-            pending: reply.pending,
+            // A port the LocalVlan table refused gets no later verdict:
+            // report the failure now even if lldpad is still working.
+            pending: reply.pending && flows.is_ok(),
         }
     }
 
