@@ -18,7 +18,7 @@ use crate::config::{Config, VdpConfig};
 use crate::exec::Runner;
 use crate::lldpad::events::{LldpadNotice, LldpadWatch, VdpEventKind};
 use crate::lldpad::lldptool;
-use crate::lldpad::vsi::{LldpadDriver, VsiRequest};
+use crate::lldpad::vsi::{LldpadDriver, VdpReply, VsiRequest};
 use crate::manager::host::{
     HostDriver, PortOutcome, TopoReport, UplinkDetect, VsiChange, VsiSink, VsiStatus,
 };
@@ -46,6 +46,12 @@ pub const VDP_READY_WAIT: Duration = Duration::from_secs(10);
 pub fn transient_reason(reason: &str) -> bool {
     reason.contains("VDP protocol not supported on interface")
         || reason.contains("Device not found or inactive")
+}
+
+/// Is lldpad's verdict on this VSI still to come: an association in
+/// flight, or one refused only because VDP is not usable yet?
+fn awaiting_verdict(r: &VdpReply) -> bool {
+    r.pending || r.fail_reason.as_deref().is_some_and(transient_reason)
 }
 
 /// The production host driver.
@@ -390,7 +396,7 @@ impl HostDriver for LinuxHost {
             };
         };
         let mut reply = lldpad.associate(&VsiRequest::from(vm));
-        if !reply.pending && reply.fail_reason.as_deref().is_some_and(transient_reason) {
+        if !reply.pending && awaiting_verdict(&reply) {
             log::info!(
                 "host: VDP not usable on {} yet for {}: pending",
                 lldpad.port(),
@@ -580,12 +586,7 @@ impl HostDriver for LinuxHost {
 
     fn pending_vsis(&self) -> usize {
         self.lldpad().map_or(0, |d| {
-            d.vsis()
-                .iter()
-                .filter(|(_, r)| {
-                    r.pending || r.fail_reason.as_deref().is_some_and(transient_reason)
-                })
-                .count()
+            d.vsis().iter().filter(|(_, r)| awaiting_verdict(r)).count()
         })
     }
 
@@ -600,9 +601,7 @@ impl HostDriver for LinuxHost {
                     .ovs
                     .port_vlans(&req.net_uuid, &req.port_uuid)
                     .map(|(l, _)| l);
-                let result = if reply.pending
-                    || reply.fail_reason.as_deref().is_some_and(transient_reason)
-                {
+                let result = if awaiting_verdict(&reply) {
                     "PENDING"
                 } else if reply.vdp_vlan.is_some() {
                     "SUCCESS"
