@@ -38,8 +38,9 @@ impl Lab {
             .arg("--version")
             .output()
             .is_ok();
-        if !vdp_agent::lab::netns::is_root() || !have_ovs {
-            eprintln!("skipped: needs root and openvswitch-switch");
+        if (!vdp_agent::lab::netns::is_root() || !have_ovs)
+            && vdp_agent::lab::netns::skip_missing("root and openvswitch-switch")
+        {
             return None;
         }
         let pid = std::process::id();

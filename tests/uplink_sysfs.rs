@@ -144,8 +144,7 @@ fn physical_up_candidates_filters_device_operstate_ipv4() {
 
 #[test]
 fn ipv4_exclusion_through_runner_in_netns() {
-    if !netns::is_root() {
-        eprintln!("skipped: needs root (netns)");
+    if !netns::is_root() && netns::skip_missing("root (netns)") {
         return;
     }
     let p = netns::unique("lti", 0);

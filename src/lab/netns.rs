@@ -78,12 +78,36 @@ pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
+/// Whether a missing test prerequisite must fail the test instead of
+/// skipping it: under `CI=true` and when `VDP_REQUIRE_PREREQS=1` (set by
+/// `scripts/test`), a live test never passes without having run.
+pub fn prerequisites_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var("VDP_REQUIRE_PREREQS").is_ok_and(|v| v == "1")
+}
+
+/// Report a missing prerequisite of the calling test: panics (the test
+/// fails) when [`prerequisites_required`], otherwise prints
+/// `skipped: <test>: needs <what>` and returns `true` so the test can
+/// return early. Every live test's early return goes through here.
+pub fn skip_missing(what: &str) -> bool {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("<unnamed test>")
+        .to_string();
+    if prerequisites_required() {
+        panic!("{test}: prerequisite missing ({what}); CI=true forbids skipping");
+    }
+    eprintln!("skipped: {test}: needs {what}");
+    true
+}
+
 /// Whether live lldpad tests can run here (root and an `lldpad` binary);
-/// prints why not when they cannot.
+/// when they cannot, [`skip_missing`] decides between skip and failure.
 pub fn lldpad_lab_ok() -> bool {
     let ok = is_root() && Command::new("lldpad").arg("-v").output().is_ok();
     if !ok {
-        eprintln!("skipped: needs root and lldpad");
+        skip_missing("root and lldpad");
     }
     ok
 }
@@ -725,10 +749,6 @@ impl Drop for StationBridgeLab {
 mod tests {
     use super::*;
 
-    fn root() -> bool {
-        nix::unistd::Uid::effective().is_root()
-    }
-
     #[test]
     fn vdptool_argv_is_the_agents() {
         assert_eq!(
@@ -786,8 +806,7 @@ mod tests {
 
     #[test]
     fn netns_veth_and_station_bridge_evb() {
-        if !root() || Command::new("lldpad").arg("-v").output().is_err() {
-            eprintln!("skipped: needs root and lldpad");
+        if !lldpad_lab_ok() {
             return;
         }
         let tmp = TempDir::new(&unique("nsh", 0)).unwrap();

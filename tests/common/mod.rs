@@ -31,13 +31,10 @@ pub fn have_tools() -> bool {
 
 /// Skip (return true) when the lab cannot run here, printing why.
 pub fn skip() -> bool {
-    if !root() || !have_tools() {
-        eprintln!(
-            "skipped: needs root, lldpad, openvswitch, iproute2, curl (scripts/install-deps)"
-        );
-        return true;
-    }
-    false
+    (!root() || !have_tools())
+        && vdp_agent::lab::netns::skip_missing(
+            "root, lldpad, openvswitch, iproute2, curl (scripts/install-deps)",
+        )
 }
 
 pub fn top() -> PathBuf {
