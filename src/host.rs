@@ -40,18 +40,11 @@ pub const NO_LLDPAD_PORT_REASON: &str = "There is no LLDPad port available.";
 /// usable once it is there; lab-facts: about 1-2 s after LLDP is enabled).
 pub const VDP_READY_WAIT: Duration = Duration::from_secs(10);
 
-/// lldpad refusals that only mean "VDP is not usable on the port yet"
-/// (readiness stages after LLDP/EVB are enabled, or lldpad restarting):
-/// such an association is pending, not failed.
-pub fn transient_reason(reason: &str) -> bool {
-    reason.contains("VDP protocol not supported on interface")
-        || reason.contains("Device not found or inactive")
-}
-
 /// Is lldpad's verdict on this VSI still to come: an association in
-/// flight, or one refused only because VDP is not usable yet?
+/// flight, one refused only because VDP is not usable yet, or a lost VSI
+/// being re-asserted?
 fn awaiting_verdict(r: &VdpReply) -> bool {
-    r.pending || r.fail_reason.as_deref().is_some_and(transient_reason)
+    r.awaiting_verdict()
 }
 
 /// The production host driver.
@@ -158,6 +151,7 @@ impl Shared {
         };
         let veth = d.port().to_string();
         log::warn!("host: lldpad restarted: re-applying settings on {veth} and re-asserting VSIs");
+        d.note_lldpad_start();
         if self.enable_port(&veth).is_ok() {
             self.wait_vdp_ready(&veth);
         }
@@ -194,35 +188,49 @@ impl Shared {
                         let reason = ev.error.clone().unwrap_or_else(|| {
                             crate::lldpad::vdptool::DEASSOC_NO_REASON.to_string()
                         });
-                        let Some(lost) = d.apply_event(&ev.uuid, Err(reason)) else {
+                        let held = d.vsis().into_iter().find_map(|(r, reply)| {
+                            (r.port_uuid == ev.uuid).then_some(reply.vdp_vlan)
+                        });
+                        let lost = d.apply_event(&ev.uuid, Err(reason.clone()));
+                        let reasserting = d.reasserting(&ev.uuid);
+                        if lost.is_none() && reasserting.is_none() {
                             return;
-                        };
+                        }
                         log::warn!(
-                            "host: VSI {} ended by lldpad/switch ({}): re-associating",
+                            "host: VSI {} ended by lldpad/switch ({reason}): re-associating",
                             ev.uuid,
-                            lost.fail_reason.as_deref().unwrap_or("-")
                         );
-                        // Re-assert at once; report the outcome (the lost
-                        // state only if re-association did not change it).
+                        // Re-assert at once. A VSI that held a VLAN keeps
+                        // its flows (no change is reported for the loss);
+                        // the re-association's outcome is reported.
                         let changes = self.refresh();
                         let covered = changes.iter().any(|c| c.port_uuid == ev.uuid);
                         for c in changes {
                             sink(c);
                         }
-                        if !covered {
-                            let now = d
-                                .vsis()
-                                .into_iter()
-                                .find(|(r, _)| r.port_uuid == ev.uuid)
-                                .map(|(_, reply)| reply);
-                            match now {
-                                // Back with the same VLAN: confirm it.
-                                Some(r) if r.vdp_vlan.is_some() => sink(VsiChange {
-                                    vdp_vlan: r.vdp_vlan,
-                                    fail_reason: r.fail_reason,
-                                    ..lost
-                                }),
-                                _ => sink(lost),
+                        if covered {
+                            return;
+                        }
+                        match lost {
+                            // A VSI still waiting for its first VLAN was
+                            // refused: that is its verdict.
+                            Some(lost) if reasserting.is_none() => sink(lost),
+                            _ => {
+                                let now =
+                                    d.vsis().into_iter().find(|(r, _)| r.port_uuid == ev.uuid);
+                                if let Some((req, r)) = now.filter(|(_, r)| r.vdp_vlan.is_some()) {
+                                    // Back with a VLAN already: report it.
+                                    sink(VsiChange {
+                                        port_uuid: req.port_uuid,
+                                        net_uuid: req.net_uuid,
+                                        vm_mac: req.vm_mac,
+                                        segmentation_id: req.segmentation_id,
+                                        local_vlan: None,
+                                        vdp_vlan: r.vdp_vlan,
+                                        old_vdp_vlan: held.flatten(),
+                                        fail_reason: r.fail_reason,
+                                    });
+                                }
                             }
                         }
                     }
@@ -349,6 +357,10 @@ impl HostDriver for LinuxHost {
         let _ = self.shared.lldpad_restarted();
         let mut cur = self.shared.lldpad.lock();
         let keep = cur.as_ref().is_some_and(|d| d.port() == veth);
+        if let Some(d) = cur.as_ref().filter(|_| keep) {
+            // LLDP/EVB were (re-)enabled: lldpad settles again.
+            d.note_lldpad_start();
+        }
         if !keep {
             let d = LldpadDriver::new(self.runner.clone(), &veth, self.vdp_cfg.clone());
             d.set_query_via_socket(true);

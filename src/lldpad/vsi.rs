@@ -95,6 +95,11 @@ pub struct VdpReply {
     pub fail_reason: Option<String>,
     /// Sent, verdict not known yet; a later `refresh` reports it.
     pub pending: bool,
+    /// No VLAN, but no verdict of the bridge either: lldpad was not ready
+    /// or not reachable, or the switch ended the VSI and it is being
+    /// re-asserted. Such a state never removes flows (see
+    /// [`VdpReply::is_verdict`]).
+    pub transient: bool,
 }
 
 impl VdpReply {
@@ -116,6 +121,51 @@ impl VdpReply {
             ..Default::default()
         }
     }
+    fn not_ready(reason: impl Into<String>) -> VdpReply {
+        VdpReply {
+            fail_reason: Some(reason.into()),
+            transient: true,
+            ..Default::default()
+        }
+    }
+
+    /// Is this VLAN-less state the final word on the VSI (a refusal or
+    /// unusable answer from the bridge), as opposed to "no answer yet"?
+    /// Only a verdict may take a VSI's flows away ("flows follow VLANs").
+    pub fn is_verdict(&self) -> bool {
+        self.vdp_vlan.is_none() && !self.pending && !self.transient && self.fail_reason.is_some()
+    }
+
+    /// Is lldpad's verdict on this VSI still to come (in flight, or no
+    /// verdict possible yet)?
+    pub fn awaiting_verdict(&self) -> bool {
+        self.pending || self.transient
+    }
+}
+
+/// lldpad's refusals that only mean "VDP is not usable on the port yet"
+/// (the readiness stages after LLDP/EVB are enabled, lldpad restarting) or
+/// "lldpad cannot be reached" (vdptool's text when the control socket is
+/// refused, rc 255).
+const NOT_READY_TEXTS: [&str; 3] = [
+    "VDP protocol not supported on interface",
+    "Device not found or inactive",
+    "Failed to connect to lldpad",
+];
+
+/// lldpad's `Invalid parameters` refusal: also what it answers for a
+/// group-id filter while its EVB group-id negotiation is not finished, so
+/// during [`SETTLE_TIME`] after the port was set up (or lldpad restarted)
+/// it means "not ready"; afterwards it is the bridge's/lldpad's verdict.
+const INVALID_PARAMETERS: &str = "Invalid parameters";
+
+/// How long after the lldpad port is set up (or lldpad restarted) an
+/// `Invalid parameters` refusal counts as "not ready yet".
+pub const SETTLE_TIME: Duration = Duration::from_secs(20);
+
+/// Does this refusal text of lldpad mean "not ready / unreachable"?
+pub fn not_ready_reason(reason: &str) -> bool {
+    NOT_READY_TEXTS.iter().any(|t| reason.contains(t))
 }
 
 /// Reason reported when a VSI lldpad held (or was still waiting for) is no
@@ -159,6 +209,10 @@ struct Entry {
     /// Bumped on every change by associate/restore, so a refresh result
     /// computed on an older version is dropped.
     version: u64,
+    /// The VSI held this VDP VLAN, was lost (switch deassociation, lldpad
+    /// restart, no answer) and is being re-asserted: its flows stay in
+    /// place until a verdict or a VLAN comes back.
+    reasserting: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -198,11 +252,14 @@ pub struct LldpadDriver {
     /// Query lldpad over its control socket instead of spawning vdptool.
     query_socket: Mutex<QuerySocket>,
     socket_queries: AtomicU64,
+    /// Until then lldpad's `Invalid parameters` means "not ready yet"
+    /// (see [`SETTLE_TIME`]).
+    settle_until: Mutex<Instant>,
 }
 
 /// The change to report for a VSI whose reply went from `old` to `new`
 /// (`local_vlan` is left for the caller to fill).
-fn vsi_change(req: &VsiRequest, old: &VdpReply, new: &VdpReply) -> VsiChange {
+fn vsi_change(req: &VsiRequest, old_vlan: Option<u16>, new: &VdpReply) -> VsiChange {
     VsiChange {
         port_uuid: req.port_uuid.clone(),
         net_uuid: req.net_uuid.clone(),
@@ -210,8 +267,58 @@ fn vsi_change(req: &VsiRequest, old: &VdpReply, new: &VdpReply) -> VsiChange {
         segmentation_id: req.segmentation_id,
         local_vlan: None,
         vdp_vlan: new.vdp_vlan,
-        old_vdp_vlan: old.vdp_vlan,
+        old_vdp_vlan: old_vlan,
         fail_reason: new.fail_reason.clone(),
+    }
+}
+
+/// Whether a settled state is reported even when unchanged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rereport {
+    /// Refresh: again after `CALLBACK_THRESHOLD` unchanged rounds.
+    AfterThreshold,
+    /// Events: only changes.
+    Never,
+}
+
+/// Put a new reply into an entry, following the rule "flows follow VLANs":
+/// a VSI that held a VLAN and now has none without a verdict (lost at the
+/// switch or in lldpad, no answer, lldpad not ready) is marked as being
+/// re-asserted and nothing is reported (its flows stay); a VLAN coming
+/// back, another VLAN, or a verdict is reported as a change from the VLAN
+/// it held.
+fn settle(e: &mut Entry, new: VdpReply, rereport: Rereport) -> Option<VsiChange> {
+    let held = e.reply.vdp_vlan.or(e.reasserting);
+    if new.vdp_vlan.is_none() && !new.is_verdict() && held.is_some() {
+        if e.reasserting.is_none() {
+            log::warn!(
+                "VSI {} lost ({}): re-asserting; the flows of VDP VLAN {held:?} stay",
+                e.req.port_uuid,
+                new.fail_reason.as_deref().unwrap_or("no answer")
+            );
+        }
+        e.reasserting = held;
+        e.reply = VdpReply {
+            vdp_vlan: None,
+            fail_reason: new.fail_reason.or_else(|| Some(REASON_VSI_LOST.into())),
+            pending: true,
+            transient: true,
+        };
+        e.unchanged_rounds = 0;
+        return None;
+    }
+    let old = std::mem::replace(&mut e.reply, new.clone());
+    let old_vlan = old.vdp_vlan.or(e.reasserting.take());
+    let changed = new.vdp_vlan != old_vlan || new.fail_reason != old.fail_reason;
+    if changed || (rereport == Rereport::AfterThreshold && e.unchanged_rounds > CALLBACK_THRESHOLD)
+    {
+        e.unchanged_rounds = 0;
+        Some(vsi_change(&e.req, old_vlan, &new))
+    } else {
+        if rereport == Rereport::AfterThreshold {
+            e.unchanged_rounds += 1;
+        }
+        None
     }
 }
 
@@ -228,6 +335,24 @@ impl LldpadDriver {
             events_attached: AtomicBool::new(false),
             query_socket: Mutex::new(QuerySocket::default()),
             socket_queries: AtomicU64::new(0),
+            settle_until: Mutex::new(Instant::now() + SETTLE_TIME),
+        }
+    }
+
+    /// lldpad (re)started or the port was just set up: for
+    /// [`SETTLE_TIME`], `Invalid parameters` counts as "not ready yet".
+    pub fn note_lldpad_start(&self) {
+        *self.settle_until.lock() = Instant::now() + SETTLE_TIME;
+    }
+
+    /// A refusal or failure text of lldpad/vdptool as a reply: "not ready"
+    /// (transient) or a verdict.
+    fn refused(&self, reason: String) -> VdpReply {
+        let settling = Instant::now() < *self.settle_until.lock();
+        if not_ready_reason(&reason) || (settling && reason.contains(INVALID_PARAMETERS)) {
+            VdpReply::not_ready(reason)
+        } else {
+            VdpReply::failed(reason)
         }
     }
 
@@ -321,6 +446,7 @@ impl LldpadDriver {
                             restored: false,
                             unchanged_rounds: 0,
                             version,
+                            reasserting: None,
                         },
                     );
                 }
@@ -343,6 +469,9 @@ impl LldpadDriver {
                 e.busy = false;
                 e.unchanged_rounds = 0;
                 e.version = version;
+                if reply.vdp_vlan.is_some() || reply.is_verdict() {
+                    e.reasserting = None;
+                }
             }
         }
         drop(t);
@@ -419,6 +548,7 @@ impl LldpadDriver {
                 restored: true,
                 unchanged_rounds: 0,
                 version,
+                reasserting: None,
             },
         );
     }
@@ -530,26 +660,31 @@ impl LldpadDriver {
     /// only waiting for deassociation, or nothing changed. The next
     /// `refresh` re-associates a lost VSI.
     pub fn apply_event(&self, port_uuid: &str, result: Result<u16, String>) -> Option<VsiChange> {
-        let new = match result {
-            Ok(v) => match v & 0x0fff {
-                vlan @ 1..=4094 => VdpReply::associated(vlan),
-                other => VdpReply::failed(vdptool::invalid_vlan_reason(u32::from(other))),
-            },
-            Err(reason) => VdpReply::failed(reason),
-        };
         let mut t = self.table.lock();
         let version = t.bump();
         let e = t.vsis.get_mut(port_uuid)?;
         if e.busy || e.restored {
             return None;
         }
-        let old = std::mem::replace(&mut e.reply, new.clone());
+        let held = e.reply.vdp_vlan.or(e.reasserting).is_some();
+        let new = match result {
+            Ok(v) => match v & 0x0fff {
+                vlan @ 1..=4094 => VdpReply::associated(vlan),
+                other => VdpReply::failed(vdptool::invalid_vlan_reason(u32::from(other))),
+            },
+            // A VSI that held a VLAN was ended (switch deassociation,
+            // keep-alive timeout): re-asserted, not a verdict. A VSI still
+            // waiting for its first VLAN was refused: that is the verdict.
+            Err(reason) if held => VdpReply::not_ready(reason),
+            Err(reason) => VdpReply::failed(reason),
+        };
         e.version = version;
-        if old.vdp_vlan == new.vdp_vlan && old.fail_reason == new.fail_reason {
-            return None;
-        }
-        e.unchanged_rounds = 0;
-        Some(vsi_change(&e.req, &old, &new))
+        settle(e, new, Rereport::Never)
+    }
+
+    /// Is the VSI lost and being re-asserted (its flows kept)?
+    pub fn reasserting(&self, port_uuid: &str) -> Option<u16> {
+        self.table.lock().vsis.get(port_uuid)?.reasserting
     }
 
     // ---- internals ----
@@ -579,13 +714,8 @@ impl LldpadDriver {
                 }
                 continue;
             }
-            let changed = new.vdp_vlan != old.vdp_vlan || new.fail_reason != old.fail_reason;
-            e.reply = new.clone();
-            if changed || e.unchanged_rounds > CALLBACK_THRESHOLD {
-                e.unchanged_rounds = 0;
-                changes.push(vsi_change(&e.req, &old, &new));
-            } else {
-                e.unchanged_rounds += 1;
+            if let Some(c) = settle(e, new, Rereport::AfterThreshold) {
+                changes.push(c);
             }
         }
         changes
@@ -768,11 +898,11 @@ impl LldpadDriver {
         };
         let out = match self.run(&argv, WAIT_TIMEOUT) {
             Ok(o) => o,
-            Err(e) => return VdpReply::failed(e),
+            Err(e) => return VdpReply::not_ready(e),
         };
         match vdptool::assoc_outcome(&out, &req.port_uuid, &req.vm_mac) {
             AssocOutcome::Associated { vlan } => VdpReply::associated(vlan),
-            AssocOutcome::Failed { reason } => VdpReply::failed(reason),
+            AssocOutcome::Failed { reason } => self.refused(reason),
             AssocOutcome::Pending => VdpReply::pending(),
             AssocOutcome::NotOurs { other_uuid } => {
                 // -W printed another VSI's event: ask lldpad about ours.
@@ -785,7 +915,7 @@ impl LldpadDriver {
                         &req.port_uuid,
                         &other_uuid,
                     )),
-                    Err(e) => VdpReply::failed(e),
+                    Err(e) => VdpReply::not_ready(e),
                 }
             }
         }
@@ -804,9 +934,9 @@ impl LldpadDriver {
             Ok(out) => match vdptool::request_result(&out) {
                 Ok(()) => VdpReply::pending(),
                 Err(f) if f.ends_with(vdptool::BUSY_TEXT) => VdpReply::pending(),
-                Err(f) => VdpReply::failed(f),
+                Err(f) => self.refused(f),
             },
-            Err(e) => VdpReply::failed(e),
+            Err(e) => VdpReply::not_ready(e),
         }
     }
 
@@ -864,7 +994,7 @@ impl LldpadDriver {
             Err(f) => VdpReply {
                 vdp_vlan: known,
                 fail_reason: Some(f),
-                pending: false,
+                ..Default::default()
             },
         }
     }
@@ -1058,6 +1188,53 @@ mod tests {
         assert!(d.vsis().is_empty());
     }
 
+    /// Flows follow VLANs: a VSI lldpad lost (restart, not ready) is
+    /// re-asserted without any change reported while lldpad gives no
+    /// verdict; back with the same VLAN it is reported as unchanged VLAN;
+    /// a real refusal is the verdict that takes the VLAN away.
+    #[test]
+    fn lost_vsi_is_reasserted_without_a_change_until_a_verdict() {
+        let (d, dir) = fake(&format!(
+            "D=$(dirname $0)\nM=$(cat $D/mode)\ncase \"$M:$*\" in\n\
+             held:*-T*) echo 'unexpected';;\n\
+             held:*) echo M00; echo '{}';;\n\
+             gone:*-T*) echo 'FAILED: Device not found or inactive'; exit 1;;\n\
+             down:*) echo 'Failed to connect to lldpad - clif_open: Invalid argument' >&2; exit 255;;\n\
+             reject:*-T*) echo 'FAILED: Command not applicable'; exit 1;;\n\
+             *) echo M00; echo R00C3010000001509LLDPLeth200000003;;\nesac",
+            r_line("0", "3003-fa:16:3e:00:00:01-20000"),
+        ));
+        let mode = |m: &str| std::fs::write(dir.path.join("mode"), m).unwrap();
+        mode("held");
+        assert_eq!(d.associate(&req()).vdp_vlan, Some(3003), "adopted");
+        for m in ["down", "gone", "down"] {
+            mode(m);
+            assert_eq!(d.refresh(), Vec::new(), "{m}: no verdict, no change");
+            assert_eq!(d.reasserting(&req().port_uuid), Some(3003), "{m}");
+            assert!(d.vsis()[0].1.awaiting_verdict(), "{m}");
+        }
+        mode("held");
+        let ch = d.refresh();
+        assert_eq!(ch.len(), 1, "{ch:?}");
+        assert_eq!(
+            (ch[0].old_vdp_vlan, ch[0].vdp_vlan),
+            (Some(3003), Some(3003))
+        );
+        assert_eq!(d.reasserting(&req().port_uuid), None);
+        // Lost again, then refused for real: the verdict is reported.
+        mode("gone");
+        assert!(d.refresh().is_empty());
+        mode("reject");
+        let ch = d.refresh();
+        assert_eq!(ch.len(), 1, "{ch:?}");
+        assert_eq!((ch[0].old_vdp_vlan, ch[0].vdp_vlan), (Some(3003), None));
+        assert_eq!(
+            ch[0].fail_reason.as_deref(),
+            Some("FAILED: Command not applicable")
+        );
+        assert!(d.vsis()[0].1.is_verdict());
+    }
+
     #[test]
     fn events_update_the_table() {
         let (d, _dir) = fake(&format!(
@@ -1073,20 +1250,27 @@ mod tests {
             d.apply_event(&req().port_uuid, Ok(3003)).is_none(),
             "no change"
         );
-        let lost = d
-            .apply_event(
-                &req().port_uuid,
-                Err("Internal Error : Keepalive Timeout".into()),
-            )
-            .unwrap();
-        assert_eq!((lost.old_vdp_vlan, lost.vdp_vlan), (Some(3003), None));
+        // Lost (keep-alive timeout): re-asserted, nothing reported, so
+        // its flows stay (flows follow VLANs, not events).
+        let lost = d.apply_event(
+            &req().port_uuid,
+            Err("Internal Error : Keepalive Timeout".into()),
+        );
+        assert_eq!(lost, None);
+        assert_eq!(d.reasserting(&req().port_uuid), Some(3003));
+        let now = &d.vsis()[0].1;
+        assert!(now.awaiting_verdict() && !now.is_verdict(), "{now:?}");
         assert_eq!(
-            lost.fail_reason.as_deref(),
+            now.fail_reason.as_deref(),
             Some("Internal Error : Keepalive Timeout")
         );
-        // 48059 = PS/PCP bits + 3003
+        // A second loss event while re-asserting: still nothing.
+        assert_eq!(d.apply_event(&req().port_uuid, Err("again".into())), None);
+        // 48059 = PS/PCP bits + 3003: back with the VLAN it held.
         let back = d.apply_event(&req().port_uuid, Ok(48059)).unwrap();
-        assert_eq!((back.old_vdp_vlan, back.vdp_vlan), (None, Some(3003)));
+        assert_eq!((back.old_vdp_vlan, back.vdp_vlan), (Some(3003), Some(3003)));
+        assert_eq!(back.fail_reason, None);
+        assert_eq!(d.reasserting(&req().port_uuid), None);
         let zero = d.apply_event(&req().port_uuid, Ok(0)).unwrap();
         assert_eq!(
             zero.fail_reason.as_deref(),

@@ -886,14 +886,18 @@ impl OvsDriver {
         for (br, make, ofport) in sides {
             let new = change.install.map(|(l, v)| make(ofport, l, v));
             let old = change.remove.map(|(l, v)| make(ofport, l, v));
+            // New flow first, then the old one goes: a VLAN swap never
+            // leaves the bridge without a translation flow.
             let mut ops = Vec::new();
-            if let Some(old) = &old {
-                if !new.as_ref().is_some_and(|n| n.same_match(old)) {
-                    ops.push(FlowOp::DeleteStrict(old.clone()));
-                }
-            }
+            let replaced = old
+                .as_ref()
+                .filter(|o| !new.as_ref().is_some_and(|n| n.same_match(o)))
+                .cloned();
             if let Some(new) = new {
                 ops.push(FlowOp::Add(new));
+            }
+            if let Some(old) = replaced {
+                ops.push(FlowOp::DeleteStrict(old));
             }
             if let Err(e) = self.run_ops(br, &ops) {
                 log::error!("ovs: VM flows on {br} ({change:?}): {e}");
