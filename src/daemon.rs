@@ -195,6 +195,30 @@ fn periodic_after_first_period(
     }
 }
 
+/// How often the flow-check thread asks whether ovs-vswitchd restarted.
+pub const OVS_WATCH_PERIOD: Duration = Duration::from_secs(1);
+
+/// `flow-check` thread: `check_flows` every `intervals.flow_check_s` (the
+/// original's flow check, first after one period), and at once, retried
+/// every [`OVS_WATCH_PERIOD`] until it succeeds, when ovs-vswitchd
+/// restarted (its flows are not persisted): flows are back within a second
+/// or two of the new vswitchd running, whatever `flow_check_s` is.
+fn flow_check_task(host: Arc<dyn HostDriver>, period: Duration) -> Task {
+    let mut since = Duration::ZERO;
+    let tick = OVS_WATCH_PERIOD.min(period).max(Duration::from_millis(100));
+    Task {
+        name: "flow-check",
+        step: Box::new(move || {
+            since = since.saturating_add(tick);
+            if since >= period || host.ovs_needs_repair() {
+                since = Duration::ZERO;
+                host.check_flows();
+            }
+            Step::Wait(tick)
+        }),
+    }
+}
+
 /// Re-check period of the lldpad client while VSIs are pending.
 pub const PENDING_RECHECK: Duration = Duration::from_secs(1);
 
@@ -303,59 +327,81 @@ fn backoff_next(cur: Duration) -> Duration {
 
 // ----- pid file ----------------------------------------------------------------
 
-/// The pid file: written at start, removed on clean exit (drop).
+/// The pid file and single-instance guard: an exclusive `flock` on the
+/// file, held for the daemon's life (the open file is kept), so a second
+/// agent started at the same moment loses atomically and a stale file (a
+/// crashed agent, any live process's pid in it, a zombie) is simply not
+/// locked. Opened with `O_NOFOLLOW`: a symlink planted at the path is
+/// refused, never followed. Removed on clean exit (drop).
 #[derive(Debug)]
 pub struct PidFile {
     path: PathBuf,
-    pid: i32,
+    /// Holds the lock.
+    _file: std::fs::File,
 }
 
 impl PidFile {
-    /// Write our pid to `path`, refusing when a live process other than us
-    /// is recorded there (a stale file is replaced).
+    /// Lock `path` (creating it, mode 0644) and write our pid into it.
     pub fn acquire(path: &Path) -> Result<PidFile, DaemonError> {
-        let me = std::process::id() as i32;
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Ok(pid) = text.trim().parse::<i32>() {
-                if pid > 0 && pid != me && process_alive(pid) {
-                    return Err(DaemonError::AlreadyRunning {
-                        path: path.to_path_buf(),
-                        pid,
-                    });
-                }
-            }
-        }
+        use std::io::{Read, Seek};
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         }
-        let tmp = path.with_extension(format!("pid.{me}.tmp"));
-        std::fs::write(&tmp, format!("{me}\n"))
-            .map_err(io_err(format!("writing {}", tmp.display())))?;
-        std::fs::rename(&tmp, path).map_err(io_err(format!("writing {}", path.display())))?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io_err(format!(
+                "opening pid file {} (a symlink is refused)",
+                path.display()
+            )))?;
+        let meta = file
+            .metadata()
+            .map_err(io_err(format!("pid file {}", path.display())))?;
+        if !meta.is_file() {
+            return Err(DaemonError::Io {
+                what: format!("pid file {}", path.display()),
+                err: io::Error::other("not a regular file"),
+            });
+        }
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut text = String::new();
+                let _ = (&file).take(32).read_to_string(&mut text);
+                return Err(DaemonError::AlreadyRunning {
+                    path: path.to_path_buf(),
+                    pid: text.trim().parse().unwrap_or(0),
+                });
+            }
+            return Err(DaemonError::Io {
+                what: format!("locking pid file {}", path.display()),
+                err,
+            });
+        }
+        let me = std::process::id();
+        file.set_len(0)
+            .and_then(|_| file.rewind())
+            .and_then(|_| file.write_all(format!("{me}\n").as_bytes()))
+            .map_err(io_err(format!("writing {}", path.display())))?;
         Ok(PidFile {
             path: path.to_path_buf(),
-            pid: me,
+            _file: file,
         })
-    }
-}
-
-fn process_alive(pid: i32) -> bool {
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(nix::errno::Errno::EPERM) => true,
-        Err(_) => false,
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let ours = std::fs::read_to_string(&self.path)
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-            == Some(self.pid);
-        if ours {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        // We hold the lock: the file is ours.
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -654,14 +700,10 @@ impl Daemon {
             host.clone(),
             Duration::from_secs(cfg.vdp.sync_timeout_s),
         ));
-        {
-            let h = host.clone();
-            tasks.push(periodic_after_first_period(
-                "flow-check",
-                Duration::from_secs(cfg.intervals.flow_check_s),
-                move || h.check_flows(),
-            ));
-        }
+        tasks.push(flow_check_task(
+            host.clone(),
+            Duration::from_secs(cfg.intervals.flow_check_s),
+        ));
         {
             let (m, h) = (mgr.clone(), host.clone());
             tasks.push(periodic_after_first_period(
@@ -910,29 +952,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pid_file_refuses_live_pid_and_replaces_stale() {
+    fn pid_file_is_a_lock_stale_contents_do_not_matter() {
         let dir = std::env::temp_dir().join(format!("co-pid-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("vdp-agent.pid");
-        // pid 1 is always alive
+        // A file naming a live process (pid 1) but not locked: stale.
         std::fs::write(&path, "1\n").unwrap();
+        let p = PidFile::acquire(&path).unwrap();
+        let me = std::process::id().to_string();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), me);
+        // Held: a second instance is refused and told who holds it.
         match PidFile::acquire(&path) {
-            Err(DaemonError::AlreadyRunning { pid: 1, .. }) => {}
+            Err(DaemonError::AlreadyRunning { pid, .. }) => assert_eq!(pid.to_string(), me),
             other => panic!("{other:?}"),
         }
-        // a dead pid: spawn and reap a child
-        let mut c = std::process::Command::new("true").spawn().unwrap();
-        let dead = c.id();
-        c.wait().unwrap();
-        std::fs::write(&path, format!("{dead}\n")).unwrap();
-        let p = PidFile::acquire(&path).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap().trim(),
-            std::process::id().to_string()
-        );
         drop(p);
         assert!(!path.exists());
+        // A symlink planted at the path is refused; its target untouched.
+        let target = dir.join("victim");
+        std::fs::write(&target, "precious").unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        assert!(PidFile::acquire(&path).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

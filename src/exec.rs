@@ -167,10 +167,45 @@ impl Runner {
         self.run_inner(argv, timeout)
     }
 
+    /// Run with the default timeout, `input` written to the command's
+    /// stdin (e.g. `ovs-ofctl add-flows BR -`); non-zero exit is
+    /// `ExecError::Failed`. No file is created anywhere.
+    pub fn run_with_input<S: AsRef<str>>(
+        &self,
+        argv: &[S],
+        input: &[u8],
+    ) -> Result<CmdOutput, ExecError> {
+        let out = self.spawn_and_collect(argv, self.default_timeout, Some(input.to_vec()))?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(ExecError::Failed {
+                cmd: self.full_argv(argv).join(" "),
+                output: out,
+            })
+        }
+    }
+
     fn run_inner<S: AsRef<str>>(
         &self,
         argv: &[S],
         timeout: Duration,
+    ) -> Result<CmdOutput, ExecError> {
+        self.spawn_and_collect(argv, timeout, None)
+    }
+
+    /// Spawn, feed stdin, collect stdout/stderr (each bounded by
+    /// [`MAX_OUTPUT`]) and the exit status, all by the deadline. The bound
+    /// holds whatever the child does: at the deadline its whole process
+    /// group is killed and the call returns within [`KILL_GRACE`], without
+    /// waiting for pipes a descendant that left the group (`setsid`) may
+    /// still hold; after a normal exit such pipes are given
+    /// [`EOF_GRACE`], then the output read so far is the output.
+    fn spawn_and_collect<S: AsRef<str>>(
+        &self,
+        argv: &[S],
+        timeout: Duration,
+        input: Option<Vec<u8>>,
     ) -> Result<CmdOutput, ExecError> {
         let full = self.full_argv(argv);
         let cmd_str = full.join(" ");
@@ -182,54 +217,120 @@ impl Runner {
         }
         log::debug!("exec: {cmd_str}");
         let start = Instant::now();
+        let deadline = start.checked_add(timeout).unwrap_or(start + MAX_TIMEOUT);
         let mut cmd = Command::new(&full[0]);
         cmd.args(&full[1..])
-            .stdin(Stdio::null())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Own process group, so a timeout kills helpers the child started.
             .process_group(0);
-        let child = cmd.spawn().map_err(|e| ExecError::Spawn {
+        let mut child = cmd.spawn().map_err(|e| ExecError::Spawn {
             cmd: cmd_str.clone(),
             err: e.to_string(),
         })?;
         self.stats.spawned.fetch_add(1, Ordering::Relaxed);
         let pid = child.id() as libc::pid_t;
-        let (tx, rx) = crossbeam_channel::bounded::<io::Result<std::process::Output>>(1);
-        let waiter = std::thread::Builder::new()
-            .name("exec-wait".into())
-            .spawn(move || {
-                let _ = tx.send(child.wait_with_output());
-            })
-            .map_err(|e| ExecError::Spawn {
-                cmd: cmd_str.clone(),
-                err: format!("cannot start waiter thread: {e}"),
-            })?;
-        let res = match rx.recv_timeout(timeout) {
-            Ok(r) => r,
-            Err(_) => {
-                // SAFETY: killpg on the group we created; harmless if it is gone.
-                unsafe {
-                    libc::killpg(pid, libc::SIGKILL);
-                }
-                let _ = rx.recv();
-                let _ = waiter.join();
-                log::warn!("exec: `{cmd_str}` timed out after {timeout:?}");
-                return Err(ExecError::Timeout {
-                    cmd: cmd_str,
-                    after: timeout,
-                });
+        let (tx, rx) = crossbeam_channel::unbounded::<Io>();
+        let spawn_err = |e: io::Error| ExecError::Spawn {
+            cmd: cmd_str.clone(),
+            err: format!("cannot start an I/O thread: {e}"),
+        };
+        let kill_group = || {
+            // SAFETY: killpg on the group this call created (its leader is
+            // our child, not reaped yet, so the id cannot be reused).
+            unsafe {
+                libc::killpg(pid, libc::SIGKILL);
             }
         };
-        let _ = waiter.join();
-        let out = res.map_err(|e| ExecError::Spawn {
-            cmd: cmd_str.clone(),
-            err: e.to_string(),
-        })?;
+        let started = (|| -> io::Result<()> {
+            if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+                std::thread::Builder::new()
+                    .name("exec-io".into())
+                    .spawn(move || {
+                        use std::io::Write;
+                        // A child that does not read gets EPIPE / is killed.
+                        let _ = stdin.write_all(&data);
+                    })?;
+            }
+            if let Some(out) = child.stdout.take() {
+                spawn_reader(out, Stream::Out, tx.clone())?;
+            }
+            if let Some(err) = child.stderr.take() {
+                spawn_reader(err, Stream::Err, tx.clone())?;
+            }
+            let tx = tx.clone();
+            std::thread::Builder::new()
+                .name("exec-wait".into())
+                .spawn(move || {
+                    let _ = tx.send(Io::Exit(child.wait()));
+                })?;
+            Ok(())
+        })();
+        if let Err(e) = started {
+            kill_group();
+            return Err(spawn_err(e));
+        }
+        drop(tx);
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let (mut out_eof, mut err_eof) = (false, false);
+        let mut status: Option<io::Result<std::process::ExitStatus>> = None;
+        let mut until = deadline;
+        loop {
+            if status.is_some() && out_eof && err_eof {
+                break;
+            }
+            match rx.recv_deadline(until) {
+                Ok(Io::Data(Stream::Out, b)) => append_bounded(&mut stdout, &b),
+                Ok(Io::Data(Stream::Err, b)) => append_bounded(&mut stderr, &b),
+                Ok(Io::Eof(Stream::Out)) => out_eof = true,
+                Ok(Io::Eof(Stream::Err)) => err_eof = true,
+                Ok(Io::Exit(st)) => {
+                    status = Some(st);
+                    // Pipes still open after the exit belong to a
+                    // descendant: give them a moment, not the whole timeout.
+                    until = until.min(Instant::now() + EOF_GRACE);
+                }
+                Err(_) if status.is_some() => {
+                    log::warn!(
+                        "exec: `{cmd_str}`: output pipes held open by a descendant; ignored"
+                    );
+                    kill_group();
+                    break;
+                }
+                Err(_) => {
+                    kill_group();
+                    // The direct child dies of SIGKILL; wait for it (reap),
+                    // bounded even if something is very wrong.
+                    let grace = Instant::now() + KILL_GRACE;
+                    while let Ok(m) = rx.recv_deadline(grace) {
+                        if matches!(m, Io::Exit(_)) {
+                            break;
+                        }
+                    }
+                    log::warn!("exec: `{cmd_str}` timed out after {timeout:?}");
+                    return Err(ExecError::Timeout {
+                        cmd: cmd_str,
+                        after: timeout,
+                    });
+                }
+            }
+        }
+        // The loop above only ends without returning once the status is in.
+        let st = status
+            .unwrap_or_else(|| Err(io::Error::other("no exit status")))
+            .map_err(|e| ExecError::Spawn {
+                cmd: cmd_str.clone(),
+                err: e.to_string(),
+            })?;
         let output = CmdOutput {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: st.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
             elapsed: start.elapsed(),
         };
         log::debug!(
@@ -239,6 +340,57 @@ impl Runner {
         );
         Ok(output)
     }
+}
+
+/// Most bytes kept of one output stream; the rest is read and dropped.
+pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+/// How long a killed command's exit is awaited before the call returns.
+pub const KILL_GRACE: Duration = Duration::from_secs(1);
+/// How long output pipes may stay open after the command exited.
+pub const EOF_GRACE: Duration = Duration::from_millis(500);
+/// Cap for a deadline that would overflow.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Clone, Copy)]
+enum Stream {
+    Out,
+    Err,
+}
+
+enum Io {
+    Data(Stream, Vec<u8>),
+    Eof(Stream),
+    Exit(io::Result<std::process::ExitStatus>),
+}
+
+fn spawn_reader(
+    mut r: impl std::io::Read + Send + 'static,
+    which: Stream,
+    tx: crossbeam_channel::Sender<Io>,
+) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("exec-io".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(Io::Data(which, buf[..n].to_vec())).is_err() {
+                            // The call returned (timeout): drain and drop.
+                            continue;
+                        }
+                    }
+                }
+            }
+            let _ = tx.send(Io::Eof(which));
+        })
+        .map(|_| ())
+}
+
+fn append_bounded(buf: &mut Vec<u8>, more: &[u8]) {
+    let room = MAX_OUTPUT.saturating_sub(buf.len());
+    buf.extend_from_slice(&more[..more.len().min(room)]);
 }
 
 #[cfg(test)]
@@ -289,6 +441,55 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, ExecError::Timeout { .. }), "{e}");
         assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    /// A helper that leaves a descendant holding stdout (`setsid sleep &`)
+    /// and then hangs: the timeout still holds (within a second of it).
+    #[test]
+    fn timeout_holds_with_escaped_descendant() {
+        let r = Runner::direct();
+        let t = Instant::now();
+        let e = r
+            .run_timeout(
+                &["sh", "-c", "setsid sleep 30 & echo started; sleep 30"],
+                Duration::from_millis(300),
+            )
+            .unwrap_err();
+        assert!(matches!(e, ExecError::Timeout { .. }), "{e}");
+        assert!(
+            t.elapsed() < Duration::from_millis(1300),
+            "{:?}",
+            t.elapsed()
+        );
+        // Exits at once but leaves a descendant holding the pipes: the
+        // output is taken without waiting for the descendant.
+        let t = Instant::now();
+        let out = r
+            .run_timeout(
+                &["sh", "-c", "setsid sleep 30 & echo done"],
+                Duration::from_secs(10),
+            )
+            .unwrap();
+        assert_eq!(out.stdout, "done\n");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn input_goes_to_stdin() {
+        let r = Runner::direct();
+        let out = r.run_with_input(&["cat"], b"add a\ndelete b\n").unwrap();
+        assert_eq!(out.stdout, "add a\ndelete b\n");
+        // A command that does not read its input is not blocked by it.
+        let big = vec![b'x'; 4 << 20];
+        let out = r.run_with_input(&["true"], &big).unwrap();
+        assert_eq!(out.code, 0);
+    }
+
+    #[test]
+    fn output_is_bounded() {
+        let r = Runner::direct();
+        let out = r.run(&["sh", "-c", "head -c 20000000 /dev/zero"]).unwrap();
+        assert_eq!(out.stdout.len(), MAX_OUTPUT);
     }
 
     #[test]

@@ -60,6 +60,14 @@ pub struct LinuxHost {
     shared: Arc<Shared>,
     /// The lldpad event watcher (`start_watchers`).
     watch: Mutex<Option<LldpadWatch>>,
+    /// ovs-vswitchd as last seen, and whether a restart awaits repair.
+    vswitchd: Mutex<VswitchdSeen>,
+}
+
+#[derive(Debug, Default)]
+struct VswitchdSeen {
+    pid: Option<u32>,
+    needs_repair: bool,
 }
 
 /// State shared between the host and its lldpad event watcher thread.
@@ -288,6 +296,7 @@ impl LinuxHost {
                 events_attached: std::sync::atomic::AtomicBool::new(false),
             }),
             watch: Mutex::new(None),
+            vswitchd: Mutex::new(VswitchdSeen::default()),
             shutdown,
             runner,
         }
@@ -531,8 +540,29 @@ impl HostDriver for LinuxHost {
         }
     }
 
+    fn ovs_needs_repair(&self) -> bool {
+        let pid = self.ovs.vswitchd_pid();
+        let mut seen = self.vswitchd.lock();
+        if let Some(p) = pid {
+            if seen.pid.is_some_and(|old| old != p) {
+                log::warn!(
+                    "host: ovs-vswitchd restarted (pid {:?} -> {p}): restoring ports and flows",
+                    seen.pid
+                );
+                seen.needs_repair = true;
+            }
+            seen.pid = Some(p);
+        }
+        // While no vswitchd runs there is nothing to repair yet.
+        seen.needs_repair && pid.is_some()
+    }
+
     fn check_flows(&self) {
-        match self.ovs.check_flows() {
+        let result = self.ovs.check_flows();
+        if result.is_ok() {
+            self.vswitchd.lock().needs_repair = false;
+        }
+        match result {
             Ok(c) if c.restored > 0 || c.removed > 0 || c.ports_readded => {
                 log::warn!(
                     "host: flow check restored {} flows, removed {} stale, ports re-added: {}",

@@ -148,6 +148,13 @@ pub trait HostDriver: Send + Sync {
     /// One flow check round (`intervals.flow_check_s`); restores missing flows.
     fn check_flows(&self);
 
+    /// Has the switch daemon (ovs-vswitchd) restarted since the last
+    /// successful flow check? Its flows are gone then: the flow-check
+    /// thread asks every second and repairs at once. Cheap (no process).
+    fn ovs_needs_repair(&self) -> bool {
+        false
+    }
+
     /// Topology discovery: start / stop watching an interface.
     fn topo_cfg_intf(&self, intf: &str, phy_interface: &str);
     fn topo_uncfg_intf(&self, intf: &str);

@@ -35,10 +35,6 @@ use local_vlan::{FlowChange, LocalVlanTable, PortVlan, TableError};
 use ofctl::{Flow, FlowOp, OfctlOpts, FLOW_COOKIE};
 use parking_lot::Mutex;
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,8 +81,6 @@ pub enum OvsError {
     Shutdown,
     /// LocalVlan table refusal (unknown network / port, bad local VLAN).
     Table(TableError),
-    /// A flow file could not be written.
-    FlowFile(String),
 }
 
 /// Python's `repr()` of a list of strings, as the original's fail reason shows it.
@@ -135,7 +129,6 @@ impl fmt::Display for OvsError {
             OvsError::InvalidPortVlan(p) => write!(f, "Invalid OVS VLAN for port {p}"),
             OvsError::Shutdown => f.write_str("shutting down"),
             OvsError::Table(e) => write!(f, "{e}"),
-            OvsError::FlowFile(m) => write!(f, "flow file: {m}"),
         }
     }
 }
@@ -159,20 +152,22 @@ impl From<TableError> for OvsError {
 pub struct OvsOptions {
     /// ovs-ofctl options (`-O`).
     pub ofctl: OfctlOpts,
-    /// Where flow files for `ovs-ofctl add-flows` are written (must be
-    /// readable by the command run through the root helper).
-    pub flow_dir: PathBuf,
     /// Poll period while waiting for a VM port's interface to appear (the
     /// tag itself is awaited with `ovs-vsctl wait-until`, no polling).
     pub iface_poll: Duration,
+    /// OVS's run directory (`$OVS_RUNDIR`, else `/var/run/openvswitch`):
+    /// where `ovs-vswitchd.pid` tells which vswitchd runs.
+    pub run_dir: std::path::PathBuf,
 }
 
 impl Default for OvsOptions {
     fn default() -> Self {
         OvsOptions {
             ofctl: OfctlOpts::default(),
-            flow_dir: std::env::temp_dir(),
             iface_poll: Duration::from_millis(100),
+            run_dir: std::env::var_os("OVS_RUNDIR")
+                .map(Into::into)
+                .unwrap_or_else(|| "/var/run/openvswitch".into()),
         }
     }
 }
@@ -289,34 +284,6 @@ impl fmt::Debug for OvsDriver {
 /// `flows::vm_ex_flow` / `flows::vm_int_flow`.
 type MakeFlow = fn(u32, u16, u16) -> Flow;
 
-static FLOW_FILE_SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// A flow file that removes itself.
-struct FlowFile(PathBuf);
-
-impl FlowFile {
-    fn create(dir: &std::path::Path, text: &str) -> Result<FlowFile, OvsError> {
-        let n = FLOW_FILE_SEQ.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("vdp-agent-flows.{}.{n}", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| OvsError::FlowFile(format!("{}: {e}", path.display())))?;
-        let ff = FlowFile(path);
-        f.write_all(text.as_bytes())
-            .map_err(|e| OvsError::FlowFile(format!("{}: {e}", ff.0.display())))?;
-        Ok(ff)
-    }
-}
-
-impl Drop for FlowFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// A port UUID as Neutron makes them; anything else never reaches ovs-vsctl.
 fn valid_port_id(s: &str) -> bool {
     !s.is_empty()
@@ -399,10 +366,11 @@ impl OvsDriver {
                 Ok(())
             }
             _ => {
-                let file = FlowFile::create(&self.opts.flow_dir, &ofctl::flow_file(ops))?;
-                let path = file.0.to_string_lossy().into_owned();
-                self.runner
-                    .run(&ofctl::add_flows_argv(&self.opts.ofctl, br, &path))?;
+                // The flow-mods go on stdin: no file anywhere.
+                self.runner.run_with_input(
+                    &ofctl::add_flows_argv(&self.opts.ofctl, br),
+                    ofctl::flow_file(ops).as_bytes(),
+                )?;
                 Ok(())
             }
         }
@@ -1020,6 +988,24 @@ impl OvsDriver {
             .collect()
     }
 
+    /// The running ovs-vswitchd's pid, from its pid file (read directly:
+    /// no process). `None` when there is no pid file, it is unreadable or
+    /// malformed, or the process is gone (a zombie counts as gone).
+    pub fn vswitchd_pid(&self) -> Option<u32> {
+        use std::io::Read;
+        let mut text = String::new();
+        std::fs::File::open(self.opts.run_dir.join("ovs-vswitchd.pid"))
+            .ok()?
+            .take(32)
+            .read_to_string(&mut text)
+            .ok()?;
+        let pid: u32 = text.trim().parse().ok().filter(|p| *p > 0)?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // State is the field after the parenthesised command name.
+        let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+        (state != "Z" && state != "X").then_some(pid)
+    }
+
     // ---- flow check ------------------------------------------------------
 
     /// One flow-check round (the original's 60 s `_flow_check_handler`,
@@ -1192,19 +1178,5 @@ mod tests {
         assert!(!valid_port_id("a b"));
         assert!(!valid_port_id("-x"));
         assert!(!valid_port_id(""));
-    }
-
-    #[test]
-    fn flow_file_is_private_and_removed() {
-        let dir = std::env::temp_dir();
-        let p;
-        {
-            let f = FlowFile::create(&dir, "add x\n").unwrap();
-            p = f.0.clone();
-            let md = std::fs::metadata(&p).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(md.permissions().mode() & 0o777, 0o600);
-        }
-        assert!(!p.exists());
     }
 }

@@ -270,10 +270,10 @@ pub fn single_op_argv(opts: &OfctlOpts, br: &str, op: &FlowOp) -> Vec<String> {
     v
 }
 
-/// `ovs-ofctl add-flows BR FILE` (FILE holds [`flow_file`] text).
-pub fn add_flows_argv(opts: &OfctlOpts, br: &str, file: &str) -> Vec<String> {
+/// `ovs-ofctl add-flows BR -`: the [`flow_file`] text goes on stdin.
+pub fn add_flows_argv(opts: &OfctlOpts, br: &str) -> Vec<String> {
     let mut v = base(opts);
-    v.extend(["add-flows".to_string(), br.to_string(), file.to_string()]);
+    v.extend(["add-flows".to_string(), br.to_string(), "-".to_string()]);
     v
 }
 

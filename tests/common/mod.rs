@@ -758,3 +758,93 @@ pub fn pid_alive(pid: i32) -> bool {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// Samples the translation flows of a lab every 50 ms in a background
+/// thread until `finish`, recording every sample in which a wanted flow was
+/// missing (or OVS did not answer): a fault test's continuous view of the
+/// data path, not one read at the end.
+pub struct FlowSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<FlowSamples>>,
+}
+
+/// What a `FlowSampler` saw.
+#[derive(Debug, Default)]
+pub struct FlowSamples {
+    pub samples: usize,
+    /// (time since start, the flows seen or None when OVS did not answer)
+    /// of every sample missing a wanted flow.
+    pub missing: Vec<(Duration, Option<Vec<String>>)>,
+}
+
+impl Lab {
+    /// The translation flows (priority 4 on br-ethd, 3 on br-int), read
+    /// with `ip netns exec` directly (fast enough for 20 Hz sampling).
+    fn fast_translation_flows(name: &str, dir: &Path) -> Option<Vec<String>> {
+        let mut v = Vec::new();
+        for (br, prio) in [("br-ethd", "priority=4,"), ("br-int", "priority=3,")] {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &format!("{name}-host"), "env"])
+                .arg(format!("OVS_RUNDIR={}", dir.join("ovs").display()))
+                .args(["ovs-ofctl", "dump-flows", br, "--no-stats"])
+                .output()
+                .ok()?;
+            if !out.status.success() {
+                return None;
+            }
+            v.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| l.contains(prio)),
+            );
+        }
+        v.sort();
+        Some(v)
+    }
+
+    /// Start sampling: every sample must hold every flow of `want`.
+    pub fn sample_flows(&self, want: &[String]) -> FlowSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (name, dir, want) = (self.name.clone(), self.dir.clone(), want.to_vec());
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut r = FlowSamples::default();
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                let next = Instant::now() + Duration::from_millis(50);
+                let seen = Lab::fast_translation_flows(&name, &dir);
+                r.samples += 1;
+                let ok = seen
+                    .as_ref()
+                    .is_some_and(|f| want.iter().all(|w| f.contains(w)));
+                if !ok {
+                    r.missing.push((t0.elapsed(), seen));
+                }
+                let _ = crossbeam_channel::at(next).recv();
+            }
+            r
+        });
+        FlowSampler {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl FlowSampler {
+    pub fn finish(mut self) -> FlowSamples {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle
+            .take()
+            .expect("sampler thread")
+            .join()
+            .expect("sampler")
+    }
+}
+
+impl Drop for FlowSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
