@@ -15,7 +15,9 @@
 //! -> manager), `lldpad-client` (`refresh_vsis` every `vdp.sync_timeout_s`
 //! -> VsiChanged messages), `flow-check` (`check_flows` every
 //! `flow_check_s`), `topo-disc` (`topo_poll` every `topo_disc_s` ->
-//! `save_topo_disc_params`), `result-retry` (`retry_pending` every
+//! `save_topo_disc_params`), `result-retry` (delivers every
+//! `update_vm_result` handed over by the queue worker, and retries kept
+//! calls with backoff; woken by each new result, else every
 //! [`RESULT_RETRY_PERIOD`]), `status-server`, `signal`.
 //!
 //! Every loop waits on the shared `Shutdown` (never sleeps). A panic inside
@@ -50,7 +52,7 @@ use std::time::{Duration, Instant};
 
 /// How often kept controller calls are retried (the link applies its own
 /// backoff per call; this is only how often it is asked).
-pub const RESULT_RETRY_PERIOD: Duration = Duration::from_secs(2);
+pub const RESULT_RETRY_PERIOD: Duration = Duration::from_millis(250);
 /// Pause after a panic before the step runs again.
 pub const PANIC_BACKOFF: Duration = Duration::from_secs(1);
 /// How long shutdown waits for threads (SIGTERM must finish within 5 s).
@@ -725,7 +727,10 @@ impl Daemon {
                     if left > 0 {
                         log::debug!("{left} controller call(s) still pending");
                     }
-                    Step::Wait(RESULT_RETRY_PERIOD)
+                    // Woken at once by a new result; bounded so shutdown
+                    // is seen within the wait.
+                    l.wait_for_work(RESULT_RETRY_PERIOD);
+                    Step::Again
                 }),
             });
         }

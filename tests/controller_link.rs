@@ -106,12 +106,17 @@ fn every_rpc_sends_the_contract_json() {
         })
     );
 
+    // Results are handed to the delivery thread (here: `retry_pending`
+    // called by hand after each).
     c.update_vm_result(P1, VmResult::Success, Some(5), Some(3003), None)
         .unwrap();
+    assert_eq!(c.retry_pending(), 0);
     c.update_vm_result(P1, VmResult::CreateFail, Some(5), None, Some("no VDP VLAN"))
         .unwrap();
+    assert_eq!(c.retry_pending(), 0);
     c.update_vm_result(P2, VmResult::DeleteFail, None, None, Some("x"))
         .unwrap();
+    assert_eq!(c.retry_pending(), 0);
     let vr = calls(&s, "update_vm_result");
     assert_eq!(vr.len(), 3);
     assert_eq!(vr[0]["context"], json!({"agent": "compute1"}));
@@ -226,14 +231,15 @@ fn failed_results_are_kept_persisted_and_delivered_newest_first() {
     let pending_file = cfg.paths.state_dir.join("pending-results.json");
 
     fault(&s, json!({"down": true}));
-    let e = c
-        .update_vm_result(P1, VmResult::CreateFail, None, None, Some("first"))
-        .unwrap_err();
+    c.update_vm_result(P1, VmResult::CreateFail, None, None, Some("first"))
+        .unwrap();
+    assert_eq!(c.retry_pending(), 1);
+    let e = c.status().last_error.unwrap();
     assert!(e.contains("update_vm_result") && e.contains("503"), "{e}");
     c.update_vm_result(P1, VmResult::Success, Some(5), Some(3003), None)
-        .unwrap_err();
+        .unwrap();
     c.update_vm_result(P2, VmResult::DeleteFail, None, None, Some("gone"))
-        .unwrap_err();
+        .unwrap();
     c.save_uplink("eth1", "LLDPLeth1", None, "").unwrap_err();
     c.save_uplink("eth2", "LLDPLeth2", None, "").unwrap_err();
     let st = c.status();
@@ -293,16 +299,18 @@ fn fresh_success_drops_the_older_kept_result() {
     let dir = temp_dir("fresh");
     let c = Controller::new(&config(&s.url(), &dir, 0), "compute1".into()).unwrap();
     fault(&s, json!({"fail_next": 1}));
-    let e = c
-        .update_vm_result(P1, VmResult::CreateFail, None, None, Some("old"))
-        .unwrap_err();
-    assert!(e.contains("500"), "{e}");
+    c.update_vm_result(P1, VmResult::CreateFail, None, None, Some("old"))
+        .unwrap();
+    assert_eq!(c.retry_pending(), 1);
+    assert!(c.status().last_error.unwrap().contains("500"));
     assert_eq!(c.status().pending_results, 1);
+    // The fresh result replaces the kept one: only it is sent.
     c.update_vm_result(P1, VmResult::Success, Some(7), Some(3007), None)
         .unwrap();
-    assert_eq!(c.status().pending_results, 0);
+    assert_eq!(c.status().pending_results, 1);
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(c.retry_pending(), 0);
+    assert_eq!(c.status().pending_results, 0);
     let vr = calls(&s, "update_vm_result");
     assert_eq!(vr.len(), 2, "the old result is never re-sent");
     assert_eq!(vr[1]["args"]["result"], "SUCCESS");
@@ -385,6 +393,7 @@ fn save_uplink_with_uplink_queues_bulk_vm_info() {
     add_port(&s, "other", "33333333-2222-3333-4444-555555555555", 30003);
     c.update_vm_result(P2, VmResult::Success, Some(2), Some(3002), None)
         .unwrap();
+    assert_eq!(c.retry_pending(), 0);
     admin("DELETE", &format!("{}/admin/ports/{P2}", s.url()), None);
     let evs = c.poll_events(last).unwrap();
     assert_eq!(evs.len(), 1);
@@ -416,6 +425,7 @@ fn save_uplink_with_uplink_queues_bulk_vm_info() {
     // Once the agent confirmed the delete the port leaves the bulk.
     c.update_vm_result(P2, VmResult::Success, Some(2), Some(3002), None)
         .unwrap();
+    assert_eq!(c.retry_pending(), 0);
     c.save_uplink("eth2", "LLDPLeth2", None, "").unwrap();
     let evs = c.poll_events(evs[0].seq).unwrap();
     assert_eq!(evs[0].payload.as_array().unwrap().len(), 1);
@@ -452,21 +462,22 @@ fn a_fresh_result_waits_for_the_kept_one_in_flight() {
     );
     fault(&s, json!({"fail_next": 1}));
     c.update_vm_result(P1, VmResult::CreateFail, None, None, Some("old"))
-        .unwrap_err();
+        .unwrap();
+    assert_eq!(c.retry_pending(), 1);
     std::thread::sleep(Duration::from_millis(1100)); // backoff of the first failure
     fault(&s, json!({"delay_ms": 1000}));
     let c2 = c.clone();
     let retry = std::thread::spawn(move || c2.retry_pending());
     std::thread::sleep(Duration::from_millis(400));
+    // Handed over while the kept one is on the wire: returns at once, and
+    // goes out only after it (one delivery thread, order per port kept).
     let t0 = Instant::now();
     c.update_vm_result(P1, VmResult::Success, Some(1), Some(3001), None)
         .unwrap();
     let el = t0.elapsed();
-    assert_eq!(retry.join().unwrap(), 0);
-    assert!(
-        el >= Duration::from_millis(1400),
-        "the fresh call went out while the kept one was in flight: {el:?}"
-    );
+    assert!(el < Duration::from_millis(200), "the caller waited: {el:?}");
+    assert_eq!(retry.join().unwrap(), 1, "the fresh one is still to send");
+    assert_eq!(c.retry_pending(), 0);
     let vr: Vec<Value> = calls(&s, "update_vm_result")
         .into_iter()
         .filter(|c| c["status"] == 200)

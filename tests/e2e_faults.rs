@@ -214,3 +214,51 @@ fn agent_sigkill_and_start_disturbs_nothing() {
         assert_eq!(lab.leaf_vlan(&vm.port_uuid), Some(*vl));
     }
 }
+
+/// A controller that takes 8 s for every `update_vm_result` (timeout 10 s)
+/// holds up nothing on the host: four new VMs' VSIs are at the leaf and
+/// their flows installed within 3 s of their events; all four results are
+/// delivered once the controller is fast again.
+#[test]
+fn slow_controller_does_not_hold_up_the_host() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::up_running("f6", &[]);
+    lab.fault(serde_json::json!({"delay_ms": 8000, "delay_methods": ["update_vm_result"]}));
+    let vms: Vec<Vm> = (1..=4u32)
+        .map(|n| Vm::new(n, 1 + (n % 2), 11 + (n % 2) as u16))
+        .collect();
+    for vm in &vms {
+        lab.vm_add(vm);
+    }
+    let since = lab.last_call_id();
+    let t0 = Instant::now();
+    for vm in &vms {
+        lab.port_add(vm);
+    }
+    let at_leaf = wait_for(Duration::from_secs(30), || {
+        let vlans: Option<Vec<u16>> = vms.iter().map(|vm| lab.leaf_vlan(&vm.port_uuid)).collect();
+        let vlans = vlans?;
+        let pairs: Vec<(u16, u16)> = vms.iter().map(|v| v.local_vlan).zip(vlans).collect();
+        let want = lab.expected_flows(&pairs);
+        let have = lab.translation_flows()?;
+        want.iter().all(|w| have.contains(w)).then(|| t0.elapsed())
+    });
+    let at_leaf = at_leaf.unwrap_or_else(|| panic!("VSIs/flows not in place\n{}", lab.diag()));
+    eprintln!("4 VSIs at the leaf and flows installed {at_leaf:?} after the events (controller 8 s per result)");
+    assert!(at_leaf < Duration::from_secs(3), "took {at_leaf:?}");
+    // Fast again: every result arrives.
+    lab.clear_fault();
+    let delivered = wait_until(Duration::from_secs(60), || {
+        vms.iter().all(|vm| {
+            lab.results_for(&vm.port_uuid, since)
+                .iter()
+                .any(|c| c["status"] == 200 && c["args"]["result"] == "SUCCESS")
+        })
+    });
+    assert!(delivered, "results not delivered\n{}", lab.diag());
+    assert!(wait_until(Duration::from_secs(20), || lab.status()
+        ["server"]["pending_results"]
+        == 0));
+}

@@ -85,6 +85,9 @@ struct LinkState {
     pending: PendingStore,
     backoff: Duration,
     next_retry: Instant,
+    /// The in-memory store differs from the file (written once per
+    /// delivery round, not per result).
+    dirty: bool,
 }
 
 /// The production `ControllerLink`.
@@ -100,6 +103,9 @@ pub struct Controller {
     inflight: Mutex<HashSet<String>>,
     inflight_cv: Condvar,
     gen: AtomicU64,
+    /// Rung when a result is handed over for delivery.
+    work: Condvar,
+    work_flag: Mutex<bool>,
 }
 
 /// Releases an in-flight key on drop.
@@ -350,10 +356,13 @@ impl Controller {
                 pending,
                 backoff: BACKOFF_MIN,
                 next_retry: Instant::now(),
+                dirty: false,
             }),
             inflight: Mutex::new(HashSet::new()),
             inflight_cv: Condvar::new(),
             gen: AtomicU64::new(gen),
+            work: Condvar::new(),
+            work_flag: Mutex::new(false),
         })
     }
 
@@ -433,13 +442,37 @@ impl Controller {
         })
     }
 
-    fn persist(&self, st: &LinkState) {
-        if let Err(e) = st.pending.persist() {
-            log::error!(
+    fn persist(&self, st: &mut LinkState) {
+        match st.pending.persist() {
+            Ok(()) => st.dirty = false,
+            Err(e) => log::error!(
                 "cannot write {}: {e} (kept results stay in memory)",
                 st.pending.path().display()
-            );
+            ),
         }
+    }
+
+    /// Hand a result call to the delivery thread: kept (newest per key
+    /// wins) and sent by `retry_pending`, so the caller — the queue worker —
+    /// never waits for the controller.
+    fn hand_over(&self, key: String, method: &str, context: Value, args: Value) {
+        let gen = self.gen.fetch_add(1, Ordering::SeqCst);
+        let call = PendingCall {
+            key,
+            method: method.to_string(),
+            context,
+            args,
+            gen,
+            created: ctime_now(),
+        };
+        {
+            let mut st = self.state.lock();
+            if st.pending.keep(call) {
+                st.dirty = true;
+            }
+        }
+        *self.work_flag.lock() = true;
+        self.work.notify_all();
     }
 
     /// Send a result call now; keep it when it fails.
@@ -457,7 +490,7 @@ impl Controller {
             Ok(v) => {
                 let mut st = self.state.lock();
                 if st.pending.delivered(&key, gen) {
-                    self.persist(&st);
+                    self.persist(&mut st);
                 }
                 Ok(v)
             }
@@ -472,7 +505,7 @@ impl Controller {
                     created: ctime_now(),
                 };
                 if st.pending.keep(call) {
-                    self.persist(&st);
+                    self.persist(&mut st);
                 }
                 let now = Instant::now();
                 if st.next_retry <= now {
@@ -481,6 +514,51 @@ impl Controller {
                 Err(format!("{e} (kept for retry)"))
             }
         }
+    }
+
+    /// One delivery round: every kept call whose backoff expired, in order
+    /// of creation, stopping at the first failure (backoff doubles).
+    /// Returns how many are still kept.
+    fn deliver_round(&self) -> usize {
+        let due = {
+            let st = self.state.lock();
+            if st.pending.is_empty() {
+                return 0;
+            }
+            if Instant::now() < st.next_retry {
+                return st.pending.len();
+            }
+            let mut due = st.pending.snapshot();
+            due.sort_by_key(|c| c.gen);
+            due
+        };
+        for call in due {
+            let Some(_guard) = self.try_claim(&call.key) else {
+                continue;
+            };
+            // Still the kept call? (A fresh call may have replaced or delivered it.)
+            if self.state.lock().pending.get(&call.key).map(|c| c.gen) != Some(call.gen) {
+                continue;
+            }
+            match self.rpc(&call.method, &call.context, &call.args) {
+                Ok(_) => {
+                    log::info!("delivered kept {} ({})", call.method, call.key);
+                    let mut st = self.state.lock();
+                    if st.pending.delivered(&call.key, call.gen) {
+                        st.dirty = true;
+                    }
+                }
+                Err(_) => {
+                    // Next try after the current backoff (1 s after the
+                    // first failure), doubling up to BACKOFF_MAX.
+                    let mut st = self.state.lock();
+                    st.next_retry = Instant::now() + st.backoff;
+                    st.backoff = (st.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+                    break;
+                }
+            }
+        }
+        self.state.lock().pending.len()
     }
 
     /// Path of the pending-results file (for tests and status).
@@ -543,8 +621,8 @@ impl ControllerLink for Controller {
             args["vdp_vlan"] = json!(vlan(vdp_vlan));
         }
         let context = json!({"agent": self.host_id});
-        self.deliver(format!("vm:{port_uuid}"), "update_vm_result", context, args)
-            .map(|_| ())
+        self.hand_over(format!("vm:{port_uuid}"), "update_vm_result", context, args);
+        Ok(())
     }
 
     fn save_topo_disc_params(&self, r: &TopoReport) -> Result<bool, LinkError> {
@@ -613,41 +691,20 @@ impl ControllerLink for Controller {
     }
 
     fn retry_pending(&self) -> usize {
-        let due = {
-            let st = self.state.lock();
-            if st.pending.is_empty() {
-                return 0;
-            }
-            if Instant::now() < st.next_retry {
-                return st.pending.len();
-            }
-            st.pending.snapshot()
-        };
-        for call in due {
-            let Some(_guard) = self.try_claim(&call.key) else {
-                continue;
-            };
-            // Still the kept call? (A fresh call may have replaced or delivered it.)
-            if self.state.lock().pending.get(&call.key).map(|c| c.gen) != Some(call.gen) {
-                continue;
-            }
-            match self.rpc(&call.method, &call.context, &call.args) {
-                Ok(_) => {
-                    log::info!("delivered kept {} ({})", call.method, call.key);
-                    let mut st = self.state.lock();
-                    if st.pending.delivered(&call.key, call.gen) {
-                        self.persist(&st);
-                    }
-                }
-                Err(_) => {
-                    let mut st = self.state.lock();
-                    st.backoff = (st.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-                    st.next_retry = Instant::now() + st.backoff;
-                    break;
-                }
-            }
+        let left = self.deliver_round();
+        let mut st = self.state.lock();
+        if st.dirty {
+            self.persist(&mut st);
         }
-        self.state.lock().pending.len()
+        left
+    }
+
+    fn wait_for_work(&self, max: Duration) {
+        let mut flag = self.work_flag.lock();
+        if !*flag {
+            let _ = self.work.wait_for(&mut flag, max);
+        }
+        *flag = false;
     }
 
     fn status(&self) -> LinkStatus {

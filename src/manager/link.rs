@@ -10,6 +10,7 @@
 
 use crate::manager::host::TopoReport;
 use crate::model::{UplinkInfo, VmResult};
+use std::time::Duration;
 
 /// What `status` shows in its `server` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -69,8 +70,15 @@ pub trait ControllerLink: Send + Sync {
     /// `events_wait_s`. Passing `after` acknowledges everything up to it.
     fn poll_events(&self, after: u64) -> Result<Vec<ControllerEvent>, LinkError>;
 
-    /// Retry kept calls whose backoff has expired; returns how many are still pending.
+    /// Deliver kept calls whose backoff has expired (the `result-retry`
+    /// thread); returns how many are still pending.
     fn retry_pending(&self) -> usize;
+
+    /// Wait up to `max` until a new call is handed over for delivery
+    /// (`update_vm_result` only hands results over; this thread sends them).
+    fn wait_for_work(&self, max: Duration) {
+        let _ = crossbeam_channel::after(max).recv();
+    }
 
     fn status(&self) -> LinkStatus;
 }

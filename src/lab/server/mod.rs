@@ -40,7 +40,7 @@
 //! - `POST /admin/events/{host}` `{"type":T,"payload":P}` queues an event
 //!   (T and P may be any JSON), or `{"raw":V}` queues V as the whole wire
 //!   object → `{"seq":N}`. `GET /admin/events/{host}` → `{"acked","next_seq","events"}`.
-//! - `GET /admin/fault`; `POST /admin/fault` `{"fail_next":N,"delay_ms":D,"down":bool}`
+//! - `GET /admin/fault`; `POST /admin/fault` `{"fail_next":N,"delay_ms":D,"down":bool,"delay_methods":[M...]}`
 //!   (each optional, merged): the next N RPCs get 500, RPC and events answers
 //!   wait D ms, `down` answers every RPC and events request with 503;
 //!   `DELETE /admin/fault` resets.
@@ -334,7 +334,15 @@ fn rpc(shared: &Shared, rq: &mut tiny_http::Request, method: &str) -> Reply {
             }
         });
     let auth = authorized(shared, rq);
-    let delay_ms = shared.st.lock().fault.delay_ms;
+    let delay_ms = {
+        let st = shared.st.lock();
+        let f = &st.fault;
+        if f.delay_methods.is_empty() || f.delay_methods.iter().any(|x| x == method) {
+            f.delay_ms
+        } else {
+            0
+        }
+    };
     delay(shared, delay_ms);
     let mut st = shared.st.lock();
     let (context, args) = parsed.clone().unwrap_or((Value::Null, Value::Null));
@@ -425,7 +433,15 @@ fn events(shared: &Shared, rq: &tiny_http::Request, host: &str, q: &[(String, St
         Ok(v) => v.min(MAX_WAIT_S),
         Err(r) => return r,
     };
-    let delay_ms = shared.st.lock().fault.delay_ms;
+    let delay_ms = {
+        let st = shared.st.lock();
+        // A per-method delay leaves the event long-poll alone.
+        if st.fault.delay_methods.is_empty() {
+            st.fault.delay_ms
+        } else {
+            0
+        }
+    };
     delay(shared, delay_ms);
     let deadline = Instant::now() + Duration::from_secs(wait);
     let mut st = shared.st.lock();
@@ -587,6 +603,12 @@ fn admin(
             }
             if let Some(d) = body.get("down").and_then(Value::as_bool) {
                 st.fault.down = d;
+            }
+            if let Some(m) = body.get("delay_methods").and_then(Value::as_array) {
+                st.fault.delay_methods = m
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
             }
             (200, to_json(&st.fault))
         }

@@ -147,6 +147,10 @@ pub struct Fault {
     /// Answer every RPC and events request with HTTP 503.
     #[serde(default)]
     pub down: bool,
+    /// When non-empty, `delay_ms` applies only to these RPC methods (e.g.
+    /// `["update_vm_result"]`: a slow controller that still sends events).
+    #[serde(default)]
+    pub delay_methods: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
