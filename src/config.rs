@@ -213,16 +213,71 @@ fn ifname_ok(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
 }
 
+/// The keys whose value may be YAML `null` (it means "not set"); every
+/// other key given as `null`/`~` is an error naming it (serde would read a
+/// null string as the text "null").
+pub const NULLABLE_KEYS: [&str; 6] = [
+    "host_id",
+    "server.token_file",
+    "server.ca_file",
+    "uplink.static",
+    "uplink.candidates",
+    "log.file",
+];
+
+/// Largest config file read, in bytes.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Upper bounds of the duration keys, in seconds (values above are
+/// refused: they would overflow deadlines or never fire).
+pub const MAX_TIMEOUT_S: u64 = 3600;
+pub const MAX_INTERVAL_S: u64 = 86_400;
+
+/// First key path (`a.b`) whose value is null and may not be.
+fn null_key(v: &serde_yaml::Value, prefix: &str) -> Option<String> {
+    let serde_yaml::Value::Mapping(m) = v else {
+        return None;
+    };
+    for (k, val) in m {
+        let name = k.as_str().unwrap_or("?");
+        let key = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        if val.is_null() && !NULLABLE_KEYS.contains(&key.as_str()) {
+            return Some(key);
+        }
+        if let Some(k) = null_key(val, &key) {
+            return Some(k);
+        }
+    }
+    None
+}
+
 impl Config {
     /// Parse YAML text (an empty document gives all defaults).
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let parse_err = |e: serde_yaml::Error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            msg: e.to_string().replace('\n', " "),
+        };
         let cfg: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
-                path: path.to_path_buf(),
-                msg: e.to_string().replace('\n', " "),
-            })?
+            let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(parse_err)?;
+            if doc.is_null() {
+                Config::default()
+            } else {
+                if let Some(key) = null_key(&doc, "") {
+                    return Err(ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        msg: format!("{key}: must not be null (leave the key out for its default)"),
+                    });
+                }
+                // From the text again: its errors name the key path.
+                serde_yaml::from_str(text).map_err(parse_err)?
+            }
         };
         cfg.check()?;
         Ok(cfg)
@@ -230,10 +285,23 @@ impl Config {
 
     /// Load and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+        use std::io::Read;
+        let read_err = |err| ConfigError::Read {
             path: path.to_path_buf(),
             err,
-        })?;
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .map_err(read_err)?
+            .take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read_err)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                msg: format!("larger than {MAX_CONFIG_BYTES} bytes"),
+            });
+        }
         Config::from_yaml(&text, path)
     }
 
@@ -254,8 +322,14 @@ impl Config {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return bad("server.url", "must start with http:// or https://");
         }
-        if self.server.timeout_s == 0 {
-            return bad("server.timeout_s", "must be at least 1");
+        if !(1..=MAX_TIMEOUT_S).contains(&self.server.timeout_s) {
+            return bad("server.timeout_s", "must be 1..3600");
+        }
+        if self.server.events_wait_s > MAX_TIMEOUT_S {
+            return bad("server.events_wait_s", "must be 0..3600");
+        }
+        if self.intervals.vm_port_wait_s > MAX_TIMEOUT_S {
+            return bad("intervals.vm_port_wait_s", "must be 0..3600");
         }
         for (key, v) in [
             ("bridges.integration", &self.bridges.integration),
@@ -299,19 +373,17 @@ impl Config {
         if self.vdp.typeidver > 0xff {
             return bad("vdp.typeidver", "must fit in 8 bits");
         }
-        if self.vdp.sync_timeout_s == 0 {
-            return bad("vdp.sync_timeout_s", "must be at least 1");
-        }
         let iv = &self.intervals;
         for (key, v) in [
+            ("vdp.sync_timeout_s", self.vdp.sync_timeout_s),
             ("intervals.heartbeat_s", iv.heartbeat_s),
             ("intervals.uplink_detect_s", iv.uplink_detect_s),
             ("intervals.err_queue_s", iv.err_queue_s),
             ("intervals.flow_check_s", iv.flow_check_s),
             ("intervals.topo_disc_s", iv.topo_disc_s),
         ] {
-            if v == 0 {
-                return bad(key, "must be at least 1");
+            if !(1..=MAX_INTERVAL_S).contains(&v) {
+                return bad(key, "must be 1..86400");
             }
         }
         if log::LevelFilter::from_str_opt(&self.log.level).is_none() {
@@ -426,6 +498,45 @@ mod tests {
         }
         let e = parse("server:\n  timeout_s: -1\n").unwrap_err().to_string();
         assert!(e.contains("timeout_s"), "{e}");
+    }
+
+    /// Regression: huge durations passed the check and then panicked
+    /// ("overflow when adding duration to instant"); null became "null".
+    #[test]
+    fn huge_durations_and_nulls_are_refused_by_name() {
+        let huge = u64::MAX - 1;
+        for key in [
+            "server:\n  timeout_s",
+            "server:\n  events_wait_s",
+            "intervals:\n  heartbeat_s",
+            "intervals:\n  flow_check_s",
+            "intervals:\n  vm_port_wait_s",
+            "vdp:\n  sync_timeout_s",
+        ] {
+            let e = parse(&format!("{key}: {huge}\n")).unwrap_err().to_string();
+            let name = key.replace(":\n  ", ".");
+            assert!(e.contains(&name), "{key}: {e}");
+        }
+        for (y, key) in [
+            ("root_helper: null\n", "root_helper"),
+            ("paths:\n  run_dir: ~\n", "paths.run_dir"),
+            ("bridges:\n  integration: null\n", "bridges.integration"),
+            ("vdp:\n  mgrid2: null\n", "vdp.mgrid2"),
+            ("server: ~\n", "server"),
+        ] {
+            let e = parse(y).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("null"), "{y}: {e}");
+        }
+        // Optional keys may be null.
+        let c = parse("host_id: ~\nlog:\n  file: null\nuplink:\n  static: ~\n").unwrap();
+        assert_eq!(c, Config::default());
+        // The largest accepted values still make valid deadlines.
+        let c = parse("server:\n  timeout_s: 3600\n  events_wait_s: 3600\n").unwrap();
+        assert!(std::time::Instant::now()
+            .checked_add(std::time::Duration::from_secs(
+                c.server.timeout_s + c.server.events_wait_s
+            ))
+            .is_some());
     }
 
     #[test]

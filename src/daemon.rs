@@ -197,6 +197,10 @@ fn periodic_after_first_period(
     }
 }
 
+/// Shortest gap between two event polls whose answer was empty (a
+/// controller that does not hold polls, `events_wait_s: 0`).
+pub const MIN_POLL_GAP: Duration = Duration::from_secs(1);
+
 /// How often the flow-check thread asks whether ovs-vswitchd restarted.
 pub const OVS_WATCH_PERIOD: Duration = Duration::from_secs(1);
 
@@ -921,32 +925,50 @@ fn event_poller_task(mgr: Arc<VdpMgr>, link: Arc<dyn ControllerLink>) -> Task {
     let mut retry = Duration::from_secs(1);
     Task {
         name: "event-poller",
-        step: Box::new(move || match link.poll_events(after) {
-            Ok(events) => {
-                retry = Duration::from_secs(1);
-                for ev in &events {
-                    // A panic on one event must not make it a poison pill
-                    // re-polled forever: log it and move past it.
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        dispatch_event(&mgr, ev)
-                    }));
-                    if let Err(p) = r {
-                        log::error!(
-                            "panic while handling controller event seq {} ({}): {}",
-                            ev.seq,
-                            ev.kind.chars().take(40).collect::<String>(),
-                            panic_message(&*p)
-                        );
+        step: Box::new(move || {
+            let polled = Instant::now();
+            match link.poll_events(after) {
+                Ok(events) => {
+                    retry = Duration::from_secs(1);
+                    // Events all at or below the cursor: the controller's
+                    // numbering restarted; follow it (controller::parse_events).
+                    if !events.is_empty() && events.iter().all(|e| e.seq <= after) {
+                        after = events
+                            .iter()
+                            .map(|e| e.seq)
+                            .min()
+                            .unwrap_or(0)
+                            .saturating_sub(1);
                     }
-                    after = after.max(ev.seq);
+                    for ev in &events {
+                        // A panic on one event must not make it a poison pill
+                        // re-polled forever: log it and move past it.
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            dispatch_event(&mgr, ev)
+                        }));
+                        if let Err(p) = r {
+                            log::error!(
+                                "panic while handling controller event seq {} ({}): {}",
+                                ev.seq,
+                                ev.kind.chars().take(40).collect::<String>(),
+                                panic_message(&*p)
+                            );
+                        }
+                        after = after.max(ev.seq);
+                    }
+                    if events.is_empty() && polled.elapsed() < MIN_POLL_GAP {
+                        // An answer that came back at once (e.g. events_wait_s
+                        // 0): never poll faster than MIN_POLL_GAP.
+                        return Step::Wait(MIN_POLL_GAP);
+                    }
+                    Step::Again
                 }
-                Step::Again
-            }
-            Err(e) => {
-                log::warn!("event poll failed (retry in {}s): {e}", retry.as_secs());
-                let w = retry;
-                retry = backoff_next(retry);
-                Step::Wait(w)
+                Err(e) => {
+                    log::warn!("event poll failed (retry in {}s): {e}", retry.as_secs());
+                    let w = retry;
+                    retry = backoff_next(retry);
+                    Step::Wait(w)
+                }
             }
         }),
     }

@@ -95,13 +95,43 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
         Some(p) => Config::load(p).map_err(|e| e.to_string()),
         None => {
             let p = Path::new(DEFAULT_CONFIG);
-            if p.exists() {
-                Config::load(p).map_err(|e| e.to_string())
-            } else {
-                Ok(Config::default())
+            // Only a config that does not exist means "built-in defaults";
+            // one that cannot be looked at (permissions) is an error.
+            match std::fs::metadata(p) {
+                Ok(_) => Config::load(p).map_err(|e| e.to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+                Err(e) => Err(format!(
+                    "{}: {e} (not using the built-in defaults; run as root or pass -c FILE)",
+                    p.display()
+                )),
             }
         }
     }
+}
+
+/// Every check the daemon makes of its configuration before it changes
+/// anything (`--check-config` and the daemon's start both run it): the
+/// controller link's URL, token and CA files, and the log file.
+fn preflight(cfg: &Config) -> Result<(), String> {
+    vdp_agent::controller::preflight(cfg).map_err(|e| e.to_string())?;
+    if let Some(f) = &cfg.log.file {
+        match std::fs::metadata(f) {
+            Ok(m) if !m.is_file() => {
+                return Err(format!("log.file {}: not a regular file", f.display()));
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let dir = f.parent().filter(|d| !d.as_os_str().is_empty());
+                if dir.is_some_and(|d| !d.is_dir()) {
+                    return Err(format!(
+                        "log.file {}: its directory does not exist",
+                        f.display()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Set up env_logger; returns the log file (for SIGHUP reopen) if any.
@@ -190,16 +220,18 @@ fn real_main() -> i32 {
             println!("vdp-agent {}", vdp_agent::VERSION);
             0
         }
-        Command::CheckConfig => match load_config(cli.config.as_deref()) {
-            Ok(cfg) => {
-                print!("{}", cfg.effective_yaml());
-                0
+        Command::CheckConfig => {
+            match load_config(cli.config.as_deref()).and_then(|cfg| preflight(&cfg).map(|_| cfg)) {
+                Ok(cfg) => {
+                    print!("{}", cfg.effective_yaml());
+                    0
+                }
+                Err(e) => {
+                    eprintln!("vdp-agent: {e}");
+                    2
+                }
             }
-            Err(e) => {
-                eprintln!("vdp-agent: {e}");
-                2
-            }
-        },
+        }
         Command::Status { json } => {
             let cfg = match load_config(cli.config.as_deref()) {
                 Ok(c) => c,
@@ -224,7 +256,9 @@ fn real_main() -> i32 {
             }
         }
         Command::Run { pid_file } => {
-            let cfg = match load_config(cli.config.as_deref()) {
+            let cfg = match load_config(cli.config.as_deref())
+                .and_then(|cfg| preflight(&cfg).map(|_| cfg))
+            {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("vdp-agent: {e}");

@@ -245,8 +245,15 @@ fn e2e_lldpad_restart() {
             vm.name,
             lab.diag()
         );
-        let e = lab.agent_vsi(&vm.port_uuid).unwrap_or_default();
-        assert_eq!(e["result"], "SUCCESS", "{e}");
+        // Flows stay over the restart, so the ping may answer before the
+        // agent has read lldpad's verdict (re-checked every second).
+        assert!(
+            wait_until(Duration::from_secs(5), || lab
+                .agent_vsi(&vm.port_uuid)
+                .is_some_and(|e| e["result"] == "SUCCESS")),
+            "{:?}",
+            lab.agent_vsi(&vm.port_uuid)
+        );
     }
     let (tx, rx, _) = pinger.finish();
     eprintln!("lldpad restart: vm1 ping {rx}/{tx} answered over the restart and recovery");

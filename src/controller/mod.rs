@@ -122,11 +122,21 @@ impl Drop for KeyGuard<'_> {
     }
 }
 
+/// Largest token file read.
+const MAX_TOKEN_BYTES: u64 = 64 * 1024;
+
 fn read_token(path: &PathBuf) -> Result<String, ControllerError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ControllerError::TokenFile {
+    let err = |msg: String| ControllerError::TokenFile {
         path: path.clone(),
-        msg: e.to_string(),
-    })?;
+        msg,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TOKEN_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| err(e.to_string()))?;
+    if text.len() as u64 > MAX_TOKEN_BYTES {
+        return Err(err(format!("larger than {MAX_TOKEN_BYTES} bytes")));
+    }
     let t = text.trim();
     if t.is_empty() {
         return Err(ControllerError::TokenFile {
@@ -268,10 +278,26 @@ pub fn parse_uplink_result(v: &Value) -> Result<Option<UplinkInfo>, String> {
     Ok(Some(UplinkInfo { uplink, veth_intf }))
 }
 
-/// The `{"events": [...]}` envelope of a long-poll answer. Events without a
-/// numeric `seq` or a string `type` are skipped (logged); events whose
-/// `seq <= after` are dropped. An answer that held events but none usable is
-/// an error (so the caller backs off instead of spinning).
+/// Highest event number accepted (JSON-safe integers: 2^53 - 1).
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
+/// Largest plausible jump of the event number past the cursor in one
+/// answer (once the cursor is past 0).
+pub const MAX_SEQ_LEAP: u64 = 1_000_000;
+
+/// The `{"events": [...]}` envelope of a long-poll answer, judged against
+/// the cursor `after` (rules in docs/protocol.md, "Event numbering"):
+/// - events without a numeric `seq` or a string `type` are skipped (logged);
+/// - a `seq` above [`MAX_SEQ`], or more than [`MAX_SEQ_LEAP`] past a
+///   non-zero cursor, is implausible: the event is dropped (logged) and can
+///   never move the cursor, so one bad number cannot deafen the agent;
+/// - events with `seq <= after` are already acknowledged and dropped —
+///   unless *every* usable event of the answer is strictly below the
+///   cursor, which means the controller's numbering restarted: then they
+///   are all returned and the caller resynchronises its cursor to them;
+/// - two different events with one `seq`: the first is kept, the other
+///   dropped with a log line;
+/// - an answer that held events but none usable is an error (so the caller
+///   backs off instead of spinning).
 pub fn parse_events(body: &Value, after: u64) -> Result<Vec<ControllerEvent>, String> {
     let list = body
         .as_object()
@@ -280,22 +306,31 @@ pub fn parse_events(body: &Value, after: u64) -> Result<Vec<ControllerEvent>, St
         .ok_or("events answer has no 'events'")?
         .as_array()
         .ok_or("'events' is not a list")?;
-    let mut out = Vec::with_capacity(list.len());
-    let (mut bad, mut stale) = (0usize, 0usize);
+    let mut fresh = Vec::with_capacity(list.len());
+    let mut old = Vec::new();
+    let (mut bad, mut wild) = (0usize, 0usize);
     for (i, e) in list.iter().enumerate() {
         let seq = e.get("seq").and_then(Value::as_u64);
         let kind = e.get("type").and_then(Value::as_str);
         match (seq, kind) {
             (Some(seq), Some(kind)) => {
-                if seq <= after {
-                    stale += 1;
+                if seq > MAX_SEQ || (after > 0 && seq > after.saturating_add(MAX_SEQ_LEAP)) {
+                    wild += 1;
+                    log::warn!(
+                        "controller event seq {seq} is implausible (cursor {after}); dropped"
+                    );
                     continue;
                 }
-                out.push(ControllerEvent {
+                let ev = ControllerEvent {
                     seq,
                     kind: kind.to_string(),
                     payload: e.get("payload").cloned().unwrap_or(Value::Null),
-                });
+                };
+                if seq <= after {
+                    old.push(ev);
+                } else {
+                    fresh.push(ev);
+                }
             }
             _ => {
                 bad += 1;
@@ -303,14 +338,89 @@ pub fn parse_events(body: &Value, after: u64) -> Result<Vec<ControllerEvent>, St
             }
         }
     }
+    let stale = old.len();
+    // Only events strictly below the cursor (none at it, which would be an
+    // ordinary at-least-once repeat) mean a numbering restart.
+    let restarted = !old.is_empty() && old.iter().all(|e| e.seq < after);
+    let mut out = if fresh.is_empty() && restarted {
+        log::warn!(
+            "controller sent only events at or below the cursor {after} (its numbering \
+             restarted?): resynchronising to them"
+        );
+        old
+    } else {
+        fresh
+    };
     out.sort_by_key(|e| e.seq);
-    out.dedup_by_key(|e| e.seq);
-    if out.is_empty() && (bad > 0 || stale > 0) {
+    let mut kept: Vec<ControllerEvent> = Vec::with_capacity(out.len());
+    for ev in out {
+        match kept.last() {
+            Some(k) if k.seq == ev.seq => {
+                if k.kind != ev.kind || k.payload != ev.payload {
+                    log::warn!(
+                        "controller sent two different events with seq {}; dropped the second ({})",
+                        ev.seq,
+                        ev.kind.chars().take(40).collect::<String>()
+                    );
+                }
+            }
+            _ => kept.push(ev),
+        }
+    }
+    if kept.is_empty() && (bad > 0 || stale > 0 || wild > 0) {
         return Err(format!(
-            "events answer held {bad} malformed and {stale} already-acknowledged event(s), nothing new"
+            "events answer held {bad} malformed, {wild} implausibly numbered and {stale} \
+             already-acknowledged event(s), nothing new"
         ));
     }
-    Ok(out)
+    Ok(kept)
+}
+
+/// `server.url` as `scheme://HOST[:PORT][/PATH]`: a non-empty host without
+/// spaces or `@`, a port 1..65535 when given.
+fn check_url(url: &str) -> Result<String, ControllerError> {
+    let bad = |msg: &str| ControllerError::Url {
+        url: url.to_string(),
+        msg: msg.to_string(),
+    };
+    let base = url.trim_end_matches('/').to_string();
+    let rest = base
+        .strip_prefix("http://")
+        .or_else(|| base.strip_prefix("https://"))
+        .ok_or_else(|| bad("must be http://HOST[:PORT] or https://..."))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let (host, port) = match authority.rsplit_once(':') {
+        // [v6]:port or host:port (a bare [v6] has its ':' inside brackets).
+        Some((h, p)) if !p.contains(']') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    if host.is_empty()
+        || host.len() > 253
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '@')
+    {
+        return Err(bad("has no valid host"));
+    }
+    if let Some(p) = port {
+        if !p.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(bad("port must be 1..65535"));
+        }
+    }
+    Ok(base)
+}
+
+/// Every check `Controller::new` makes of the configuration, without side
+/// effects (`--check-config` runs it): the URL, the token file, the CA file.
+pub fn preflight(cfg: &Config) -> Result<(), ControllerError> {
+    check_url(&cfg.server.url)?;
+    if let Some(p) = &cfg.server.token_file {
+        read_token(p)?;
+    }
+    if let Some(ca) = &cfg.server.ca_file {
+        tls_config(ca)?;
+    }
+    Ok(())
 }
 
 impl Controller {
@@ -318,13 +428,7 @@ impl Controller {
     /// reload kept results from `{state_dir}/pending-results.json`.
     pub fn new(cfg: &Config, host_id: String) -> Result<Controller, ControllerError> {
         let s = &cfg.server;
-        let base = s.url.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) || base.len() < 9 {
-            return Err(ControllerError::Url {
-                url: s.url.clone(),
-                msg: "must be http://HOST[:PORT] or https://...".into(),
-            });
-        }
+        let base = check_url(&s.url)?;
         let token = match &s.token_file {
             Some(p) => Some(read_token(p)?),
             None => None,
@@ -762,6 +866,35 @@ mod tests {
         assert!(parse_events(&json!({"events": [{"seq": 1}]}), 0).is_err());
         assert!(parse_events(&json!({"events": [{"seq": 1, "type": "x"}]}), 1).is_err());
         assert_eq!(parse_events(&json!({"events": []}), 0).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn event_numbers_cannot_poison_the_cursor() {
+        // A huge seq is dropped; the good event next to it is kept.
+        let v = json!({"events": [
+            {"seq": 9_223_372_036_854_775_808u64, "type": "vm_info"},
+            {"seq": 6, "type": "vm_info", "payload": 1},
+        ]});
+        let evs = parse_events(&v, 5).unwrap();
+        assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![6]);
+        // An implausible leap past a non-zero cursor is dropped; only it:
+        // an error (the caller backs off), never a new cursor.
+        let v = json!({"events": [{"seq": 5 + MAX_SEQ_LEAP + 1, "type": "vm_info"}]});
+        assert!(parse_events(&v, 5).is_err());
+        // A fresh start (cursor 0) accepts a large but sane number.
+        let v = json!({"events": [{"seq": 5 + MAX_SEQ_LEAP + 1, "type": "vm_info"}]});
+        assert_eq!(parse_events(&v, 0).unwrap().len(), 1);
+        // Numbering restarted below the cursor: returned for resync.
+        let v = json!({"events": [{"seq": 2, "type": "vm_info"}, {"seq": 1, "type": "uplink"}]});
+        let evs = parse_events(&v, 500).unwrap();
+        assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        // Two different events with one seq: the first is kept.
+        let v = json!({"events": [
+            {"seq": 7, "type": "vm_info", "payload": "a"},
+            {"seq": 7, "type": "uplink", "payload": "b"},
+        ]});
+        let evs = parse_events(&v, 6).unwrap();
+        assert_eq!((evs.len(), evs[0].kind.as_str()), (1, "vm_info"));
     }
 
     #[test]

@@ -1,0 +1,232 @@
+//! Regression tests of attacks on the `vdp-agent` binary from the outside
+//! (hostile config, concurrent starts, a planted symlink, idle status
+//! clients). Each test reproduces one measured defect and asserts the
+//! outcome the README's "Security" section promises.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vdp-agent");
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("hd-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn check_config(dir: &TempDir, yaml: &str) -> Output {
+    let cfg = dir.path().join("agent.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    Command::new(BIN)
+        .args(["-c", cfg.to_str().unwrap(), "--check-config"])
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Items 1, 3, 4 of the hardening issue: every config the daemon would
+/// reject (or panic on) is refused by `--check-config` with exit 2 naming
+/// the key.
+#[test]
+fn check_config_refuses_what_the_daemon_would_refuse() {
+    let d = TempDir::new("cfg");
+    std::fs::create_dir_all(d.path().join("a-dir")).unwrap();
+    std::fs::write(d.path().join("empty.pem"), "").unwrap();
+    std::fs::write(d.path().join("empty.token"), "\n").unwrap();
+    let p = |f: &str| d.path().join(f).display().to_string();
+    let huge = u64::MAX - 1;
+    let cases = [
+        (
+            format!("intervals:\n  heartbeat_s: {huge}\n"),
+            "intervals.heartbeat_s",
+        ),
+        (
+            format!("intervals:\n  flow_check_s: {huge}\n"),
+            "intervals.flow_check_s",
+        ),
+        (
+            format!("intervals:\n  vm_port_wait_s: {huge}\n"),
+            "intervals.vm_port_wait_s",
+        ),
+        (
+            format!("server:\n  events_wait_s: {huge}\n"),
+            "server.events_wait_s",
+        ),
+        (
+            format!("server:\n  timeout_s: {huge}\n"),
+            "server.timeout_s",
+        ),
+        ("root_helper: null\n".into(), "root_helper"),
+        ("paths:\n  run_dir: ~\n".into(), "paths.run_dir"),
+        (
+            "bridges:\n  integration: null\n".into(),
+            "bridges.integration",
+        ),
+        ("vdp:\n  mgrid2: null\n".into(), "vdp.mgrid2"),
+        (
+            format!("server:\n  token_file: {}\n", p("missing")),
+            "server.token_file",
+        ),
+        (
+            format!("server:\n  token_file: {}\n", p("empty.token")),
+            "server.token_file",
+        ),
+        (
+            format!("server:\n  ca_file: {}\n", p("empty.pem")),
+            "server.ca_file",
+        ),
+        ("server:\n  url: 'http://'\n".into(), "server.url"),
+        ("server:\n  url: 'http://h:99999'\n".into(), "server.url"),
+        (format!("log:\n  file: {}\n", p("a-dir")), "log.file"),
+    ];
+    for (yaml, key) in cases {
+        let o = check_config(&d, &yaml);
+        assert_eq!(o.status.code(), Some(2), "{yaml}: {}", stderr(&o));
+        assert!(stderr(&o).contains(key), "{yaml}: {}", stderr(&o));
+    }
+    // And the largest accepted values are fine.
+    let o = check_config(
+        &d,
+        "server:\n  timeout_s: 3600\n  events_wait_s: 3600\nintervals:\n  flow_check_s: 86400\n",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+fn daemon_config(dir: &TempDir) -> PathBuf {
+    let run = dir.path().join("run");
+    let state = dir.path().join("state");
+    let cfg = dir.path().join("agent.yaml");
+    // A controller nobody listens on, no root helper, no bridges: the
+    // daemon starts, fails its host work quietly and keeps running.
+    std::fs::write(
+        &cfg,
+        format!(
+            "host_id: hd1\nroot_helper: ''\nserver:\n  url: http://127.0.0.1:9\n  timeout_s: 1\n\
+             uplink:\n  static: hd-none0\npaths:\n  run_dir: {}\n  state_dir: {}\n  \
+             sys_class_net: {}\n",
+            run.display(),
+            state.display(),
+            dir.path().join("sys").display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn spawn_daemon(cfg: &Path) -> Child {
+    Command::new(BIN)
+        .args(["-c", cfg.to_str().unwrap()])
+        .env("PATH", "/nonexistent")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn kill(mut c: Child) -> Output {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if c.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        let _ = crossbeam_channel::after(Duration::from_millis(20)).recv();
+    }
+    let _ = c.kill();
+    c.wait_with_output().unwrap()
+}
+
+/// Items 11 and 12: two agents started at the same moment — exactly one
+/// runs, the loser exits 1 without touching the winner's pid file; a pid
+/// file naming a live unrelated process (pid 1) does not block a start.
+#[test]
+fn single_instance_guard_is_atomic_and_ignores_stale_files() {
+    let d = TempDir::new("pid");
+    let cfg = daemon_config(&d);
+    let pid_file = d.path().join("run/vdp-agent.pid");
+    std::fs::create_dir_all(d.path().join("run")).unwrap();
+    for round in 0..5 {
+        // Stale: a live process that is not an agent.
+        std::fs::write(&pid_file, "1\n").unwrap();
+        let a = spawn_daemon(&cfg);
+        let b = spawn_daemon(&cfg);
+        let (pa, pb) = (a.id(), b.id());
+        // One of them exits (already running); the other keeps running.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (mut a, mut b) = (a, b);
+        let loser = loop {
+            if let Some(st) = a.try_wait().unwrap() {
+                break Some((pa, st, pb));
+            }
+            if let Some(st) = b.try_wait().unwrap() {
+                break Some((pb, st, pa));
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            let _ = crossbeam_channel::after(Duration::from_millis(20)).recv();
+        };
+        let (lost, st, won) = loser.unwrap_or_else(|| panic!("round {round}: both ran"));
+        assert_eq!(st.code(), Some(1), "round {round}: loser {lost} exit");
+        let named: u32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(named, won, "round {round}: pid file names the winner");
+        let (oa, ob) = (kill(a), kill(b));
+        let msgs = format!("{}{}", stderr(&oa), stderr(&ob));
+        assert!(msgs.contains("another vdp-agent"), "round {round}: {msgs}");
+        assert!(
+            !pid_file.exists(),
+            "round {round}: winner removed its pid file"
+        );
+    }
+}
+
+/// Item 8: a symlink planted at the pid file's path is never followed:
+/// the agent refuses to start and the link's target is untouched.
+#[test]
+fn planted_pid_file_symlink_is_not_followed() {
+    let d = TempDir::new("sym");
+    let cfg = daemon_config(&d);
+    std::fs::create_dir_all(d.path().join("run")).unwrap();
+    let victim = d.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, d.path().join("run/vdp-agent.pid")).unwrap();
+    let mut c = spawn_daemon(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        let _ = crossbeam_channel::after(Duration::from_millis(20)).recv();
+    }
+    let o = kill(c);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("symlink"),
+        "{:?}: {}",
+        o.status,
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+}
