@@ -219,6 +219,16 @@ impl ClifSocket {
 }
 
 /// True for an lldpad event datagram (`E...` or `M<module>E...`).
+/// The 2-hex-digit status of an `R` reply datagram (`R00...`), read from
+/// the bytes (never from lossily decoded text); None when it has none.
+pub fn reply_status(d: &[u8]) -> Option<u8> {
+    if d.first() != Some(&b'R') {
+        return None;
+    }
+    let hex = std::str::from_utf8(d.get(1..3)?).ok()?;
+    u8::from_str_radix(hex, 16).ok()
+}
+
 pub fn is_event(d: &[u8]) -> bool {
     d.first() == Some(&b'E') || (d.first() == Some(&b'M') && d.get(9) == Some(&b'E'))
 }
@@ -416,7 +426,7 @@ impl ClifQuery {
             let text = String::from_utf8_lossy(&d).into_owned();
             if d.len() == 3 {
                 // Status only: refused before the command was looked at.
-                let status = u8::from_str_radix(&text[1..3], 16).ok();
+                let status = reply_status(&d);
                 let why = match status {
                     Some(STATUS_NO_ACCESS) => " (no access: lldpad serves uid 0 only)",
                     _ => "",

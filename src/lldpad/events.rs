@@ -110,7 +110,8 @@ pub fn parse_event(datagram: &[u8]) -> Option<VdpEvent> {
             let rest = text.get(k..)?;
             let len = usize::from_str_radix(rest.get(..4)?, 16).ok()?;
             let rec = rest.get(4..)?;
-            (rec.len() >= len && len > 0).then(|| &rec[..len])
+            // `get`: a length that ends inside a UTF-8 character is no record.
+            (len > 0).then(|| rec.get(..len)).flatten()
         })?;
     let mut ev = parse_record(record)?;
     ev.raw = String::from_utf8_lossy(datagram).into_owned();
@@ -421,11 +422,9 @@ impl EventClient {
                 continue; // late reply to an earlier, timed-out request
             }
             let text = String::from_utf8_lossy(&dgram).into_owned();
-            let status = std::str::from_utf8(&dgram[1..3])
-                .ok()
-                .and_then(|s| u8::from_str_radix(s, 16).ok());
+            let status = crate::lldpad::clif::reply_status(&dgram);
             return match status {
-                Some(0) => Ok(text[3..].to_string()),
+                Some(0) => Ok(text.get(3..).unwrap_or_default().to_string()),
                 Some(code) => Err(LldpadError::Reply {
                     what: format!("clif {what}"),
                     reply: format!("{text} ({})", status_text(code)),

@@ -1,0 +1,236 @@
+//! Property tests: every parser of outside input takes arbitrary bytes (and
+//! arbitrary structured values close to the real formats) without
+//! panicking and in bounded time. Inputs: lldpad clif datagrams and VSI
+//! records, vdptool replies, lldptool output, ovs-vsctl / ovsdb-client /
+//! ovs-ofctl / ip output, controller JSON (events, VM objects, uplink
+//! answers), agent.yaml, and the leaf's LLDP / ECP / VDP frame decoders.
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use vdp_agent::exec::CmdOutput;
+use vdp_agent::lldpad::{clif, events, lldptool, vdptool};
+use vdp_agent::ovs::{ofctl, veth, vsctl};
+
+/// Generous: a parser call must finish well inside this (debug build).
+const BOUND: Duration = Duration::from_millis(500);
+
+fn timed<T>(f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let r = f();
+    assert!(t.elapsed() < BOUND, "parser took {:?}", t.elapsed());
+    r
+}
+
+/// Text that looks like the tools' output: their keywords, separators and
+/// digits mixed with arbitrary Unicode.
+fn toolish() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("mode = assoc\n".to_string()),
+        Just("filter = 3003-fa:16:3e:00:00:01-30001\n".to_string()),
+        Just("hints = 0\n".to_string()),
+        Just("uuid = 00000001-1111-4111-8111-000000000001\n".to_string()),
+        Just("FAILED: Invalid parameters\n".to_string()),
+        Just("Response from VDP\n".to_string()),
+        Just("R00C3010000001509LLDPLeth200000003".to_string()),
+        Just("EVB Configuration TLV\n\tbridge:bgid(0x4)\n\tmode:bridge".to_string()),
+        Just("cookie=0x7664706167656e74, priority=4,in_port=1,dl_vlan=5 actions=mod_vlan_vid:3003,NORMAL\n".to_string()),
+        Just("{\"data\":[[\"uuid\",\"x\"]],\"headings\":[\"_uuid\",\"name\"]}".to_string()),
+        Just("[{\"ifname\":\"LLDPLeth2\",\"address\":\"aa:bb\"}]".to_string()),
+        "[0-9a-f:=,\\- \n\t\"{}\\[\\]]{0,40}",
+        any::<String>(),
+    ];
+    proptest::collection::vec(piece, 0..12).prop_map(|v| v.concat())
+}
+
+fn bytes() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..600)
+}
+
+/// A clif event datagram with a random record (hex lengths that may lie,
+/// values that may hold multi-byte characters).
+fn clif_datagram() -> impl Strategy<Value = Vec<u8>> {
+    (
+        proptest::collection::vec(("[a-z]{0,9}", any::<String>(), any::<bool>()), 0..8),
+        0usize..4096,
+        prop_oneof![
+            Just("E16".to_string()),
+            Just("E1".to_string()),
+            "[E0-9]{0,4}"
+        ],
+    )
+        .prop_map(|(fields, lenfix, head)| {
+            let mut rec = String::new();
+            for (k, v, lie) in fields {
+                let vl = if lie { v.len() + 1 } else { v.len() };
+                rec.push_str(&format!("{:02x}{k}{:04x}{v}", k.len(), vl));
+            }
+            let len = if lenfix % 3 == 0 { lenfix } else { rec.len() };
+            format!("{head}{:04x}{rec}", len).into_bytes()
+        })
+}
+
+fn out(stdout: String, stderr: String, code: i32) -> CmdOutput {
+    CmdOutput {
+        code,
+        stdout,
+        stderr,
+        elapsed: Duration::ZERO,
+    }
+}
+
+/// Arbitrary JSON up to a small depth.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| json!(f)),
+        any::<String>().prop_map(Value::from),
+        Just(Value::from("up")),
+        Just(Value::from("00000001-1111-4111-8111-000000000001")),
+        Just(Value::from("fa:16:3e:00:00:01")),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+            proptest::collection::btree_map(
+                prop_oneof![
+                    Just("status".to_string()),
+                    Just("vm_mac".to_string()),
+                    Just("segmentation_id".to_string()),
+                    Just("port_uuid".to_string()),
+                    Just("net_uuid".to_string()),
+                    Just("oui".to_string()),
+                    Just("vm_name".to_string()),
+                    Just("local_vlan".to_string()),
+                    Just("events".to_string()),
+                    Just("seq".to_string()),
+                    Just("type".to_string()),
+                    Just("payload".to_string()),
+                    Just("uplink".to_string()),
+                    Just("veth_intf".to_string()),
+                    any::<String>(),
+                ],
+                inner,
+                0..8
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn clif_datagrams(d in prop_oneof![bytes(), clif_datagram()]) {
+        timed(|| {
+            let _ = events::parse_event(&d);
+            let _ = clif::reply_status(&d);
+            let _ = clif::is_event(&d);
+        });
+    }
+
+    #[test]
+    fn vdptool_replies(s in toolish(), e in toolish(), code in -1i32..256) {
+        timed(|| {
+            let _ = vdptool::parse_events(&s);
+            let _ = vdptool::parse_query(&s);
+            let _ = vdptool::parse_filter(&s);
+            let o = out(s.clone(), e.clone(), code);
+            let _ = vdptool::command_failure(&o);
+            let _ = vdptool::assoc_outcome(&o, "00000001-1111-4111-8111-000000000001", "fa:16:3e:00:00:01");
+            let _ = vdptool::request_result(&o);
+            if let Ok(q) = vdptool::parse_query(&s) {
+                let _ = format!("{q:?}");
+            }
+        });
+    }
+
+    #[test]
+    fn lldptool_output(s in toolish()) {
+        timed(|| {
+            let t = lldptool::parse_tlvs(&s);
+            let _ = t.is_evb_bridge();
+        });
+    }
+
+    #[test]
+    fn ovs_outputs(s in toolish(), n in 0usize..8) {
+        timed(|| {
+            let _ = ofctl::parse_dump_flows(&s);
+            let _ = ofctl::parse_flow_line(&s);
+            let _ = veth::parse_ip_link_json(&s);
+            let _ = vsctl::parse_list_br(&s);
+            let _ = vsctl::parse_tables(&s);
+            let _ = vsctl::parse_iface_query(&s);
+            let _ = vsctl::parse_port_tag_query(&s);
+            let _ = vsctl::parse_snapshot(&s);
+            let _ = vsctl::parse_ofports(&s, n);
+            let _ = vsctl::parse_iface_names(&s);
+            let _ = vsctl::parse_tag(&s);
+        });
+    }
+
+    #[test]
+    fn controller_json(v in json_value(), after in any::<u64>()) {
+        timed(|| {
+            let _ = vdp_agent::controller::parse_events(&v, after);
+            let _ = vdp_agent::controller::parse_uplink_result(&v);
+            let _ = vdp_agent::validate::validate_vm(&v);
+            let _ = vdp_agent::validate::validate_vm_event(&v);
+            let _ = vdp_agent::validate::validate_uplink(&v);
+            let wrapped = json!({"events": [{"seq": after, "type": "vm_info", "payload": v}]});
+            let _ = vdp_agent::controller::parse_events(&wrapped, after / 2);
+        });
+    }
+
+    #[test]
+    fn controller_raw_bytes(b in bytes()) {
+        timed(|| {
+            if let Ok(v) = serde_json::from_slice::<Value>(&b) {
+                let _ = vdp_agent::controller::parse_events(&v, 0);
+                let _ = vdp_agent::validate::validate_vm_event(&v);
+            }
+        });
+    }
+
+    #[test]
+    fn agent_yaml(s in prop_oneof![
+        any::<String>(),
+        toolish(),
+        "(host_id|root_helper|server|bridges|vdp|intervals|paths|log|url|timeout_s|heartbeat_s)(: |:\n  )(null|~|-1|18446744073709551615|'x'|\\[\\]|\\{\\}|[0-9]{1,22})\n{0,3}",
+    ]) {
+        timed(|| {
+            let _ = vdp_agent::config::Config::from_yaml(&s, Path::new("p.yaml"));
+        });
+    }
+
+    #[test]
+    fn leaf_frame_decoders(b in bytes()) {
+        timed(|| {
+            let _ = vdp_agent::lab::leaf::lldp::parse_lldpdu(&b);
+            let _ = vdp_agent::lab::leaf::ecp::parse(&b);
+            let _ = vdp_agent::lab::leaf::vdp::parse(&b);
+            let _ = vdp_agent::lab::leaf::control::parse_command(&String::from_utf8_lossy(&b));
+        });
+    }
+}
+
+/// The exact inputs that panicked before (hardening issue, item 15).
+#[test]
+fn former_panics() {
+    // A record length that ends inside a multi-byte character.
+    let mut d = b"E16".to_vec();
+    let rec = "04mode0005assoc04uuid0002\u{e9}\u{e9}";
+    d.extend_from_slice(format!("{:04x}", 27).as_bytes());
+    d.extend_from_slice(rec.as_bytes());
+    let _ = events::parse_event(&d);
+    // A 3-byte status-only reply whose status bytes are not UTF-8.
+    assert_eq!(clif::reply_status(b"R\xff\xfe"), None);
+    assert_eq!(clif::reply_status(b"R0a"), Some(10));
+    assert_eq!(clif::reply_status(b"R"), None);
+}
