@@ -739,13 +739,13 @@ impl Daemon {
             });
         }
         {
-            let doc = status_doc_fn(
+            let doc: crate::status::StatusFn = Arc::new(status_doc_fn(
                 host_id.clone(),
                 mgr.clone(),
                 host.clone(),
                 link.clone(),
                 registry.clone(),
-            );
+            ));
             tasks.push(Task {
                 name: "status-server",
                 step: Box::new(move || {
@@ -856,7 +856,7 @@ fn status_doc_fn(
     host: Arc<dyn HostDriver>,
     link: Arc<dyn ControllerLink>,
     registry: ThreadRegistry,
-) -> impl Fn() -> StatusDoc + Send + 'static {
+) -> impl Fn() -> StatusDoc + Send + Sync + 'static {
     move || {
         let (main, err) = mgr.queue_lens();
         StatusDoc {

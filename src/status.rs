@@ -21,10 +21,12 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `queues` section.
@@ -74,6 +76,15 @@ pub enum StatusError {
 impl fmt::Display for StatusError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StatusError::NotRunning { path, err }
+                if err.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                write!(
+                    f,
+                    "permission denied on {} (the status socket is root's only: run as root)",
+                    path.display()
+                )
+            }
             StatusError::NotRunning { path, err } => write!(
                 f,
                 "vdp-agent is not running (cannot connect to {}: {err})",
@@ -98,6 +109,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct StatusServer {
     listener: UnixListener,
     path: PathBuf,
+    /// Clients being served right now.
+    active: Arc<AtomicUsize>,
 }
 
 impl StatusServer {
@@ -133,6 +146,7 @@ impl StatusServer {
         Ok(StatusServer {
             listener,
             path: path.to_path_buf(),
+            active: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -140,10 +154,13 @@ impl StatusServer {
         &self.path
     }
 
-    /// Wait up to `wait` for one client and serve it with `doc()`.
-    /// Returns Ok(false) when no client came; a client's own I/O errors
-    /// (hung up, too slow) are logged at debug level, not returned.
-    pub fn serve_one(&self, wait: Duration, doc: &dyn Fn() -> StatusDoc) -> io::Result<bool> {
+    /// Wait up to `wait` for one client and hand it to a short-lived
+    /// `status-client` thread that serves it with `doc()`. One idle or
+    /// dribbling client never holds the others: each has
+    /// [`CLIENT_DEADLINE`] for its request line, and at most
+    /// [`MAX_CLIENTS`] are served at once (beyond that a new connection is
+    /// closed at once). Returns Ok(false) when no client came.
+    pub fn serve_one(&self, wait: Duration, doc: &StatusFn) -> io::Result<bool> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use std::os::fd::AsFd;
         let ms = wait.as_millis().min(u16::MAX as u128) as u16;
@@ -159,21 +176,60 @@ impl StatusServer {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
         };
-        if let Err(e) = answer(&stream, doc) {
-            // A client that went away is its own problem, not the server's.
-            log::debug!("status client: {e}");
+        if self.active.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            log::debug!("status: {MAX_CLIENTS} clients already being served; connection closed");
+            return Ok(true);
+        }
+        let (doc, active) = (doc.clone(), self.active.clone());
+        let spawned = std::thread::Builder::new()
+            .name("status-client".into())
+            .spawn(move || {
+                if let Err(e) = answer(&stream, &*doc) {
+                    // A client that went away is its own problem.
+                    log::debug!("status client: {e}");
+                }
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            log::warn!("status: cannot start a client thread: {e}");
         }
         Ok(true)
     }
 }
 
+/// What the status server calls to build the document.
+pub type StatusFn = Arc<dyn Fn() -> StatusDoc + Send + Sync>;
+
+/// Most status clients served at once.
+pub const MAX_CLIENTS: usize = 16;
+/// How long a client may take to send its request line (in total).
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(1);
+
 fn answer(stream: &UnixStream, doc: &dyn Fn() -> StatusDoc) -> io::Result<()> {
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut line = String::new();
-    BufReader::new(stream.take(256)).read_line(&mut line)?;
-    let reply = if line.trim() == "status" {
+    let deadline = std::time::Instant::now() + CLIENT_DEADLINE;
+    let mut line = Vec::new();
+    let mut buf = [0u8; 64];
+    let mut r = stream;
+    while !line.contains(&b'\n') && line.len() < 256 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request line too slow",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        match r.read(&mut buf)? {
+            0 => break,
+            n => line.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&line);
+    let reply = if line.lines().next().map(str::trim) == Some("status") {
         serde_json::to_string_pretty(&doc()).unwrap_or_else(|e| {
             serde_json::json!({"error": format!("cannot encode status: {e}")}).to_string()
         })
@@ -390,6 +446,7 @@ mod tests {
             StatusServer::bind(&path),
             Err(StatusError::InUse { .. })
         ));
+        let doc: StatusFn = Arc::new(doc);
         let p2 = path.clone();
         let t = std::thread::spawn(move || query(&p2));
         // The first connection in the backlog is the dead probe of the
@@ -404,6 +461,30 @@ mod tests {
         assert_eq!(v["host_id"], "compute1");
         assert_eq!(v["queues"]["err"], 1);
         assert!(!srv.serve_one(Duration::from_millis(10), &doc).unwrap());
+
+        // Ten idle clients (connected, never writing) and one dribbling
+        // one hold nobody: a real query is answered within 100 ms.
+        let idle: Vec<UnixStream> = (0..10)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        let drib = UnixStream::connect(&path).unwrap();
+        (&drib).write_all(b"st").unwrap();
+        for _ in 0..11 {
+            srv.serve_one(Duration::from_millis(50), &doc).unwrap();
+        }
+        let p2 = path.clone();
+        let t0 = std::time::Instant::now();
+        let t = std::thread::spawn(move || query(&p2));
+        while !t.is_finished() && t0.elapsed() < Duration::from_secs(3) {
+            srv.serve_one(Duration::from_millis(10), &doc).unwrap();
+        }
+        let took = t0.elapsed();
+        assert!(t.join().unwrap().is_ok());
+        assert!(
+            took < Duration::from_millis(100),
+            "status took {took:?} with idle clients"
+        );
+        drop((idle, drib));
         drop(srv);
         assert!(!path.exists());
         let _ = std::fs::remove_dir_all(&dir);
