@@ -926,6 +926,11 @@ fn event_poller_task(mgr: Arc<VdpMgr>, link: Arc<dyn ControllerLink>) -> Task {
     Task {
         name: "event-poller",
         step: Box::new(move || {
+            if mgr.que().is_full() {
+                // Backpressure: leave the events with the controller until
+                // the worker has caught up (queue::HIGH_WATER).
+                return Step::Wait(Duration::from_millis(100));
+            }
             let polled = Instant::now();
             match link.poll_events(after) {
                 Ok(events) => {

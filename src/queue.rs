@@ -196,7 +196,10 @@ impl VdpQueMsg {
 struct Entry {
     prio: u8,
     seq: u64,
-    msg: VdpQueMsg,
+    /// The message, or None for a VM event whose newest state waits in
+    /// `Inner::vms` under `vm_key` (coalesced per port).
+    msg: Option<VdpQueMsg>,
+    vm_key: Option<String>,
 }
 
 impl PartialEq for Entry {
@@ -224,9 +227,28 @@ impl Ord for Entry {
 #[derive(Default)]
 struct Inner {
     heap: BinaryHeap<Entry>,
+    /// Newest queued VM event per port (its place in `heap` is the first
+    /// one's: order per port is kept, only the newest state is processed).
+    vms: std::collections::HashMap<String, VdpQueMsg>,
     next_seq: u64,
     closed: bool,
 }
+
+impl Inner {
+    fn pop(&mut self) -> Option<(u8, VdpQueMsg)> {
+        let e = self.heap.pop()?;
+        match (e.msg, e.vm_key) {
+            (Some(m), _) => Some((e.prio, m)),
+            (None, Some(k)) => self.vms.remove(&k).map(|m| (e.prio, m)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Queue length above which the controller's events are not polled (the
+/// event poller waits until the worker drained below it): with VM events
+/// coalesced per port, memory stays bounded whatever the controller sends.
+pub const HIGH_WATER: usize = 10_000;
 
 /// Priority queue of `VdpQueMsg` (`VdpMsgPriQue`). Shared by reference
 /// (`Arc`) between the producers and the worker.
@@ -248,12 +270,31 @@ impl VdpMsgPriQue {
             log::debug!("queue closed, dropping {} message", msg.msg_type());
             return;
         }
+        let vm_key = match &msg {
+            VdpQueMsg::Vm { vm, .. } => Some(vm.port_uuid.clone()),
+            _ => None,
+        };
+        if let Some(k) = &vm_key {
+            if let Some(queued) = q.vms.get_mut(k) {
+                log::debug!("queue: newer event for port {k} replaces the queued one");
+                *queued = msg;
+                return;
+            }
+        }
         let seq = q.next_seq;
         q.next_seq += 1;
+        let msg = match vm_key.clone() {
+            Some(k) => {
+                q.vms.insert(k, msg);
+                None
+            }
+            None => Some(msg),
+        };
         q.heap.push(Entry {
             prio: priority,
             seq,
             msg,
+            vm_key,
         });
         self.cv.notify_one();
     }
@@ -266,8 +307,8 @@ impl VdpMsgPriQue {
             if q.closed {
                 return None;
             }
-            if let Some(e) = q.heap.pop() {
-                return Some((e.prio, e.msg));
+            if let Some(m) = q.pop() {
+                return Some(m);
             }
             self.cv.wait(&mut q);
         }
@@ -281,21 +322,21 @@ impl VdpMsgPriQue {
             if q.closed {
                 return None;
             }
-            if let Some(e) = q.heap.pop() {
-                return Some((e.prio, e.msg));
+            if let Some(m) = q.pop() {
+                return Some(m);
             }
             if self.cv.wait_until(&mut q, deadline).timed_out() {
                 if q.closed {
                     return None;
                 }
-                return q.heap.pop().map(|e| (e.prio, e.msg));
+                return q.pop();
             }
         }
     }
 
     /// `dequeue_nonblock`: the next message if any (also on a closed queue).
     pub fn dequeue_nonblock(&self) -> Option<(u8, VdpQueMsg)> {
-        self.inner.lock().heap.pop().map(|e| (e.prio, e.msg))
+        self.inner.lock().pop()
     }
 
     /// `is_not_empty`.
@@ -309,6 +350,11 @@ impl VdpMsgPriQue {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// At or above [`HIGH_WATER`]: producers of outside input should wait.
+    pub fn is_full(&self) -> bool {
+        self.len() >= HIGH_WATER
     }
 
     /// Wake every blocked `dequeue` with `None` and refuse new messages.
@@ -374,6 +420,35 @@ mod tests {
             .collect();
         assert_eq!(order, vec!["eth1", "eth2", "a", "b", "c"]);
         assert!(!q.is_not_empty());
+    }
+
+    /// Hardening: a controller flooding events for the same ports grows
+    /// nothing — one entry per port, the newest state, at the first one's
+    /// place in the order.
+    #[test]
+    fn vm_events_coalesce_per_port_newest_wins() {
+        let q = VdpMsgPriQue::new();
+        q.enqueue(Q_VM_PRIO, vm("a"));
+        q.enqueue(Q_VM_PRIO, vm("b"));
+        for _ in 0..100_000 {
+            let mut m = vm("a");
+            if let VdpQueMsg::Vm { vm, .. } = &mut m {
+                vm.status = PortStatus::Down;
+            }
+            q.enqueue(Q_VM_PRIO, m);
+        }
+        assert_eq!(q.len(), 2);
+        let (_, first) = q.dequeue_nonblock().unwrap();
+        assert_eq!(first.get_port_uuid(), Some("a"));
+        assert_eq!(first.get_status(), Some(PortStatus::Down));
+        let (_, second) = q.dequeue_nonblock().unwrap();
+        assert_eq!(second.get_port_uuid(), Some("b"));
+        assert!(q.is_empty());
+        // Distinct ports: bounded by the poller at HIGH_WATER.
+        for i in 0..HIGH_WATER {
+            q.enqueue(Q_VM_PRIO, vm(&format!("p{i}")));
+        }
+        assert!(q.is_full());
     }
 
     #[test]
