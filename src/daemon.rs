@@ -420,10 +420,14 @@ pub struct LogFile {
     file: Mutex<std::fs::File>,
 }
 
+/// The log file: appended to, created 0640, never through a symlink.
 fn open_append(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
 }
 

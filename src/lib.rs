@@ -1,7 +1,7 @@
 //! vdp-agent: the compute-host side of an IEEE 802.1Qbg VDP fabric agent.
 //!
 //! Module map (each module's doc says what it owns and what it may call):
-//! - `config`, `model`, `shutdown`, `exec`: foundations used by everyone.
+//! - `config`, `model`, `shutdown`, `exec`, `fsutil`: foundations used by everyone.
 //! - `validate`: CONTRACT §4.3 checks; turns controller JSON into `model` values.
 //! - `queue`: `VdpMsgPriQue` / `VdpQueMsg`.
 //! - `manager`: `VdpMgr`, the state machine; talks to the host only through
@@ -19,6 +19,7 @@ pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod exec;
+pub mod fsutil;
 pub mod host;
 pub mod lab;
 pub mod lldpad;

@@ -114,6 +114,12 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
 /// controller link's URL, token and CA files, and the log file.
 fn preflight(cfg: &Config) -> Result<(), String> {
     vdp_agent::controller::preflight(cfg).map_err(|e| e.to_string())?;
+    for (key, dir) in [
+        ("paths.run_dir", &cfg.paths.run_dir),
+        ("paths.state_dir", &cfg.paths.state_dir),
+    ] {
+        vdp_agent::fsutil::check_private_dir(dir).map_err(|e| format!("{key}: {e}"))?;
+    }
     if let Some(f) = &cfg.log.file {
         match std::fs::metadata(f) {
             Ok(m) if !m.is_file() => {

@@ -8,7 +8,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// File name of the pending store inside `state_dir`.
@@ -47,6 +46,13 @@ impl PendingStore {
     /// so the daemon still starts.
     pub fn load(state_dir: &Path) -> PendingStore {
         let path = state_dir.join(PENDING_FILE);
+        let removed = crate::fsutil::remove_stale_temps(&path);
+        if removed > 0 {
+            log::warn!(
+                "removed {removed} temp file(s) a crashed run left next to {}",
+                path.display()
+            );
+        }
         let mut store = PendingStore {
             path,
             calls: BTreeMap::new(),
@@ -140,24 +146,15 @@ impl PendingStore {
         v
     }
 
-    /// Write the store atomically (temp file, fsync, rename).
+    /// Write the store atomically (`fsutil::write_atomic`: private temp
+    /// file created exclusively, fsync, rename; nothing left on failure).
     pub fn persist(&self) -> std::io::Result<()> {
         let f = FileFormat {
             version: 1,
             calls: self.snapshot(),
         };
         let data = serde_json::to_vec_pretty(&f).map_err(std::io::Error::other)?;
-        let tmp = self
-            .path
-            .with_extension(format!("json.tmp{}", std::process::id()));
-        {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&data)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
+        crate::fsutil::write_atomic(&self.path, &data)
     }
 
     pub fn path(&self) -> &Path {

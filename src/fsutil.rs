@@ -1,0 +1,149 @@
+//! File-creation rules for everything the daemon writes as root (pid file
+//! aside, see `daemon::PidFile`): state files are replaced atomically
+//! through a temp file created with `O_CREAT | O_EXCL | O_NOFOLLOW` under a
+//! random name in the same directory (a planted file or symlink is never
+//! opened, let alone followed), removed on every error path and, after a
+//! crash, at the next start; directories the daemon writes into must not
+//! be world-writable.
+//!
+//! Owns nothing. Calls only the file system and `getrandom(2)`.
+
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Prefix of temp files: `.<name>.tmp.` + random hex.
+fn temp_prefix(path: &Path) -> Option<String> {
+    Some(format!(".{}.tmp.", path.file_name()?.to_str()?))
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // Not random, still unique within the process; O_EXCL keeps it safe.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b = (t as u64 ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Replace `path` with `data` atomically: a fresh private temp file (mode
+/// 0600), fsync, rename. Nothing is left behind on failure.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let prefix = temp_prefix(path)
+        .ok_or_else(|| io::Error::other(format!("{}: no file name", path.display())))?;
+    let tmp: PathBuf = dir.join(format!("{prefix}{}", random_hex()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Remove temp files `write_atomic` left for `path` (a crash between
+/// create and rename). Returns how many were removed.
+pub fn remove_stale_temps(path: &Path) -> usize {
+    let (Some(dir), Some(prefix)) = (path.parent(), temp_prefix(path)) else {
+        return 0;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name.to_str().is_some_and(|s| s.starts_with(&prefix))
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// An existing directory the daemon writes into must not be writable by
+/// everyone (a local user could plant files or links there). A missing
+/// one is fine (the daemon creates it 0750).
+pub fn check_private_dir(path: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => match std::fs::metadata(path) {
+            Ok(t) if t.is_dir() && t.permissions().mode() & 0o002 == 0 => Ok(()),
+            Ok(t) if t.is_dir() => Err(format!("{} is world-writable", path.display())),
+            _ => Err(format!("{} is not a directory", path.display())),
+        },
+        Ok(m) if !m.is_dir() => Err(format!("{} is not a directory", path.display())),
+        Ok(m) if m.permissions().mode() & 0o002 != 0 => {
+            Err(format!("{} is world-writable", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("fsu-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn atomic_write_private_and_clean() {
+        let d = dir("w");
+        let p = d.join("state.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1, "no temp left");
+        // A failing write (file size limit) leaves no temp file behind.
+        let big = vec![0u8; 1 << 20];
+        let d2 = d.join("ro");
+        std::fs::create_dir_all(&d2).unwrap();
+        std::fs::set_permissions(&d2, std::fs::Permissions::from_mode(0o500)).unwrap();
+        let r = write_atomic(&d2.join("x.json"), &big);
+        if !nix::unistd::Uid::effective().is_root() {
+            assert!(r.is_err());
+        }
+        // Stale temps of a crashed run are removed.
+        std::fs::write(d.join(".state.json.tmp.deadbeef"), "x").unwrap();
+        assert_eq!(remove_stale_temps(&p), 1);
+        assert!(p.exists());
+        let _ = std::fs::set_permissions(&d2, std::fs::Permissions::from_mode(0o700));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn world_writable_dirs_refused() {
+        let d = dir("ww");
+        assert!(check_private_dir(&d).is_ok());
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(check_private_dir(&d)
+            .unwrap_err()
+            .contains("world-writable"));
+        assert!(check_private_dir(&d.join("missing")).is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
