@@ -2,7 +2,7 @@
 //!
 //! Module map (each module's doc says what it owns and what it may call):
 //! - `config`, `model`, `shutdown`, `exec`, `fsutil`: foundations used by everyone.
-//! - `validate`: CONTRACT §4.3 checks; turns controller JSON into `model` values.
+//! - `validate`: docs/protocol.md checks; turns controller JSON into `model` values.
 //! - `queue`: `VdpMsgPriQue` / `VdpQueMsg`.
 //! - `manager`: `VdpMgr`, the state machine; talks to the host only through
 //!   `manager::host::HostDriver` and to the controller through `controller`.

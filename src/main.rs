@@ -1,4 +1,4 @@
-//! `vdp-agent` binary: the command line of CONTRACT §2 (hand-written, no
+//! `vdp-agent` binary: the command line of README "Running" (hand-written, no
 //! argument crate), configuration loading, logging setup, and the hand-off
 //! to `daemon::run_with`.
 //!

@@ -1,6 +1,6 @@
 //! Domain values shared by every module: validated VM ports, port status,
 //! results reported to the controller, uplink records and the C `ctime()`
-//! time format of the controller protocol (CONTRACT §4).
+//! time format of the controller protocol (docs/protocol.md).
 //!
 //! Owns no state and calls nothing; every other module may use it.
 
@@ -85,7 +85,7 @@ impl Oui {
 }
 
 /// One VM port (vNIC) as announced by the controller, validated
-/// (CONTRACT §4.2/§4.3). MACs are stored lower-case.
+/// (docs/protocol.md). MACs are stored lower-case.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmPort {
     pub port_uuid: String,

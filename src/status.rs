@@ -1,4 +1,4 @@
-//! Status interface (CONTRACT §5): the document, the unix-socket server the
+//! Status interface (docs/protocol.md): the document, the unix-socket server the
 //! daemon runs, the client used by `vdp-agent status`, and the readable
 //! table.
 //!
@@ -36,7 +36,7 @@ pub struct QueueLens {
     pub err: usize,
 }
 
-/// The whole status document, in CONTRACT §5 key order.
+/// The whole status document, in docs/protocol.md key order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatusDoc {
     pub host_id: String,
@@ -254,7 +254,7 @@ pub fn query(path: &Path) -> Result<Value, StatusError> {
 }
 
 /// Like [`query`], also returning the document exactly as the daemon wrote
-/// it (pretty-printed, keys in CONTRACT §5 order) for `status --json`.
+/// it (pretty-printed, keys in docs/protocol.md order) for `status --json`.
 pub fn query_raw(path: &Path) -> Result<(String, Value), StatusError> {
     let stream = UnixStream::connect(path).map_err(|err| StatusError::NotRunning {
         path: path.to_path_buf(),

@@ -1,4 +1,4 @@
-//! Validation of controller input (CONTRACT §4.3): turns the JSON of
+//! Validation of controller input (docs/protocol.md): turns the JSON of
 //! `vm_info` and `uplink` events into `model` values, or into a rejection
 //! naming the bad field. Nothing from the controller reaches the queue (and
 //! so no command line) without passing through here.
@@ -290,7 +290,7 @@ fn validate_oui(ctx: &Ctx, v: &Value) -> Result<Option<Oui>, VmRejection> {
     Ok(Some(oui))
 }
 
-/// Validate one VM object (CONTRACT §4.2 / §4.3).
+/// Validate one VM object (docs/protocol.md).
 pub fn validate_vm(v: &Value) -> Result<VmPort, VmRejection> {
     let mut ctx = Ctx {
         port_uuid: None,

@@ -1,4 +1,4 @@
-//! The `vdp-agent` binary from the outside (CONTRACT §2, §3, §5): CLI exit
+//! The `vdp-agent` binary from the outside (README "Running", etc/agent.yaml, docs/protocol.md): CLI exit
 //! codes, `--check-config` on the shipped example, and a real daemon run
 //! (status socket, pid file, SIGHUP log reopen, SIGTERM stop within 5 s).
 

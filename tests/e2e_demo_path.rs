@@ -2,7 +2,7 @@
 //! real agent, lldpad, OVS, leaf simulator and reference controller; exact
 //! translation flows, the controller's recorded results, pings to the
 //! gateways across the translated VLAN, one VM going down (its flows go,
-//! the other VM keeps working), and the status document (CONTRACT §5).
+//! the other VM keeps working), and the status document (docs/protocol.md).
 
 mod common;
 use common::*;
@@ -60,7 +60,7 @@ fn e2e_demo_path() {
         );
     }
 
-    // status --json: every CONTRACT §5 key, and the VSIs.
+    // status --json: every docs/protocol.md key, and the VSIs.
     let st = lab.status();
     let keys: BTreeSet<&str> = st
         .as_object()

@@ -1,4 +1,4 @@
-//! End to end, hostile controller events (CONTRACT §4.3): `vm_info`
+//! End to end, hostile controller events (docs/protocol.md): `vm_info`
 //! objects with bad fields, malformed event types and payloads, a raw event
 //! without a sequence number, and a bulk list mixing good and bad entries,
 //! injected through the reference controller's admin API into a running

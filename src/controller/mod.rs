@@ -1,4 +1,4 @@
-//! Controller link (CONTRACT §4): the blocking HTTP client the manager uses
+//! Controller link (docs/protocol.md): the blocking HTTP client the manager uses
 //! to reach the controller — RPC calls (`POST {url}/v1/rpc/{method}`), the
 //! event long-poll (`GET {url}/v1/agents/{host}/events`) and the pending
 //! results that must never be lost (`pending` submodule).

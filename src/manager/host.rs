@@ -72,7 +72,7 @@ pub struct VsiStatus {
 }
 
 /// LLDP neighbour facts of one interface, as sent by
-/// `save_topo_disc_params` (CONTRACT §4.1).
+/// `save_topo_disc_params` (docs/protocol.md).
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct TopoReport {
     pub protocol_interface: String,

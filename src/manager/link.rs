@@ -1,4 +1,4 @@
-//! The boundary between the manager and the controller (CONTRACT §4): the
+//! The boundary between the manager and the controller (docs/protocol.md): the
 //! calls the manager makes, as a trait. Production: `controller::Controller`.
 //! Tests: recording fakes.
 //!
@@ -23,7 +23,7 @@ pub struct LinkStatus {
     pub pending_results: usize,
 }
 
-/// One event from the controller's long-poll (CONTRACT §4.2), not yet
+/// One event from the controller's long-poll (docs/protocol.md), not yet
 /// validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControllerEvent {

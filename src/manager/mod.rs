@@ -109,7 +109,7 @@ pub fn read_static_uplink(cfg: &Config) -> Option<String> {
     cfg.uplink.static_uplink.clone().filter(|s| !s.is_empty())
 }
 
-/// Uplink part of the status document (CONTRACT §5).
+/// Uplink part of the status document (docs/protocol.md).
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct UplinkSnapshot {
     pub phy: Option<String>,
@@ -346,7 +346,7 @@ impl VdpMgr {
     // ----- controller side -------------------------------------------------
 
     /// `update_vm_result`: report a VM port result. VLANs are passed as
-    /// known; the link sends both or the `-1` convention (CONTRACT §4.1).
+    /// known; the link sends both or the `-1` convention (docs/protocol.md).
     /// Delivery failures are kept and retried by the link.
     pub fn update_vm_result(
         &self,

@@ -107,7 +107,7 @@ impl Vm {
         }
     }
 
-    /// The VM object of a `vm_info` event (CONTRACT §4.2).
+    /// The VM object of a `vm_info` event (docs/protocol.md).
     pub fn vm_info(&self, host: &str, status: &str) -> Value {
         json!({
             "status": status,

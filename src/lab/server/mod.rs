@@ -1,4 +1,4 @@
-//! `vdp-lab server`: the reference controller of CONTRACT §4, for the lab,
+//! `vdp-lab server`: the reference controller of docs/protocol.md, for the lab,
 //! the demo and the tests. It answers every agent RPC, keeps per-agent
 //! event queues served by long-poll, stores VM ports with the results the
 //! agent reports, and offers an admin API for operators and tests.
@@ -7,7 +7,7 @@
 //! never block other requests) and the `store::Store`. Calls `model` and
 //! `store`; the `cli` submodule is the `vdp-lab server|port` command line.
 //!
-//! # Agent API (CONTRACT §4)
+//! # Agent API (docs/protocol.md)
 //! - `POST /v1/rpc/{method}` `{"context":..,"args":..}` → `{"result": ..}`.
 //!   Methods: `heartbeat` (null), `request_uplink_info` (stored uplink
 //!   object or `{}`), `save_uplink` (true; stores the uplink; when `uplink`

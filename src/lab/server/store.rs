@@ -64,7 +64,7 @@ fn known_vlan(v: Option<i64>) -> Option<i64> {
 }
 
 impl PortRec {
-    /// The VM object of CONTRACT §4.2.
+    /// The VM object of docs/protocol.md.
     pub fn vm_object(&self) -> Value {
         let mut v = json!({
             "status": self.status,
