@@ -1,4 +1,4 @@
-//! Configuration schema of `agent.yaml` (docs/protocol.md): every key, its
+//! Configuration schema of `agent.yaml` (documented in etc/agent.yaml): every key, its
 //! default, and loading with unknown keys rejected by name.
 //!
 //! Owns: the `Config` value (immutable once loaded). Calls nothing but the
