@@ -243,7 +243,10 @@ fn fault_injection_and_bad_requests() {
     assert!(t0.elapsed() >= Duration::from_millis(650));
     http("DELETE", &format!("{base}/admin/fault"), None);
     let (_, f) = http("GET", &format!("{base}/admin/fault"), None);
-    assert_eq!(f, json!({"fail_next": 0, "delay_ms": 0, "down": false}));
+    assert_eq!(
+        f,
+        json!({"fail_next": 0, "delay_ms": 0, "down": false, "delay_methods": []})
+    );
     // Body that is not {"context": {}, "args": {}}.
     let bad = ureq::post(&format!("{base}/v1/rpc/heartbeat"))
         .set("Authorization", "Bearer tok")
