@@ -429,22 +429,9 @@ mod tests {
         assert_eq!(out.code, 1);
     }
 
-    #[test]
-    fn timeout_kills() {
-        let r = Runner::direct();
-        let t = Instant::now();
-        let e = r
-            .run_timeout(
-                &["sh", "-c", "sleep 5 & sleep 5"],
-                Duration::from_millis(200),
-            )
-            .unwrap_err();
-        assert!(matches!(e, ExecError::Timeout { .. }), "{e}");
-        assert!(t.elapsed() < Duration::from_secs(2));
-    }
-
     /// A helper that leaves a descendant holding stdout (`setsid sleep &`)
-    /// and then hangs: the timeout still holds (within a second of it).
+    /// and then hangs: the timeout still holds (within a second of it) and
+    /// the process group is killed.
     #[test]
     fn timeout_holds_with_escaped_descendant() {
         let r = Runner::direct();

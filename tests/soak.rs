@@ -199,7 +199,7 @@ fn start_sampler(lab: &Lab) -> Sampler {
             let next = Instant::now() + Duration::from_millis(50);
             let w = want.lock().unwrap().clone();
             let ex = excused.load(Ordering::SeqCst);
-            let seen = dump(&name, &dir);
+            let seen = Lab::fast_translation_flows(&name, &dir);
             *samples.lock().unwrap() += 1;
             // Excused at the start or the end of the sample: no verdict.
             let ex = ex || excused.load(Ordering::SeqCst);
@@ -219,28 +219,6 @@ fn start_sampler(lab: &Lab) -> Sampler {
         }
     });
     s
-}
-
-fn dump(name: &str, dir: &std::path::Path) -> Option<Vec<String>> {
-    let mut v = Vec::new();
-    for (br, prio) in [("br-ethd", "priority=4,"), ("br-int", "priority=3,")] {
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &format!("{name}-host"), "env"])
-            .arg(format!("OVS_RUNDIR={}", dir.join("ovs").display()))
-            .args(["ovs-ofctl", "dump-flows", br, "--no-stats"])
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        v.extend(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(|l| l.trim().to_string())
-                .filter(|l| l.contains(prio)),
-        );
-    }
-    Some(v)
 }
 
 /// The four views agree: every up VM SUCCESS at the controller with the
@@ -378,6 +356,15 @@ fn soak() {
         converge(&up).unwrap_or_else(|e| panic!("seed {seed}: no initial quiet point: {e}"));
     *sampler.want.lock().unwrap() = want;
     let first_facts = lab.agent_pid().and_then(proc_facts);
+    // VM churn: the victim goes down, or comes back up.
+    let toggle = |up: &mut Vec<bool>, i: usize| {
+        if up[i] {
+            lab.port_del(&vms[i]);
+        } else {
+            lab.port_add(&vms[i]);
+        }
+        up[i] = !up[i];
+    };
 
     let mut rows: BTreeMap<Fault, (u32, Vec<f64>, Vec<f64>, u64)> = BTreeMap::new();
     let mut violations: Vec<String> = Vec::new();
@@ -424,14 +411,7 @@ fn soak() {
                     serde_json::json!({"delay_ms": 8000, "delay_methods": ["update_vm_result"]}),
                 );
                 // Churn while the controller is slow.
-                let vm = &vms[victim];
-                if up[victim] {
-                    lab.port_del(vm);
-                    up[victim] = false;
-                } else {
-                    lab.port_add(vm);
-                    up[victim] = true;
-                }
+                toggle(&mut up, victim);
                 common::pause(Duration::from_secs(10));
                 lab.clear_fault();
             }
@@ -440,14 +420,7 @@ fn soak() {
             }
             Fault::EcpDrop => {
                 lab.leaf_ctl(&["drop-ecp", "2"]);
-                let vm = &vms[victim];
-                if up[victim] {
-                    lab.port_del(vm);
-                    up[victim] = false;
-                } else {
-                    lab.port_add(vm);
-                    up[victim] = true;
-                }
+                toggle(&mut up, victim);
             }
             Fault::KeepaliveSilence => {
                 lab.leaf_ctl(&["ka-ignore", "on"]);
@@ -460,14 +433,7 @@ fn soak() {
                 lab.host(&["ip", "link", "set", "eth2", "up"]);
             }
             Fault::VmChurn => {
-                let vm = &vms[victim];
-                if up[victim] {
-                    lab.port_del(vm);
-                    up[victim] = false;
-                } else {
-                    lab.port_add(vm);
-                    up[victim] = true;
-                }
+                toggle(&mut up, victim);
             }
         }
         // While VMs come and go, the target follows at the quiet point.

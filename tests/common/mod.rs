@@ -780,7 +780,7 @@ pub struct FlowSamples {
 impl Lab {
     /// The translation flows (priority 4 on br-ethd, 3 on br-int), read
     /// with `ip netns exec` directly (fast enough for 20 Hz sampling).
-    fn fast_translation_flows(name: &str, dir: &Path) -> Option<Vec<String>> {
+    pub fn fast_translation_flows(name: &str, dir: &Path) -> Option<Vec<String>> {
         let mut v = Vec::new();
         for (br, prio) in [("br-ethd", "priority=4,"), ("br-int", "priority=3,")] {
             let out = Command::new("ip")
