@@ -109,20 +109,48 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DaemonError {
 
 // ----- thread registry ------------------------------------------------------
 
-/// State of every daemon thread, for `status`.
+/// A loop step running longer than this shows its thread as `stuck` in
+/// `status` (longer than any bounded wait a step makes: a command is
+/// killed after 15 s, a VM's tag wait is at most 3600 s by config but 10 s
+/// by default; a bulk resync of many ports is one long step, so the bound
+/// is generous).
+pub const STUCK_AFTER: Duration = Duration::from_secs(300);
+
+/// State of every daemon thread, for `status`: `starting`, `alive`,
+/// `restarting` (after a caught panic), `stopped`, or `stuck` (one loop
+/// step has been running for more than [`STUCK_AFTER`]).
 #[derive(Debug, Clone, Default)]
 pub struct ThreadRegistry {
-    inner: Arc<Mutex<BTreeMap<String, String>>>,
+    inner: Arc<Mutex<BTreeMap<String, (String, Option<Instant>)>>>,
 }
 
 impl ThreadRegistry {
     pub fn set(&self, name: &str, state: &str) {
         self.inner
             .lock()
-            .insert(name.to_string(), state.to_string());
+            .insert(name.to_string(), (state.to_string(), None));
+    }
+    /// A loop step of `name` starts (`None`: it ended).
+    fn step(&self, name: &str, started: Option<Instant>) {
+        if let Some(e) = self.inner.lock().get_mut(name) {
+            e.1 = started;
+        }
     }
     pub fn snapshot(&self) -> BTreeMap<String, String> {
-        self.inner.lock().clone()
+        self.snapshot_with(STUCK_AFTER)
+    }
+    fn snapshot_with(&self, stuck_after: Duration) -> BTreeMap<String, String> {
+        self.inner
+            .lock()
+            .iter()
+            .map(|(k, (state, started))| {
+                let stuck = started.is_some_and(|t| t.elapsed() > stuck_after);
+                (
+                    k.clone(),
+                    if stuck { "stuck".into() } else { state.clone() },
+                )
+            })
+            .collect()
     }
 }
 
@@ -144,7 +172,9 @@ fn spawn_task(
         .spawn(move || {
             registry.set(name, "alive");
             loop {
+                registry.step(name, Some(Instant::now()));
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (task.step)()));
+                registry.step(name, None);
                 match r {
                     Ok(Step::Wait(d)) => {
                         if shutdown.wait(d) {
@@ -986,6 +1016,28 @@ fn event_poller_task(mgr: Arc<VdpMgr>, link: Arc<dyn ControllerLink>) -> Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A step that does not come back (a hung command before the runner's
+    /// timeout held) is shown as `stuck`, not `alive`.
+    #[test]
+    fn a_step_running_too_long_shows_stuck() {
+        let reg = ThreadRegistry::default();
+        reg.set("uplink-detect", "alive");
+        reg.step(
+            "uplink-detect",
+            Some(Instant::now() - Duration::from_secs(2)),
+        );
+        assert_eq!(reg.snapshot()["uplink-detect"], "alive");
+        assert_eq!(
+            reg.snapshot_with(Duration::from_secs(1))["uplink-detect"],
+            "stuck"
+        );
+        reg.step("uplink-detect", None);
+        assert_eq!(
+            reg.snapshot_with(Duration::from_secs(1))["uplink-detect"],
+            "alive"
+        );
+    }
 
     #[test]
     fn pid_file_is_a_lock_stale_contents_do_not_matter() {
