@@ -121,8 +121,11 @@ pub const STUCK_AFTER: Duration = Duration::from_secs(300);
 /// step has been running for more than [`STUCK_AFTER`]).
 #[derive(Debug, Clone, Default)]
 pub struct ThreadRegistry {
-    inner: Arc<Mutex<BTreeMap<String, (String, Option<Instant>)>>>,
+    inner: Arc<Mutex<BTreeMap<String, ThreadEntry>>>,
 }
+
+/// A thread's state text and when its current loop step started.
+type ThreadEntry = (String, Option<Instant>);
 
 impl ThreadRegistry {
     pub fn set(&self, name: &str, state: &str) {
