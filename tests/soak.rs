@@ -58,9 +58,10 @@ enum Fault {
     KeepaliveSilence,
     CarrierFlap,
     VmChurn,
+    VmMove,
 }
 
-const ALL: [Fault; 11] = [
+const ALL: [Fault; 12] = [
     Fault::LldpadRestart,
     Fault::OvsRestart,
     Fault::AgentKill,
@@ -72,6 +73,7 @@ const ALL: [Fault; 11] = [
     Fault::KeepaliveSilence,
     Fault::CarrierFlap,
     Fault::VmChurn,
+    Fault::VmMove,
 ];
 
 impl Fault {
@@ -88,6 +90,7 @@ impl Fault {
             Fault::KeepaliveSilence => "leaf-ka-silence",
             Fault::CarrierFlap => "carrier-flap",
             Fault::VmChurn => "vm-churn",
+            Fault::VmMove => "vm-move",
         }
     }
     /// Flows may legitimately be missing (OVS itself lost them) or change.
@@ -224,8 +227,9 @@ fn start_sampler(lab: &Lab) -> Sampler {
 /// The four views agree: every up VM SUCCESS at the controller with the
 /// leaf's VLAN, the agent shows it SUCCESS with that VLAN, OVS holds
 /// exactly the expected translation flows, the leaf holds no VSI of a VM
-/// that is down, and no result is kept. Returns the VLAN per network.
-fn views_agree(lab: &Lab, up: &[&Vm], down: &[&Vm]) -> Result<Vec<String>, String> {
+/// that is down (or of a port moved away), and no result is kept. Returns
+/// the (local VLAN, VDP VLAN) pair of every network with an up VM.
+fn views_agree(lab: &Lab, up: &[&Vm], down: &[&Vm]) -> Result<Vec<(u16, u16)>, String> {
     let st = lab.status();
     if st.is_null() {
         return Err("agent status not answering".into());
@@ -250,15 +254,79 @@ fn views_agree(lab: &Lab, up: &[&Vm], down: &[&Vm]) -> Result<Vec<String>, Strin
     }
     for vm in down {
         if lab.leaf_vlan(&vm.port_uuid).is_some() {
-            return Err(format!("{} is down but still at the leaf", vm.name));
+            return Err(format!(
+                "{} ({}) is down but still at the leaf",
+                vm.name, vm.port_uuid
+            ));
         }
     }
+    pairs.sort();
+    pairs.dedup();
     let want = lab.expected_flows(&pairs);
     let have = lab.translation_flows().ok_or("OVS not answering")?;
     if have != want {
         return Err(format!("flows {have:?} != {want:?}"));
     }
-    Ok(want)
+    Ok(pairs)
+}
+
+/// The mover VM (vm5) of generation `gen`: alternately on network 1 and 2,
+/// a new port each time (a VM moved to another network gets a new port).
+fn mover(gen: u32) -> Vm {
+    let net = 1 + gen % 2;
+    let mut vm = Vm::new(5, net, 10 + net as u16);
+    vm.port_uuid = format!("00000005-1111-4111-8111-{:012x}", 0x500 + gen);
+    vm
+}
+
+/// Wait (up to 90 s) for the four views to agree; returns how long it
+/// took and the VLAN pairs.
+fn converge(
+    lab: &Lab,
+    vms: &[Vm],
+    up: &[bool],
+    retired: &[Vm],
+) -> Result<(Duration, Vec<(u16, u16)>), String> {
+    let t = Instant::now();
+    let ups: Vec<&Vm> = vms
+        .iter()
+        .zip(up)
+        .filter(|(_, u)| **u)
+        .map(|(v, _)| v)
+        .collect();
+    let mut downs: Vec<&Vm> = vms
+        .iter()
+        .zip(up)
+        .filter(|(_, u)| !**u)
+        .map(|(v, _)| v)
+        .collect();
+    downs.extend(retired.iter());
+    let mut last = String::new();
+    while t.elapsed() < Duration::from_secs(90) {
+        match views_agree(lab, &ups, &downs) {
+            Ok(w) => return Ok((t.elapsed(), w)),
+            Err(e) => last = e,
+        }
+        common::pause(Duration::from_millis(250));
+    }
+    Err(last)
+}
+
+/// The flows the sampler holds to: those of the networks that keep an up
+/// VM across a VM change (`after`), with the VLANs of the last quiet point.
+/// A network whose last VM goes may lose its flows; a network that gains
+/// its first VM gets flows the sampler does not demand yet.
+fn kept_flows(lab: &Lab, pairs: &[(u16, u16)], vms: &[Vm], after: &[bool]) -> Vec<String> {
+    let kept: Vec<(u16, u16)> = pairs
+        .iter()
+        .copied()
+        .filter(|(lv, _)| {
+            vms.iter()
+                .zip(after)
+                .any(|(v, u)| *u && v.local_vlan == *lv)
+        })
+        .collect();
+    lab.expected_flows(&kept)
 }
 
 fn proc_facts(pid: i32) -> Option<(u64, usize)> {
@@ -317,54 +385,26 @@ fn soak() {
     );
     let mut rng = Rng(seed);
     let lab = Lab::up_running("sk", &[("SYNC_TIMEOUT_S", "30")]);
-    let vms = [
+    let mut gen = 0u32;
+    let mut vms: Vec<Vm> = vec![
         Vm::new(1, 1, 11),
         Vm::new(2, 2, 12),
         Vm::new(3, 1, 11),
         Vm::new(4, 2, 12),
+        mover(gen),
     ];
+    const MOVER: usize = 4;
+    // Ports moved away: they must be gone from the leaf at every quiet point.
+    let mut retired: Vec<Vm> = Vec::new();
     let refs: Vec<&Vm> = vms.iter().collect();
     lab.bring_up(&refs);
     let mut up: Vec<bool> = vec![true; vms.len()];
-    let pingers: Vec<Pinger> = vms.iter().map(|vm| start_pinger(&lab, vm)).collect();
+    let mut pingers: Vec<Pinger> = vms.iter().map(|vm| start_pinger(&lab, vm)).collect();
     let sampler = start_sampler(&lab);
-    let converge = |up: &[bool]| -> Result<(Duration, Vec<String>), String> {
-        let t = Instant::now();
-        let ups: Vec<&Vm> = vms
-            .iter()
-            .zip(up)
-            .filter(|(_, u)| **u)
-            .map(|(v, _)| v)
-            .collect();
-        let downs: Vec<&Vm> = vms
-            .iter()
-            .zip(up)
-            .filter(|(_, u)| !**u)
-            .map(|(v, _)| v)
-            .collect();
-        let mut last = String::new();
-        while t.elapsed() < Duration::from_secs(90) {
-            match views_agree(&lab, &ups, &downs) {
-                Ok(w) => return Ok((t.elapsed(), w)),
-                Err(e) => last = e,
-            }
-            common::pause(Duration::from_millis(250));
-        }
-        Err(last)
-    };
-    let (_, want) =
-        converge(&up).unwrap_or_else(|e| panic!("seed {seed}: no initial quiet point: {e}"));
-    *sampler.want.lock().unwrap() = want;
+    let (_, mut pairs) = converge(&lab, &vms, &up, &retired)
+        .unwrap_or_else(|e| panic!("seed {seed}: no initial quiet point: {e}"));
+    *sampler.want.lock().unwrap() = lab.expected_flows(&pairs);
     let first_facts = lab.agent_pid().and_then(proc_facts);
-    // VM churn: the victim goes down, or comes back up.
-    let toggle = |up: &mut Vec<bool>, i: usize| {
-        if up[i] {
-            lab.port_del(&vms[i]);
-        } else {
-            lab.port_add(&vms[i]);
-        }
-        up[i] = !up[i];
-    };
 
     let mut rows: BTreeMap<Fault, (u32, Vec<f64>, Vec<f64>, u64)> = BTreeMap::new();
     let mut violations: Vec<String> = Vec::new();
@@ -373,8 +413,9 @@ fn soak() {
     while Instant::now() < end {
         n += 1;
         let fault = kinds[rng.below(kinds.len() as u64) as usize];
-        let victim = rng.below(vms.len() as u64) as usize;
+        let victim = rng.below(MOVER as u64) as usize;
         let missing_before = sampler.missing.lock().unwrap().len();
+        let violations_before = violations.len();
         if fault.flows_may_go() {
             sampler.excused.store(true, Ordering::SeqCst);
         }
@@ -384,6 +425,19 @@ fn soak() {
             end.saturating_duration_since(t0).as_secs_f64(),
             fault.name()
         );
+        // VM churn: the victim goes down, or comes back up. The sampler
+        // first lets go of the flows of a network losing its last VM.
+        let toggle = |up: &mut Vec<bool>, vms: &[Vm], i: usize| {
+            let mut after = up.clone();
+            after[i] = !after[i];
+            *sampler.want.lock().unwrap() = kept_flows(&lab, &pairs, vms, &after);
+            if up[i] {
+                lab.port_del(&vms[i]);
+            } else {
+                lab.port_add(&vms[i]);
+            }
+            *up = after;
+        };
         match fault {
             Fault::LldpadRestart => lab.lldpad_restart(),
             Fault::OvsRestart => lab.ovs_restart(),
@@ -411,7 +465,7 @@ fn soak() {
                     serde_json::json!({"delay_ms": 8000, "delay_methods": ["update_vm_result"]}),
                 );
                 // Churn while the controller is slow.
-                toggle(&mut up, victim);
+                toggle(&mut up, &vms, victim);
                 common::pause(Duration::from_secs(10));
                 lab.clear_fault();
             }
@@ -419,8 +473,13 @@ fn soak() {
                 lab.leaf_ctl(&["reload"]);
             }
             Fault::EcpDrop => {
-                lab.leaf_ctl(&["drop-ecp", "2"]);
-                toggle(&mut up, victim);
+                // A share of every ECPDU from the station is lost for 15 s
+                // (lldpad retransmits), with churn in the middle.
+                lab.leaf_ctl(&["drop-ecp-share", "30"]);
+                common::pause(Duration::from_secs(3));
+                toggle(&mut up, &vms, victim);
+                common::pause(Duration::from_secs(12));
+                lab.leaf_ctl(&["drop-ecp-share", "0"]);
             }
             Fault::KeepaliveSilence => {
                 lab.leaf_ctl(&["ka-ignore", "on"]);
@@ -433,24 +492,38 @@ fn soak() {
                 lab.host(&["ip", "link", "set", "eth2", "up"]);
             }
             Fault::VmChurn => {
-                toggle(&mut up, victim);
+                toggle(&mut up, &vms, victim);
+            }
+            Fault::VmMove => {
+                // The mover leaves its network (its port goes down and is
+                // unplugged) and comes back on the other one with a new port.
+                let mut after = up.clone();
+                after[MOVER] = false;
+                *sampler.want.lock().unwrap() = kept_flows(&lab, &pairs, &vms, &after);
+                let old = vms[MOVER].clone();
+                if up[MOVER] {
+                    lab.port_del(&old);
+                }
+                pingers.truncate(MOVER);
+                lab.script_ok(&["vm-del", &old.name]);
+                retired.push(old);
+                gen += 1;
+                vms[MOVER] = mover(gen);
+                lab.vm_add(&vms[MOVER]);
+                lab.port_add(&vms[MOVER]);
+                up[MOVER] = true;
+                pingers.push(start_pinger(&lab, &vms[MOVER]));
             }
         }
-        // While VMs come and go, the target follows at the quiet point.
-        if matches!(
-            fault,
-            Fault::VmChurn | Fault::EcpDrop | Fault::ControllerSlow
-        ) {
-            sampler.excused.store(true, Ordering::SeqCst);
-        }
         let fault_end = Instant::now();
-        match converge(&up) {
-            Ok((took, want)) => {
-                *sampler.want.lock().unwrap() = want;
+        match converge(&lab, &vms, &up, &retired) {
+            Ok((took, now_pairs)) => {
+                pairs = now_pairs;
+                *sampler.want.lock().unwrap() = lab.expected_flows(&pairs);
                 sampler.excused.store(false, Ordering::SeqCst);
                 let quiet = Instant::now();
                 // Blackout: the longest reply gap of an up VM in the window.
-                let mut worst = Duration::ZERO;
+                let mut worst = (Duration::ZERO, String::new());
                 let mut lost_total = 0;
                 for (i, p) in pingers.iter().enumerate() {
                     if !up[i] {
@@ -458,20 +531,23 @@ fn soak() {
                     }
                     let r = p.replies.lock().unwrap().clone();
                     let (g, lost) = gap(&r, t0, quiet);
-                    worst = worst.max(g);
+                    if g > worst.0 {
+                        worst = (g, vms[i].name.clone());
+                    }
                     lost_total += lost;
                 }
                 let row = rows.entry(fault).or_insert((0, Vec::new(), Vec::new(), 0));
                 row.0 += 1;
-                row.1.push(worst.as_secs_f64() * 1000.0);
+                row.1.push(worst.0.as_secs_f64() * 1000.0);
                 row.2
                     .push((took + fault_end.duration_since(t0)).as_secs_f64());
                 row.3 += lost_total;
-                if worst >= BLACKOUT && !fault.pings_may_go() {
+                if worst.0 >= BLACKOUT && !fault.pings_may_go() {
                     violations.push(format!(
-                        "#{n} {}: blackout of {:.0} ms ({lost_total} ping(s) lost) though no VLAN changed",
+                        "#{n} {}: blackout of {:.0} ms at {} ({lost_total} ping(s) lost) though no VLAN changed",
                         fault.name(),
-                        worst.as_secs_f64() * 1000.0
+                        worst.0.as_secs_f64() * 1000.0,
+                        worst.1
                     ));
                 }
             }
@@ -484,11 +560,15 @@ fn soak() {
             sampler.missing.lock().unwrap()[missing_before..].to_vec();
         if !new_missing.is_empty() {
             violations.push(format!(
-                "#{n} {}: {} flow sample(s) missed a flow of an unchanged VLAN, first {:?}",
+                "#{n} {}: {} flow sample(s) missed a flow of an unchanged VLAN, first {:.1} s after the fault began: {:?}",
                 fault.name(),
                 new_missing.len(),
+                new_missing[0].0.saturating_duration_since(t0).as_secs_f64(),
                 new_missing[0].1
             ));
+        }
+        for v in &violations[violations_before..] {
+            eprintln!("soak: VIOLATION: {v}");
         }
     }
     sampler.stop.store(true, Ordering::SeqCst);

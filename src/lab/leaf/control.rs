@@ -2,7 +2,7 @@
 //! line and answering each with one line of JSON; plus the client used by
 //! `vdp-lab leaf-ctl`.
 //!
-//! Commands: `status`, `stats`, `drop-ecp N`, `reject-next CODE [hard] [keep]`,
+//! Commands: `status`, `stats`, `drop-ecp N`, `drop-ecp-share PCT`, `reject-next CODE [hard] [keep]`,
 //! `reload`, `lldp stop|start`, `deassoc UUID|all`, `ka-ignore on|off`,
 //! `delay-ms N`, `gateway GID IP|off`.
 //!
@@ -25,6 +25,8 @@ pub enum Command {
     Status,
     Stats,
     DropEcp(u32),
+    /// Drop this percentage (0..=100) of ECP requests, spread evenly.
+    DropEcpShare(u8),
     RejectNext(Reject),
     Reload,
     Lldp(bool),
@@ -37,7 +39,8 @@ pub enum Command {
 }
 
 /// Every command's usage, for error replies.
-pub const USAGE: &str = "status | stats | drop-ecp N | reject-next CODE [hard] [keep] | reload | \
+pub const USAGE: &str =
+    "status | stats | drop-ecp N | drop-ecp-share PCT | reject-next CODE [hard] [keep] | reload | \
 lldp stop|start | deassoc UUID|all | ka-ignore on|off | delay-ms N | gateway GID IP|off";
 
 fn num<T: std::str::FromStr>(w: Option<&&str>, what: &str) -> Result<T, String> {
@@ -63,6 +66,13 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
         Some("stats") => Command::Stats,
         Some("reload") => Command::Reload,
         Some("drop-ecp") => Command::DropEcp(num(args.first(), "count")?),
+        Some("drop-ecp-share") => {
+            let pct: u8 = num(args.first(), "percentage")?;
+            if pct > 100 {
+                return Err("percentage must be 0..100".into());
+            }
+            Command::DropEcpShare(pct)
+        }
         Some("delay-ms") => Command::DelayMs(num(args.first(), "milliseconds")?),
         Some("lldp") => Command::Lldp(on_off(args.first())?),
         Some("ka-ignore") => Command::KaIgnore(on_off(args.first())?),
@@ -233,6 +243,11 @@ mod tests {
         assert!(parse_command("reject-next 99").is_err());
         assert!(parse_command("reject-next 2 soft").is_err());
         assert!(parse_command("drop-ecp x").is_err());
+        assert_eq!(
+            parse_command("drop-ecp-share 30"),
+            Ok(Command::DropEcpShare(30))
+        );
+        assert!(parse_command("drop-ecp-share 101").is_err());
         assert!(parse_command("gateway 1 10.0.0").is_err());
         assert!(parse_command("fly").is_err());
     }

@@ -80,6 +80,10 @@ pub struct Leaf {
     ecp_tx: EcpTx,
     pub vdp: VdpTable,
     drop_ecp: u32,
+    /// Percentage of ECP requests dropped (`drop-ecp-share`), and the
+    /// accumulator spreading the drops evenly.
+    drop_share: u8,
+    share_acc: u32,
     delay: Duration,
     delayed: Vec<(Instant, Vec<u8>)>,
     pub stats: Stats,
@@ -103,6 +107,8 @@ impl Leaf {
             ecp_rx: EcpRx::default(),
             ecp_tx: EcpTx::new(first_seq),
             drop_ecp: 0,
+            drop_share: 0,
+            share_acc: 0,
             delay: Duration::ZERO,
             delayed: Vec::new(),
             stats: Stats::default(),
@@ -263,6 +269,14 @@ impl Leaf {
                     self.stats.ecp_dropped_by_knob += 1;
                     return;
                 }
+                if self.drop_share > 0 {
+                    self.share_acc += u32::from(self.drop_share);
+                    if self.share_acc >= 100 {
+                        self.share_acc -= 100;
+                        self.stats.ecp_dropped_by_knob += 1;
+                        return;
+                    }
+                }
                 let ack = ecp::build_frame(&self.local.mac, EcpOp::Ack, h.seq, &[]);
                 self.stats.ecp_acks_tx += 1;
                 self.emit(ack);
@@ -393,6 +407,11 @@ impl Leaf {
                 self.drop_ecp = *n;
                 json!({"ok": true, "drop_ecp": n})
             }
+            Command::DropEcpShare(p) => {
+                self.drop_share = *p;
+                self.share_acc = 0;
+                json!({"ok": true, "drop_ecp_share": p})
+            }
             Command::RejectNext(r) => {
                 self.vdp.reject_next = Some(*r);
                 json!({"ok": true, "reject_next": {"code": r.code, "hard": r.hard, "keep": r.keep}})
@@ -491,6 +510,7 @@ impl Leaf {
             "gateways": gateways,
             "knobs": {
                 "drop_ecp": self.drop_ecp,
+                "drop_ecp_share": self.drop_share,
                 "reject_next": self.vdp.reject_next.map(|r| json!({"code": r.code, "hard": r.hard, "keep": r.keep})),
                 "ka_ignore": self.vdp.ka_ignore,
                 "delay_ms": self.delay.as_millis() as u64,
@@ -662,6 +682,14 @@ mod tests {
         l.command(t0, &Command::DropEcp(1));
         l.on_frame(t0, &ecp_req(11, VsiMode::Assoc, 3001), None);
         assert!(l.take_outbox().is_empty());
+        // drop-ecp-share 50: every second request goes unacked
+        l.command(t0, &Command::DropEcpShare(50));
+        let mut acked = 0;
+        for seq in 12..16 {
+            l.on_frame(t0, &ecp_req(seq, VsiMode::Assoc, 3001), None);
+            acked += l.take_outbox().len().min(1);
+        }
+        assert_eq!(acked, 2);
     }
 
     #[test]

@@ -41,7 +41,8 @@ usage: vdp-lab leaf --iface IF [--vlan-pool LO-HI] [--system-name NAME] [--contr
        vdp-lab leaf-ctl --control PATH COMMAND...
 defaults: --vlan-pool 3000-3099 --system-name vdp-lab-leaf --mgmt-addr 10.10.0.101
           --retries 3 --rte 10 --rwd 20 --rka 20 --tx-interval 30 (TTL = 4 x interval)
-commands: status | stats | drop-ecp N | reject-next CODE [hard] [keep] | reload |
+commands: status | stats | drop-ecp N | drop-ecp-share PCT | reject-next CODE [hard] [keep] |
+          reload |
           lldp stop|start | deassoc UUID|all | ka-ignore on|off | delay-ms N | gateway GID IP|off";
 
 /// Default VLAN pool.
