@@ -618,6 +618,7 @@ impl HostDriver for LinuxHost {
                     "reason": st.reason,
                     "events": st.events,
                     "restarts": st.restarts,
+                    "panics": st.panics,
                 })
             }
             None => serde_json::json!({"attached": false, "reason": "not started"}),

@@ -36,6 +36,7 @@ use crate::shutdown::Shutdown;
 use crossbeam_channel::{unbounded, Sender};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -482,6 +483,9 @@ pub struct WatchStatus {
     pub reason: Option<String>,
     pub events: u64,
     pub restarts: u64,
+    /// Panics caught on the watch's threads (each contained: the notice is
+    /// dropped, or the connection is re-opened after [`PANIC_BACKOFF`]).
+    pub panics: u64,
 }
 
 /// Owns an `EventClient` on the `lldpad-events` thread; calls the callback
@@ -492,6 +496,9 @@ pub struct LldpadWatch {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// Pause after a caught panic on the `lldpad-events` thread before it
+/// connects again (the daemon's task runner uses the same figure).
+pub const PANIC_BACKOFF: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Longest uninterrupted wait, so the daemon's shutdown is seen quickly.
@@ -533,11 +540,22 @@ impl LldpadWatch {
             ..WatchStatus::default()
         }));
         let (tx, rx) = unbounded::<LldpadNotice>();
+        let notify_status = status.clone();
+        // Both threads contain panics the way the daemon's task runner does
+        // (the callback runs host code; the worker parses lldpad's bytes):
+        // a panic is logged and counted, the thread goes on.
         let notify = std::thread::Builder::new()
             .name("lldpad-notify".into())
             .spawn(move || {
                 for n in rx.iter() {
-                    on_notice(n);
+                    let r = catch_unwind(AssertUnwindSafe(|| on_notice(n)));
+                    if let Err(p) = r {
+                        log::error!(
+                            "thread lldpad-notify: panic caught, notice dropped: {}",
+                            crate::manager::panic_message(&*p)
+                        );
+                        notify_status.lock().panics += 1;
+                    }
                 }
             })?;
         let mut worker = Worker {
@@ -552,7 +570,7 @@ impl LldpadWatch {
         };
         let events = std::thread::Builder::new()
             .name("lldpad-events".into())
-            .spawn(move || worker.run())?;
+            .spawn(move || worker.run_contained())?;
         Ok(LldpadWatch {
             stop,
             status,
@@ -630,7 +648,32 @@ impl Worker {
         let _ = self.tx.send(n);
     }
 
+    /// `run` until stopped; a panic drops the connection, is logged and
+    /// counted, and the worker connects again after [`PANIC_BACKOFF`].
+    fn run_contained(&mut self) {
+        loop {
+            let r = catch_unwind(AssertUnwindSafe(|| self.run()));
+            let Err(p) = r else { return };
+            log::error!(
+                "thread lldpad-events: panic caught: {}; reconnecting",
+                crate::manager::panic_message(&*p)
+            );
+            self.client = None;
+            self.status.lock().panics += 1;
+            if self.pause(PANIC_BACKOFF) {
+                let mut st = self.status.lock();
+                st.attached = false;
+                st.reason = Some("stopped".into());
+                return;
+            }
+        }
+    }
+
     fn run(&mut self) {
+        #[cfg(test)]
+        if tests::PANIC_IN_RUN.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("injected panic in the events worker");
+        }
         let mut backoff = BACKOFF_MIN;
         let mut next_ping = Instant::now() + PING_INTERVAL;
         while !self.stopping() {
@@ -752,6 +795,44 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Make the next `Worker::run` panic (only the test below sets it).
+    pub(super) static PANIC_IN_RUN: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    #[test]
+    fn panics_on_the_watch_threads_are_contained() {
+        // No such namespace: the worker cannot connect and says so once.
+        // Its first run panics, and so does the callback: both threads go
+        // on, the panics are counted, the Lost notice still arrives.
+        PANIC_IN_RUN.store(true, std::sync::atomic::Ordering::SeqCst);
+        let shutdown = Shutdown::new();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let c2 = calls.clone();
+        let w = LldpadWatch::start_in_netns(
+            &format!("vdp-no-such-ns-{}", std::process::id()),
+            &shutdown,
+            move |n| {
+                if c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    panic!("injected panic in the callback");
+                }
+                let _ = tx.send(n);
+            },
+        )
+        .unwrap();
+        // One panic on each thread: the worker's first run, the callback's
+        // first notice (Lost).
+        let t = Instant::now();
+        while w.status().panics < 2 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(w.status().panics, 2, "{:?}", w.status());
+        assert!(w.thread_states().iter().all(|(_, s)| s == "alive"));
+        assert!(w.status().reason.is_some());
+        drop(rx);
+        w.stop();
+    }
 
     #[test]
     fn parses_assoc_event() {

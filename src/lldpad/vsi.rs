@@ -257,6 +257,46 @@ pub struct LldpadDriver {
     settle_until: Mutex<Instant>,
 }
 
+/// Clears a VSI's busy mark when the request marked busy unwinds (a panic
+/// caught by the thread's runner): parking_lot locks do not poison, so
+/// without it the VSI would stay busy and every later request for the port
+/// would wait on it or be answered "pending" for good. On the normal path
+/// the caller disarms it and settles the entry itself.
+struct BusyGuard<'a> {
+    driver: &'a LldpadDriver,
+    uuid: &'a str,
+    armed: bool,
+}
+
+impl<'a> BusyGuard<'a> {
+    fn new(driver: &'a LldpadDriver, uuid: &'a str) -> Self {
+        BusyGuard {
+            driver,
+            uuid,
+            armed: true,
+        }
+    }
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut t = self.driver.table.lock();
+        if let Some(e) = t.vsis.get_mut(self.uuid) {
+            e.busy = false;
+            e.deassociating = false;
+        }
+        drop(t);
+        self.driver.idle.notify_all();
+        log::error!("VSI {}: request unwound; busy mark cleared", self.uuid);
+    }
+}
+
 /// The change to report for a VSI whose reply went from `old` to `new`
 /// (`local_vlan` is left for the caller to fill).
 fn vsi_change(req: &VsiRequest, old_vlan: Option<u16>, new: &VdpReply) -> VsiChange {
@@ -453,7 +493,9 @@ impl LldpadDriver {
             }
             generation
         };
+        let guard = BusyGuard::new(self, &req.port_uuid);
         let reply = self.associate_now(req);
+        guard.disarm();
         log::info!(
             "associate {} mac {} gid {}: {:?}",
             req.port_uuid,
@@ -510,7 +552,9 @@ impl LldpadDriver {
             e.deassociating = true;
             (e.req.clone(), e.reply.vdp_vlan, generation)
         };
+        let guard = BusyGuard::new(self, port_uuid);
         let mut reply = self.deassociate_now(&req, known);
+        guard.disarm();
         let mut t = self.table.lock();
         if t.generation == generation {
             t.vsis.remove(port_uuid);
@@ -628,7 +672,9 @@ impl LldpadDriver {
                     if !self.mark_busy(&req.port_uuid, version, generation) {
                         continue;
                     }
+                    let guard = BusyGuard::new(self, &req.port_uuid);
                     let r = self.request_for_state(&req, other, !bridge_silent && !nowait);
+                    guard.disarm();
                     bridge_silent |= r.pending && !nowait;
                     self.unmark_busy(&req.port_uuid);
                     if r.pending && nowait && r.fail_reason.is_none() {
@@ -763,6 +809,10 @@ impl LldpadDriver {
 
     /// Per-VSI query: `Ok(None)` = lldpad does not hold the VSI.
     fn query_state(&self, req: &VsiRequest) -> Result<Option<VsiState>, String> {
+        #[cfg(test)]
+        if tests::PANIC_NEXT_QUERY.with(|c| c.replace(false)) {
+            panic!("injected panic in query_state");
+        }
         let argv = vdptool::query_argv(&self.port, &self.cfg, &req.port_uuid)
             .map_err(|e| e.to_string())?;
         let q = self.query_reply(&argv)?;
@@ -1143,6 +1193,31 @@ mod tests {
         // Unchanged: reported again when more than CALLBACK_THRESHOLD quiet
         // rounds passed (original: callback_count > 5, i.e. every 7th round).
         assert_eq!(reported, vec![6, 13]);
+    }
+
+    thread_local! {
+        /// Make the next `query_state` on this thread panic.
+        pub(super) static PANIC_NEXT_QUERY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    #[test]
+    fn panic_in_a_request_leaves_no_vsi_busy() {
+        let (d, _dir) = fake(&format!(
+            "case \"$*\" in\n*\"-t -i\"*) echo M00; echo '{}';;\n*) echo unexpected; exit 3;;\nesac",
+            r_line("0", "3003-fa:16:3e:00:00:01-20000")
+        ));
+        PANIC_NEXT_QUERY.with(|c| c.set(true));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.associate(&req())));
+        assert!(r.is_err());
+        // Not answered "pending" (busy), not waited on: settled normally.
+        assert_eq!(d.associate(&req()), VdpReply::associated(3003));
+        // The same for a deassociation that unwinds.
+        PANIC_NEXT_QUERY.with(|c| c.set(true));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            d.deassociate(&req().port_uuid)
+        }));
+        assert!(r.is_err());
+        assert_eq!(d.associate(&req()), VdpReply::associated(3003));
     }
 
     #[test]
