@@ -12,8 +12,9 @@
 //! - `ovs`, `lldpad`, `uplink`, `topology`: host drivers (commands via `exec`).
 //! - `status`: the unix-socket status server and its printing.
 //! - `daemon`: threads, signals, pid file, shutdown.
-//! - `lab`: the lab tools behind `vdp-lab` (reference controller, leaf
-//!   simulator, netns harness).
+//! - `lab` (cargo feature `lab`, on by default; off in the packaged
+//!   daemon): the lab tools behind `vdp-lab` (reference controller, leaf
+//!   simulator, netns harness). Nothing outside `lab` uses it.
 
 pub mod config;
 pub mod controller;
@@ -21,6 +22,7 @@ pub mod daemon;
 pub mod exec;
 pub mod fsutil;
 pub mod host;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod lldpad;
 pub mod manager;

@@ -120,8 +120,9 @@ fn is_token(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
 }
 
-/// Why a `vm_name` is unsafe, or `None` when it is fine.
-fn vm_name_problem(s: &str) -> Option<&'static str> {
+/// Why a `vm_name` is unsafe, or `None` when it is fine (the one rule:
+/// validation and the vdptool argv builder both use it).
+pub fn vm_name_problem(s: &str) -> Option<&'static str> {
     if s.len() > VM_NAME_MAX {
         return Some("longer than 128 bytes");
     }

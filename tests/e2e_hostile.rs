@@ -224,3 +224,36 @@ fn e2e_hostile_events() {
     let vsis = lab.status()["vsis"].as_array().cloned().unwrap_or_default();
     assert_eq!(vsis.len(), 4, "{vsis:?}");
 }
+
+/// Hardening item 5 over real HTTP: events whose `seq` is 2^63 or u64::MAX
+/// (implausible numbers) are dropped and logged, never taken as the
+/// cursor: the next good event is processed.
+#[test]
+fn e2e_event_numbers_cannot_deafen_the_agent() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::up_running("e9", &[]);
+    let vm1 = Vm::new(1, 1, 11);
+    lab.bring_up(&[&vm1]);
+    let vm2 = Vm::new(2, 2, 12);
+    lab.vm_add(&vm2);
+    for seq in [9_223_372_036_854_775_808u64, u64::MAX] {
+        lab.send_raw_event(json!({
+            "seq": seq,
+            "type": "vm_info",
+            "payload": vm2.vm_info(&lab.host_id, "down"),
+        }));
+    }
+    lab.port_add(&vm2);
+    let p = lab
+        .wait_result(&vm2.port_uuid, "SUCCESS", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the event after the huge seq was lost\n{}", lab.diag()));
+    assert!(p["vdp_vlan"].as_u64().is_some(), "{p}");
+    let log = lab.agent_log();
+    assert!(
+        log.contains("seq 9223372036854775808 is implausible"),
+        "the dropped event is not logged"
+    );
+    assert!(lab.agent_alive());
+}

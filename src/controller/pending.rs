@@ -13,6 +13,12 @@ use std::path::{Path, PathBuf};
 /// File name of the pending store inside `state_dir`.
 pub const PENDING_FILE: &str = "pending-results.json";
 
+/// Most results kept at once (one per port, plus `uplink`). A compute host
+/// has a few hundred ports; a controller announcing more distinct ports
+/// than this while not taking results is hostile or broken: the oldest VM
+/// result is then dropped (logged) so memory and the file stay bounded.
+pub const MAX_KEPT: usize = 16_384;
+
 /// One RPC call kept for retry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingCall {
@@ -120,10 +126,27 @@ impl PendingStore {
     pub fn keep(&mut self, call: PendingCall) -> bool {
         match self.calls.get(&call.key) {
             Some(old) if old.gen >= call.gen => false,
-            _ => {
+            old => {
+                if old.is_none() && self.calls.len() >= MAX_KEPT {
+                    self.evict_oldest_vm_result();
+                }
                 self.calls.insert(call.key.clone(), call);
                 true
             }
+        }
+    }
+
+    /// Drop the oldest `update_vm_result` (never the uplink's call).
+    fn evict_oldest_vm_result(&mut self) {
+        let oldest = self
+            .calls
+            .values()
+            .filter(|c| c.key.starts_with("vm:"))
+            .min_by_key(|c| c.gen)
+            .map(|c| c.key.clone());
+        if let Some(k) = oldest {
+            log::error!("more than {MAX_KEPT} undelivered results: dropping the oldest ({k})");
+            self.calls.remove(&k);
         }
     }
 
@@ -176,6 +199,26 @@ mod tests {
             gen,
             created: String::new(),
         }
+    }
+
+    #[test]
+    fn bounded_by_dropping_the_oldest_vm_result() {
+        let dir = std::env::temp_dir().join(format!("pend-cap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = PendingStore::load(&dir);
+        assert!(s.keep(call("uplink", 1)));
+        for i in 0..MAX_KEPT as u64 + 10 {
+            s.keep(call(&format!("vm:{i}"), i + 2));
+        }
+        assert_eq!(s.len(), MAX_KEPT);
+        assert!(
+            s.get("uplink").is_some(),
+            "the uplink's call is never dropped"
+        );
+        assert!(s.get("vm:0").is_none(), "the oldest went first");
+        assert!(s.get(&format!("vm:{}", MAX_KEPT as u64 + 9)).is_some());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -208,7 +208,20 @@ fn check_mac(value: &str) -> Result<(), ArgError> {
 }
 
 /// lldpad copies `vm_name` into a 100-byte buffer (`MAX_VM_NAME`).
-const MAX_VM_NAME: usize = 99;
+pub const MAX_VM_NAME: usize = 99;
+
+/// The longest prefix of `s` of at most `max` bytes ending at a character
+/// boundary.
+fn truncate_at_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 /// The `filter=` value for `vdp.filter` format `fmt`
 /// (1 `VLAN`, 2 `VLAN-MAC`, 3 `VLAN--GID`, 4 `VLAN-MAC-GID`).
@@ -343,11 +356,17 @@ pub fn request_argv(
 fn cisco_oui_items(oui: &Oui) -> Result<Vec<String>, ArgError> {
     let mut items = Vec::new();
     if let Some(name) = &oui.vm_name {
-        check_token("oui.vm_name", name)?;
-        if name.len() > MAX_VM_NAME {
+        // The validator's rule (spaces allowed, up to 128 bytes); vdptool
+        // passes the value as one length-prefixed item, so a space is fine.
+        // lldpad keeps at most MAX_VM_NAME bytes: a longer name is cut at a
+        // character boundary here rather than refused.
+        if name.is_empty() || crate::validate::vm_name_problem(name).is_some() {
             return Err(bad("oui.vm_name", name));
         }
-        items.push(format!("oui=cisco,vm_name={name}"));
+        items.push(format!(
+            "oui=cisco,vm_name={}",
+            truncate_at_char(name, MAX_VM_NAME)
+        ));
     }
     if let Some(ip) = &oui.ip_addr {
         items.push(format!("oui=cisco,ipv4_addr={ip}"));
@@ -854,18 +873,51 @@ mod tests {
     }
 
     #[test]
+    fn vm_name_follows_the_validator_rule() {
+        // A space and 100..=128 bytes pass validation, so they must reach
+        // lldpad: the space as is, a long name cut to lldpad's 99 bytes at
+        // a character boundary.
+        let argv_for = |name: &str| {
+            let oui = Oui {
+                oui_id: "cisco".into(),
+                vm_name: Some(name.to_string()),
+                ..Default::default()
+            };
+            let v = VsiArgs {
+                uuid: "7af441dd-253b-4772-8cf1-a4cfef18efe5",
+                mac: "fa:16:3e:00:00:01",
+                gid: 1,
+                vlan: 0,
+                oui: Some(&oui),
+            };
+            request_argv("IF", &cfg(), Mode::Assoc, &v, true)
+                .unwrap()
+                .into_iter()
+                .find(|a| a.starts_with("oui=cisco,vm_name="))
+                .unwrap()
+        };
+        assert_eq!(argv_for("web 01"), "oui=cisco,vm_name=web 01");
+        let long = "n".repeat(128);
+        assert_eq!(
+            argv_for(&long),
+            format!("oui=cisco,vm_name={}", "n".repeat(99))
+        );
+        // 98 ASCII bytes + a 2-byte character straddling byte 99: cut before it.
+        let straddle = format!("{}é", "n".repeat(98));
+        assert_eq!(
+            argv_for(&straddle),
+            format!("oui=cisco,vm_name={}", "n".repeat(98))
+        );
+        for ok in ["web 01", long.as_str(), straddle.as_str()] {
+            assert_eq!(crate::validate::vm_name_problem(ok), None);
+        }
+    }
+
+    #[test]
     fn refuses_smuggling() {
         let u = "7af441dd-253b-4772-8cf1-a4cfef18efe5";
-        let long = "n".repeat(100);
-        for bad in [
-            "a,vm_uuid=x",
-            "a b",
-            "a=b",
-            "a\tb",
-            "x\u{7}",
-            "",
-            long.as_str(),
-        ] {
+        let long = "n".repeat(129);
+        for bad in ["a,vm_uuid=x", "a=b", "a\tb", "x\u{7}", "", long.as_str()] {
             let oui = Oui {
                 oui_id: "cisco".into(),
                 vm_name: Some(bad.to_string()),

@@ -891,7 +891,7 @@ impl VdpMgr {
         {
             let mut st = self.state.lock();
             if !st.uplink_ready() {
-                st.early_ports.insert(vm.port_uuid.clone(), vm.clone());
+                remember_early(&mut st.early_ports, vm);
                 drop(st);
                 log::error!("{UPLINK_NOT_RECEIVED_REASON} (port {})", vm.port_uuid);
                 self.update_vm_result(
@@ -980,7 +980,7 @@ impl VdpMgr {
                     "Uplink Port Event not received, yet in bulk process; remembering the list"
                 );
                 for vm in vms {
-                    st.early_ports.insert(vm.port_uuid.clone(), vm.clone());
+                    remember_early(&mut st.early_ports, vm);
                 }
                 st.bulk_vm_rcvd_flag = false;
                 return;
@@ -1050,6 +1050,23 @@ impl VdpMgr {
 }
 
 /// Text of a caught panic payload.
+/// Most VM ports remembered before the uplink is ready (a host has a few
+/// hundred). Beyond it a new port is not remembered (logged): the bulk
+/// resync the controller sends after `save_uplink` covers it anyway, and a
+/// controller announcing endless distinct ports cannot grow memory.
+pub const MAX_EARLY_PORTS: usize = 16_384;
+
+fn remember_early(early: &mut BTreeMap<String, VmPort>, vm: &VmPort) {
+    if early.len() >= MAX_EARLY_PORTS && !early.contains_key(&vm.port_uuid) {
+        log::warn!(
+            "{MAX_EARLY_PORTS} ports already wait for the uplink; port {} is left to the bulk resync",
+            vm.port_uuid
+        );
+        return;
+    }
+    early.insert(vm.port_uuid.clone(), vm.clone());
+}
+
 pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
