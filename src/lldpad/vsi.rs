@@ -64,126 +64,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// One VSI (VM port) to associate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VsiRequest {
-    pub port_uuid: String,
-    pub vm_mac: String,
-    pub net_uuid: String,
-    pub segmentation_id: u32,
-    pub oui: Option<Oui>,
-}
-
-impl From<&crate::model::VmPort> for VsiRequest {
-    fn from(vm: &crate::model::VmPort) -> VsiRequest {
-        VsiRequest {
-            port_uuid: vm.port_uuid.clone(),
-            vm_mac: vm.vm_mac.clone(),
-            net_uuid: vm.net_uuid.clone(),
-            segmentation_id: vm.segmentation_id,
-            oui: vm.oui.clone(),
-        }
-    }
-}
-
-/// What lldpad / the bridge said about a VSI.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct VdpReply {
-    /// The VDP VLAN given by the bridge (1..4094).
-    pub vdp_vlan: Option<u16>,
-    /// Why there is no VLAN (sent to the controller as is).
-    pub fail_reason: Option<String>,
-    /// Sent, verdict not known yet; a later `refresh` reports it.
-    pub pending: bool,
-    /// No VLAN, but no verdict of the bridge either: lldpad was not ready
-    /// or not reachable, or the switch ended the VSI and it is being
-    /// re-asserted. Such a state never removes flows (see
-    /// [`VdpReply::is_verdict`]).
-    pub transient: bool,
-}
-
-impl VdpReply {
-    fn associated(vlan: u16) -> VdpReply {
-        VdpReply {
-            vdp_vlan: Some(vlan),
-            ..Default::default()
-        }
-    }
-    fn failed(reason: impl Into<String>) -> VdpReply {
-        VdpReply {
-            fail_reason: Some(reason.into()),
-            ..Default::default()
-        }
-    }
-    fn pending() -> VdpReply {
-        VdpReply {
-            pending: true,
-            ..Default::default()
-        }
-    }
-    fn not_ready(reason: impl Into<String>) -> VdpReply {
-        VdpReply {
-            fail_reason: Some(reason.into()),
-            transient: true,
-            ..Default::default()
-        }
-    }
-
-    /// Is this VLAN-less state the final word on the VSI (a refusal or
-    /// unusable answer from the bridge), as opposed to "no answer yet"?
-    /// Only a verdict may take a VSI's flows away ("flows follow VLANs").
-    pub fn is_verdict(&self) -> bool {
-        self.vdp_vlan.is_none() && !self.pending && !self.transient && self.fail_reason.is_some()
-    }
-
-    /// Is lldpad's verdict on this VSI still to come (in flight, or no
-    /// verdict possible yet)?
-    pub fn awaiting_verdict(&self) -> bool {
-        self.pending || self.transient
-    }
-}
-
-/// lldpad's refusals that only mean "VDP is not usable on the port yet"
-/// (the readiness stages after LLDP/EVB are enabled, lldpad restarting) or
-/// "lldpad cannot be reached" (vdptool's text when the control socket is
-/// refused, rc 255).
-const NOT_READY_TEXTS: [&str; 3] = [
-    "VDP protocol not supported on interface",
-    "Device not found or inactive",
-    "Failed to connect to lldpad",
-];
-
-/// lldpad's `Invalid parameters` refusal: also what it answers for a
-/// group-id filter while its EVB group-id negotiation is not finished, so
-/// during [`SETTLE_TIME`] after the port was set up (or lldpad restarted)
-/// it means "not ready"; afterwards it is the bridge's/lldpad's verdict.
-const INVALID_PARAMETERS: &str = "Invalid parameters";
-
-/// How long after the lldpad port is set up (or lldpad restarted) an
-/// `Invalid parameters` refusal counts as "not ready yet".
-pub const SETTLE_TIME: Duration = Duration::from_secs(20);
-
-/// Does this refusal text of lldpad mean "not ready / unreachable"?
-pub fn not_ready_reason(reason: &str) -> bool {
-    NOT_READY_TEXTS.iter().any(|t| reason.contains(t))
-}
-
-/// Reason reported when a VSI lldpad held (or was still waiting for) is no
-/// longer in lldpad and a new request got no answer yet.
-pub const REASON_VSI_LOST: &str =
-    "VSI association lost: lldpad no longer holds the VSI (no answer from the bridge)";
-
-/// `vdptool -W` waits 5 s for an event; allow for process start and load.
-const WAIT_TIMEOUT: Duration = Duration::from_secs(12);
-/// Plain clif commands time out after 2 s inside vdptool.
-const CMD_TIMEOUT: Duration = Duration::from_secs(6);
-/// How long deassociate waits for an in-flight request of the same VSI.
-const BUSY_WAIT: Duration = Duration::from_secs(20);
-/// Refresh rounds a postponed deassociation is retried before it is dropped.
-const DEASSOC_RETRY_ROUNDS: u32 = 8;
-/// After a failed socket query (lldpad unreachable or not answering), the
-/// queries go through vdptool for this long before the socket is tried again.
-const SOCKET_RETRY_AFTER: Duration = Duration::from_secs(30);
+mod reply;
+mod requests;
+mod settle;
+use reply::*;
+pub use reply::{not_ready_reason, VdpReply, VsiRequest, REASON_VSI_LOST, SETTLE_TIME};
+use settle::*;
 
 /// Queries over lldpad's control socket (see `set_query_via_socket`).
 #[derive(Default)]
@@ -213,6 +99,13 @@ struct Entry {
     /// restart, no answer) and is being re-asserted: its flows stay in
     /// place until a verdict or a VLAN comes back.
     reasserting: Option<u16>,
+    /// When lldpad last took an associate for this VSI without a verdict
+    /// (an empty `-W` answer, or one sent without `-W`). While lldpad then
+    /// holds nothing for it, the refresh sends at most one more associate
+    /// per `vdp.sync_timeout_s` (not one per pending re-check). Cleared by
+    /// any lldpad event about the VSI and by an lldpad (re)start, so a VSI
+    /// the switch or lldpad lost is re-asserted at once.
+    quiet_send: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -297,71 +190,6 @@ impl Drop for BusyGuard<'_> {
     }
 }
 
-/// The change to report for a VSI whose reply went from `old` to `new`
-/// (`local_vlan` is left for the caller to fill).
-fn vsi_change(req: &VsiRequest, old_vlan: Option<u16>, new: &VdpReply) -> VsiChange {
-    VsiChange {
-        port_uuid: req.port_uuid.clone(),
-        net_uuid: req.net_uuid.clone(),
-        vm_mac: req.vm_mac.clone(),
-        segmentation_id: req.segmentation_id,
-        local_vlan: None,
-        vdp_vlan: new.vdp_vlan,
-        old_vdp_vlan: old_vlan,
-        fail_reason: new.fail_reason.clone(),
-    }
-}
-
-/// Whether a settled state is reported even when unchanged.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Rereport {
-    /// Refresh: again after `CALLBACK_THRESHOLD` unchanged rounds.
-    AfterThreshold,
-    /// Events: only changes.
-    Never,
-}
-
-/// Put a new reply into an entry, following the rule "flows follow VLANs":
-/// a VSI that held a VLAN and now has none without a verdict (lost at the
-/// switch or in lldpad, no answer, lldpad not ready) is marked as being
-/// re-asserted and nothing is reported (its flows stay); a VLAN coming
-/// back, another VLAN, or a verdict is reported as a change from the VLAN
-/// it held.
-fn settle(e: &mut Entry, new: VdpReply, rereport: Rereport) -> Option<VsiChange> {
-    let held = e.reply.vdp_vlan.or(e.reasserting);
-    if new.vdp_vlan.is_none() && !new.is_verdict() && held.is_some() {
-        if e.reasserting.is_none() {
-            log::warn!(
-                "VSI {} lost ({}): re-asserting; the flows of VDP VLAN {held:?} stay",
-                e.req.port_uuid,
-                new.fail_reason.as_deref().unwrap_or("no answer")
-            );
-        }
-        e.reasserting = held;
-        e.reply = VdpReply {
-            vdp_vlan: None,
-            fail_reason: new.fail_reason.or_else(|| Some(REASON_VSI_LOST.into())),
-            pending: true,
-            transient: true,
-        };
-        e.unchanged_rounds = 0;
-        return None;
-    }
-    let old = std::mem::replace(&mut e.reply, new.clone());
-    let old_vlan = old.vdp_vlan.or(e.reasserting.take());
-    let changed = new.vdp_vlan != old_vlan || new.fail_reason != old.fail_reason;
-    if changed || (rereport == Rereport::AfterThreshold && e.unchanged_rounds > CALLBACK_THRESHOLD)
-    {
-        e.unchanged_rounds = 0;
-        Some(vsi_change(&e.req, old_vlan, &new))
-    } else {
-        if rereport == Rereport::AfterThreshold {
-            e.unchanged_rounds += 1;
-        }
-        None
-    }
-}
-
 impl LldpadDriver {
     /// `port` = the lldpad-side veth (`LLDPL...`).
     pub fn new(runner: Arc<Runner>, port: &str, cfg: VdpConfig) -> LldpadDriver {
@@ -383,6 +211,28 @@ impl LldpadDriver {
     /// [`SETTLE_TIME`], `Invalid parameters` counts as "not ready yet".
     pub fn note_lldpad_start(&self) {
         *self.settle_until.lock() = Instant::now() + SETTLE_TIME;
+        for e in self.table.lock().vsis.values_mut() {
+            e.quiet_send = None;
+        }
+    }
+
+    /// Remember whether lldpad took an associate without a verdict.
+    fn note_send(&self, uuid: &str, reply: &VdpReply) {
+        if let Some(e) = self.table.lock().vsis.get_mut(uuid) {
+            e.quiet_send = (reply.pending && !reply.transient).then(Instant::now);
+        }
+    }
+
+    /// Did lldpad take an associate for `uuid` without a verdict less than
+    /// `vdp.sync_timeout_s` ago?
+    fn sent_quietly_lately(&self, uuid: &str) -> bool {
+        let period = Duration::from_secs(self.cfg.sync_timeout_s);
+        self.table
+            .lock()
+            .vsis
+            .get(uuid)
+            .and_then(|e| e.quiet_send)
+            .is_some_and(|t| t.elapsed() < period)
     }
 
     /// A refusal or failure text of lldpad/vdptool as a reply: "not ready"
@@ -487,6 +337,7 @@ impl LldpadDriver {
                             unchanged_rounds: 0,
                             version,
                             reasserting: None,
+                            quiet_send: None,
                         },
                     );
                 }
@@ -496,6 +347,7 @@ impl LldpadDriver {
         let guard = BusyGuard::new(self, &req.port_uuid);
         let reply = self.associate_now(req);
         guard.disarm();
+        self.note_send(&req.port_uuid, &reply);
         log::info!(
             "associate {} mac {} gid {}: {:?}",
             req.port_uuid,
@@ -593,6 +445,7 @@ impl LldpadDriver {
                 unchanged_rounds: 0,
                 version,
                 reasserting: None,
+                quiet_send: None,
             },
         );
     }
@@ -669,12 +522,24 @@ impl LldpadDriver {
                         Ok(Some(VsiState::Unusable { reason, .. })) => Some(reason.clone()),
                         _ => None,
                     };
+                    if matches!(other, Ok(None)) && self.sent_quietly_lately(&req.port_uuid) {
+                        // lldpad took an associate without a verdict and
+                        // holds nothing: not again before sync_timeout_s,
+                        // but say why the VSI is gone.
+                        let lost = VdpReply {
+                            fail_reason: Some(REASON_VSI_LOST.into()),
+                            ..VdpReply::pending()
+                        };
+                        results.push((req.port_uuid.clone(), version, lost));
+                        continue;
+                    }
                     if !self.mark_busy(&req.port_uuid, version, generation) {
                         continue;
                     }
                     let guard = BusyGuard::new(self, &req.port_uuid);
                     let r = self.request_for_state(&req, other, !bridge_silent && !nowait);
                     guard.disarm();
+                    self.note_send(&req.port_uuid, &r);
                     bridge_silent |= r.pending && !nowait;
                     self.unmark_busy(&req.port_uuid);
                     if r.pending && nowait && r.fail_reason.is_none() {
@@ -712,6 +577,7 @@ impl LldpadDriver {
         if e.busy || e.restored {
             return None;
         }
+        e.quiet_send = None;
         let held = e.reply.vdp_vlan.or(e.reasserting).is_some();
         let new = match result {
             Ok(v) => match v & 0x0fff {
@@ -789,598 +655,7 @@ impl LldpadDriver {
         drop(t);
         self.idle.notify_all();
     }
-
-    fn args<'a>(&self, req: &'a VsiRequest, vlan: u16) -> Result<VsiArgs<'a>, vdptool::ArgError> {
-        Ok(VsiArgs {
-            uuid: &req.port_uuid,
-            mac: &req.vm_mac,
-            gid: req.segmentation_id,
-            vlan,
-            oui: req.oui.as_ref(),
-        })
-    }
-
-    fn run(&self, argv: &[String], timeout: Duration) -> Result<CmdOutput, String> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        self.runner
-            .run_any_timeout(argv, timeout)
-            .map_err(|e| e.to_string())
-    }
-
-    /// Per-VSI query: `Ok(None)` = lldpad does not hold the VSI.
-    fn query_state(&self, req: &VsiRequest) -> Result<Option<VsiState>, String> {
-        #[cfg(test)]
-        if tests::PANIC_NEXT_QUERY.with(|c| c.replace(false)) {
-            panic!("injected panic in query_state");
-        }
-        let argv = vdptool::query_argv(&self.port, &self.cfg, &req.port_uuid)
-            .map_err(|e| e.to_string())?;
-        let q = self.query_reply(&argv)?;
-        let rec = q
-            .records
-            .iter()
-            .find(|r| r.uuid.eq_ignore_ascii_case(&req.port_uuid));
-        Ok(rec.map(|r| vdptool::record_state(r, &req.vm_mac, req.segmentation_id)))
-    }
-
-    /// List query of every associated VSI.
-    fn list(&self) -> Result<Vec<VsiRecord>, String> {
-        let argv = vdptool::list_argv(&self.port).map_err(|e| e.to_string())?;
-        Ok(self.query_reply(&argv)?.records)
-    }
-
-    /// A `vdptool -t ... -R` query, over the control socket when enabled
-    /// and usable, else as a vdptool process. `Err` unless status 0.
-    fn query_reply(&self, argv: &[String]) -> Result<vdptool::QueryReply, String> {
-        let q = match self.socket_query(argv) {
-            Some(line) => vdptool::parse_query(&line)?,
-            None => {
-                let out = self.run(argv, CMD_TIMEOUT)?;
-                if out.code != 0 && !out.stdout.contains('R') {
-                    return Err(vdptool::command_failure(&out).unwrap_or_default());
-                }
-                vdptool::parse_query(&out.stdout)?
-            }
-        };
-        if q.status != 0 {
-            return Err(format!("FAILED: {}", vdptool::status_text(q.status)));
-        }
-        Ok(q)
-    }
-
-    /// lldpad's `R` line for a query argv over the control socket; `None`
-    /// when the socket path is off, suspended or failed (use vdptool).
-    fn socket_query(&self, argv: &[String]) -> Option<String> {
-        let client = {
-            let mut st = self.query_socket.lock();
-            if st.retry_at.is_some_and(|t| Instant::now() < t) {
-                return None;
-            }
-            st.retry_at = None;
-            st.client.clone()?
-        };
-        let cmd = clif::command_for_query_argv(argv)?;
-        match client.request(&cmd) {
-            Ok(line) => {
-                self.socket_queries.fetch_add(1, Ordering::Relaxed);
-                Some(line)
-            }
-            Err(e) if clif::is_no_access(&e) => {
-                log::warn!("lldpad refuses control socket queries ({e}); using vdptool");
-                self.query_socket.lock().client = None;
-                None
-            }
-            Err(e) => {
-                log::warn!(
-                    "lldpad control socket query failed ({e}); using vdptool for {}s",
-                    SOCKET_RETRY_AFTER.as_secs()
-                );
-                self.query_socket.lock().retry_at = Some(Instant::now() + SOCKET_RETRY_AFTER);
-                None
-            }
-        }
-    }
-
-    /// The associate decision (query first), without touching the table.
-    fn associate_now(&self, req: &VsiRequest) -> VdpReply {
-        let state = self.query_state(req);
-        self.request_for_state(req, state, true)
-    }
-
-    /// Bring lldpad's VSI in line with the request, given what lldpad
-    /// holds. `wait` = use `-W` (else the verdict is read by a later query).
-    fn request_for_state(
-        &self,
-        req: &VsiRequest,
-        state: Result<Option<VsiState>, String>,
-        wait: bool,
-    ) -> VdpReply {
-        let assoc = |raw_vlan: u16| {
-            if wait {
-                self.assoc_wait(req, raw_vlan)
-            } else {
-                self.send_assoc_nowait(req, raw_vlan)
-            }
-        };
-        match state {
-            Ok(Some(VsiState::Associated { vlan, .. })) => {
-                log::info!(
-                    "associate {}: lldpad holds it with VLAN {vlan}",
-                    req.port_uuid
-                );
-                VdpReply::associated(vlan)
-            }
-            Ok(Some(VsiState::InProgress)) => VdpReply::pending(),
-            // Repeat the VLAN field lldpad stores: another one is refused.
-            Ok(Some(VsiState::Unusable { raw_vlan, .. })) => assoc(raw_vlan),
-            Ok(Some(VsiState::Mismatch {
-                raw_vlan, mac, gid, ..
-            })) => {
-                // A stale VSI of the same port UUID (other MAC/network):
-                // lldpad refuses a different filter, so remove it first.
-                let stale = VsiRequest {
-                    vm_mac: mac,
-                    segmentation_id: gid,
-                    oui: None,
-                    ..req.clone()
-                };
-                if let Err(e) = self.send_deassoc(&stale, raw_vlan) {
-                    log::warn!("associate {}: removing stale VSI: {e}", req.port_uuid);
-                }
-                assoc(0)
-            }
-            Ok(None) => assoc(0),
-            Err(e) => {
-                log::warn!("associate {}: query failed: {e}", req.port_uuid);
-                assoc(0)
-            }
-        }
-    }
-
-    /// `vdptool -T -W` assoc and its interpretation.
-    fn assoc_wait(&self, req: &VsiRequest, raw_vlan: u16) -> VdpReply {
-        let argv = match self
-            .args(req, raw_vlan)
-            .and_then(|a| vdptool::request_argv(&self.port, &self.cfg, Mode::Assoc, &a, true))
-        {
-            Ok(a) => a,
-            Err(e) => return VdpReply::failed(e.to_string()),
-        };
-        let out = match self.run(&argv, WAIT_TIMEOUT) {
-            Ok(o) => o,
-            Err(e) => return VdpReply::not_ready(e),
-        };
-        match vdptool::assoc_outcome(&out, &req.port_uuid, &req.vm_mac) {
-            AssocOutcome::Associated { vlan } => VdpReply::associated(vlan),
-            AssocOutcome::Failed { reason } => self.refused(reason),
-            AssocOutcome::Pending => VdpReply::pending(),
-            AssocOutcome::NotOurs { other_uuid } => {
-                // -W printed another VSI's event: ask lldpad about ours.
-                match self.query_state(req) {
-                    Ok(Some(VsiState::Associated { vlan, .. })) => VdpReply::associated(vlan),
-                    Ok(Some(VsiState::InProgress)) => VdpReply::pending(),
-                    Ok(Some(VsiState::Unusable { reason, .. }))
-                    | Ok(Some(VsiState::Mismatch { reason, .. })) => VdpReply::failed(reason),
-                    Ok(None) => VdpReply::failed(vdptool::vsi_mismatch_failure_reason(
-                        &req.port_uuid,
-                        &other_uuid,
-                    )),
-                    Err(e) => VdpReply::not_ready(e),
-                }
-            }
-        }
-    }
-
-    /// Assoc without `-W` (refresh, bridge silent): pending unless refused.
-    fn send_assoc_nowait(&self, req: &VsiRequest, raw_vlan: u16) -> VdpReply {
-        let argv = match self
-            .args(req, raw_vlan)
-            .and_then(|a| vdptool::request_argv(&self.port, &self.cfg, Mode::Assoc, &a, false))
-        {
-            Ok(a) => a,
-            Err(e) => return VdpReply::failed(e.to_string()),
-        };
-        match self.run(&argv, CMD_TIMEOUT) {
-            Ok(out) => match vdptool::request_result(&out) {
-                Ok(()) => VdpReply::pending(),
-                Err(f) if f.ends_with(vdptool::BUSY_TEXT) => VdpReply::pending(),
-                Err(f) => self.refused(f),
-            },
-            Err(e) => VdpReply::not_ready(e),
-        }
-    }
-
-    fn send_deassoc(&self, req: &VsiRequest, raw_vlan: u16) -> Result<(), String> {
-        let argv = self
-            .args(req, raw_vlan)
-            .and_then(|a| vdptool::request_argv(&self.port, &self.cfg, Mode::Deassoc, &a, false))
-            .map_err(|e| e.to_string())?;
-        let out = self.run(&argv, CMD_TIMEOUT)?;
-        vdptool::request_result(&out)
-    }
-
-    /// Query, then deassoc with the stored filter. `pending` = lldpad has
-    /// a request in flight for the VSI; retry from `refresh`.
-    fn deassociate_now(&self, req: &VsiRequest, known: Option<u16>) -> VdpReply {
-        let raw_vlan = match self.query_state(req) {
-            Ok(None) => {
-                // Nothing to remove in lldpad.
-                return VdpReply {
-                    vdp_vlan: known,
-                    ..Default::default()
-                };
-            }
-            Ok(Some(VsiState::InProgress)) => {
-                return VdpReply {
-                    vdp_vlan: known,
-                    pending: true,
-                    ..Default::default()
-                }
-            }
-            Ok(Some(VsiState::Associated { raw_vlan, .. }))
-            | Ok(Some(VsiState::Unusable { raw_vlan, .. })) => raw_vlan,
-            Ok(Some(VsiState::Mismatch { .. })) => {
-                // lldpad's VSI belongs to another MAC/network: not ours.
-                return VdpReply {
-                    vdp_vlan: known,
-                    ..Default::default()
-                };
-            }
-            Err(e) => {
-                log::warn!("deassociate {}: query failed: {e}", req.port_uuid);
-                known.unwrap_or(0)
-            }
-        };
-        match self.send_deassoc(req, raw_vlan) {
-            Ok(()) => VdpReply {
-                vdp_vlan: known,
-                ..Default::default()
-            },
-            Err(f) if f.ends_with(vdptool::BUSY_TEXT) => VdpReply {
-                vdp_vlan: known,
-                pending: true,
-                ..Default::default()
-            },
-            Err(f) => VdpReply {
-                vdp_vlan: known,
-                fail_reason: Some(f),
-                ..Default::default()
-            },
-        }
-    }
-
-    /// Deassociations lldpad could not take earlier (request in flight).
-    fn retry_later_deassocs(&self) {
-        let later = std::mem::take(&mut self.table.lock().later);
-        let mut keep = Vec::new();
-        for mut l in later {
-            let r = self.deassociate_now(&l.req, None);
-            l.rounds += 1;
-            if r.pending && l.rounds < DEASSOC_RETRY_ROUNDS {
-                keep.push(l);
-            } else if let Some(f) = r.fail_reason {
-                log::warn!("deassociate {} (postponed): {f}", l.req.port_uuid);
-            }
-        }
-        self.table.lock().later.extend(keep);
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req() -> VsiRequest {
-        VsiRequest {
-            port_uuid: "7af441dd-253b-4772-8cf1-a4cfef18efe5".into(),
-            vm_mac: "fa:16:3e:00:00:01".into(),
-            net_uuid: "11111111-2222-3333-4444-555555555555".into(),
-            segmentation_id: 20000,
-            oui: None,
-        }
-    }
-
-    /// An `R` line holding one record for `req()`.
-    fn r_line(hints: &str, filter: &str) -> String {
-        let f = |k: &str, v: &str| format!("{:02x}{k}{:04x}{v}", k.len(), v.len());
-        let rec = [
-            f("mode", "assoc"),
-            f("mgrid2", "0"),
-            f("typeid", "0"),
-            f("typeidver", "0"),
-            f("uuid", &req().port_uuid),
-            f("hints", hints),
-            f("filter", filter),
-        ]
-        .concat();
-        format!("R00C3010000001509LLDPLeth200000003{:04x}{rec}", rec.len())
-    }
-
-    /// A runner whose "vdptool" is a shell script printing canned output.
-    fn fake(script: &str) -> (LldpadDriver, tempdir::Dir) {
-        let dir = tempdir::Dir::new();
-        let path = dir.path.join("vdptool");
-        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        // root helper "env PATH=dir:$PATH" puts the fake first.
-        let runner = Runner::new(
-            vec![
-                "env".into(),
-                format!(
-                    "PATH={}:{}",
-                    dir.path.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            ],
-            Duration::from_secs(5),
-        );
-        (
-            LldpadDriver::new(Arc::new(runner), "LLDPLeth2", VdpConfig::default()),
-            dir,
-        )
-    }
-
-    mod tempdir {
-        pub struct Dir {
-            pub path: std::path::PathBuf,
-        }
-        impl Dir {
-            pub fn new() -> Dir {
-                use std::sync::atomic::{AtomicU32, Ordering};
-                static N: AtomicU32 = AtomicU32::new(0);
-                let path = std::env::temp_dir().join(format!(
-                    "vd-unit-{}-{}",
-                    std::process::id(),
-                    N.fetch_add(1, Ordering::Relaxed)
-                ));
-                std::fs::create_dir_all(&path).unwrap();
-                Dir { path }
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.path);
-            }
-        }
-    }
-
-    #[test]
-    fn adopts_vsi_lldpad_already_holds() {
-        // Query shows hints 0 + VLAN 3003: no assoc is sent.
-        let (d, _dir) = fake(&format!(
-            "case \"$*\" in\n*\"-t -i\"*) echo M00; echo '{}';;\n*) echo unexpected; exit 3;;\nesac",
-            r_line("0", "3003-fa:16:3e:00:00:01-20000")
-        ));
-        let r = d.associate(&req());
-        assert_eq!(r, VdpReply::associated(3003));
-        assert_eq!(d.vdptool_calls(), 1);
-        assert_eq!(d.vsis().len(), 1);
-        // Refresh: one list process, nothing changed, nothing reported.
-        assert!(d.refresh().is_empty());
-        assert_eq!(d.vdptool_calls(), 2);
-    }
-
-    #[test]
-    fn unusable_query_socket_falls_back_to_vdptool() {
-        let (d, _dir) = fake(&format!(
-            "case \"$*\" in\n*\"-t -i\"*) echo M00; echo '{}';;\n*) echo unexpected; exit 3;;\nesac",
-            r_line("0", "3003-fa:16:3e:00:00:01-20000")
-        ));
-        // No such namespace: the socket cannot even be created.
-        d.set_query_socket(Some(ClifQuery::in_netns(&format!(
-            "cq-none-{}",
-            std::process::id()
-        ))));
-        assert_eq!(d.associate(&req()), VdpReply::associated(3003));
-        assert!(d.refresh().is_empty());
-        assert_eq!((d.vdptool_calls(), d.socket_queries()), (2, 0));
-    }
-
-    #[test]
-    fn callback_threshold_rereports() {
-        let (d, _dir) = fake(&format!(
-            "echo M00; echo '{}'",
-            r_line("0", "3003-fa:16:3e:00:00:01-20000")
-        ));
-        assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
-        let mut reported = Vec::new();
-        for round in 0..14 {
-            if !d.refresh().is_empty() {
-                reported.push(round);
-            }
-        }
-        // Unchanged: reported again when more than CALLBACK_THRESHOLD quiet
-        // rounds passed (original: callback_count > 5, i.e. every 7th round).
-        assert_eq!(reported, vec![6, 13]);
-    }
-
-    thread_local! {
-        /// Make the next `query_state` on this thread panic.
-        pub(super) static PANIC_NEXT_QUERY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    }
-
-    #[test]
-    fn panic_in_a_request_leaves_no_vsi_busy() {
-        let (d, _dir) = fake(&format!(
-            "case \"$*\" in\n*\"-t -i\"*) echo M00; echo '{}';;\n*) echo unexpected; exit 3;;\nesac",
-            r_line("0", "3003-fa:16:3e:00:00:01-20000")
-        ));
-        PANIC_NEXT_QUERY.with(|c| c.set(true));
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.associate(&req())));
-        assert!(r.is_err());
-        // Not answered "pending" (busy), not waited on: settled normally.
-        assert_eq!(d.associate(&req()), VdpReply::associated(3003));
-        // The same for a deassociation that unwinds.
-        PANIC_NEXT_QUERY.with(|c| c.set(true));
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            d.deassociate(&req().port_uuid)
-        }));
-        assert!(r.is_err());
-        assert_eq!(d.associate(&req()), VdpReply::associated(3003));
-    }
-
-    #[test]
-    fn busy_vsi_is_not_sent_twice() {
-        let (d, _dir) = fake("sleep 1; echo M00; echo R00C3010000001509LLDPLeth200000003");
-        let d = Arc::new(d);
-        let d2 = d.clone();
-        let h = std::thread::spawn(move || d2.associate(&req()));
-        while d.vsis().is_empty() {
-            std::thread::yield_now();
-        }
-        let r = d.associate(&req());
-        assert!(r.pending);
-        let _ = h.join().unwrap();
-    }
-
-    #[test]
-    fn pending_resolved_by_refresh() {
-        // -W gives no answer; lldpad answers queries with nothing before the
-        // request and with hints 255, then hints 0 + VLAN 3003 afterwards.
-        let (d, dir) = fake(&format!(
-            "D=$(dirname $0)\ncase \"$*\" in\n\
-             *-T*) touch $D/sent;;\n\
-             *) echo M00; if [ -f $D/done ]; then echo '{}'; elif [ -f $D/sent ]; then echo '{}'; \
-             else echo R00C3010000001509LLDPLeth200000003; fi;;\nesac",
-            r_line("0", "3003-fa:16:3e:00:00:01-20000"),
-            r_line("255", "0-fa:16:3e:00:00:01-20000"),
-        ));
-        let r = d.associate(&req());
-        assert_eq!(r, VdpReply::pending());
-        assert_eq!(d.vdptool_calls(), 2);
-        assert!(d.refresh().is_empty(), "still waiting: nothing to say");
-        std::fs::write(dir.path.join("done"), "").unwrap();
-        let ch = d.refresh();
-        assert_eq!(ch.len(), 1);
-        assert_eq!((ch[0].old_vdp_vlan, ch[0].vdp_vlan), (None, Some(3003)));
-        assert_eq!(ch[0].fail_reason, None);
-        assert_eq!(ch[0].segmentation_id, 20000);
-        assert_eq!(d.vsis()[0].1, VdpReply::associated(3003));
-        // Deassociate: query (stored VID 3003) then deassoc with it.
-        let gone = d.deassociate(&req().port_uuid);
-        assert_eq!(gone.vdp_vlan, Some(3003));
-        assert!(d.vsis().is_empty());
-    }
-
-    /// Flows follow VLANs: a VSI lldpad lost (restart, not ready) is
-    /// re-asserted without any change reported while lldpad gives no
-    /// verdict; back with the same VLAN it is reported as unchanged VLAN;
-    /// a real refusal is the verdict that takes the VLAN away.
-    #[test]
-    fn lost_vsi_is_reasserted_without_a_change_until_a_verdict() {
-        let (d, dir) = fake(&format!(
-            "D=$(dirname $0)\nM=$(cat $D/mode)\ncase \"$M:$*\" in\n\
-             held:*-T*) echo 'unexpected';;\n\
-             held:*) echo M00; echo '{}';;\n\
-             gone:*-T*) echo 'FAILED: Device not found or inactive'; exit 1;;\n\
-             down:*) echo 'Failed to connect to lldpad - clif_open: Invalid argument' >&2; exit 255;;\n\
-             reject:*-T*) echo 'FAILED: Command not applicable'; exit 1;;\n\
-             *) echo M00; echo R00C3010000001509LLDPLeth200000003;;\nesac",
-            r_line("0", "3003-fa:16:3e:00:00:01-20000"),
-        ));
-        let mode = |m: &str| std::fs::write(dir.path.join("mode"), m).unwrap();
-        mode("held");
-        assert_eq!(d.associate(&req()).vdp_vlan, Some(3003), "adopted");
-        for m in ["down", "gone", "down"] {
-            mode(m);
-            assert_eq!(d.refresh(), Vec::new(), "{m}: no verdict, no change");
-            assert_eq!(d.reasserting(&req().port_uuid), Some(3003), "{m}");
-            assert!(d.vsis()[0].1.awaiting_verdict(), "{m}");
-        }
-        mode("held");
-        let ch = d.refresh();
-        assert_eq!(ch.len(), 1, "{ch:?}");
-        assert_eq!(
-            (ch[0].old_vdp_vlan, ch[0].vdp_vlan),
-            (Some(3003), Some(3003))
-        );
-        assert_eq!(d.reasserting(&req().port_uuid), None);
-        // Lost again, then refused for real: the verdict is reported.
-        mode("gone");
-        assert!(d.refresh().is_empty());
-        mode("reject");
-        let ch = d.refresh();
-        assert_eq!(ch.len(), 1, "{ch:?}");
-        assert_eq!((ch[0].old_vdp_vlan, ch[0].vdp_vlan), (Some(3003), None));
-        assert_eq!(
-            ch[0].fail_reason.as_deref(),
-            Some("FAILED: Command not applicable")
-        );
-        assert!(d.vsis()[0].1.is_verdict());
-    }
-
-    #[test]
-    fn events_update_the_table() {
-        let (d, _dir) = fake(&format!(
-            "case \"$*\" in\n*\"-t -i\"*) echo M00; echo '{}';;\nesac",
-            r_line("0", "3003-fa:16:3e:00:00:01-20000")
-        ));
-        assert!(
-            d.apply_event(&req().port_uuid, Ok(5)).is_none(),
-            "unknown VSI"
-        );
-        assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
-        assert!(
-            d.apply_event(&req().port_uuid, Ok(3003)).is_none(),
-            "no change"
-        );
-        // Lost (keep-alive timeout): re-asserted, nothing reported, so
-        // its flows stay (flows follow VLANs, not events).
-        let lost = d.apply_event(
-            &req().port_uuid,
-            Err("Internal Error : Keepalive Timeout".into()),
-        );
-        assert_eq!(lost, None);
-        assert_eq!(d.reasserting(&req().port_uuid), Some(3003));
-        let now = &d.vsis()[0].1;
-        assert!(now.awaiting_verdict() && !now.is_verdict(), "{now:?}");
-        assert_eq!(
-            now.fail_reason.as_deref(),
-            Some("Internal Error : Keepalive Timeout")
-        );
-        // A second loss event while re-asserting: still nothing.
-        assert_eq!(d.apply_event(&req().port_uuid, Err("again".into())), None);
-        // 48059 = PS/PCP bits + 3003: back with the VLAN it held.
-        let back = d.apply_event(&req().port_uuid, Ok(48059)).unwrap();
-        assert_eq!((back.old_vdp_vlan, back.vdp_vlan), (Some(3003), Some(3003)));
-        assert_eq!(back.fail_reason, None);
-        assert_eq!(d.reasserting(&req().port_uuid), None);
-        let zero = d.apply_event(&req().port_uuid, Ok(0)).unwrap();
-        assert_eq!(
-            zero.fail_reason.as_deref(),
-            Some("Returned vlan 0 is invalid.")
-        );
-    }
-
-    #[test]
-    fn up_during_down_waits_for_the_deassociation() {
-        let (d, _dir) = fake(&format!(
-            "case \"$*\" in\n*deassoc*) sleep 1;;\n*\"-t -i\"*) echo M00; echo '{}';;\nesac",
-            r_line("0", "3003-fa:16:3e:00:00:01-20000")
-        ));
-        let d = Arc::new(d);
-        assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
-        let d2 = d.clone();
-        let h = std::thread::spawn(move || d2.deassociate(&req().port_uuid));
-        while !d.vsis().first().is_some_and(|(_, r)| r.pending) {
-            std::thread::yield_now();
-        }
-        // Not a "pending" no-op: it waits, then associates again.
-        let up = d.associate(&req());
-        assert_eq!(up, VdpReply::associated(3003));
-        assert_eq!(h.join().unwrap().fail_reason, None);
-        assert_eq!(d.vsis().len(), 1);
-    }
-
-    #[test]
-    fn refuses_bad_args_without_spawning() {
-        let (d, _dir) = fake("exit 0");
-        let mut r = req();
-        r.vm_mac = "fa:16:3e:00:00:01,x=1".into();
-        let rep = d.associate(&r);
-        assert!(rep.fail_reason.unwrap().contains("mac"));
-        assert_eq!(d.vdptool_calls(), 0);
-        assert!(d.vsis().is_empty());
-    }
-}
+mod tests;

@@ -1,0 +1,128 @@
+//! What is asked of lldpad for one VSI (`VsiRequest`) and what it answered
+//! (`VdpReply`), with the texts that mean "lldpad is not ready yet" and the
+//! driver's timing constants.
+//!
+//! Owns the vocabulary. Calls nothing.
+
+use super::*;
+
+/// One VSI (VM port) to associate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsiRequest {
+    pub port_uuid: String,
+    pub vm_mac: String,
+    pub net_uuid: String,
+    pub segmentation_id: u32,
+    pub oui: Option<Oui>,
+}
+
+impl From<&crate::model::VmPort> for VsiRequest {
+    fn from(vm: &crate::model::VmPort) -> VsiRequest {
+        VsiRequest {
+            port_uuid: vm.port_uuid.clone(),
+            vm_mac: vm.vm_mac.clone(),
+            net_uuid: vm.net_uuid.clone(),
+            segmentation_id: vm.segmentation_id,
+            oui: vm.oui.clone(),
+        }
+    }
+}
+
+/// What lldpad / the bridge said about a VSI.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VdpReply {
+    /// The VDP VLAN given by the bridge (1..4094).
+    pub vdp_vlan: Option<u16>,
+    /// Why there is no VLAN (sent to the controller as is).
+    pub fail_reason: Option<String>,
+    /// Sent, verdict not known yet; a later `refresh` reports it.
+    pub pending: bool,
+    /// No VLAN, but no verdict of the bridge either: lldpad was not ready
+    /// or not reachable, or the switch ended the VSI and it is being
+    /// re-asserted. Such a state never removes flows (see
+    /// [`VdpReply::is_verdict`]).
+    pub transient: bool,
+}
+
+impl VdpReply {
+    pub(super) fn associated(vlan: u16) -> VdpReply {
+        VdpReply {
+            vdp_vlan: Some(vlan),
+            ..Default::default()
+        }
+    }
+    pub(super) fn failed(reason: impl Into<String>) -> VdpReply {
+        VdpReply {
+            fail_reason: Some(reason.into()),
+            ..Default::default()
+        }
+    }
+    pub(super) fn pending() -> VdpReply {
+        VdpReply {
+            pending: true,
+            ..Default::default()
+        }
+    }
+    pub(super) fn not_ready(reason: impl Into<String>) -> VdpReply {
+        VdpReply {
+            fail_reason: Some(reason.into()),
+            transient: true,
+            ..Default::default()
+        }
+    }
+
+    /// Is this VLAN-less state the final word on the VSI (a refusal or
+    /// unusable answer from the bridge), as opposed to "no answer yet"?
+    /// Only a verdict may take a VSI's flows away ("flows follow VLANs").
+    pub fn is_verdict(&self) -> bool {
+        self.vdp_vlan.is_none() && !self.pending && !self.transient && self.fail_reason.is_some()
+    }
+
+    /// Is lldpad's verdict on this VSI still to come (in flight, or no
+    /// verdict possible yet)?
+    pub fn awaiting_verdict(&self) -> bool {
+        self.pending || self.transient
+    }
+}
+
+/// lldpad's refusals that only mean "VDP is not usable on the port yet"
+/// (the readiness stages after LLDP/EVB are enabled, lldpad restarting) or
+/// "lldpad cannot be reached" (vdptool's text when the control socket is
+/// refused, rc 255).
+pub(super) const NOT_READY_TEXTS: [&str; 3] = [
+    "VDP protocol not supported on interface",
+    "Device not found or inactive",
+    "Failed to connect to lldpad",
+];
+
+/// lldpad's `Invalid parameters` refusal: also what it answers for a
+/// group-id filter while its EVB group-id negotiation is not finished, so
+/// during [`SETTLE_TIME`] after the port was set up (or lldpad restarted)
+/// it means "not ready"; afterwards it is the bridge's/lldpad's verdict.
+pub(super) const INVALID_PARAMETERS: &str = "Invalid parameters";
+
+/// How long after the lldpad port is set up (or lldpad restarted) an
+/// `Invalid parameters` refusal counts as "not ready yet".
+pub const SETTLE_TIME: Duration = Duration::from_secs(20);
+
+/// Does this refusal text of lldpad mean "not ready / unreachable"?
+pub fn not_ready_reason(reason: &str) -> bool {
+    NOT_READY_TEXTS.iter().any(|t| reason.contains(t))
+}
+
+/// Reason reported when a VSI lldpad held (or was still waiting for) is no
+/// longer in lldpad and a new request got no answer yet.
+pub const REASON_VSI_LOST: &str =
+    "VSI association lost: lldpad no longer holds the VSI (no answer from the bridge)";
+
+/// `vdptool -W` waits 5 s for an event; allow for process start and load.
+pub(super) const WAIT_TIMEOUT: Duration = Duration::from_secs(12);
+/// Plain clif commands time out after 2 s inside vdptool.
+pub(super) const CMD_TIMEOUT: Duration = Duration::from_secs(6);
+/// How long deassociate waits for an in-flight request of the same VSI.
+pub(super) const BUSY_WAIT: Duration = Duration::from_secs(20);
+/// Refresh rounds a postponed deassociation is retried before it is dropped.
+pub(super) const DEASSOC_RETRY_ROUNDS: u32 = 8;
+/// After a failed socket query (lldpad unreachable or not answering), the
+/// queries go through vdptool for this long before the socket is tried again.
+pub(super) const SOCKET_RETRY_AFTER: Duration = Duration::from_secs(30);

@@ -1,0 +1,289 @@
+//! `LldpadDriver`, the requests to lldpad: queries (vdptool or the control
+//! socket), associations with and without `-W`, deassociations, and the
+//! deassociations postponed until lldpad answers.
+//!
+//! Owns nothing of its own (the driver's table). Calls `vdptool` through
+//! the driver's runner and `clif` for socket queries.
+
+use super::*;
+
+impl LldpadDriver {
+    pub(super) fn args<'a>(
+        &self,
+        req: &'a VsiRequest,
+        vlan: u16,
+    ) -> Result<VsiArgs<'a>, vdptool::ArgError> {
+        Ok(VsiArgs {
+            uuid: &req.port_uuid,
+            mac: &req.vm_mac,
+            gid: req.segmentation_id,
+            vlan,
+            oui: req.oui.as_ref(),
+        })
+    }
+
+    pub(super) fn run(&self, argv: &[String], timeout: Duration) -> Result<CmdOutput, String> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.runner
+            .run_any_timeout(argv, timeout)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Per-VSI query: `Ok(None)` = lldpad does not hold the VSI.
+    pub(super) fn query_state(&self, req: &VsiRequest) -> Result<Option<VsiState>, String> {
+        #[cfg(test)]
+        if super::tests::PANIC_NEXT_QUERY.with(|c| c.replace(false)) {
+            panic!("injected panic in query_state");
+        }
+        let argv = vdptool::query_argv(&self.port, &self.cfg, &req.port_uuid)
+            .map_err(|e| e.to_string())?;
+        let q = self.query_reply(&argv)?;
+        let rec = q
+            .records
+            .iter()
+            .find(|r| r.uuid.eq_ignore_ascii_case(&req.port_uuid));
+        Ok(rec.map(|r| vdptool::record_state(r, &req.vm_mac, req.segmentation_id)))
+    }
+
+    /// List query of every associated VSI.
+    pub(super) fn list(&self) -> Result<Vec<VsiRecord>, String> {
+        let argv = vdptool::list_argv(&self.port).map_err(|e| e.to_string())?;
+        Ok(self.query_reply(&argv)?.records)
+    }
+
+    /// A `vdptool -t ... -R` query, over the control socket when enabled
+    /// and usable, else as a vdptool process. `Err` unless status 0.
+    pub(super) fn query_reply(&self, argv: &[String]) -> Result<vdptool::QueryReply, String> {
+        let q = match self.socket_query(argv) {
+            Some(line) => vdptool::parse_query(&line)?,
+            None => {
+                let out = self.run(argv, CMD_TIMEOUT)?;
+                if out.code != 0 && !out.stdout.contains('R') {
+                    return Err(vdptool::command_failure(&out).unwrap_or_default());
+                }
+                vdptool::parse_query(&out.stdout)?
+            }
+        };
+        if q.status != 0 {
+            return Err(format!("FAILED: {}", vdptool::status_text(q.status)));
+        }
+        Ok(q)
+    }
+
+    /// lldpad's `R` line for a query argv over the control socket; `None`
+    /// when the socket path is off, suspended or failed (use vdptool).
+    pub(super) fn socket_query(&self, argv: &[String]) -> Option<String> {
+        let client = {
+            let mut st = self.query_socket.lock();
+            if st.retry_at.is_some_and(|t| Instant::now() < t) {
+                return None;
+            }
+            st.retry_at = None;
+            st.client.clone()?
+        };
+        let cmd = clif::command_for_query_argv(argv)?;
+        match client.request(&cmd) {
+            Ok(line) => {
+                self.socket_queries.fetch_add(1, Ordering::Relaxed);
+                Some(line)
+            }
+            Err(e) if clif::is_no_access(&e) => {
+                log::warn!("lldpad refuses control socket queries ({e}); using vdptool");
+                self.query_socket.lock().client = None;
+                None
+            }
+            Err(e) => {
+                log::warn!(
+                    "lldpad control socket query failed ({e}); using vdptool for {}s",
+                    SOCKET_RETRY_AFTER.as_secs()
+                );
+                self.query_socket.lock().retry_at = Some(Instant::now() + SOCKET_RETRY_AFTER);
+                None
+            }
+        }
+    }
+
+    /// The associate decision (query first), without touching the table.
+    pub(super) fn associate_now(&self, req: &VsiRequest) -> VdpReply {
+        let state = self.query_state(req);
+        self.request_for_state(req, state, true)
+    }
+
+    /// Bring lldpad's VSI in line with the request, given what lldpad
+    /// holds. `wait` = use `-W` (else the verdict is read by a later query).
+    pub(super) fn request_for_state(
+        &self,
+        req: &VsiRequest,
+        state: Result<Option<VsiState>, String>,
+        wait: bool,
+    ) -> VdpReply {
+        let assoc = |raw_vlan: u16| {
+            if wait {
+                self.assoc_wait(req, raw_vlan)
+            } else {
+                self.send_assoc_nowait(req, raw_vlan)
+            }
+        };
+        match state {
+            Ok(Some(VsiState::Associated { vlan, .. })) => {
+                log::info!(
+                    "associate {}: lldpad holds it with VLAN {vlan}",
+                    req.port_uuid
+                );
+                VdpReply::associated(vlan)
+            }
+            Ok(Some(VsiState::InProgress)) => VdpReply::pending(),
+            // Repeat the VLAN field lldpad stores: another one is refused.
+            Ok(Some(VsiState::Unusable { raw_vlan, .. })) => assoc(raw_vlan),
+            Ok(Some(VsiState::Mismatch {
+                raw_vlan, mac, gid, ..
+            })) => {
+                // A stale VSI of the same port UUID (other MAC/network):
+                // lldpad refuses a different filter, so remove it first.
+                let stale = VsiRequest {
+                    vm_mac: mac,
+                    segmentation_id: gid,
+                    oui: None,
+                    ..req.clone()
+                };
+                if let Err(e) = self.send_deassoc(&stale, raw_vlan) {
+                    log::warn!("associate {}: removing stale VSI: {e}", req.port_uuid);
+                }
+                assoc(0)
+            }
+            Ok(None) => assoc(0),
+            Err(e) => {
+                log::warn!("associate {}: query failed: {e}", req.port_uuid);
+                assoc(0)
+            }
+        }
+    }
+
+    /// `vdptool -T -W` assoc and its interpretation.
+    pub(super) fn assoc_wait(&self, req: &VsiRequest, raw_vlan: u16) -> VdpReply {
+        let argv = match self
+            .args(req, raw_vlan)
+            .and_then(|a| vdptool::request_argv(&self.port, &self.cfg, Mode::Assoc, &a, true))
+        {
+            Ok(a) => a,
+            Err(e) => return VdpReply::failed(e.to_string()),
+        };
+        let out = match self.run(&argv, WAIT_TIMEOUT) {
+            Ok(o) => o,
+            Err(e) => return VdpReply::not_ready(e),
+        };
+        match vdptool::assoc_outcome(&out, &req.port_uuid, &req.vm_mac) {
+            AssocOutcome::Associated { vlan } => VdpReply::associated(vlan),
+            AssocOutcome::Failed { reason } => self.refused(reason),
+            AssocOutcome::Pending => VdpReply::pending(),
+            AssocOutcome::NotOurs { other_uuid } => {
+                // -W printed another VSI's event: ask lldpad about ours.
+                match self.query_state(req) {
+                    Ok(Some(VsiState::Associated { vlan, .. })) => VdpReply::associated(vlan),
+                    Ok(Some(VsiState::InProgress)) => VdpReply::pending(),
+                    Ok(Some(VsiState::Unusable { reason, .. }))
+                    | Ok(Some(VsiState::Mismatch { reason, .. })) => VdpReply::failed(reason),
+                    Ok(None) => VdpReply::failed(vdptool::vsi_mismatch_failure_reason(
+                        &req.port_uuid,
+                        &other_uuid,
+                    )),
+                    Err(e) => VdpReply::not_ready(e),
+                }
+            }
+        }
+    }
+
+    /// Assoc without `-W` (refresh, bridge silent): pending unless refused.
+    pub(super) fn send_assoc_nowait(&self, req: &VsiRequest, raw_vlan: u16) -> VdpReply {
+        let argv = match self
+            .args(req, raw_vlan)
+            .and_then(|a| vdptool::request_argv(&self.port, &self.cfg, Mode::Assoc, &a, false))
+        {
+            Ok(a) => a,
+            Err(e) => return VdpReply::failed(e.to_string()),
+        };
+        match self.run(&argv, CMD_TIMEOUT) {
+            Ok(out) => match vdptool::request_result(&out) {
+                Ok(()) => VdpReply::pending(),
+                Err(f) if f.ends_with(vdptool::BUSY_TEXT) => VdpReply::pending(),
+                Err(f) => self.refused(f),
+            },
+            Err(e) => VdpReply::not_ready(e),
+        }
+    }
+
+    pub(super) fn send_deassoc(&self, req: &VsiRequest, raw_vlan: u16) -> Result<(), String> {
+        let argv = self
+            .args(req, raw_vlan)
+            .and_then(|a| vdptool::request_argv(&self.port, &self.cfg, Mode::Deassoc, &a, false))
+            .map_err(|e| e.to_string())?;
+        let out = self.run(&argv, CMD_TIMEOUT)?;
+        vdptool::request_result(&out)
+    }
+
+    /// Query, then deassoc with the stored filter. `pending` = lldpad has
+    /// a request in flight for the VSI; retry from `refresh`.
+    pub(super) fn deassociate_now(&self, req: &VsiRequest, known: Option<u16>) -> VdpReply {
+        let raw_vlan = match self.query_state(req) {
+            Ok(None) => {
+                // Nothing to remove in lldpad.
+                return VdpReply {
+                    vdp_vlan: known,
+                    ..Default::default()
+                };
+            }
+            Ok(Some(VsiState::InProgress)) => {
+                return VdpReply {
+                    vdp_vlan: known,
+                    pending: true,
+                    ..Default::default()
+                }
+            }
+            Ok(Some(VsiState::Associated { raw_vlan, .. }))
+            | Ok(Some(VsiState::Unusable { raw_vlan, .. })) => raw_vlan,
+            Ok(Some(VsiState::Mismatch { .. })) => {
+                // lldpad's VSI belongs to another MAC/network: not ours.
+                return VdpReply {
+                    vdp_vlan: known,
+                    ..Default::default()
+                };
+            }
+            Err(e) => {
+                log::warn!("deassociate {}: query failed: {e}", req.port_uuid);
+                known.unwrap_or(0)
+            }
+        };
+        match self.send_deassoc(req, raw_vlan) {
+            Ok(()) => VdpReply {
+                vdp_vlan: known,
+                ..Default::default()
+            },
+            Err(f) if f.ends_with(vdptool::BUSY_TEXT) => VdpReply {
+                vdp_vlan: known,
+                pending: true,
+                ..Default::default()
+            },
+            Err(f) => VdpReply {
+                vdp_vlan: known,
+                fail_reason: Some(f),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Deassociations lldpad could not take earlier (request in flight).
+    pub(super) fn retry_later_deassocs(&self) {
+        let later = std::mem::take(&mut self.table.lock().later);
+        let mut keep = Vec::new();
+        for mut l in later {
+            let r = self.deassociate_now(&l.req, None);
+            l.rounds += 1;
+            if r.pending && l.rounds < DEASSOC_RETRY_ROUNDS {
+                keep.push(l);
+            } else if let Some(f) = r.fail_reason {
+                log::warn!("deassociate {} (postponed): {f}", l.req.port_uuid);
+            }
+        }
+        self.table.lock().later.extend(keep);
+    }
+}

@@ -1,0 +1,348 @@
+use super::*;
+
+fn req() -> VsiRequest {
+    VsiRequest {
+        port_uuid: "7af441dd-253b-4772-8cf1-a4cfef18efe5".into(),
+        vm_mac: "fa:16:3e:00:00:01".into(),
+        net_uuid: "11111111-2222-3333-4444-555555555555".into(),
+        segmentation_id: 20000,
+        oui: None,
+    }
+}
+
+/// An `R` line holding one record for `req()`.
+fn r_line(hints: &str, filter: &str) -> String {
+    let f = |k: &str, v: &str| format!("{:02x}{k}{:04x}{v}", k.len(), v.len());
+    let rec = [
+        f("mode", "assoc"),
+        f("mgrid2", "0"),
+        f("typeid", "0"),
+        f("typeidver", "0"),
+        f("uuid", &req().port_uuid),
+        f("hints", hints),
+        f("filter", filter),
+    ]
+    .concat();
+    format!("R00C3010000001509LLDPLeth200000003{:04x}{rec}", rec.len())
+}
+
+/// A runner whose "vdptool" is a shell script printing canned output.
+fn fake(script: &str) -> (LldpadDriver, tempdir::Dir) {
+    let dir = tempdir::Dir::new();
+    let path = dir.path.join("vdptool");
+    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // root helper "env PATH=dir:$PATH" puts the fake first.
+    let runner = Runner::new(
+        vec![
+            "env".into(),
+            format!(
+                "PATH={}:{}",
+                dir.path.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        ],
+        Duration::from_secs(5),
+    );
+    (
+        LldpadDriver::new(Arc::new(runner), "LLDPLeth2", VdpConfig::default()),
+        dir,
+    )
+}
+
+mod tempdir {
+    pub struct Dir {
+        pub path: std::path::PathBuf,
+    }
+    impl Dir {
+        pub fn new() -> Dir {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "vd-unit-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&path).unwrap();
+            Dir { path }
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+#[test]
+fn adopts_vsi_lldpad_already_holds() {
+    // Query shows hints 0 + VLAN 3003: no assoc is sent.
+    let (d, _dir) = fake(&format!(
+        "case \"$*\" in\n*\"-t -i\"*) echo M00; echo '{}';;\n*) echo unexpected; exit 3;;\nesac",
+        r_line("0", "3003-fa:16:3e:00:00:01-20000")
+    ));
+    let r = d.associate(&req());
+    assert_eq!(r, VdpReply::associated(3003));
+    assert_eq!(d.vdptool_calls(), 1);
+    assert_eq!(d.vsis().len(), 1);
+    // Refresh: one list process, nothing changed, nothing reported.
+    assert!(d.refresh().is_empty());
+    assert_eq!(d.vdptool_calls(), 2);
+}
+
+#[test]
+fn unusable_query_socket_falls_back_to_vdptool() {
+    let (d, _dir) = fake(&format!(
+        "case \"$*\" in\n*\"-t -i\"*) echo M00; echo '{}';;\n*) echo unexpected; exit 3;;\nesac",
+        r_line("0", "3003-fa:16:3e:00:00:01-20000")
+    ));
+    // No such namespace: the socket cannot even be created.
+    d.set_query_socket(Some(ClifQuery::in_netns(&format!(
+        "cq-none-{}",
+        std::process::id()
+    ))));
+    assert_eq!(d.associate(&req()), VdpReply::associated(3003));
+    assert!(d.refresh().is_empty());
+    assert_eq!((d.vdptool_calls(), d.socket_queries()), (2, 0));
+}
+
+#[test]
+fn callback_threshold_rereports() {
+    let (d, _dir) = fake(&format!(
+        "echo M00; echo '{}'",
+        r_line("0", "3003-fa:16:3e:00:00:01-20000")
+    ));
+    assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
+    let mut reported = Vec::new();
+    for round in 0..14 {
+        if !d.refresh().is_empty() {
+            reported.push(round);
+        }
+    }
+    // Unchanged: reported again when more than CALLBACK_THRESHOLD quiet
+    // rounds passed (original: callback_count > 5, i.e. every 7th round).
+    assert_eq!(reported, vec![6, 13]);
+}
+
+thread_local! {
+    /// Make the next `query_state` on this thread panic.
+    pub(super) static PANIC_NEXT_QUERY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[test]
+fn panic_in_a_request_leaves_no_vsi_busy() {
+    let (d, _dir) = fake(&format!(
+        "case \"$*\" in\n*\"-t -i\"*) echo M00; echo '{}';;\n*) echo unexpected; exit 3;;\nesac",
+        r_line("0", "3003-fa:16:3e:00:00:01-20000")
+    ));
+    PANIC_NEXT_QUERY.with(|c| c.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.associate(&req())));
+    assert!(r.is_err());
+    // Not answered "pending" (busy), not waited on: settled normally.
+    assert_eq!(d.associate(&req()), VdpReply::associated(3003));
+    // The same for a deassociation that unwinds.
+    PANIC_NEXT_QUERY.with(|c| c.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        d.deassociate(&req().port_uuid)
+    }));
+    assert!(r.is_err());
+    assert_eq!(d.associate(&req()), VdpReply::associated(3003));
+}
+
+#[test]
+fn busy_vsi_is_not_sent_twice() {
+    let (d, _dir) = fake("sleep 1; echo M00; echo R00C3010000001509LLDPLeth200000003");
+    let d = Arc::new(d);
+    let d2 = d.clone();
+    let h = std::thread::spawn(move || d2.associate(&req()));
+    while d.vsis().is_empty() {
+        std::thread::yield_now();
+    }
+    let r = d.associate(&req());
+    assert!(r.pending);
+    let _ = h.join().unwrap();
+}
+
+#[test]
+fn no_associate_storm_while_lldpad_holds_nothing() {
+    // -W gives no answer and lldpad then holds nothing for the VSI: the
+    // pending re-checks (every second in the daemon) send no new
+    // associate before vdp.sync_timeout_s; an lldpad (re)start or an
+    // event about the VSI lets the next round send at once.
+    let (d, dir) = fake(
+        "D=$(dirname $0)\ncase \"$*\" in\n\
+         *-T*) echo x >> $D/assoc;;\n\
+         *) echo M00; echo R00C3010000001509LLDPLeth200000003;;\nesac",
+    );
+    let sent = || {
+        std::fs::read_to_string(dir.path.join("assoc"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert_eq!(d.associate(&req()), VdpReply::pending());
+    assert_eq!(sent(), 1);
+    for _ in 0..5 {
+        let _ = d.refresh();
+    }
+    assert_eq!(sent(), 1, "one associate per sync_timeout_s at most");
+    d.note_lldpad_start();
+    d.refresh();
+    assert_eq!(sent(), 2, "after an lldpad start: at once");
+    d.refresh();
+    assert_eq!(sent(), 2);
+    let _ = d.apply_event(&req().port_uuid, Err("Keepalive Timeout".into()));
+    d.refresh();
+    assert_eq!(sent(), 3, "after an event about the VSI: at once");
+}
+
+#[test]
+fn pending_resolved_by_refresh() {
+    // -W gives no answer; lldpad answers queries with nothing before the
+    // request and with hints 255, then hints 0 + VLAN 3003 afterwards.
+    let (d, dir) = fake(&format!(
+        "D=$(dirname $0)\ncase \"$*\" in\n\
+             *-T*) touch $D/sent;;\n\
+             *) echo M00; if [ -f $D/done ]; then echo '{}'; elif [ -f $D/sent ]; then echo '{}'; \
+             else echo R00C3010000001509LLDPLeth200000003; fi;;\nesac",
+        r_line("0", "3003-fa:16:3e:00:00:01-20000"),
+        r_line("255", "0-fa:16:3e:00:00:01-20000"),
+    ));
+    let r = d.associate(&req());
+    assert_eq!(r, VdpReply::pending());
+    assert_eq!(d.vdptool_calls(), 2);
+    assert!(d.refresh().is_empty(), "still waiting: nothing to say");
+    std::fs::write(dir.path.join("done"), "").unwrap();
+    let ch = d.refresh();
+    assert_eq!(ch.len(), 1);
+    assert_eq!((ch[0].old_vdp_vlan, ch[0].vdp_vlan), (None, Some(3003)));
+    assert_eq!(ch[0].fail_reason, None);
+    assert_eq!(ch[0].segmentation_id, 20000);
+    assert_eq!(d.vsis()[0].1, VdpReply::associated(3003));
+    // Deassociate: query (stored VID 3003) then deassoc with it.
+    let gone = d.deassociate(&req().port_uuid);
+    assert_eq!(gone.vdp_vlan, Some(3003));
+    assert!(d.vsis().is_empty());
+}
+
+/// Flows follow VLANs: a VSI lldpad lost (restart, not ready) is
+/// re-asserted without any change reported while lldpad gives no
+/// verdict; back with the same VLAN it is reported as unchanged VLAN;
+/// a real refusal is the verdict that takes the VLAN away.
+#[test]
+fn lost_vsi_is_reasserted_without_a_change_until_a_verdict() {
+    let (d, dir) = fake(&format!(
+            "D=$(dirname $0)\nM=$(cat $D/mode)\ncase \"$M:$*\" in\n\
+             held:*-T*) echo 'unexpected';;\n\
+             held:*) echo M00; echo '{}';;\n\
+             gone:*-T*) echo 'FAILED: Device not found or inactive'; exit 1;;\n\
+             down:*) echo 'Failed to connect to lldpad - clif_open: Invalid argument' >&2; exit 255;;\n\
+             reject:*-T*) echo 'FAILED: Command not applicable'; exit 1;;\n\
+             *) echo M00; echo R00C3010000001509LLDPLeth200000003;;\nesac",
+            r_line("0", "3003-fa:16:3e:00:00:01-20000"),
+        ));
+    let mode = |m: &str| std::fs::write(dir.path.join("mode"), m).unwrap();
+    mode("held");
+    assert_eq!(d.associate(&req()).vdp_vlan, Some(3003), "adopted");
+    for m in ["down", "gone", "down"] {
+        mode(m);
+        assert_eq!(d.refresh(), Vec::new(), "{m}: no verdict, no change");
+        assert_eq!(d.reasserting(&req().port_uuid), Some(3003), "{m}");
+        assert!(d.vsis()[0].1.awaiting_verdict(), "{m}");
+    }
+    mode("held");
+    let ch = d.refresh();
+    assert_eq!(ch.len(), 1, "{ch:?}");
+    assert_eq!(
+        (ch[0].old_vdp_vlan, ch[0].vdp_vlan),
+        (Some(3003), Some(3003))
+    );
+    assert_eq!(d.reasserting(&req().port_uuid), None);
+    // Lost again, then refused for real: the verdict is reported.
+    mode("gone");
+    assert!(d.refresh().is_empty());
+    mode("reject");
+    let ch = d.refresh();
+    assert_eq!(ch.len(), 1, "{ch:?}");
+    assert_eq!((ch[0].old_vdp_vlan, ch[0].vdp_vlan), (Some(3003), None));
+    assert_eq!(
+        ch[0].fail_reason.as_deref(),
+        Some("FAILED: Command not applicable")
+    );
+    assert!(d.vsis()[0].1.is_verdict());
+}
+
+#[test]
+fn events_update_the_table() {
+    let (d, _dir) = fake(&format!(
+        "case \"$*\" in\n*\"-t -i\"*) echo M00; echo '{}';;\nesac",
+        r_line("0", "3003-fa:16:3e:00:00:01-20000")
+    ));
+    assert!(
+        d.apply_event(&req().port_uuid, Ok(5)).is_none(),
+        "unknown VSI"
+    );
+    assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
+    assert!(
+        d.apply_event(&req().port_uuid, Ok(3003)).is_none(),
+        "no change"
+    );
+    // Lost (keep-alive timeout): re-asserted, nothing reported, so
+    // its flows stay (flows follow VLANs, not events).
+    let lost = d.apply_event(
+        &req().port_uuid,
+        Err("Internal Error : Keepalive Timeout".into()),
+    );
+    assert_eq!(lost, None);
+    assert_eq!(d.reasserting(&req().port_uuid), Some(3003));
+    let now = &d.vsis()[0].1;
+    assert!(now.awaiting_verdict() && !now.is_verdict(), "{now:?}");
+    assert_eq!(
+        now.fail_reason.as_deref(),
+        Some("Internal Error : Keepalive Timeout")
+    );
+    // A second loss event while re-asserting: still nothing.
+    assert_eq!(d.apply_event(&req().port_uuid, Err("again".into())), None);
+    // 48059 = PS/PCP bits + 3003: back with the VLAN it held.
+    let back = d.apply_event(&req().port_uuid, Ok(48059)).unwrap();
+    assert_eq!((back.old_vdp_vlan, back.vdp_vlan), (Some(3003), Some(3003)));
+    assert_eq!(back.fail_reason, None);
+    assert_eq!(d.reasserting(&req().port_uuid), None);
+    let zero = d.apply_event(&req().port_uuid, Ok(0)).unwrap();
+    assert_eq!(
+        zero.fail_reason.as_deref(),
+        Some("Returned vlan 0 is invalid.")
+    );
+}
+
+#[test]
+fn up_during_down_waits_for_the_deassociation() {
+    let (d, _dir) = fake(&format!(
+        "case \"$*\" in\n*deassoc*) sleep 1;;\n*\"-t -i\"*) echo M00; echo '{}';;\nesac",
+        r_line("0", "3003-fa:16:3e:00:00:01-20000")
+    ));
+    let d = Arc::new(d);
+    assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
+    let d2 = d.clone();
+    let h = std::thread::spawn(move || d2.deassociate(&req().port_uuid));
+    while !d.vsis().first().is_some_and(|(_, r)| r.pending) {
+        std::thread::yield_now();
+    }
+    // Not a "pending" no-op: it waits, then associates again.
+    let up = d.associate(&req());
+    assert_eq!(up, VdpReply::associated(3003));
+    assert_eq!(h.join().unwrap().fail_reason, None);
+    assert_eq!(d.vsis().len(), 1);
+}
+
+#[test]
+fn refuses_bad_args_without_spawning() {
+    let (d, _dir) = fake("exit 0");
+    let mut r = req();
+    r.vm_mac = "fa:16:3e:00:00:01,x=1".into();
+    let rep = d.associate(&r);
+    assert!(rep.fail_reason.unwrap().contains("mac"));
+    assert_eq!(d.vdptool_calls(), 0);
+    assert!(d.vsis().is_empty());
+}
