@@ -302,8 +302,12 @@ impl UplinkDetector {
                 break;
             }
         }
+        // LLDP off again where the probe turned it on, and always on the
+        // winner (as the original): lldpad speaks for the uplink on the
+        // LLDPL veth, and a second LLDP agent on the physical port would
+        // show the switch two stations on one port.
         for (c, enabled_here) in &probing {
-            if *enabled_here && winner.as_deref() != Some(c.as_str()) {
+            if *enabled_here || winner.as_deref() == Some(c.as_str()) {
                 if let Err(e) = lldptool::disable_lldp(&self.runner, c) {
                     log::warn!("uplink: cannot disable LLDP on {c}: {e}");
                 }
