@@ -533,24 +533,26 @@ fn soak() {
                 // Blackout: the longest reply gap of an up VM in the window.
                 let mut worst = (Duration::ZERO, String::new());
                 let mut lost_total = 0;
+                let mut each = Vec::new();
                 for (i, p) in pingers.iter().enumerate() {
                     if !up[i] {
                         continue;
                     }
                     let r = p.replies.lock().unwrap().clone();
                     let (g, began, lost) = gap(&r, t0, quiet);
-                    if g > worst.0 {
-                        worst = (
-                            g,
-                            format!(
-                                "{} from {:.2} s after the fault began",
-                                vms[i].name,
-                                began.as_secs_f64()
-                            ),
-                        );
-                    }
+                    each.push(format!(
+                        "{} {:.0} ms at {:.2} s",
+                        vms[i].name,
+                        g.as_secs_f64() * 1000.0,
+                        began.as_secs_f64()
+                    ));
+                    worst.0 = worst.0.max(g);
                     lost_total += lost;
                 }
+                worst.1 = format!(
+                    "(longest reply gap of every up VM and when it began: {})",
+                    each.join(", ")
+                );
                 let row = rows.entry(fault).or_insert((0, Vec::new(), Vec::new(), 0));
                 row.0 += 1;
                 row.1.push(worst.0.as_secs_f64() * 1000.0);
@@ -559,7 +561,7 @@ fn soak() {
                 row.3 += lost_total;
                 if worst.0 >= BLACKOUT && !fault.pings_may_go() {
                     violations.push(format!(
-                        "#{n} {}: blackout of {:.0} ms at {} ({lost_total} ping(s) lost) though no VLAN changed",
+                        "#{n} {}: blackout of {:.0} ms {} ({lost_total} ping(s) lost) though no VLAN changed",
                         fault.name(),
                         worst.0.as_secs_f64() * 1000.0,
                         worst.1
@@ -614,6 +616,15 @@ fn soak() {
     }
     for v in &violations {
         println!("VIOLATION (seed {seed}): {v}");
+    }
+    if !violations.is_empty() {
+        // Keep the logs of the run (the lab is torn down when it ends).
+        let keep = common::top().join(format!("target/soak-{seed}"));
+        let _ = std::fs::create_dir_all(&keep);
+        for f in ["agent.log", "leaf.log", "server.log", "lldpad-station.log"] {
+            let _ = std::fs::copy(lab.dir.join(f), keep.join(f));
+        }
+        println!("soak: logs of this run kept in {}", keep.display());
     }
     println!("soak: {} violation(s)", violations.len());
     assert!(

@@ -1,0 +1,183 @@
+use super::*;
+
+fn cfg() -> VdpConfig {
+    VdpConfig::default()
+}
+
+#[test]
+fn query_and_list_argv() {
+    let a = query_argv("LLDPLeth2", &cfg(), "7af441dd-253b-4772-8cf1-a4cfef18efe5").unwrap();
+    assert_eq!(
+        a.join(" "),
+        "vdptool -t -i LLDPLeth2 -R -V assoc -c mode=assoc -c mgrid2=0 -c typeid=0 \
+             -c typeidver=0 -c uuid=7af441dd-253b-4772-8cf1-a4cfef18efe5"
+    );
+    assert_eq!(
+        list_argv("LLDPLeth2").unwrap().join(" "),
+        "vdptool -t -i LLDPLeth2 -R -V assoc -c mode=assoc"
+    );
+}
+
+#[test]
+fn assoc_argv_with_cisco_oui() {
+    let oui = Oui {
+        oui_id: "cisco".into(),
+        vm_name: Some("vm-1".into()),
+        vm_uuid: Some("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into()),
+        ip_addr: Some("10.0.0.5".parse().unwrap()),
+        ..Default::default()
+    };
+    let v = VsiArgs {
+        uuid: "7af441dd-253b-4772-8cf1-a4cfef18efe5",
+        mac: "fa:16:3e:00:00:01",
+        gid: 20000,
+        vlan: 0,
+        oui: Some(&oui),
+    };
+    let a = request_argv("LLDPLeth2", &cfg(), Mode::Assoc, &v, true).unwrap();
+    assert_eq!(
+            a.join(" "),
+            "vdptool -T -i LLDPLeth2 -W -V assoc -c mode=assoc -c mgrid2=0 -c typeid=0 \
+             -c typeidver=0 -c uuid=7af441dd-253b-4772-8cf1-a4cfef18efe5 -c hints=none \
+             -c filter=0-fa:16:3e:00:00:01-20000 -c oui=cisco,vm_name=vm-1 \
+             -c oui=cisco,ipv4_addr=10.0.0.5 -c oui=cisco,vm_uuid=0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+        );
+    // deassoc: no -W, no OUI, stored VLAN field repeated
+    let v = VsiArgs { vlan: 3003, ..v };
+    let a = request_argv("LLDPLeth2", &cfg(), Mode::Deassoc, &v, false).unwrap();
+    assert_eq!(
+        a.join(" "),
+        "vdptool -T -i LLDPLeth2 -V deassoc -c mode=deassoc -c mgrid2=0 -c typeid=0 \
+             -c typeidver=0 -c uuid=7af441dd-253b-4772-8cf1-a4cfef18efe5 -c hints=none \
+             -c filter=3003-fa:16:3e:00:00:01-20000"
+    );
+    // non-cisco OUI is not sent
+    let other = Oui {
+        oui_id: "acme".into(),
+        vm_name: Some("x".into()),
+        ..Default::default()
+    };
+    let v = VsiArgs {
+        oui: Some(&other),
+        ..v
+    };
+    let a = request_argv("IF", &cfg(), Mode::Assoc, &v, false).unwrap();
+    assert!(!a.iter().any(|s| s.starts_with("oui=")));
+}
+
+#[test]
+fn vm_name_follows_the_validator_rule() {
+    // A space and 100..=128 bytes pass validation, so they must reach
+    // lldpad: the space as is, a long name cut to lldpad's 99 bytes at
+    // a character boundary.
+    let argv_for = |name: &str| {
+        let oui = Oui {
+            oui_id: "cisco".into(),
+            vm_name: Some(name.to_string()),
+            ..Default::default()
+        };
+        let v = VsiArgs {
+            uuid: "7af441dd-253b-4772-8cf1-a4cfef18efe5",
+            mac: "fa:16:3e:00:00:01",
+            gid: 1,
+            vlan: 0,
+            oui: Some(&oui),
+        };
+        request_argv("IF", &cfg(), Mode::Assoc, &v, true)
+            .unwrap()
+            .into_iter()
+            .find(|a| a.starts_with("oui=cisco,vm_name="))
+            .unwrap()
+    };
+    assert_eq!(argv_for("web 01"), "oui=cisco,vm_name=web 01");
+    let long = "n".repeat(128);
+    assert_eq!(
+        argv_for(&long),
+        format!("oui=cisco,vm_name={}", "n".repeat(99))
+    );
+    // 98 ASCII bytes + a 2-byte character straddling byte 99: cut before it.
+    let straddle = format!("{}é", "n".repeat(98));
+    assert_eq!(
+        argv_for(&straddle),
+        format!("oui=cisco,vm_name={}", "n".repeat(98))
+    );
+    for ok in ["web 01", long.as_str(), straddle.as_str()] {
+        assert_eq!(crate::validate::vm_name_problem(ok), None);
+    }
+}
+
+#[test]
+fn refuses_smuggling() {
+    let u = "7af441dd-253b-4772-8cf1-a4cfef18efe5";
+    let long = "n".repeat(129);
+    for bad in ["a,vm_uuid=x", "a=b", "a\tb", "x\u{7}", "", long.as_str()] {
+        let oui = Oui {
+            oui_id: "cisco".into(),
+            vm_name: Some(bad.to_string()),
+            ..Default::default()
+        };
+        let v = VsiArgs {
+            uuid: u,
+            mac: "fa:16:3e:00:00:01",
+            gid: 1,
+            vlan: 0,
+            oui: Some(&oui),
+        };
+        assert!(
+            request_argv("IF", &cfg(), Mode::Assoc, &v, true).is_err(),
+            "{bad:?}"
+        );
+    }
+    let v = VsiArgs {
+        uuid: "abc,mode=deassoc",
+        mac: "fa:16:3e:00:00:01",
+        gid: 1,
+        vlan: 0,
+        oui: None,
+    };
+    assert!(request_argv("IF", &cfg(), Mode::Assoc, &v, true).is_err());
+    let v2 = VsiArgs {
+        uuid: u,
+        mac: "fa:16:3e:00:00:01-9",
+        ..v
+    };
+    assert!(request_argv("IF", &cfg(), Mode::Assoc, &v2, true).is_err());
+    let mut c = cfg();
+    c.mgrid2 = "0,typeid=5".into();
+    assert!(query_argv("IF", &c, u).is_err());
+    assert!(list_argv("I F").is_err());
+}
+
+#[test]
+fn filter_formats() {
+    assert_eq!(
+        filter_value(4, 0, "fa:16:3e:00:00:01", 5).unwrap(),
+        "0-fa:16:3e:00:00:01-5"
+    );
+    assert_eq!(filter_value(3, 0, "", 5).unwrap(), "0--5");
+    assert_eq!(
+        filter_value(2, 7, "fa:16:3e:00:00:01", 0).unwrap(),
+        "7-fa:16:3e:00:00:01"
+    );
+    assert_eq!(filter_value(1, 0, "", 0).unwrap(), "0");
+    assert!(filter_value(4, 0, "fa:16:3e:00:00:01", 0).is_err());
+    assert!(filter_value(5, 0, "", 1).is_err());
+    let f = parse_filter("48059-fa:16:3e:00:00:0B-0").unwrap();
+    assert_eq!(f.vlan(), 3003);
+    assert_eq!(f.valid_vlan(), Some(3003));
+    assert_eq!(f.mac.as_deref(), Some("fa:16:3e:00:00:0b"));
+    let f = parse_filter("0-20005").unwrap();
+    assert_eq!((f.raw_vlan, f.gid, f.mac), (0, Some(20005), None));
+    assert_eq!(
+        parse_filter("0-fa:16:3e:00:00:01-0").unwrap().valid_vlan(),
+        None
+    );
+    assert!(parse_filter("x-1").is_none());
+}
+
+#[test]
+fn status_texts() {
+    assert_eq!(status_text(2), "Device not found or inactive");
+    assert_eq!(status_text(0x0d), "VDP protocol not supported on interface");
+    assert_eq!(status_text(0x0f), BUSY_TEXT);
+}

@@ -1,0 +1,289 @@
+//! `VdpMgr`, the queue worker: uplink up/down messages, VM events (one and
+//! bulk), VSI changes, and what is reported to the controller for each.
+//!
+//! Owns nothing of its own (the manager's state). Calls the host driver
+//! and the controller link.
+
+use super::*;
+
+impl VdpMgr {
+    // ----- queue worker --------------------------------------------------------
+
+    /// `process_queue`: the worker loop; returns when the queue is closed.
+    /// A panic while processing one message is logged and the loop goes on.
+    pub fn process_queue(&self) {
+        log::info!("Entered process_q");
+        loop {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process_one())) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(p) => log::error!("panic in process_q: {}", panic_message(&*p)),
+            }
+        }
+    }
+
+    /// Dequeue (blocking) and process one message; false when the queue is
+    /// closed.
+    pub fn process_one(&self) -> bool {
+        match self.que.dequeue() {
+            Some((_, msg)) => {
+                self.process_msg(msg);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Dispatch one message by type (the body of `process_queue`).
+    pub fn process_msg(&self, msg: VdpQueMsg) {
+        log::debug!("Msg dequeued type is {}", msg.msg_type());
+        match msg {
+            VdpQueMsg::Vm { vm, .. } => self.process_vm_event(&vm),
+            VdpQueMsg::VmBulk { vms, .. } => self.process_bulk_vm_event(&vms),
+            VdpQueMsg::Uplink { .. } => {
+                let _reset = OngoingReset(&self.state);
+                self.process_uplink_event(msg);
+            }
+            VdpQueMsg::VsiChanged(change) => self.process_vsi_change(&change),
+        }
+    }
+
+    /// `process_uplink_event`: "up" sets the uplink up on the host (veth,
+    /// OVS ports, pass-through flows, LLDP/EVB) and reports it, or reports
+    /// the failure and parks the message on the error queue; "down" tears
+    /// the uplink down (or removes a never-set-up stored uplink) and
+    /// reports the empty uplink. Topology discovery follows the uplink.
+    pub fn process_uplink_event(&self, msg: VdpQueMsg) {
+        let VdpQueMsg::Uplink {
+            status,
+            ref phy_uplink,
+            ref veth_intf,
+            ..
+        } = msg
+        else {
+            return;
+        };
+        let phy = phy_uplink.clone();
+        log::info!(
+            "Received New uplink Msg {} for uplink {phy}",
+            status.as_str()
+        );
+        match status {
+            UplinkStatus::Up => {
+                let current = self.state.lock().phy_uplink.clone();
+                if current.as_deref() != Some(phy.as_str()) {
+                    log::warn!("dropping stale uplink up for {phy} (current uplink {current:?})");
+                    return;
+                }
+                match self.host.uplink_up(&phy) {
+                    Ok(veth) => {
+                        {
+                            let mut st = self.state.lock();
+                            st.uplink_det_compl = true;
+                            st.set_up.insert(phy.clone(), veth.clone());
+                            st.veth_intf = Some(veth.clone());
+                        }
+                        log::info!(
+                            "UP Event Processing Complete Saving uplink {phy} and veth {veth}"
+                        );
+                        self.save_uplink(&phy, &veth, "");
+                        self.host.topo_uncfg_intf(&phy);
+                        self.host.topo_cfg_intf(&veth, &phy);
+                    }
+                    Err(reason) => {
+                        log::error!("UP Event Processing NOT Complete for {phy}: {reason}");
+                        self.err_que.enqueue(Q_UPL_PRIO, msg.clone());
+                        self.save_uplink(&phy, "", &reason);
+                    }
+                }
+            }
+            UplinkStatus::Down => {
+                let was_set_up = self.state.lock().set_up.remove(&phy).is_some();
+                if was_set_up {
+                    self.host.uplink_down(&phy);
+                } else {
+                    self.host.delete_uplink_and_flows(&phy);
+                }
+                self.save_uplink("", "", "");
+                if let Some(v) = veth_intf {
+                    self.host.topo_uncfg_intf(v);
+                }
+                self.host.topo_cfg_intf(&phy, &phy);
+            }
+        }
+    }
+
+    /// `process_vm_event`: one VM port up/down. Before the uplink is ready:
+    /// fail with "Uplink Port Event not received yet" and remember the port.
+    /// Up: wait for the local VLAN, associate and program flows, report
+    /// SUCCESS with both VLANs or CREATE:FAIL. Down: deassociate, report
+    /// SUCCESS or DELETE:FAIL.
+    pub fn process_vm_event(&self, vm: &VmPort) {
+        log::info!(
+            "In processing VM Event status {} for MAC {} UUID {} oui {:?}",
+            vm.status,
+            vm.vm_mac,
+            vm.port_uuid,
+            vm.oui
+        );
+        let res_fail = vm.status.fail_result();
+        {
+            let mut st = self.state.lock();
+            if !st.uplink_ready() {
+                remember_early(&mut st.early_ports, vm);
+                drop(st);
+                log::error!("{UPLINK_NOT_RECEIVED_REASON} (port {})", vm.port_uuid);
+                self.update_vm_result(
+                    &vm.port_uuid,
+                    res_fail,
+                    None,
+                    None,
+                    Some(UPLINK_NOT_RECEIVED_REASON),
+                );
+                return;
+            }
+            st.early_ports.remove(&vm.port_uuid);
+        }
+        let (outcome, lvid) = match vm.status {
+            PortStatus::Up => {
+                let wait = self.cfg.vm_port_wait;
+                let Some(lvid) = self
+                    .host
+                    .port_local_vlan(&vm.port_uuid, wait, &self.shutdown)
+                else {
+                    if self.shutdown.is_set() {
+                        log::info!(
+                            "shutdown while waiting for the local VLAN of {}; not reported",
+                            vm.port_uuid
+                        );
+                        return;
+                    }
+                    let reason = invalid_ovs_vlan_reason(&vm.port_uuid);
+                    log::error!("{reason}");
+                    self.update_vm_result(&vm.port_uuid, res_fail, None, None, Some(&reason));
+                    return;
+                };
+                (self.host.port_up(vm, lvid), Some(lvid))
+            }
+            PortStatus::Down => (self.host.port_down(vm), None),
+        };
+        self.report_outcome(&vm.port_uuid, res_fail, &outcome, lvid);
+    }
+
+    pub(super) fn report_outcome(
+        &self,
+        port_uuid: &str,
+        res_fail: VmResult,
+        out: &PortOutcome,
+        lvid: Option<u16>,
+    ) {
+        if out.pending && !out.ok {
+            // vdptool gave up waiting but lldpad is still trying: nothing to
+            // report yet; lldpad's verdict arrives as a VSI change.
+            log::info!("VDP association of {port_uuid} pending; the verdict comes as a VSI change");
+            return;
+        }
+        if out.ok {
+            log::info!("Success in VDP port event for {port_uuid}");
+            self.update_vm_result(
+                port_uuid,
+                VmResult::Success,
+                out.local_vlan.or(lvid),
+                out.vdp_vlan,
+                out.fail_reason.as_deref(),
+            );
+        } else {
+            log::error!(
+                "Error in VDP port event for {port_uuid}: {:?}",
+                out.fail_reason
+            );
+            let reason = out
+                .fail_reason
+                .clone()
+                .unwrap_or_else(|| "VDP port event failed".to_string());
+            self.update_vm_result(port_uuid, res_fail, None, None, Some(&reason));
+        }
+    }
+
+    /// `process_bulk_vm_event`: bulk resync (after save_uplink). Entries
+    /// with status down first restore what the controller knew
+    /// (`pop_local_cache` -> `HostDriver::restore_port`); every entry is then
+    /// processed as a VM event. Remembered early ports not in the list are
+    /// replayed afterwards.
+    pub fn process_bulk_vm_event(&self, vms: &[VmPort]) {
+        log::info!("In processing Bulk VM Event with {} entries", vms.len());
+        {
+            let mut st = self.state.lock();
+            if !st.uplink_ready() {
+                log::error!(
+                    "Uplink Port Event not received, yet in bulk process; remembering the list"
+                );
+                for vm in vms {
+                    remember_early(&mut st.early_ports, vm);
+                }
+                st.bulk_vm_rcvd_flag = false;
+                return;
+            }
+        }
+        for vm in vms {
+            if self.shutdown.is_set() {
+                log::info!("shutdown during bulk processing; the rest resyncs after restart");
+                return;
+            }
+            if vm.status == PortStatus::Down {
+                self.host.restore_port(vm);
+            }
+            self.process_vm_event(vm);
+        }
+        let leftovers: Vec<VmPort> = {
+            let mut st = self.state.lock();
+            std::mem::take(&mut st.early_ports).into_values().collect()
+        };
+        for vm in leftovers {
+            if self.shutdown.is_set() {
+                return;
+            }
+            log::info!(
+                "replaying early event for port {} ({})",
+                vm.port_uuid,
+                vm.status
+            );
+            self.process_vm_event(&vm);
+        }
+    }
+
+    /// A VSI changed (refresh / lldpad event): fix flows via
+    /// `apply_vsi_change`, then report like `vdp_vlan_change_cb` (SUCCESS
+    /// with the new VLANs), or CREATE:FAIL when the host could not apply it.
+    pub fn process_vsi_change(&self, change: &VsiChange) {
+        log::info!(
+            "VSI change for {}: VDP VLAN {:?} -> {:?}",
+            change.port_uuid,
+            change.old_vdp_vlan,
+            change.vdp_vlan
+        );
+        let out = self.host.apply_vsi_change(change);
+        let lvid = out.local_vlan.or(change.local_vlan);
+        let reason = out
+            .fail_reason
+            .clone()
+            .or_else(|| change.fail_reason.clone());
+        if out.ok {
+            self.vdp_vlan_change_cb(
+                &change.port_uuid,
+                lvid,
+                out.vdp_vlan.or(change.vdp_vlan),
+                reason.as_deref(),
+            );
+        } else {
+            let reason = reason.unwrap_or_else(|| "VSI change could not be applied".into());
+            self.update_vm_result(
+                &change.port_uuid,
+                VmResult::CreateFail,
+                None,
+                None,
+                Some(&reason),
+            );
+        }
+    }
+}
