@@ -13,7 +13,8 @@
 //! `heartbeat_s`; before that, `request_uplink_info` until answered, then
 //! `dfa_uplink_restart`), `event-poller` (controller long-poll -> validate
 //! -> manager), `lldpad-client` (`refresh_vsis` every `vdp.sync_timeout_s`
-//! -> VsiChanged messages), `flow-check` (`check_flows` every
+//! -> VsiChanged messages), `lldpad-events` / `lldpad-notify` (the lldpad
+//! event watcher's tasks, from `HostDriver::start_watchers`), `flow-check` (`check_flows` every
 //! `flow_check_s`), `topo-disc` (`topo_poll` every `topo_disc_s` ->
 //! `save_topo_disc_params`), `result-retry` (delivers every
 //! `update_vm_result` handed over by the queue worker, and retries kept
@@ -184,7 +185,7 @@ impl Daemon {
         tasks.push(event_poller_task(mgr.clone(), link.clone()));
         {
             let m = mgr.clone();
-            host.start_watchers(Arc::new(move |c| m.enqueue_vsi_change(c)));
+            tasks.extend(host.start_watchers(Arc::new(move |c| m.enqueue_vsi_change(c))));
         }
         tasks.push(lldpad_client_task(
             mgr.clone(),

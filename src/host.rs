@@ -465,10 +465,13 @@ impl HostDriver for LinuxHost {
         };
         let reply = lldpad.deassociate(&vm.port_uuid);
         match self.ovs.remove_vm_port(&vm.net_uuid, &vm.port_uuid) {
+            // As the original reports a down: the port holds no VDP VLAN
+            // any more (-1), and the local VLAN is -1 too when the
+            // network's last port went.
             Ok(r) => PortOutcome {
                 ok: true,
-                local_vlan: Some(r.local_vlan),
-                vdp_vlan: r.port_vdp_vlan.or(r.net_vdp_vlan),
+                local_vlan: (!r.net_removed).then_some(r.local_vlan),
+                vdp_vlan: None,
                 fail_reason: None,
                 pending: false,
             },
@@ -532,12 +535,11 @@ impl HostDriver for LinuxHost {
         self.with_local_vlans(changes)
     }
 
-    fn start_watchers(&self, sink: VsiSink) {
+    fn start_watchers(&self, sink: VsiSink) -> Vec<crate::task::Task> {
         let shared = self.shared.clone();
-        match LldpadWatch::start(&self.shutdown, move |n| shared.on_notice(n, &sink)) {
-            Ok(w) => *self.watch.lock() = Some(w),
-            Err(e) => log::warn!("host: lldpad event watcher not started ({e}); refresh only"),
-        }
+        let (w, tasks) = LldpadWatch::tasks(&self.shutdown, move |n| shared.on_notice(n, &sink));
+        *self.watch.lock() = Some(w);
+        tasks
     }
 
     fn ovs_needs_repair(&self) -> bool {

@@ -1,7 +1,7 @@
 //! vdp-agent: the compute-host side of an IEEE 802.1Qbg VDP fabric agent.
 //!
 //! Module map (each module's doc says what it owns and what it may call):
-//! - `config`, `model`, `shutdown`, `exec`, `fsutil`: foundations used by everyone.
+//! - `config`, `model`, `shutdown`, `task`, `exec`, `fsutil`: foundations used by everyone.
 //! - `validate`: docs/protocol.md checks; turns controller JSON into `model` values.
 //! - `queue`: `VdpMsgPriQue` / `VdpQueMsg`.
 //! - `manager`: `VdpMgr`, the state machine; talks to the host only through
@@ -31,6 +31,7 @@ pub mod ovs;
 pub mod queue;
 pub mod shutdown;
 pub mod status;
+pub mod task;
 pub mod topology;
 pub mod uplink;
 pub mod validate;

@@ -117,22 +117,31 @@ fn every_rpc_sends_the_contract_json() {
     c.update_vm_result(P2, VmResult::DeleteFail, None, None, Some("x"))
         .unwrap();
     assert_eq!(c.retry_pending(), 0);
+    // A down of a network's last port: SUCCESS with both VLANs -1.
+    c.update_vm_result(P2, VmResult::Success, None, None, None)
+        .unwrap();
+    assert_eq!(c.retry_pending(), 0);
     let vr = calls(&s, "update_vm_result");
-    assert_eq!(vr.len(), 3);
+    assert_eq!(vr.len(), 4);
     assert_eq!(vr[0]["context"], json!({"agent": "compute1"}));
     assert_eq!(
         vr[0]["args"],
         json!({"port_uuid": P1, "result": "SUCCESS", "fail_reason": null,
                "local_vlan": 5, "vdp_vlan": 3003})
     );
+    // As the original: a failure carries no VLANs, even a known one.
     assert_eq!(
         vr[1]["args"],
-        json!({"port_uuid": P1, "result": "CREATE:FAIL", "fail_reason": "no VDP VLAN",
-               "local_vlan": 5, "vdp_vlan": -1})
+        json!({"port_uuid": P1, "result": "CREATE:FAIL", "fail_reason": "no VDP VLAN"})
     );
     assert_eq!(
         vr[2]["args"],
         json!({"port_uuid": P2, "result": "DELETE:FAIL", "fail_reason": "x"})
+    );
+    assert_eq!(
+        vr[3]["args"],
+        json!({"port_uuid": P2, "result": "SUCCESS", "fail_reason": null,
+               "local_vlan": -1, "vdp_vlan": -1})
     );
 
     let report = TopoReport {

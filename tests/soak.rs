@@ -135,6 +135,11 @@ fn start_pinger(lab: &Lab, vm: &Vm) -> Pinger {
     let r = replies.clone();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            // Only echo replies ("64 bytes from ..."): ping also prints
+            // "From ... icmp_seq=N Destination Host Unreachable".
+            if !line.contains(" bytes from ") {
+                continue;
+            }
             if let Some(seq) = line
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix("icmp_seq="))
@@ -429,15 +434,20 @@ fn soak() {
             end.saturating_duration_since(t0).as_secs_f64(),
             fault.name()
         );
+        // When each VM's traffic is promised from in this window: a VM that
+        // was down (its port announced down, its VSI gone at the switch) is
+        // only measured from the moment its port comes back up.
+        let mut measured_from: Vec<Instant> = vec![t0; vms.len()];
         // VM churn: the victim goes down, or comes back up. The sampler
         // first lets go of the flows of a network losing its last VM.
-        let toggle = |up: &mut Vec<bool>, vms: &[Vm], i: usize| {
+        let toggle = |up: &mut Vec<bool>, from: &mut Vec<Instant>, vms: &[Vm], i: usize| {
             let mut after = up.clone();
             after[i] = !after[i];
             *sampler.want.lock().unwrap() = kept_flows(&lab, &pairs, vms, &after);
             if up[i] {
                 lab.port_del(&vms[i]);
             } else {
+                from[i] = Instant::now();
                 lab.port_add(&vms[i]);
             }
             *up = after;
@@ -469,7 +479,7 @@ fn soak() {
                     serde_json::json!({"delay_ms": 8000, "delay_methods": ["update_vm_result"]}),
                 );
                 // Churn while the controller is slow.
-                toggle(&mut up, &vms, victim);
+                toggle(&mut up, &mut measured_from, &vms, victim);
                 common::pause(Duration::from_secs(10));
                 lab.clear_fault();
             }
@@ -481,7 +491,7 @@ fn soak() {
                 // (lldpad retransmits), with churn in the middle.
                 lab.leaf_ctl(&["drop-ecp-share", "30"]);
                 common::pause(Duration::from_secs(3));
-                toggle(&mut up, &vms, victim);
+                toggle(&mut up, &mut measured_from, &vms, victim);
                 common::pause(Duration::from_secs(12));
                 lab.leaf_ctl(&["drop-ecp-share", "0"]);
             }
@@ -500,7 +510,7 @@ fn soak() {
                 lab.host(&["ip", "link", "set", "eth2", "up"]);
             }
             Fault::VmChurn => {
-                toggle(&mut up, &vms, victim);
+                toggle(&mut up, &mut measured_from, &vms, victim);
             }
             Fault::VmMove => {
                 // The mover leaves its network (its port goes down and is
@@ -518,6 +528,7 @@ fn soak() {
                 gen += 1;
                 vms[MOVER] = mover(gen);
                 lab.vm_add(&vms[MOVER]);
+                measured_from[MOVER] = Instant::now();
                 lab.port_add(&vms[MOVER]);
                 up[MOVER] = true;
                 pingers.push(start_pinger(&lab, &vms[MOVER]));
@@ -539,7 +550,8 @@ fn soak() {
                         continue;
                     }
                     let r = p.replies.lock().unwrap().clone();
-                    let (g, began, lost) = gap(&r, t0, quiet);
+                    let (g, began, lost) = gap(&r, measured_from[i], quiet);
+                    let began = began + measured_from[i].duration_since(t0);
                     each.push(format!(
                         "{} {:.0} ms at {:.2} s",
                         vms[i].name,

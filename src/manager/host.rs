@@ -172,11 +172,14 @@ pub trait HostDriver: Send + Sync {
         0
     }
 
-    /// Start host-side watchers that report VSI changes as they happen
-    /// (lldpad's VDP events, lldpad restarts). `sink` is called from the
-    /// watcher's own thread, without locks held; the daemon passes
-    /// `VdpMgr::enqueue_vsi_change`. Default: no watcher (refresh only).
-    fn start_watchers(&self, _sink: VsiSink) {}
+    /// Host-side watchers that report VSI changes as they happen (lldpad's
+    /// VDP events, lldpad restarts), as tasks for the daemon's runner.
+    /// `sink` is called from a watcher task, without locks held; the
+    /// daemon passes `VdpMgr::enqueue_vsi_change`. Default: no watcher
+    /// (refresh only).
+    fn start_watchers(&self, _sink: VsiSink) -> Vec<crate::task::Task> {
+        Vec::new()
+    }
 
     /// Threads the host runs itself (name → state), shown in `status`
     /// next to the daemon's own.

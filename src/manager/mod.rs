@@ -176,23 +176,7 @@ impl MgrState {
     }
 }
 
-/// What a task step asks its runner to do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// Run the step again after this long (shutdown-aware wait).
-    Wait(Duration),
-    /// Run the step again at once (unless shutting down).
-    Again,
-    /// The task is finished.
-    Stop,
-}
-
-/// One named unit of work run by a daemon thread: the runner calls `step`
-/// in a loop (catching panics) and obeys the returned [`Step`].
-pub struct Task {
-    pub name: &'static str,
-    pub step: Box<dyn FnMut() -> Step + Send>,
-}
+pub use crate::task::{Step, Task};
 
 /// Resets `process_uplink_ongoing` when dropped (also on unwind), as the
 /// original did after `process_uplink_event` whatever happened.

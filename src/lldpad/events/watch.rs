@@ -1,13 +1,17 @@
-//! `LldpadWatch`: the `lldpad-events` thread (owns an `EventClient`, reads
-//! the socket, probes liveness, reconnects) and the `lldpad-notify` thread
-//! (runs the callback, so the reader never blocks lldpad).
+//! `LldpadWatch`: two tasks, `lldpad-events` (owns an `EventClient`, reads
+//! the socket, probes liveness, reconnects) and `lldpad-notify` (runs the
+//! callback, so the reader never blocks lldpad). In the daemon both run
+//! under its task runner (`LldpadWatch::tasks`: named threads, panics
+//! caught, shutdown-aware); tests and tools run them on two threads of
+//! their own (`start`, `start_in_netns`) with the same panic policy.
 //!
-//! Owns: the two threads and the watch status. Calls `super::EventClient`
+//! Owns: the two tasks and the watch status. Calls `super::EventClient`
 //! and `crate::shutdown::Shutdown`.
 
 use super::{EventClient, VdpEvent, PING_INTERVAL};
 use crate::shutdown::Shutdown;
-use crossbeam_channel::{unbounded, Sender};
+use crate::task::{Step, Task};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -39,30 +43,42 @@ pub struct WatchStatus {
     pub reason: Option<String>,
     pub events: u64,
     pub restarts: u64,
-    /// Panics caught on the watch's threads (each contained: the notice is
-    /// dropped, or the connection is re-opened after [`PANIC_BACKOFF`]).
+    /// Steps of the two tasks that unwound (a caught panic): the reader's
+    /// connection is dropped and opened again, a notice is dropped.
     pub panics: u64,
 }
 
-/// Owns an `EventClient` on the `lldpad-events` thread; calls the callback
-/// from the `lldpad-notify` thread (never while holding the watch's lock).
+/// The watch: its status, and the two threads when it runs them itself.
 pub struct LldpadWatch {
     stop: Shutdown,
     status: Arc<Mutex<WatchStatus>>,
     threads: Vec<JoinHandle<()>>,
 }
 
-/// Pause after a caught panic on the `lldpad-events` thread before it
-/// connects again (the daemon's task runner uses the same figure).
+/// Pause after a caught panic before a task's next step (the daemon's task
+/// runner uses the same figure).
 pub const PANIC_BACKOFF: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// Longest uninterrupted wait, so the daemon's shutdown is seen quickly.
+/// Longest uninterrupted wait of one step, so shutdown is seen quickly.
 const SLICE: Duration = Duration::from_millis(250);
 
+/// Task names (as in `status` and gdb).
+pub const EVENTS_TASK: &str = "lldpad-events";
+pub const NOTIFY_TASK: &str = "lldpad-notify";
+
 impl LldpadWatch {
-    /// Watch the lldpad of the current network namespace (production).
-    /// Stops on `shutdown` or `stop()`.
+    /// The watch of the current network namespace's lldpad as two tasks
+    /// for the caller's runner (the daemon). Stops with `shutdown`.
+    pub fn tasks<F>(shutdown: &Shutdown, on_notice: F) -> (LldpadWatch, Vec<Task>)
+    where
+        F: Fn(LldpadNotice) + Send + 'static,
+    {
+        Self::make(None, shutdown, on_notice)
+    }
+
+    /// Watch the lldpad of the current network namespace on two threads
+    /// of its own. Stops on `shutdown` or `stop()`.
     pub fn start<F>(shutdown: &Shutdown, on_notice: F) -> std::io::Result<LldpadWatch>
     where
         F: Fn(LldpadNotice) + Send + 'static,
@@ -82,11 +98,7 @@ impl LldpadWatch {
         Self::spawn(Some(netns.to_string()), shutdown, on_notice)
     }
 
-    fn spawn<F>(
-        netns: Option<String>,
-        shutdown: &Shutdown,
-        on_notice: F,
-    ) -> std::io::Result<LldpadWatch>
+    fn make<F>(netns: Option<String>, shutdown: &Shutdown, on_notice: F) -> (LldpadWatch, Vec<Task>)
     where
         F: Fn(LldpadNotice) + Send + 'static,
     {
@@ -96,24 +108,6 @@ impl LldpadWatch {
             ..WatchStatus::default()
         }));
         let (tx, rx) = unbounded::<LldpadNotice>();
-        let notify_status = status.clone();
-        // Both threads contain panics the way the daemon's task runner does
-        // (the callback runs host code; the worker parses lldpad's bytes):
-        // a panic is logged and counted, the thread goes on.
-        let notify = std::thread::Builder::new()
-            .name("lldpad-notify".into())
-            .spawn(move || {
-                for n in rx.iter() {
-                    let r = catch_unwind(AssertUnwindSafe(|| on_notice(n)));
-                    if let Err(p) = r {
-                        log::error!(
-                            "thread lldpad-notify: panic caught, notice dropped: {}",
-                            crate::manager::panic_message(&*p)
-                        );
-                        notify_status.lock().panics += 1;
-                    }
-                }
-            })?;
         let mut worker = Worker {
             netns,
             daemon: shutdown.clone(),
@@ -123,18 +117,58 @@ impl LldpadWatch {
             client: None,
             last_pid: None,
             lost_reported: false,
+            backoff: BACKOFF_MIN,
+            next_ping: Instant::now() + PING_INTERVAL,
+            in_step: false,
         };
-        let events = std::thread::Builder::new()
-            .name("lldpad-events".into())
-            .spawn(move || worker.run_contained())?;
-        Ok(LldpadWatch {
+        let mut notifier = Notifier {
+            rx,
+            on_notice: Box::new(on_notice),
+            status: status.clone(),
+            stop: stop.clone(),
+            daemon: shutdown.clone(),
+            in_step: false,
+        };
+        let tasks = vec![
+            Task {
+                name: EVENTS_TASK,
+                step: Box::new(move || worker.step()),
+            },
+            Task {
+                name: NOTIFY_TASK,
+                step: Box::new(move || notifier.step()),
+            },
+        ];
+        let watch = LldpadWatch {
             stop,
             status,
-            threads: vec![events, notify],
-        })
+            threads: Vec::new(),
+        };
+        (watch, tasks)
     }
 
-    /// Name and state (`alive` / `stopped`) of the watcher's threads.
+    fn spawn<F>(
+        netns: Option<String>,
+        shutdown: &Shutdown,
+        on_notice: F,
+    ) -> std::io::Result<LldpadWatch>
+    where
+        F: Fn(LldpadNotice) + Send + 'static,
+    {
+        let (mut watch, tasks) = Self::make(netns, shutdown, on_notice);
+        for mut t in tasks {
+            let stop = watch.stop.clone();
+            let daemon = shutdown.clone();
+            let h = std::thread::Builder::new()
+                .name(t.name.into())
+                .spawn(move || run_task(&mut t, &stop, &daemon))?;
+            watch.threads.push(h);
+        }
+        Ok(watch)
+    }
+
+    /// Name and state (`alive` / `stopped`) of the watcher's own threads
+    /// (none when its tasks run under the caller's runner).
     pub fn thread_states(&self) -> Vec<(String, String)> {
         self.threads
             .iter()
@@ -150,7 +184,8 @@ impl LldpadWatch {
         self.status.lock().clone()
     }
 
-    /// Stop both threads and wait for them (pending notices are delivered).
+    /// Stop both tasks and wait for the watch's own threads (pending
+    /// notices are delivered first).
     pub fn stop(mut self) {
         self.shutdown_threads();
     }
@@ -169,6 +204,70 @@ impl Drop for LldpadWatch {
     }
 }
 
+/// The runner of the watch's own threads: the daemon's policy (a panic is
+/// caught and logged, the next step follows after [`PANIC_BACKOFF`]).
+fn run_task(t: &mut Task, stop: &Shutdown, daemon: &Shutdown) {
+    let stopping = || stop.is_set() || daemon.is_set();
+    loop {
+        match catch_unwind(AssertUnwindSafe(|| (t.step)())) {
+            Ok(Step::Wait(d)) => {
+                if stop.wait(d) || stopping() {
+                    break;
+                }
+            }
+            // Each task returns Stop itself once asked to stop (the notifier
+            // only after the notices already queued are delivered).
+            Ok(Step::Again) => {}
+            Ok(Step::Stop) => break,
+            Err(p) => {
+                log::error!(
+                    "thread {}: panic caught: {}",
+                    t.name,
+                    crate::manager::panic_message(&*p)
+                );
+                if stop.wait(PANIC_BACKOFF) || stopping() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The `lldpad-notify` task: hands notices to the callback.
+struct Notifier {
+    rx: Receiver<LldpadNotice>,
+    on_notice: Box<dyn Fn(LldpadNotice) + Send>,
+    status: Arc<Mutex<WatchStatus>>,
+    stop: Shutdown,
+    daemon: Shutdown,
+    /// Set during a step: still set at the next one means it unwound.
+    in_step: bool,
+}
+
+impl Notifier {
+    fn step(&mut self) -> Step {
+        if std::mem::replace(&mut self.in_step, true) {
+            log::error!("lldpad-notify: the last notice's handling unwound; it is dropped");
+            self.status.lock().panics += 1;
+        }
+        let next = match self.rx.recv_timeout(SLICE) {
+            Ok(n) => {
+                (self.on_notice)(n);
+                Step::Again
+            }
+            // Pending notices are delivered before a stop is obeyed.
+            Err(RecvTimeoutError::Timeout) if self.stop.is_set() || self.daemon.is_set() => {
+                Step::Stop
+            }
+            Err(RecvTimeoutError::Timeout) => Step::Again,
+            Err(RecvTimeoutError::Disconnected) => Step::Stop,
+        };
+        self.in_step = false;
+        next
+    }
+}
+
+/// The `lldpad-events` task: the event client and its liveness probe.
 struct Worker {
     netns: Option<String>,
     daemon: Shutdown,
@@ -178,6 +277,10 @@ struct Worker {
     client: Option<EventClient>,
     last_pid: Option<u32>,
     lost_reported: bool,
+    backoff: Duration,
+    next_ping: Instant,
+    /// Set during a step: still set at the next one means it unwound.
+    in_step: bool,
 }
 
 impl Worker {
@@ -185,127 +288,110 @@ impl Worker {
         self.stop.is_set() || self.daemon.is_set()
     }
 
-    /// Wait `d` unless asked to stop; true when stopping.
-    fn pause(&self, d: Duration) -> bool {
-        let end = Instant::now() + d;
-        loop {
-            if self.stopping() {
-                return true;
-            }
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            self.stop.wait(left.min(SLICE));
-        }
-    }
-
     fn notify(&self, n: LldpadNotice) {
         let _ = self.tx.send(n);
     }
 
-    /// `run` until stopped; a panic drops the connection, is logged and
-    /// counted, and the worker connects again after [`PANIC_BACKOFF`].
-    fn run_contained(&mut self) {
-        loop {
-            let r = catch_unwind(AssertUnwindSafe(|| self.run()));
-            let Err(p) = r else { return };
-            log::error!(
-                "thread lldpad-events: panic caught: {}; reconnecting",
-                crate::manager::panic_message(&*p)
-            );
+    /// One step: connect, or wait up to [`SLICE`] for an event, probing
+    /// lldpad's pid every [`PING_INTERVAL`] and re-attaching when it
+    /// changed or the socket broke.
+    fn step(&mut self) -> Step {
+        if std::mem::replace(&mut self.in_step, true) {
+            // The previous step unwound (a caught panic): start afresh.
+            log::error!("lldpad-events: the last step unwound; reconnecting");
             self.client = None;
             self.status.lock().panics += 1;
-            if self.pause(PANIC_BACKOFF) {
-                let mut st = self.status.lock();
-                st.attached = false;
-                st.reason = Some("stopped".into());
-                return;
-            }
         }
+        let next = self.step_inner();
+        self.in_step = false;
+        if next == Step::Stop || self.stopping() {
+            let mut st = self.status.lock();
+            st.attached = false;
+            st.reason = Some("stopped".into());
+        }
+        next
     }
 
-    fn run(&mut self) {
+    fn step_inner(&mut self) -> Step {
         #[cfg(test)]
         if super::tests::PANIC_IN_RUN.swap(false, std::sync::atomic::Ordering::SeqCst) {
             panic!("injected panic in the events worker");
         }
-        let mut backoff = BACKOFF_MIN;
-        let mut next_ping = Instant::now() + PING_INTERVAL;
-        while !self.stopping() {
-            let Some(client) = self.client.as_mut() else {
-                let opened = match &self.netns {
-                    Some(ns) => EventClient::connect_in_netns(ns),
-                    None => EventClient::connect(),
-                };
-                match opened {
-                    Ok(c) => {
-                        let pid = c.pid();
-                        self.client = Some(c);
-                        self.attached(pid);
-                        backoff = BACKOFF_MIN;
-                        next_ping = Instant::now() + PING_INTERVAL;
-                    }
-                    Err(e) => {
-                        self.lost(e.to_string());
-                        if self.pause(backoff) {
-                            break;
-                        }
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                    }
-                }
-                continue;
+        if self.stopping() {
+            return Step::Stop;
+        }
+        let Some(client) = self.client.as_mut() else {
+            let opened = match &self.netns {
+                Some(ns) => EventClient::connect_in_netns(ns),
+                None => EventClient::connect(),
             };
-            let wait = next_ping
-                .saturating_duration_since(Instant::now())
-                .min(SLICE);
-            let mut failure = None;
-            match client.recv(wait) {
-                Ok(Some(ev)) => {
-                    self.status.lock().events += 1;
-                    self.notify(LldpadNotice::Vdp(ev));
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => failure = Some(e),
-            }
-            let Some(client) = self.client.as_mut() else {
-                continue;
-            };
-            if failure.is_none() && Instant::now() >= next_ping {
-                next_ping = Instant::now() + PING_INTERVAL;
-                match client.ping() {
-                    Ok(pid) if Some(pid) == self.last_pid => continue,
-                    Ok(_) => {} // same socket, new lldpad: re-register below
-                    Err(e) => failure = Some(e),
-                }
-            } else if failure.is_none() {
-                continue;
-            }
-            // Ping failed, pid changed or the socket broke: try to re-register
-            // at once (a restarted lldpad is usually back within a second).
-            if let Some(e) = &failure {
-                log::info!("lldpad probe failed ({e}), re-attaching");
-            }
-            match client.reattach() {
-                Ok(()) => {
-                    let pid = client.pid();
+            return match opened {
+                Ok(c) => {
+                    let pid = c.pid();
+                    self.client = Some(c);
                     self.attached(pid);
-                    backoff = BACKOFF_MIN;
+                    self.backoff = BACKOFF_MIN;
+                    self.next_ping = Instant::now() + PING_INTERVAL;
+                    Step::Again
                 }
                 Err(e) => {
-                    self.client = None;
                     self.lost(e.to_string());
-                    if self.pause(backoff) {
-                        break;
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    self.wait_backoff()
                 }
+            };
+        };
+        let wait = self
+            .next_ping
+            .saturating_duration_since(Instant::now())
+            .min(SLICE);
+        let mut failure = None;
+        match client.recv(wait) {
+            Ok(Some(ev)) => {
+                self.status.lock().events += 1;
+                self.notify(LldpadNotice::Vdp(ev));
+                return Step::Again;
+            }
+            Ok(None) => {}
+            Err(e) => failure = Some(e),
+        }
+        let Some(client) = self.client.as_mut() else {
+            return Step::Again;
+        };
+        if failure.is_none() && Instant::now() >= self.next_ping {
+            self.next_ping = Instant::now() + PING_INTERVAL;
+            match client.ping() {
+                Ok(pid) if Some(pid) == self.last_pid => return Step::Again,
+                Ok(_) => {} // same socket, new lldpad: re-register below
+                Err(e) => failure = Some(e),
+            }
+        } else if failure.is_none() {
+            return Step::Again;
+        }
+        // Ping failed, pid changed or the socket broke: try to re-register
+        // at once (a restarted lldpad is usually back within a second).
+        if let Some(e) = &failure {
+            log::info!("lldpad probe failed ({e}), re-attaching");
+        }
+        match client.reattach() {
+            Ok(()) => {
+                let pid = client.pid();
+                self.attached(pid);
+                self.backoff = BACKOFF_MIN;
+                Step::Again
+            }
+            Err(e) => {
+                self.client = None;
+                self.lost(e.to_string());
+                self.wait_backoff()
             }
         }
-        let mut st = self.status.lock();
-        st.attached = false;
-        st.reason = Some("stopped".into());
+    }
+
+    /// Wait the current backoff (doubling up to [`BACKOFF_MAX`]).
+    fn wait_backoff(&mut self) -> Step {
+        let d = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        Step::Wait(d)
     }
 
     fn attached(&mut self, pid: Option<u32>) {
