@@ -20,16 +20,30 @@ use crate::lldpad::events::{LldpadNotice, LldpadWatch, VdpEventKind};
 use crate::lldpad::lldptool;
 use crate::lldpad::vsi::{LldpadDriver, VdpReply, VsiRequest};
 use crate::manager::host::{
-    HostDriver, PortOutcome, TopoReport, UplinkDetect, VsiChange, VsiSink, VsiStatus,
+    HostDriver, NoLocalVlan, PortOutcome, TopoReport, UplinkDetect, VsiChange, VsiSink, VsiStatus,
 };
 use crate::model::VmPort;
-use crate::ovs::OvsDriver;
+use crate::ovs::{OvsDriver, OvsError};
 use crate::shutdown::Shutdown;
 use crate::topology::TopoDisc;
 use crate::uplink::{SysNet, UplinkDetector};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The fail reason `save_uplink` carries for an OVS setup failure, as the
+/// original words it: a missing bridge or patch port was raised as its
+/// `DfaAgentFailed`, whose text wraps the reason in "Openstck is not
+/// running: ...." (the original's spelling, kept byte for byte for
+/// controllers that match it); the other failures are the reason alone.
+pub fn uplink_fail_reason(e: &OvsError) -> String {
+    match e {
+        OvsError::BridgesMissing { .. } | OvsError::PatchPortsMissing { .. } => {
+            format!("Openstck is not running: {e}.")
+        }
+        other => other.to_string(),
+    }
+}
 
 /// The original's `evb_cfg_fail_reason`.
 pub const EVB_CFG_FAIL_REASON: &str = "Unable to cfg EVB";
@@ -70,204 +84,8 @@ struct VswitchdSeen {
     needs_repair: bool,
 }
 
-/// State shared between the host and its lldpad event watcher thread.
-/// Lock order: `lldpad` is only held to clone the `Arc` out; `refresh` is
-/// held across one refresh round (it serialises rounds of the
-/// `lldpad-client` thread and the event watcher, nothing else takes it).
-struct Shared {
-    runner: Arc<Runner>,
-    shutdown: Shutdown,
-    /// VSI driver of the uplink that is set up (None before `uplink_up`).
-    lldpad: Mutex<Option<Arc<LldpadDriver>>>,
-    refresh: Mutex<()>,
-    /// lldpad's pid as last seen (restart detection without events).
-    lldpad_pid: Mutex<Option<u32>>,
-    /// The event watcher is attached to lldpad.
-    events_attached: std::sync::atomic::AtomicBool,
-}
-
-impl Shared {
-    fn driver(&self) -> Option<Arc<LldpadDriver>> {
-        self.lldpad.lock().clone()
-    }
-
-    fn set_events_attached(&self, on: bool) {
-        self.events_attached
-            .store(on, std::sync::atomic::Ordering::Relaxed);
-        if let Some(d) = self.driver() {
-            d.set_events_attached(on);
-        }
-    }
-
-    /// LLDP, EVB and group ids on the lldpad-side veth (the original's
-    /// `enable_lldp` + `enable_evb` + `enable_gpid`).
-    fn enable_port(&self, veth: &str) -> Result<(), String> {
-        lldptool::enable_lldp(&self.runner, veth)
-            .and_then(|_| lldptool::enable_evb(&self.runner, veth))
-            .and_then(|_| lldptool::enable_gpid(&self.runner, veth))
-            .map_err(|e| {
-                log::error!("host: cannot enable LLDP/EVB on {veth}: {e}");
-                EVB_CFG_FAIL_REASON.to_string()
-            })
-    }
-
-    /// Wait (bounded by `VDP_READY_WAIT`, shutdown-aware) until lldpad on
-    /// `veth` sees the bridge's EVB TLV, so the first associations do not
-    /// hit lldpad's "not supported yet" stage. Not seeing it is no error:
-    /// associations made before are pending and retried every second.
-    fn wait_vdp_ready(&self, veth: &str) -> bool {
-        let start = std::time::Instant::now();
-        loop {
-            match lldptool::get_tlvs(&self.runner, veth) {
-                Ok(t) if t.is_evb_bridge() => {
-                    log::info!(
-                        "host: EVB bridge seen on {veth} after {:?}",
-                        start.elapsed()
-                    );
-                    return true;
-                }
-                Ok(_) => {}
-                Err(e) => log::debug!("host: get-tlv on {veth}: {e}"),
-            }
-            if start.elapsed() >= VDP_READY_WAIT || self.shutdown.wait(Duration::from_millis(100)) {
-                log::warn!(
-                    "host: no EVB bridge on {veth} after {:?}; going on",
-                    start.elapsed()
-                );
-                return false;
-            }
-        }
-    }
-
-    /// One refresh round, serialised with any other.
-    fn refresh(&self) -> Vec<VsiChange> {
-        let Some(d) = self.driver() else {
-            return Vec::new();
-        };
-        let _round = self.refresh.lock();
-        d.refresh()
-    }
-
-    /// lldpad restarted (it keeps VSIs and, depending on its version, its
-    /// settings only in memory): re-apply LLDP/EVB/group ids on the veth,
-    /// wait for VDP, then re-assert every VSI. The refresh compares the
-    /// VLANs lldpad/the switch give with what is installed and reports only
-    /// differences.
-    fn recover_lldpad(&self) -> Vec<VsiChange> {
-        let Some(d) = self.driver() else {
-            return Vec::new();
-        };
-        let veth = d.port().to_string();
-        log::warn!("host: lldpad restarted: re-applying settings on {veth} and re-asserting VSIs");
-        d.note_lldpad_start();
-        if self.enable_port(&veth).is_ok() {
-            self.wait_vdp_ready(&veth);
-        }
-        self.refresh()
-    }
-
-    /// Has lldpad's pid changed since last seen? (one `lldptool -p`)
-    fn lldpad_restarted(&self) -> bool {
-        let Ok(pid) = lldptool::lldpad_pid(&self.runner) else {
-            return false;
-        };
-        let mut last = self.lldpad_pid.lock();
-        let restarted = last.is_some_and(|old| old != pid);
-        *last = Some(pid);
-        restarted
-    }
-
-    /// One notice of the lldpad event watcher (runs on its notify thread).
-    fn on_notice(&self, notice: LldpadNotice, sink: &VsiSink) {
-        match notice {
-            LldpadNotice::Vdp(ev) => {
-                let Some(d) = self.driver() else {
-                    return;
-                };
-                match ev.kind {
-                    VdpEventKind::Associated => {
-                        if let Some(vlan) = ev.vlan {
-                            if let Some(c) = d.apply_event(&ev.uuid, Ok(vlan)) {
-                                sink(c);
-                            }
-                        }
-                    }
-                    VdpEventKind::Deassociated | VdpEventKind::Failed => {
-                        let reason = ev.error.clone().unwrap_or_else(|| {
-                            crate::lldpad::vdptool::DEASSOC_NO_REASON.to_string()
-                        });
-                        let held = d.vsis().into_iter().find_map(|(r, reply)| {
-                            (r.port_uuid == ev.uuid).then_some(reply.vdp_vlan)
-                        });
-                        let lost = d.apply_event(&ev.uuid, Err(reason.clone()));
-                        let reasserting = d.reasserting(&ev.uuid);
-                        if lost.is_none() && reasserting.is_none() {
-                            return;
-                        }
-                        log::warn!(
-                            "host: VSI {} ended by lldpad/switch ({reason}): re-associating",
-                            ev.uuid,
-                        );
-                        // Re-assert at once. A VSI that held a VLAN keeps
-                        // its flows (no change is reported for the loss);
-                        // the re-association's outcome is reported.
-                        let changes = self.refresh();
-                        let covered = changes.iter().any(|c| c.port_uuid == ev.uuid);
-                        for c in changes {
-                            sink(c);
-                        }
-                        if covered {
-                            return;
-                        }
-                        match lost {
-                            // A VSI still waiting for its first VLAN was
-                            // refused: that is its verdict.
-                            Some(lost) if reasserting.is_none() => sink(lost),
-                            _ => {
-                                let now =
-                                    d.vsis().into_iter().find(|(r, _)| r.port_uuid == ev.uuid);
-                                if let Some((req, r)) = now.filter(|(_, r)| r.vdp_vlan.is_some()) {
-                                    // Back with a VLAN already: report it.
-                                    sink(VsiChange {
-                                        port_uuid: req.port_uuid,
-                                        net_uuid: req.net_uuid,
-                                        vm_mac: req.vm_mac,
-                                        segmentation_id: req.segmentation_id,
-                                        local_vlan: None,
-                                        vdp_vlan: r.vdp_vlan,
-                                        old_vdp_vlan: held.flatten(),
-                                        fail_reason: r.fail_reason,
-                                    });
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            LldpadNotice::Restarted { old_pid, new_pid } => {
-                log::warn!("host: lldpad restarted (pid {old_pid} -> {new_pid})");
-                *self.lldpad_pid.lock() = Some(new_pid);
-                // The watcher re-attached before saying so.
-                self.set_events_attached(true);
-                for c in self.recover_lldpad() {
-                    sink(c);
-                }
-            }
-            LldpadNotice::Attached => {
-                log::info!("host: attached to lldpad events");
-                self.set_events_attached(true);
-                // Events may have been missed while detached: resync.
-                for c in self.refresh() {
-                    sink(c);
-                }
-            }
-            LldpadNotice::Lost(why) => {
-                log::warn!("host: lldpad events lost: {why}");
-                self.set_events_attached(false);
-            }
-        }
-    }
-}
+mod lldpad_side;
+use lldpad_side::Shared;
 
 impl LinuxHost {
     /// Build the drivers from the configuration. `shutdown` bounds the
@@ -358,7 +176,7 @@ impl HostDriver for LinuxHost {
     fn uplink_up(&self, uplink: &str) -> Result<String, String> {
         let ports = self.ovs.setup_uplink(uplink).map_err(|e| {
             log::error!("host: uplink {uplink} setup failed: {e}");
-            e.to_string()
+            uplink_fail_reason(&e)
         })?;
         let veth = ports.lldp_veth.clone();
         self.shared.enable_port(&veth)?;
@@ -399,14 +217,25 @@ impl HostDriver for LinuxHost {
         }
     }
 
-    fn port_local_vlan(&self, port_uuid: &str, wait: Duration, shutdown: &Shutdown) -> Option<u16> {
-        match self.ovs.wait_port_local_vlan(port_uuid, wait, shutdown) {
-            Ok(v) => Some(v),
-            Err(e) => {
+    fn port_local_vlan(
+        &self,
+        port_uuid: &str,
+        wait: Duration,
+        shutdown: &Shutdown,
+    ) -> Result<u16, NoLocalVlan> {
+        self.ovs
+            .wait_port_local_vlan(port_uuid, wait, shutdown)
+            .map_err(|e| {
                 log::warn!("host: no local VLAN for port {port_uuid}: {e}");
-                None
-            }
-        }
+                match e {
+                    OvsError::UnknownPortName(_) | OvsError::BadPortId(_) => {
+                        NoLocalVlan::UnknownPort
+                    }
+                    OvsError::InvalidPortVlan(port_name) => NoLocalVlan::NoTag { port_name },
+                    OvsError::Shutdown => NoLocalVlan::Shutdown,
+                    other => NoLocalVlan::Ovs(other.to_string()),
+                }
+            })
     }
 
     fn port_up(&self, vm: &VmPort, local_vlan: u16) -> PortOutcome {
@@ -463,7 +292,7 @@ impl HostDriver for LinuxHost {
                 ..Default::default()
             };
         };
-        let reply = lldpad.deassociate(&vm.port_uuid);
+        let _deassoc = lldpad.deassociate(&vm.port_uuid);
         match self.ovs.remove_vm_port(&vm.net_uuid, &vm.port_uuid) {
             // As the original reports a down: the port holds no VDP VLAN
             // any more (-1), and the local VLAN is -1 too when the
@@ -479,7 +308,10 @@ impl HostDriver for LinuxHost {
                 ok: false,
                 local_vlan: vm.local_vlan,
                 vdp_vlan: vm.vdp_vlan,
-                fail_reason: Some(reply.fail_reason.unwrap_or_else(|| e.to_string())),
+                // The table's text first, as the original checks its
+                // LocalVlan map before anything else ("Local VLAN Map not
+                // available in port_down" for an unknown network).
+                fail_reason: Some(e.to_string()),
                 pending: false,
             },
         }
@@ -675,3 +507,6 @@ impl LinuxHost {
         self.local_vlan_of(vm)
     }
 }
+
+#[cfg(test)]
+mod tests;

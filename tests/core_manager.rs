@@ -487,7 +487,8 @@ fn vm_up_without_local_vlan_is_create_fail() {
     assert_eq!(
         t.link.take(),
         vec![format!(
-            "update_vm_result {P1} CREATE:FAIL None None Some(\"Invalid OVS VLAN for port {P1}\")"
+            "update_vm_result {P1} CREATE:FAIL None None Some(\"Invalid OVS VLAN for port tap-{}\")",
+            &P1[..8]
         )]
     );
 }

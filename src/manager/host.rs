@@ -89,6 +89,21 @@ pub struct TopoReport {
     pub bond_member_ports: Option<String>,
 }
 
+/// Why a VM port has no local VLAN (`HostDriver::port_local_vlan`); the
+/// manager reports the original's text for each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoLocalVlan {
+    /// No OVS interface carries the port: "Unknown portname for uuid U".
+    UnknownPort,
+    /// The port's interface has no usable tag: "Invalid OVS VLAN for port
+    /// NAME" (the OVS port name).
+    NoTag { port_name: String },
+    /// Shutdown was requested while waiting (nothing is reported).
+    Shutdown,
+    /// OVS could not be asked (the reason text).
+    Ovs(String),
+}
+
 /// Where watchers deliver VSI changes (see `HostDriver::start_watchers`).
 pub type VsiSink = std::sync::Arc<dyn Fn(VsiChange) + Send + Sync>;
 
@@ -124,7 +139,12 @@ pub trait HostDriver: Send + Sync {
 
     /// The port's local VLAN (Neutron tag), waiting up to `wait` for it to
     /// appear; returns at once when present, `None` on timeout or shutdown.
-    fn port_local_vlan(&self, port_uuid: &str, wait: Duration, shutdown: &Shutdown) -> Option<u16>;
+    fn port_local_vlan(
+        &self,
+        port_uuid: &str,
+        wait: Duration,
+        shutdown: &Shutdown,
+    ) -> Result<u16, NoLocalVlan>;
 
     /// VM port up: associate (VLAN from the switch) and program flows.
     fn port_up(&self, vm: &VmPort, local_vlan: u16) -> PortOutcome;

@@ -19,8 +19,10 @@
 //! Differences from the original (deliberate):
 //! - No fixed sleeps: a VM "up" waits for its local VLAN with
 //!   `HostDriver::port_local_vlan` (up to `intervals.vm_port_wait_s`,
-//!   returning as soon as the tag is there); none -> `CREATE:FAIL` with
-//!   "Invalid OVS VLAN for port <uuid>".
+//!   returning as soon as the tag is there); none -> `CREATE:FAIL` with the
+//!   original's text: "Unknown portname for uuid <uuid>" (no OVS interface
+//!   carries the port) or "Invalid OVS VLAN for port <OVS port name>" (no
+//!   usable tag).
 //! - Readiness of the uplink is checked against the current state when a VM
 //!   message is processed, not against the uplink captured when it was
 //!   queued (the original failed a VM queued just before the uplink came up).
@@ -73,8 +75,18 @@ pub const UPLINK_NOT_RECEIVED_REASON: &str = "Uplink Port Event not received yet
 
 /// `fail_reason` when the VM port never got a local VLAN (ovs_vdp.py
 /// `port_up_segment_mode`).
-pub fn invalid_ovs_vlan_reason(port_uuid: &str) -> String {
-    format!("Invalid OVS VLAN for port {port_uuid}")
+pub fn invalid_ovs_vlan_reason(port_name: &str) -> String {
+    format!("Invalid OVS VLAN for port {port_name}")
+}
+
+/// The original's fail reason for a VM port without a local VLAN.
+pub fn no_local_vlan_reason(port_uuid: &str, e: &host::NoLocalVlan) -> String {
+    match e {
+        host::NoLocalVlan::UnknownPort => format!("Unknown portname for uuid {port_uuid}"),
+        host::NoLocalVlan::NoTag { port_name } => invalid_ovs_vlan_reason(port_name),
+        host::NoLocalVlan::Shutdown => "shutting down".into(),
+        host::NoLocalVlan::Ovs(text) => text.clone(),
+    }
 }
 
 /// What the manager needs from the configuration.

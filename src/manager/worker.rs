@@ -4,6 +4,7 @@
 //! Owns nothing of its own (the manager's state). Calls the host driver
 //! and the controller link.
 
+use super::host::NoLocalVlan;
 use super::*;
 
 impl VdpMgr {
@@ -147,21 +148,24 @@ impl VdpMgr {
         let (outcome, lvid) = match vm.status {
             PortStatus::Up => {
                 let wait = self.cfg.vm_port_wait;
-                let Some(lvid) = self
+                let lvid = match self
                     .host
                     .port_local_vlan(&vm.port_uuid, wait, &self.shutdown)
-                else {
-                    if self.shutdown.is_set() {
-                        log::info!(
-                            "shutdown while waiting for the local VLAN of {}; not reported",
-                            vm.port_uuid
-                        );
+                {
+                    Ok(l) => l,
+                    Err(e) => {
+                        if e == NoLocalVlan::Shutdown || self.shutdown.is_set() {
+                            log::info!(
+                                "shutdown while waiting for the local VLAN of {}; not reported",
+                                vm.port_uuid
+                            );
+                            return;
+                        }
+                        let reason = no_local_vlan_reason(&vm.port_uuid, &e);
+                        log::error!("{reason}");
+                        self.update_vm_result(&vm.port_uuid, res_fail, None, None, Some(&reason));
                         return;
                     }
-                    let reason = invalid_ovs_vlan_reason(&vm.port_uuid);
-                    log::error!("{reason}");
-                    self.update_vm_result(&vm.port_uuid, res_fail, None, None, Some(&reason));
-                    return;
                 };
                 (self.host.port_up(vm, lvid), Some(lvid))
             }

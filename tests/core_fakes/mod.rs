@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use vdp_agent::manager::host::{
-    HostDriver, PortOutcome, TopoReport, UplinkDetect, VsiChange, VsiStatus,
+    HostDriver, NoLocalVlan, PortOutcome, TopoReport, UplinkDetect, VsiChange, VsiStatus,
 };
 use vdp_agent::manager::link::{ControllerEvent, ControllerLink, LinkError, LinkStatus};
 use vdp_agent::model::{UplinkInfo, VmPort, VmResult};
@@ -81,9 +81,20 @@ impl HostDriver for FakeHost {
     fn delete_uplink_and_flows(&self, uplink: &str) {
         self.rec(format!("delete_uplink_and_flows {uplink}"));
     }
-    fn port_local_vlan(&self, port_uuid: &str, wait: Duration, _s: &Shutdown) -> Option<u16> {
+    fn port_local_vlan(
+        &self,
+        port_uuid: &str,
+        wait: Duration,
+        _s: &Shutdown,
+    ) -> Result<u16, NoLocalVlan> {
         self.rec(format!("port_local_vlan {port_uuid} {}", wait.as_secs()));
-        self.local_vlans.lock().get(port_uuid).copied()
+        self.local_vlans
+            .lock()
+            .get(port_uuid)
+            .copied()
+            .ok_or(NoLocalVlan::NoTag {
+                port_name: format!("tap-{}", &port_uuid[..8]),
+            })
     }
     fn port_up(&self, vm: &VmPort, local_vlan: u16) -> PortOutcome {
         self.rec(format!("port_up {} {local_vlan}", vm.port_uuid));
