@@ -357,3 +357,46 @@ fn event_flood_keeps_memory_bounded() {
         tail(&log)
     );
 }
+
+/// Item 2: `events_wait_s: 0` with a controller that answers every poll at
+/// once with no events: the poller keeps at least 1 s between polls
+/// instead of spinning (it made 25 % CPU in the agent, 51 % in the
+/// controller).
+#[test]
+fn zero_events_wait_does_not_spin() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let port = server.server_addr().to_ip().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let polls = Arc::new(AtomicU64::new(0));
+    let (srv, st, n) = (server.clone(), stop.clone(), polls.clone());
+    let t = std::thread::spawn(move || {
+        while !st.load(Ordering::SeqCst) {
+            let Ok(Some(req)) = srv.recv_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            let answer = if req.url().contains("/events?") {
+                n.fetch_add(1, Ordering::SeqCst);
+                r#"{"events": []}"#
+            } else {
+                r#"{"result": null}"#
+            };
+            let _ = req.respond(tiny_http::Response::from_string(answer));
+        }
+    });
+    let d = TempDir::new("wait0");
+    let cfg = daemon_config_with(&d, &format!("http://127.0.0.1:{port}"));
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("  timeout_s: 1\n", "  timeout_s: 1\n  events_wait_s: 0\n");
+    std::fs::write(&cfg, text).unwrap();
+    let c = spawn_daemon(&cfg);
+    std::thread::sleep(Duration::from_secs(6));
+    let o = kill(c);
+    stop.store(true, Ordering::SeqCst);
+    let _ = t.join();
+    let n = polls.load(Ordering::SeqCst);
+    assert!(n >= 2, "the agent did not poll: {}", stderr(&o));
+    assert!(n <= 10, "{n} polls in 6 s with events_wait_s 0: spinning");
+}

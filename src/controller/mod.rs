@@ -111,6 +111,9 @@ pub struct Controller {
     /// Rung when a result is handed over for delivery.
     work: Condvar,
     work_flag: Mutex<bool>,
+    /// How often the kept-results file was written (status and tests: one
+    /// write per delivery round, not one per result).
+    writes: AtomicU64,
 }
 
 /// Releases an in-flight key on drop.
@@ -232,6 +235,7 @@ impl Controller {
             gen: AtomicU64::new(gen),
             work: Condvar::new(),
             work_flag: Mutex::new(false),
+            writes: AtomicU64::new(0),
         })
     }
 
@@ -312,6 +316,7 @@ impl Controller {
     }
 
     fn persist(&self, st: &mut LinkState) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
         match st.pending.persist() {
             Ok(()) => st.dirty = false,
             Err(e) => log::error!(
@@ -428,6 +433,11 @@ impl Controller {
             }
         }
         self.state.lock().pending.len()
+    }
+
+    /// How many times the kept-results file was written.
+    pub fn pending_writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     /// Path of the pending-results file (for tests and status).
