@@ -152,8 +152,11 @@ pub fn parse_filter(s: &str) -> Option<Filter> {
 pub struct VdpEvent {
     pub mode: Option<String>,
     pub uuid: Option<String>,
-    /// Raw `filter = ...` value.
+    /// Raw `filter = ...` value (the first).
     pub filter: Option<String>,
+    /// How many `filter = ...` lines the block has (more than one is the
+    /// original's "multiple filter information found").
+    pub filter_count: usize,
     /// `Error returned by Bridge: X` / `Internal Error : X` lines, in order.
     pub errors: Vec<String>,
 }
@@ -184,7 +187,12 @@ pub fn parse_events(stdout: &str) -> Vec<VdpEvent> {
             match k.trim() {
                 "mode" => ev.mode = Some(v),
                 "uuid" => ev.uuid = Some(v),
-                "filter" if ev.filter.is_none() => ev.filter = Some(v),
+                "filter" => {
+                    ev.filter_count += 1;
+                    if ev.filter.is_none() {
+                        ev.filter = Some(v);
+                    }
+                }
                 _ => {}
             }
         }
@@ -350,6 +358,19 @@ pub enum VsiState {
 
 /// Judge a record against the request (uuid match is the caller's job).
 pub fn record_state(rec: &VsiRecord, mac: &str, gid: u32) -> VsiState {
+    let count = |key: &str| rec.fields.iter().filter(|(k, _)| k == key).count();
+    if count("filter") > 1 {
+        return VsiState::Unusable {
+            reason: multiple_filter_failure_reason(&rec.fields_text()),
+            raw_vlan: 0,
+        };
+    }
+    if count("hints") > 1 {
+        return VsiState::Unusable {
+            reason: multiple_hints_failure_reason(&rec.fields_text()),
+            raw_vlan: 0,
+        };
+    }
     let Some(filter) = rec.parsed_filter() else {
         return VsiState::Unusable {
             reason: filter_failure_reason(&rec.fields_text()),
@@ -482,6 +503,11 @@ pub fn assoc_outcome(out: &CmdOutput, uuid: &str, mac: &str) -> AssocOutcome {
 
 /// Judge one event already matched to our uuid.
 pub fn event_outcome(ev: &VdpEvent, mac: &str, reply: &str) -> AssocOutcome {
+    if ev.filter_count > 1 {
+        return AssocOutcome::Failed {
+            reason: multiple_filter_failure_reason(reply.trim()),
+        };
+    }
     let Some(filter_text) = ev.filter.as_deref() else {
         return AssocOutcome::Failed {
             reason: filter_failure_reason(reply.trim()),

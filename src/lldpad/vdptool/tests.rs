@@ -181,3 +181,66 @@ fn status_texts() {
     assert_eq!(status_text(0x0d), "VDP protocol not supported on interface");
     assert_eq!(status_text(0x0f), BUSY_TEXT);
 }
+
+#[test]
+fn two_filters_are_the_originals_multiple_filter_failure() {
+    // -W answer with two filter lines (different MACs): not a SUCCESS.
+    let out = "Response from VDP\n\tmode = assoc\n\tmgrid2 = 0\n\ttypeid = 0\n\t\
+               typeidver = 0\n\tuuid = 7af441dd-253b-4772-8cf1-a4cfef18efe5\n\t\
+               hints = none\n\tfilter = 3003-fa:16:3e:00:00:01-20000\n\t\
+               filter = 3003-fa:16:3e:00:00:02-20000\n";
+    let evs = parse_events(out);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].filter_count, 2);
+    match event_outcome(&evs[0], "fa:16:3e:00:00:01", out) {
+        AssocOutcome::Failed { reason } => assert!(
+            reason.starts_with("Incorrect Reply,multiple filter information found: "),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // A query record with two filters (or two hints): unusable, same text.
+    let rec = |extra: &str| VsiRecord {
+        mode: "assoc".into(),
+        uuid: "u".into(),
+        hints: Some(0),
+        filter: Some("3003-fa:16:3e:00:00:01-20000".into()),
+        fields: vec![
+            ("mode".into(), "assoc".into()),
+            ("hints".into(), "0".into()),
+            ("filter".into(), "3003-fa:16:3e:00:00:01-20000".into()),
+            (
+                extra.into(),
+                if extra == "hints" {
+                    "0".into()
+                } else {
+                    "3003-fa:16:3e:00:00:02-20000".into()
+                },
+            ),
+        ],
+    };
+    match record_state(&rec("filter"), "fa:16:3e:00:00:01", 20000) {
+        VsiState::Unusable { reason, .. } => {
+            assert!(
+                reason.starts_with("Incorrect Reply,multiple filter information found: "),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    match record_state(&rec("hints"), "fa:16:3e:00:00:01", 20000) {
+        VsiState::Unusable { reason, .. } => assert!(
+            reason.starts_with("Incorrect Reply,multiple hints"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // One filter, one hints: associated.
+    assert_eq!(
+        record_state(&rec("oui"), "fa:16:3e:00:00:01", 20000),
+        VsiState::Associated {
+            vlan: 3003,
+            raw_vlan: 3003
+        }
+    );
+}
