@@ -10,7 +10,8 @@
 //! - `host`: `LinuxHost`, the production `HostDriver` built from `ovs`,
 //!   `lldpad`, `uplink` and `topology`.
 //! - `ovs`, `lldpad`, `uplink`, `topology`: host drivers (commands via `exec`).
-//! - `status`: the unix-socket status server and its printing.
+//! - `status`: the unix-socket status server and its printing; `health`: the
+//!   monitoring-plugin verdict of `status --check`.
 //! - `daemon`: threads, signals, pid file, shutdown.
 //! - `lab` (cargo feature `lab`, on by default; off in the packaged
 //!   daemon): the lab tools behind `vdp-lab` (reference controller, leaf
@@ -21,6 +22,7 @@ pub mod controller;
 pub mod daemon;
 pub mod exec;
 pub mod fsutil;
+pub mod health;
 pub mod host;
 #[cfg(feature = "lab")]
 pub mod lab;

@@ -22,6 +22,7 @@ const USAGE: &str = "\
 usage: vdp-agent [-c FILE] [--pid-file FILE]      run the daemon in the foreground
        vdp-agent -c FILE --check-config           validate config, print the effective config
        vdp-agent [-c FILE] status [--json]        show the running daemon's state
+       vdp-agent [-c FILE] status --check         monitoring-plugin check (exit 0/1/2/3)
        vdp-agent --version | --help
 ";
 
@@ -29,7 +30,7 @@ usage: vdp-agent [-c FILE] [--pid-file FILE]      run the daemon in the foregrou
 enum Command {
     Run { pid_file: Option<PathBuf> },
     CheckConfig,
-    Status { json: bool },
+    Status { json: bool, check: bool },
     Version,
     Help,
 }
@@ -46,6 +47,7 @@ fn parse_args(args: &[String]) -> Result<Cli, String> {
     let mut check = false;
     let mut status = false;
     let mut json = false;
+    let mut health = false;
     let mut version = false;
     let mut help = false;
     let mut it = args.iter();
@@ -62,6 +64,7 @@ fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--check-config" => check = true,
             "status" => status = true,
             "--json" => json = true,
+            "--check" => health = true,
             "--version" | "-V" => version = true,
             "--help" | "-h" => help = true,
             other => return Err(format!("unknown argument {other:?}")),
@@ -72,7 +75,7 @@ fn parse_args(args: &[String]) -> Result<Cli, String> {
     } else if version {
         Command::Version
     } else if check {
-        if status || json || pid_file.is_some() {
+        if status || json || health || pid_file.is_some() {
             return Err("--check-config takes only -c FILE".into());
         }
         Command::CheckConfig
@@ -80,10 +83,16 @@ fn parse_args(args: &[String]) -> Result<Cli, String> {
         if pid_file.is_some() {
             return Err("status does not take --pid-file".into());
         }
-        Command::Status { json }
+        if json && health {
+            return Err("status takes --json or --check, not both".into());
+        }
+        Command::Status {
+            json,
+            check: health,
+        }
     } else {
-        if json {
-            return Err("--json only goes with status".into());
+        if json || health {
+            return Err("--json and --check only go with status".into());
         }
         Command::Run { pid_file }
     };
@@ -238,7 +247,23 @@ fn real_main() -> i32 {
                 }
             }
         }
-        Command::Status { json } => {
+        Command::Status { check: true, .. } => {
+            use vdp_agent::health::{judge, line, Health};
+            let cfg = match load_config(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    println!("{}", line(Health::Unknown, &format!("config: {e}")));
+                    return Health::Unknown.exit_code();
+                }
+            };
+            let (state, what) = match vdp_agent::status::query_raw(&cfg.status_socket()) {
+                Ok((_, v)) => judge(&v),
+                Err(e) => (Health::Critical, format!("daemon not answering: {e}")),
+            };
+            println!("{}", line(state, &what));
+            state.exit_code()
+        }
+        Command::Status { json, .. } => {
             let cfg = match load_config(cli.config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -351,16 +376,31 @@ mod tests {
         );
         assert_eq!(
             p(&["status", "--json"]).unwrap().command,
-            Command::Status { json: true }
+            Command::Status {
+                json: true,
+                check: false
+            }
         );
         assert_eq!(
             p(&["-c", "f", "status"]).unwrap().command,
-            Command::Status { json: false }
+            Command::Status {
+                json: false,
+                check: false
+            }
         );
         assert_eq!(p(&["--version"]).unwrap().command, Command::Version);
         assert_eq!(p(&["--help"]).unwrap().command, Command::Help);
         assert!(p(&["-c"]).is_err());
         assert!(p(&["--json"]).is_err());
+        assert!(p(&["--check"]).is_err());
+        assert!(p(&["status", "--json", "--check"]).is_err());
+        assert_eq!(
+            p(&["status", "--check"]).unwrap().command,
+            Command::Status {
+                json: false,
+                check: true
+            }
+        );
         assert!(p(&["--bogus"]).is_err());
         assert!(p(&["status", "--check-config"]).is_err());
     }

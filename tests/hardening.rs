@@ -400,3 +400,41 @@ fn zero_events_wait_does_not_spin() {
     assert!(n >= 2, "the agent did not poll: {}", stderr(&o));
     assert!(n <= 10, "{n} polls in 6 s with events_wait_s 0: spinning");
 }
+
+/// `status --check` (monitoring plugin) against the real binary: no daemon
+/// is CRITICAL (exit 2, "daemon not answering"); a running daemon whose
+/// uplink is not there is CRITICAL naming the uplink. The OK / WARNING /
+/// UNKNOWN rules are unit-tested in `src/health.rs`.
+#[test]
+fn status_check_speaks_the_monitoring_plugin_codes() {
+    let d = TempDir::new("chk");
+    let cfg = daemon_config(&d);
+    let check = || {
+        Command::new(BIN)
+            .args(["-c", cfg.to_str().unwrap(), "status", "--check"])
+            .output()
+            .unwrap()
+    };
+    let o = check();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.starts_with("VDP-AGENT CRITICAL - daemon not answering"),
+        "{out}"
+    );
+    let c = spawn_daemon(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let o = check();
+        last = String::from_utf8_lossy(&o.stdout).into_owned();
+        if last.contains("uplink down") {
+            assert_eq!(o.status.code(), Some(2), "{last}");
+            break;
+        }
+        let _ = crossbeam_channel::after(Duration::from_millis(200)).recv();
+    }
+    let o = kill(c);
+    assert!(last.contains("uplink down"), "{last}\n{}", stderr(&o));
+    assert_eq!(last.lines().count(), 1, "one line: {last}");
+}
