@@ -146,7 +146,18 @@ proptest! {
             let _ = vdptool::request_result(&o);
             if let Ok(q) = vdptool::parse_query(&s) {
                 let _ = format!("{q:?}");
+                for r in &q.records {
+                    let _ = vdptool::record_state(r, "fa:16:3e:00:00:01", 1);
+                    let _ = vdptool::record_oui(r);
+                }
             }
+            // The OUI field of a record, arbitrary text.
+            let rec = vdptool::VsiRecord {
+                fields: vec![("oui".into(), s.clone())],
+                ..Default::default()
+            };
+            let _ = vdptool::record_oui(&rec);
+            let _ = vdptool::oui_matches(&rec, &Default::default());
         });
     }
 

@@ -427,6 +427,64 @@ impl VsiRecord {
     }
 }
 
+/// The Cisco OUI data lldpad holds for a VSI (its `oui` record field:
+/// `%02x` id length, the id, then `%02x` key length, key, `%04x` value
+/// length, value; the IPv4 address as the decimal of its in-memory u32,
+/// possibly followed by `l`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordOui {
+    pub vm_name: Option<String>,
+    pub vm_uuid: Option<String>,
+    pub ipv4: Option<std::net::Ipv4Addr>,
+}
+
+/// Parse the `oui` field of a record (`None`: none, not Cisco, or malformed).
+pub fn record_oui(rec: &VsiRecord) -> Option<RecordOui> {
+    let v = rec.fields.iter().find(|(k, _)| k == "oui")?.1.as_str();
+    let idlen = hex_at(v, 0, 2)?;
+    if v.get(2..2 + idlen)? != "cisco" {
+        return None;
+    }
+    let mut out = RecordOui::default();
+    let mut at = 2 + idlen;
+    while at < v.len() {
+        let kl = hex_at(v, at, 2)?;
+        let key = v.get(at + 2..at + 2 + kl)?;
+        at += 2 + kl;
+        let vl = hex_at(v, at, 4)?;
+        let val = v.get(at + 4..at + 4 + vl)?;
+        at += 4 + vl;
+        match key {
+            "vm_name" => out.vm_name = Some(val.to_string()),
+            "vm_uuid" => out.vm_uuid = Some(val.to_string()),
+            "ipv4_addr" => {
+                let n: u32 = val.trim_end_matches('l').parse().ok()?;
+                out.ipv4 = Some(std::net::Ipv4Addr::from(n.to_le_bytes()));
+            }
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// Does lldpad's record hold the Cisco OUI data of `oui` (what an associate
+/// with `oui` would send)? A record without parsable OUI data matches only
+/// a request without any.
+pub fn oui_matches(rec: &VsiRecord, oui: &Oui) -> bool {
+    let want_name = oui
+        .vm_name
+        .as_deref()
+        .map(|n| truncate_at_char(n, MAX_VM_NAME).to_string());
+    let held = record_oui(rec).unwrap_or_default();
+    let uuid_eq = match (&oui.vm_uuid, &held.vm_uuid) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        // lldpad may not echo the uuid: only a name or address decides.
+        (_, None) => true,
+        (None, Some(_)) => false,
+    };
+    held.vm_name == want_name && held.ipv4 == oui.ip_addr && uuid_eq
+}
+
 /// Outcome of one vdptool run that expects an answer for one VSI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AssocOutcome {

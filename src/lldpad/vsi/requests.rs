@@ -31,6 +31,13 @@ impl LldpadDriver {
 
     /// Per-VSI query: `Ok(None)` = lldpad does not hold the VSI.
     pub(super) fn query_state(&self, req: &VsiRequest) -> Result<Option<VsiState>, String> {
+        Ok(self
+            .query_record(req)?
+            .map(|r| vdptool::record_state(&r, &req.vm_mac, req.segmentation_id)))
+    }
+
+    /// lldpad's record of the VSI (one query).
+    pub(super) fn query_record(&self, req: &VsiRequest) -> Result<Option<VsiRecord>, String> {
         #[cfg(test)]
         if super::tests::PANIC_NEXT_QUERY.with(|c| c.replace(false)) {
             panic!("injected panic in query_state");
@@ -38,11 +45,9 @@ impl LldpadDriver {
         let argv = vdptool::query_argv(&self.port, &self.cfg, &req.port_uuid)
             .map_err(|e| e.to_string())?;
         let q = self.query_reply(&argv)?;
-        let rec = q
-            .records
-            .iter()
-            .find(|r| r.uuid.eq_ignore_ascii_case(&req.port_uuid));
-        Ok(rec.map(|r| vdptool::record_state(r, &req.vm_mac, req.segmentation_id)))
+        Ok(q.records
+            .into_iter()
+            .find(|r| r.uuid.eq_ignore_ascii_case(&req.port_uuid)))
     }
 
     /// List query of every associated VSI.
@@ -105,7 +110,28 @@ impl LldpadDriver {
 
     /// The associate decision (query first), without touching the table.
     pub(super) fn associate_now(&self, req: &VsiRequest) -> VdpReply {
-        let state = self.query_state(req);
+        let rec = self.query_record(req);
+        let mut state = rec
+            .clone()
+            .map(|r| r.map(|r| vdptool::record_state(&r, &req.vm_mac, req.segmentation_id)));
+        // A repeated "up" whose Cisco OUI changed (a DHCP-assigned IP, a
+        // renamed VM): lldpad takes new OUI data only with a new associate,
+        // so the association is not adopted but sent again (as the
+        // original, which always sends it), with the VLAN lldpad holds.
+        if let (Ok(Some(VsiState::Associated { raw_vlan, .. })), Ok(Some(r)), Some(oui)) =
+            (&state, &rec, req.oui.as_ref().filter(|o| o.is_cisco()))
+        {
+            if !vdptool::oui_matches(r, oui) {
+                log::info!(
+                    "associate {}: the VM's OUI data changed; associating again",
+                    req.port_uuid
+                );
+                state = Ok(Some(VsiState::Unusable {
+                    reason: "OUI data changed".into(),
+                    raw_vlan: *raw_vlan,
+                }));
+            }
+        }
         self.request_for_state(req, state, true)
     }
 

@@ -346,3 +346,57 @@ fn refuses_bad_args_without_spawning() {
     assert_eq!(d.vdptool_calls(), 0);
     assert!(d.vsis().is_empty());
 }
+
+/// A repeated "up" whose Cisco OUI data changed is associated again (lldpad
+/// updates the OUI only with an associate); unchanged, it is adopted.
+#[test]
+fn changed_oui_is_associated_again() {
+    let f = |k: &str, v: &str| format!("{:02x}{k}{:04x}{v}", k.len(), v.len());
+    // lldpad's oui field: vm_name vm-1, ipv4 10.0.0.5 (decimal of the
+    // in-memory u32, with lldpad's trailing 'l').
+    let ip = u32::from_le_bytes([10, 0, 0, 5]);
+    let oui_val = format!(
+        "05cisco{}{}",
+        f("vm_name", "vm-1"),
+        f("ipv4_addr", &format!("{ip}l"))
+    );
+    let rec = [
+        f("mode", "assoc"),
+        f("mgrid2", "0"),
+        f("typeid", "0"),
+        f("typeidver", "0"),
+        f("uuid", &req().port_uuid),
+        f("hints", "0"),
+        f("filter", "3003-fa:16:3e:00:00:01-20000"),
+        f("oui", &oui_val),
+    ]
+    .concat();
+    let line = format!("R00C3010000001509LLDPLeth200000003{:04x}{rec}", rec.len());
+    let (d, dir) = fake(&format!(
+        "D=$(dirname $0)\ncase \"$*\" in\n*-T*) echo x >> $D/assoc;;\n*) echo M00; echo '{line}';;\nesac"
+    ));
+    let sent = || {
+        std::fs::read_to_string(dir.path.join("assoc"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let with = |name: &str, ip: [u8; 4]| VsiRequest {
+        oui: Some(crate::model::Oui {
+            oui_id: "cisco".into(),
+            vm_name: Some(name.into()),
+            ip_addr: Some(ip.into()),
+            ..Default::default()
+        }),
+        ..req()
+    };
+    assert_eq!(
+        d.associate(&with("vm-1", [10, 0, 0, 5])),
+        VdpReply::associated(3003)
+    );
+    assert_eq!(sent(), 0, "same OUI: adopted");
+    let _ = d.associate(&with("vm-1", [10, 0, 0, 6]));
+    assert_eq!(sent(), 1, "new IP: associated again");
+    let _ = d.associate(&with("web 01", [10, 0, 0, 5]));
+    assert_eq!(sent(), 2, "renamed: associated again");
+}
