@@ -129,10 +129,10 @@ fn every_rpc_sends_the_contract_json() {
         json!({"port_uuid": P1, "result": "SUCCESS", "fail_reason": null,
                "local_vlan": 5, "vdp_vlan": 3003})
     );
-    // As the original: a failure carries no VLANs, even a known one.
     assert_eq!(
         vr[1]["args"],
-        json!({"port_uuid": P1, "result": "CREATE:FAIL", "fail_reason": "no VDP VLAN"})
+        json!({"port_uuid": P1, "result": "CREATE:FAIL", "fail_reason": "no VDP VLAN",
+               "local_vlan": 5, "vdp_vlan": -1})
     );
     assert_eq!(
         vr[2]["args"],

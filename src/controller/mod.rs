@@ -494,9 +494,9 @@ impl ControllerLink for Controller {
             "result": result.as_str(),
             "fail_reason": fail_reason,
         });
-        // As the original: a SUCCESS always carries both VLANs (-1 for one
-        // that is not known); a failure carries none.
-        if result == VmResult::Success {
+        // Both VLANs whenever one is known (-1 for the other), and on every
+        // SUCCESS as the original (a down of a network's last port: -1/-1).
+        if result == VmResult::Success || local_vlan.is_some() || vdp_vlan.is_some() {
             let vlan = |v: Option<u16>| v.map(i64::from).unwrap_or(-1);
             args["local_vlan"] = json!(vlan(local_vlan));
             args["vdp_vlan"] = json!(vlan(vdp_vlan));
