@@ -266,6 +266,49 @@ fn stale_temp_files_are_removed_at_start() {
     assert!(state.join("operator-notes").exists());
 }
 
+/// A controller over real HTTP whose every answer is `answer(url)`
+/// (stopped when dropped).
+struct ScriptedController {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ScriptedController {
+    fn start(answer: impl Fn(&str) -> String + Send + 'static) -> ScriptedController {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let port = server.server_addr().to_ip().unwrap().port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                let Ok(Some(mut req)) = server.recv_timeout(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let mut body = String::new();
+                let _ = std::io::Read::read_to_string(req.as_reader(), &mut body);
+                let text = answer(req.url());
+                let _ = req.respond(tiny_http::Response::from_string(text));
+            }
+        });
+        ScriptedController {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ScriptedController {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Item 6: a controller that answers every event poll at once with 2000
 /// new events, each for a port never seen before, for 20 s. The agent's
 /// queue, its ports waiting for the uplink and its kept results are all
@@ -274,45 +317,34 @@ fn stale_temp_files_are_removed_at_start() {
 /// answered CREATE:FAIL, "Uplink Port Event not received yet").
 #[test]
 fn event_flood_keeps_memory_bounded() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
-    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-    let port = server.server_addr().to_ip().unwrap().port();
-    let stop = Arc::new(AtomicBool::new(false));
     let results = Arc::new(AtomicU64::new(0));
-    let (srv, st, res) = (server.clone(), stop.clone(), results.clone());
-    let t = std::thread::spawn(move || {
-        while !st.load(Ordering::SeqCst) {
-            let Ok(Some(mut req)) = srv.recv_timeout(Duration::from_millis(100)) else {
-                continue;
-            };
-            let url = req.url().to_string();
-            let mut body = String::new();
-            let _ = std::io::Read::read_to_string(req.as_reader(), &mut body);
-            let answer = if let Some(q) = url.split("after=").nth(1) {
-                let after: u64 = q.split('&').next().unwrap_or("0").parse().unwrap_or(0);
-                let evs: Vec<serde_json::Value> = (after + 1..=after + 2000)
-                    .map(|n| {
-                        serde_json::json!({"seq": n, "type": "vm_info", "payload": {
-                            "status": "up",
-                            "vm_mac": format!("fa:16:3e:{:02x}:{:02x}:{:02x}", (n >> 16) & 255, (n >> 8) & 255, n & 255),
-                            "segmentation_id": 30001,
-                            "host": "hd1",
-                            "port_uuid": format!("{:08x}-1111-4111-8111-{:012x}", n, n),
-                            "net_uuid": "00000001-2222-4222-8222-000000000001",
-                        }})
-                    })
-                    .collect();
-                serde_json::json!({ "events": evs })
-            } else {
-                if url.ends_with("update_vm_result") {
-                    res.fetch_add(1, Ordering::SeqCst);
-                }
-                serde_json::json!({"result": null})
-            };
-            let _ = req.respond(tiny_http::Response::from_string(answer.to_string()));
+    let res = results.clone();
+    let ctl = ScriptedController::start(move |url| {
+        if let Some(q) = url.split("after=").nth(1) {
+            let after: u64 = q.split('&').next().unwrap_or("0").parse().unwrap_or(0);
+            let evs: Vec<serde_json::Value> = (after + 1..=after + 2000)
+                .map(|n| {
+                    serde_json::json!({"seq": n, "type": "vm_info", "payload": {
+                        "status": "up",
+                        "vm_mac": format!("fa:16:3e:{:02x}:{:02x}:{:02x}", (n >> 16) & 255, (n >> 8) & 255, n & 255),
+                        "segmentation_id": 30001,
+                        "host": "hd1",
+                        "port_uuid": format!("{:08x}-1111-4111-8111-{:012x}", n, n),
+                        "net_uuid": "00000001-2222-4222-8222-000000000001",
+                    }})
+                })
+                .collect();
+            serde_json::json!({ "events": evs }).to_string()
+        } else {
+            if url.ends_with("update_vm_result") {
+                res.fetch_add(1, Ordering::SeqCst);
+            }
+            r#"{"result": null}"#.to_string()
         }
     });
+    let port = ctl.port;
     let d = TempDir::new("flood");
     let cfg = daemon_config_with(&d, &format!("http://127.0.0.1:{port}"));
     // Its log goes to a file: a pipe nobody reads would block it.
@@ -343,8 +375,7 @@ fn event_flood_keeps_memory_bounded() {
     }
     let alive = rss_kb() > 0;
     let o = kill(c);
-    stop.store(true, Ordering::SeqCst);
-    let _ = t.join();
+    drop(ctl);
     assert!(alive, "the agent died ({:?}): {}", o.status, tail(&log));
     assert!(
         peak < 256 * 1024,
@@ -364,27 +395,19 @@ fn event_flood_keeps_memory_bounded() {
 /// controller).
 #[test]
 fn zero_events_wait_does_not_spin() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
-    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-    let port = server.server_addr().to_ip().unwrap().port();
-    let stop = Arc::new(AtomicBool::new(false));
     let polls = Arc::new(AtomicU64::new(0));
-    let (srv, st, n) = (server.clone(), stop.clone(), polls.clone());
-    let t = std::thread::spawn(move || {
-        while !st.load(Ordering::SeqCst) {
-            let Ok(Some(req)) = srv.recv_timeout(Duration::from_millis(100)) else {
-                continue;
-            };
-            let answer = if req.url().contains("/events?") {
-                n.fetch_add(1, Ordering::SeqCst);
-                r#"{"events": []}"#
-            } else {
-                r#"{"result": null}"#
-            };
-            let _ = req.respond(tiny_http::Response::from_string(answer));
+    let n = polls.clone();
+    let ctl = ScriptedController::start(move |url| {
+        if url.contains("/events?") {
+            n.fetch_add(1, Ordering::SeqCst);
+            r#"{"events": []}"#.to_string()
+        } else {
+            r#"{"result": null}"#.to_string()
         }
     });
+    let port = ctl.port;
     let d = TempDir::new("wait0");
     let cfg = daemon_config_with(&d, &format!("http://127.0.0.1:{port}"));
     let text = std::fs::read_to_string(&cfg)
@@ -394,8 +417,7 @@ fn zero_events_wait_does_not_spin() {
     let c = spawn_daemon(&cfg);
     std::thread::sleep(Duration::from_secs(6));
     let o = kill(c);
-    stop.store(true, Ordering::SeqCst);
-    let _ = t.join();
+    drop(ctl);
     let n = polls.load(Ordering::SeqCst);
     assert!(n >= 2, "the agent did not poll: {}", stderr(&o));
     assert!(n <= 10, "{n} polls in 6 s with events_wait_s 0: spinning");

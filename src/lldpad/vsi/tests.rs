@@ -10,19 +10,31 @@ fn req() -> VsiRequest {
     }
 }
 
+/// One `%02x key %04x value` field of lldpad's records.
+fn field(k: &str, v: &str) -> String {
+    format!("{:02x}{k}{:04x}{v}", k.len(), v.len())
+}
+
 /// An `R` line holding one record for `req()`.
 fn r_line(hints: &str, filter: &str) -> String {
-    let f = |k: &str, v: &str| format!("{:02x}{k}{:04x}{v}", k.len(), v.len());
-    let rec = [
-        f("mode", "assoc"),
-        f("mgrid2", "0"),
-        f("typeid", "0"),
-        f("typeidver", "0"),
-        f("uuid", &req().port_uuid),
-        f("hints", hints),
-        f("filter", filter),
+    r_line_with(hints, filter, &[])
+}
+
+/// The same with further fields after the filter (e.g. `oui`).
+fn r_line_with(hints: &str, filter: &str, extra: &[(&str, &str)]) -> String {
+    let mut rec = [
+        field("mode", "assoc"),
+        field("mgrid2", "0"),
+        field("typeid", "0"),
+        field("typeidver", "0"),
+        field("uuid", &req().port_uuid),
+        field("hints", hints),
+        field("filter", filter),
     ]
     .concat();
+    for (k, v) in extra {
+        rec.push_str(&field(k, v));
+    }
     format!("R00C3010000001509LLDPLeth200000003{:04x}{rec}", rec.len())
 }
 
@@ -351,27 +363,15 @@ fn refuses_bad_args_without_spawning() {
 /// updates the OUI only with an associate); unchanged, it is adopted.
 #[test]
 fn changed_oui_is_associated_again() {
-    let f = |k: &str, v: &str| format!("{:02x}{k}{:04x}{v}", k.len(), v.len());
     // lldpad's oui field: vm_name vm-1, ipv4 10.0.0.5 (decimal of the
     // in-memory u32, with lldpad's trailing 'l').
     let ip = u32::from_le_bytes([10, 0, 0, 5]);
     let oui_val = format!(
         "05cisco{}{}",
-        f("vm_name", "vm-1"),
-        f("ipv4_addr", &format!("{ip}l"))
+        field("vm_name", "vm-1"),
+        field("ipv4_addr", &format!("{ip}l"))
     );
-    let rec = [
-        f("mode", "assoc"),
-        f("mgrid2", "0"),
-        f("typeid", "0"),
-        f("typeidver", "0"),
-        f("uuid", &req().port_uuid),
-        f("hints", "0"),
-        f("filter", "3003-fa:16:3e:00:00:01-20000"),
-        f("oui", &oui_val),
-    ]
-    .concat();
-    let line = format!("R00C3010000001509LLDPLeth200000003{:04x}{rec}", rec.len());
+    let line = r_line_with("0", "3003-fa:16:3e:00:00:01-20000", &[("oui", &oui_val)]);
     let (d, dir) = fake(&format!(
         "D=$(dirname $0)\ncase \"$*\" in\n*-T*) echo x >> $D/assoc;;\n*) echo M00; echo '{line}';;\nesac"
     ));
