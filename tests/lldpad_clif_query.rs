@@ -16,6 +16,21 @@ use vdp_agent::config::VdpConfig;
 use vdp_agent::lab::netns::{self, Netns, StationBridgeLab};
 use vdp_agent::lldpad::clif::{self, ClifQuery};
 use vdp_agent::lldpad::vdptool;
+use vdp_agent::lldpad::wire::Command;
+
+/// A get of every VSI with the identity keys but no uuid.
+fn keys_only(ifname: &str) -> Command {
+    let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+    Command::get(
+        ifname,
+        vec![
+            kv("mode", "assoc"),
+            kv("mgrid2", "0"),
+            kv("typeid", "0"),
+            kv("typeidver", "0"),
+        ],
+    )
+}
 use vdp_agent::lldpad::vsi::{LldpadDriver, VsiRequest};
 
 macro_rules! need_root {
@@ -86,17 +101,13 @@ impl Lab {
 /// Socket and vdptool agree byte for byte on the per-VSI and list queries.
 fn assert_same(lab: &Lab, q: &ClifQuery, uuids: &[String]) -> usize {
     let cfg = VdpConfig::default();
-    let list = vdptool::list_argv(&lab.sta_if).unwrap();
-    let via_socket = q
-        .request(&clif::command_for_query_argv(&list).unwrap())
-        .unwrap();
-    assert_eq!(via_socket, lab.vdptool_r_line(&list), "list");
+    let list = vdptool::list_command(&lab.sta_if).unwrap();
+    let via_socket = q.get(&list).unwrap();
+    assert_eq!(via_socket, lab.vdptool_r_line(&list.argv()), "list");
     for u in uuids {
-        let argv = vdptool::query_argv(&lab.sta_if, &cfg, u).unwrap();
-        let line = q
-            .query(&lab.sta_if, "assoc", "0", "0", "0", Some(u))
-            .unwrap();
-        assert_eq!(line, lab.vdptool_r_line(&argv), "query {u}");
+        let cmd = vdptool::query_command(&lab.sta_if, &cfg, u).unwrap();
+        let line = q.get(&cmd).unwrap();
+        assert_eq!(line, lab.vdptool_r_line(&cmd.argv()), "query {u}");
     }
     vdptool::parse_query(&via_socket).unwrap().records.len()
 }
@@ -109,8 +120,9 @@ fn socket_query_is_vdptools_query_byte_for_byte() {
     let cfg = VdpConfig::default();
 
     // The datagram vdptool sends is the one we build (strace, if present).
-    let argv = vdptool::query_argv(&lab.sta_if, &cfg, &uuid(1)).unwrap();
-    let want = clif::command_for_query_argv(&argv).unwrap();
+    let cmd = vdptool::query_command(&lab.sta_if, &cfg, &uuid(1)).unwrap();
+    let argv = cmd.argv();
+    let want = cmd.datagram().unwrap();
     if std::path::Path::new("/usr/bin/strace").exists() {
         let trace = lab.dir.path().join("strace.txt");
         let mut st: Vec<String> = [
@@ -155,7 +167,7 @@ fn socket_query_is_vdptools_query_byte_for_byte() {
     );
     lab.plain_assoc(7, 3007, false);
     let line = q
-        .query(&lab.sta_if, "assoc", "0", "0", "0", Some(&uuid(7)))
+        .get(&vdptool::query_command(&lab.sta_if, &cfg, &uuid(7)).unwrap())
         .unwrap();
     assert!(line.contains("05hints0003255"), "{line}");
     let mut all: Vec<String> = (1..=7).map(uuid).collect();
@@ -177,7 +189,7 @@ fn socket_query_is_vdptools_query_byte_for_byte() {
             // SAFETY: per-thread credential change of this short-lived thread.
             let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
             assert_eq!(rc, 0);
-            q2.query(&ifname, "assoc", "0", "0", "0", None)
+            q2.get(&keys_only(&ifname))
         })
         .unwrap()
         .join()
@@ -185,10 +197,7 @@ fn socket_query_is_vdptools_query_byte_for_byte() {
     let e = refused.unwrap_err();
     assert!(clif::is_no_access(&e), "{e}");
     // The same socket still serves root.
-    assert!(q
-        .query(&lab.sta_if, "assoc", "0", "0", "0", None)
-        .unwrap()
-        .starts_with("R00C3"));
+    assert!(q.get(&keys_only(&lab.sta_if)).unwrap().starts_with("R00C3"));
 }
 
 #[test]
@@ -206,11 +215,9 @@ fn refresh_over_the_socket_spawns_no_vdptool() {
     }
     eprintln!("{n} plain assoc -W: {:?}", t.elapsed());
     // The list answer lldpad cuts at its buffer size: identical too.
-    let list = vdptool::list_argv(&lab.sta_if).unwrap();
-    let via_socket = ClifQuery::in_netns(lab.sta.name())
-        .request(&clif::command_for_query_argv(&list).unwrap())
-        .unwrap();
-    assert_eq!(via_socket, lab.vdptool_r_line(&list));
+    let list = vdptool::list_command(&lab.sta_if).unwrap();
+    let via_socket = ClifQuery::in_netns(lab.sta.name()).get(&list).unwrap();
+    assert_eq!(via_socket, lab.vdptool_r_line(&list.argv()));
     let d = lab.driver();
     d.set_query_socket(Some(ClifQuery::in_netns(lab.sta.name())));
     // Adopted: lldpad holds them with a VLAN; only socket queries.
@@ -276,4 +283,62 @@ fn refresh_over_the_socket_spawns_no_vdptool() {
     });
     assert!(back.is_some(), "{:?}", d.vsis().first());
     assert_eq!(d.socket_queries(), queries);
+}
+
+/// The set (associate / deassociate) datagrams `wire::Command` renders are
+/// byte for byte the ones the installed vdptool sends for the same argv:
+/// captured on a socket bound to lldpad's name in a namespace of its own.
+#[test]
+fn set_datagrams_are_vdptools_byte_for_byte() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    need_root!();
+    let ns = Netns::create(&netns::unique("cqs", 1)).expect("netns");
+    let sock = ns
+        .run_in("cq-fake-lldpad", || {
+            let addr = SocketAddr::from_abstract_name(clif::LLDPAD_CLIF_SOCKET).unwrap();
+            UnixDatagram::bind_addr(&addr).unwrap()
+        })
+        .expect("bind in netns");
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let cfg = VdpConfig::default();
+    let oui = vdp_agent::model::Oui {
+        oui_id: "cisco".into(),
+        vm_name: Some("web 01".into()),
+        ip_addr: Some("10.0.0.5".parse().unwrap()),
+        vm_uuid: Some("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into()),
+        ..Default::default()
+    };
+    let vsi = |oui| vdptool::VsiArgs {
+        uuid: "7af441dd-253b-4772-8cf1-a4cfef18efe5",
+        mac: "fa:16:3e:00:00:01",
+        gid: 20000,
+        vlan: 3001,
+        oui,
+    };
+    for cmd in [
+        vdptool::request_command("eth0", &cfg, vdptool::Mode::Assoc, &vsi(Some(&oui)), false),
+        vdptool::request_command("eth0", &cfg, vdptool::Mode::Assoc, &vsi(None), false),
+        vdptool::request_command("eth0", &cfg, vdptool::Mode::Deassoc, &vsi(None), false),
+    ] {
+        let cmd = cmd.unwrap();
+        let argv = cmd.argv();
+        let mut child = ns
+            .command(&argv[0])
+            .args(&argv[1..])
+            .spawn()
+            .expect("vdptool");
+        let mut buf = vec![0u8; 8192];
+        let (n, from) = sock.recv_from(&mut buf).expect("vdptool's datagram");
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        // Answer as lldpad does (status 0, header echoed) so vdptool ends.
+        let mut reply = b"R00".to_vec();
+        reply.extend_from_slice(&buf[9..n]);
+        if let Some(p) = from.as_abstract_name() {
+            let to = SocketAddr::from_abstract_name(p).unwrap();
+            let _ = sock.send_to_addr(&reply, &to);
+        }
+        let _ = child.wait();
+        assert_eq!(Some(got), cmd.datagram(), "{argv:?}");
+    }
 }

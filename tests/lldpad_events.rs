@@ -49,7 +49,6 @@ fn fixture_assoc_events() {
     assert_eq!(e.mac.as_deref(), Some("fa:16:3e:00:00:01"));
     assert_eq!(e.filters, vec!["0-fa:16:3e:00:00:01-0".to_string()]);
     assert_eq!(e.error, None);
-    assert_eq!(e.ifname, "");
     assert_eq!(e.raw.as_bytes(), &fixture("event_01")[..]);
 
     let e = ev("event_02");

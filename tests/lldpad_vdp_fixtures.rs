@@ -319,7 +319,7 @@ fn raw_queries() {
         (r.mode.as_str(), r.uuid.as_str(), r.hints),
         ("assoc", U1, Some(0))
     );
-    assert_eq!(r.filter.as_deref(), Some("0-fa:16:3e:00:00:01-20000"));
+    assert_eq!(r.filter(), Some("0-fa:16:3e:00:00:01-20000"));
     assert!(r
         .fields
         .iter()
@@ -391,12 +391,9 @@ fn list_queries() {
 fn events_parse() {
     let ev = vdptool::parse_events(&fixture("deassoc_wait_ok").out.stdout);
     assert_eq!(ev.len(), 1);
-    assert_eq!(ev[0].mode.as_deref(), Some("deassoc"));
-    assert_eq!(
-        ev[0].uuid.as_deref(),
-        Some("1b2c3d4e-0000-4000-8000-00000000000b")
-    );
-    assert!(ev[0].errors.is_empty());
+    assert_eq!(ev[0].mode, "deassoc");
+    assert_eq!(ev[0].uuid, "1b2c3d4e-0000-4000-8000-00000000000b");
+    assert_eq!(ev[0].error, None);
     assert!(vdptool::parse_events("").is_empty());
 }
 
@@ -427,5 +424,59 @@ fn existing_vsi_with_a_vlan() {
             reason: "Non-zero hints, value 5".into(),
             raw_vlan: 3003
         }
+    );
+}
+
+/// Records that carry the Cisco OUI (a VM name with a space, address, VM
+/// uuid) next to filter and hints, captured live from the leaf
+/// (`tests/lldpad_vdp_leaf.rs` writes them): exact state, VLAN and OUI.
+#[test]
+fn leaf_oui_records_parse_exactly() {
+    let mut list = vdptool::parse_query(&fixture("leaf_oui_list").out.stdout).unwrap();
+    assert_eq!((list.records.len(), list.truncated), (3, false));
+    // lldpad lists the newest first.
+    list.records.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+    for (i, rec) in list.records.iter().enumerate() {
+        let n = i + 1;
+        assert_eq!(
+            rec.uuid,
+            format!("5eaf0000-0000-4000-8000-0000000000{n:02x}")
+        );
+        let mac = format!("fa:16:3e:00:0f:{n:02x}");
+        assert_eq!(
+            vdptool::record_state(rec, &mac, 40001),
+            VsiState::Associated {
+                vlan: 3001,
+                raw_vlan: 3001
+            }
+        );
+        let oui = vdptool::record_oui(rec).expect("Cisco OUI");
+        assert_eq!(oui.vm_name, Some(format!("web {n:02}")));
+        assert_eq!(oui.ipv4, Some(format!("10.0.0.{n}").parse().unwrap()));
+        assert_eq!(
+            oui.vm_uuid,
+            Some(format!("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1{n:02x}"))
+        );
+        let mut want = vdp_agent::model::Oui {
+            oui_id: "cisco".into(),
+            vm_name: oui.vm_name.clone(),
+            vm_uuid: oui.vm_uuid.clone(),
+            ip_addr: oui.ipv4,
+            ..Default::default()
+        };
+        assert!(vdptool::oui_matches(rec, &want));
+        want.ip_addr = Some("10.9.9.9".parse().unwrap());
+        assert!(!vdptool::oui_matches(rec, &want));
+    }
+    let one = vdptool::parse_query(&fixture("leaf_oui_query").out.stdout).unwrap();
+    assert_eq!(one.records, list.records[..1]);
+    let f = fixture("leaf_oui_assoc");
+    assert_eq!(
+        vdptool::assoc_outcome(
+            &f.out,
+            "5eaf0000-0000-4000-8000-000000000001",
+            "fa:16:3e:00:0f:01"
+        ),
+        AssocOutcome::Associated { vlan: 3001 }
     );
 }

@@ -25,11 +25,12 @@ struct Lab {
 }
 
 impl Lab {
-    fn new() -> Lab {
-        let sta = Netns::create(&netns::unique("vds", 7)).expect("netns");
-        let lf = Netns::create(&netns::unique("vdl", 7)).expect("netns");
-        let sta_if = netns::unique("vdS", 7);
-        let lf_if = netns::unique("vdL", 7);
+    /// `n`: this test's number, so tests of this file can run side by side.
+    fn new(n: u32) -> Lab {
+        let sta = Netns::create(&netns::unique("vds", n)).expect("netns");
+        let lf = Netns::create(&netns::unique("vdl", n)).expect("netns");
+        let sta_if = netns::unique("vdS", n);
+        let lf_if = netns::unique("vdL", n);
         netns::veth(&sta, &sta_if, &lf, &lf_if).expect("veth");
         let dir = TempDir::new("vd-leaf").expect("temp dir");
         let ctl = dir.path().join("leaf.sock").display().to_string();
@@ -110,7 +111,7 @@ fn vlans_rejects_keep_reload_and_bridge_deassoc_with_leaf_simulator() {
     if !netns::lldpad_lab_ok() {
         return;
     }
-    let lab = Lab::new();
+    let lab = Lab::new(7);
     let d = lab.driver();
 
     // 1. The leaf assigns one VLAN per group.
@@ -213,4 +214,153 @@ fn vlans_rejects_keep_reload_and_bridge_deassoc_with_leaf_simulator() {
         lab.ctl("status").contains("\"vsis\":[]").then_some(())
     });
     assert!(leaf_empty.is_some(), "{}", lab.ctl("status"));
+}
+
+/// lldpad's own records of VSIs that carry the Cisco OUI (VM name with a
+/// space, IPv4 address, VM uuid) next to filter and hints, from the leaf:
+/// parsed exactly (state, VLAN, OUI fields), a repeated "up" with the same
+/// data is adopted (no new associate, same VLAN), one with a new address
+/// is associated again and lldpad then holds the new address. The same
+/// records are kept as fixtures (`tests/fixtures/vdptool/leaf_oui_*.txt`,
+/// checked in `tests/lldpad_vdp_fixtures.rs`); `VDP_CAPTURE_FIXTURES=DIR`
+/// writes this run's outputs there.
+#[test]
+fn oui_records_from_the_leaf_parse_exactly() {
+    use vdp_agent::lldpad::vdptool;
+    use vdp_agent::model::Oui;
+    if !netns::lldpad_lab_ok() {
+        return;
+    }
+    let lab = Lab::new(8);
+    let d = lab.driver();
+    let oui = |ip: &str, n: u8| Oui {
+        oui_id: "cisco".into(),
+        vm_name: Some(format!("web {n:02}")),
+        vm_uuid: Some(format!("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1{n:02x}")),
+        ip_addr: Some(ip.parse().unwrap()),
+        ..Default::default()
+    };
+    let mut reqs: Vec<VsiRequest> = (1..=3)
+        .map(|n| VsiRequest {
+            oui: Some(oui(&format!("10.0.0.{n}"), n)),
+            ..req(n, 40001)
+        })
+        .collect();
+    let mut vlans = Vec::new();
+    for r in &reqs {
+        let a = d.associate(r);
+        vlans.push(a.vdp_vlan.expect("VLAN from the leaf"));
+        assert_eq!((a.fail_reason.as_deref(), a.pending), (None, false));
+    }
+    let cfg = VdpConfig::default();
+    let capture = std::env::var_os("VDP_CAPTURE_FIXTURES").map(std::path::PathBuf::from);
+    let run = |what: &str, file: Option<&str>, argv: Vec<String>| -> String {
+        let out = lab
+            .sta
+            .exec_any(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let (Some(dir), Some(file)) = (&capture, file) {
+            let text = format!(
+                "# {what}\n# captured live by tests/lldpad_vdp_leaf.rs (station lldpad, vdp-lab leaf --vlan-pool 3001-3010)\n# argv: {}\n# rc: {}\n--- stdout\n{stdout}--- stderr\n{}",
+                argv.join(" "),
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        stdout
+    };
+    // One VSI's record, and the list of all three.
+    let q = run(
+        "per-VSI query of a VSI associated with the Cisco OUI by vdp-lab leaf",
+        Some("leaf_oui_query.txt"),
+        vdptool::query_argv(&lab.sta_if, &cfg, &reqs[0].port_uuid).unwrap(),
+    );
+    let reply = vdptool::parse_query(&q).unwrap();
+    assert_eq!(reply.records.len(), 1, "{q}");
+    let list = run(
+        "list query of three VSIs associated with the Cisco OUI by vdp-lab leaf",
+        Some("leaf_oui_list.txt"),
+        vdptool::list_argv(&lab.sta_if).unwrap(),
+    );
+    let listed = vdptool::parse_query(&list).unwrap();
+    assert_eq!(
+        (listed.records.len(), listed.truncated),
+        (3, false),
+        "{list}"
+    );
+    for (r, v) in reqs.iter().zip(&vlans) {
+        let rec = listed
+            .records
+            .iter()
+            .find(|x| x.uuid == r.port_uuid)
+            .expect("listed");
+        assert_eq!(
+            vdptool::record_state(rec, &r.vm_mac, r.segmentation_id),
+            vdptool::VsiState::Associated {
+                vlan: *v,
+                raw_vlan: *v
+            },
+            "{rec:?}"
+        );
+        let o = r.oui.as_ref().unwrap();
+        let held = vdptool::record_oui(rec).expect("OUI in the record");
+        assert_eq!(held.vm_name, o.vm_name);
+        assert_eq!(held.ipv4, o.ip_addr);
+        assert!(vdptool::oui_matches(rec, o), "{rec:?}");
+    }
+    // The -W printout of an associate with OUI data.
+    let wait = run(
+        "assoc -W with the Cisco OUI against vdp-lab leaf",
+        Some("leaf_oui_assoc.txt"),
+        vdptool::request_argv(
+            &lab.sta_if,
+            &cfg,
+            vdptool::Mode::Assoc,
+            &vdptool::VsiArgs {
+                uuid: &reqs[0].port_uuid,
+                mac: &reqs[0].vm_mac,
+                gid: 40001,
+                vlan: vlans[0],
+                oui: reqs[0].oui.as_ref(),
+            },
+            true,
+        )
+        .unwrap(),
+    );
+    let out = vdp_agent::exec::CmdOutput {
+        code: 0,
+        stdout: wait.clone(),
+        stderr: String::new(),
+        elapsed: Duration::ZERO,
+    };
+    assert_eq!(
+        vdptool::assoc_outcome(&out, &reqs[0].port_uuid, &reqs[0].vm_mac),
+        vdptool::AssocOutcome::Associated { vlan: vlans[0] },
+        "{wait}"
+    );
+
+    // A repeated "up" with the same data: adopted, no new associate.
+    let calls = d.vdptool_calls();
+    let again = d.associate(&reqs[1]);
+    assert_eq!(again.vdp_vlan, Some(vlans[1]));
+    let sets = d.vdptool_calls() - calls;
+    assert!(
+        sets <= 1,
+        "{sets} vdptool runs for an adopted VSI (a query at most)"
+    );
+    // A new address: associated again, lldpad holds the new one, same VLAN.
+    reqs[2].oui = Some(oui("10.0.9.9", 3));
+    let moved = d.associate(&reqs[2]);
+    assert_eq!(moved.vdp_vlan, Some(vlans[2]));
+    let cmd = vdptool::query_argv(&lab.sta_if, &cfg, &reqs[2].port_uuid).unwrap();
+    let rec = vdptool::parse_query(&run("query after a new address", None, cmd))
+        .unwrap()
+        .records
+        .remove(0);
+    assert_eq!(
+        vdptool::record_oui(&rec).unwrap().ipv4,
+        Some("10.0.9.9".parse().unwrap())
+    );
 }

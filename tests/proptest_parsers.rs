@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use vdp_agent::exec::CmdOutput;
-use vdp_agent::lldpad::{clif, events, lldptool, vdptool};
+use vdp_agent::lldpad::{events, lldptool, vdptool, wire};
 use vdp_agent::ovs::{ofctl, veth, vsctl};
 
 /// Generous: a parser call must finish well inside this (debug build).
@@ -129,8 +129,8 @@ proptest! {
     fn clif_datagrams(d in prop_oneof![bytes(), clif_datagram()]) {
         timed(|| {
             let _ = events::parse_event(&d);
-            let _ = clif::reply_status(&d);
-            let _ = clif::is_event(&d);
+            let _ = wire::reply_status(&d);
+            let _ = wire::is_event(&d);
         });
     }
 
@@ -241,7 +241,7 @@ fn former_panics() {
     d.extend_from_slice(rec.as_bytes());
     let _ = events::parse_event(&d);
     // A 3-byte status-only reply whose status bytes are not UTF-8.
-    assert_eq!(clif::reply_status(b"R\xff\xfe"), None);
-    assert_eq!(clif::reply_status(b"R0a"), Some(10));
-    assert_eq!(clif::reply_status(b"R"), None);
+    assert_eq!(wire::reply_status(b"R\xff\xfe"), None);
+    assert_eq!(wire::reply_status(b"R0a"), Some(10));
+    assert_eq!(wire::reply_status(b"R"), None);
 }

@@ -3,25 +3,18 @@
 //! Owns: `ClifSocket`, the datagram socket shared by the event client
 //! (`events.rs`) and `ClifQuery` (bound to `@/com/intel/lldpad/<pid>-<tag><n>`,
 //! connected to lldpad's `@/com/intel/lldpad`, optionally created inside
-//! `/run/netns/<ns>`), and `ClifQuery`, which sends the exact "get" command
-//! `vdptool -t ... -R` sends and returns lldpad's `R` line, without spawning
-//! a process.
+//! `/run/netns/<ns>`), and `ClifQuery`, which sends the exact "get" datagram
+//! `vdptool -t ... -R` sends (`wire::Command`) and returns lldpad's `R`
+//! line, without spawning a process.
 //! Calls: libc/nix socket calls and `setns` only (no external commands).
 //!
-//! Wire facts (openlldp `vdptool.c` `render_cmd`, `clif.c` `clif_request`,
-//! `ctrl_iface.c` `ctrl_iface_receive`; checked live with strace, see
-//! `tests/lldpad_clif_query.rs`):
-//! - vdptool's command is the `M` line `vdptool -R` echoes:
-//!   `M` `%08x` module (`000080c4`) `C` `%1x` clif version (3) `%02x` cmd
-//!   (01 = get) `%08x` ops `%02x` ifname length, ifname, `%02x` type (02 =
-//!   nearest customer bridge) `%08x` TLV id (VDP22 mode: preassoc 1,
-//!   preassoc-rr 2, assoc 3, deassoc 4), then per `-c key=value`:
-//!   `%02x` key `%04x` value. ops = local 0x01 | arg 0x04 | config 0x10
-//!   (`00000015`) when there are `-c` arguments, else `00000001`.
-//! - lldpad answers with one datagram `R` + 2-hex status + the command
-//!   header echoed (`C3...ifname`) + data, no trailing NUL; the answer is
-//!   built in a 4096-byte buffer (`MAX_CLIF_MSGBUF`), so a list of more than
-//!   ~26 VSIs comes back empty, exactly as through vdptool.
+//! Transport facts (openlldp `clif.c` `clif_request`, `ctrl_iface.c`
+//! `ctrl_iface_receive`; checked live with strace, see
+//! `tests/lldpad_clif_query.rs`); the datagrams themselves are
+//! `super::wire`'s:
+//! - lldpad answers with one datagram, no trailing NUL, built in a
+//!   4096-byte buffer (`MAX_CLIF_MSGBUF`), so a list of more than ~26 VSIs
+//!   comes back empty, exactly as through vdptool.
 //! - lldpad only serves uid 0: others get the 3-byte `R0a` (cmd_no_access).
 //! - A client that never attaches (`A...`) receives no events; stray ones
 //!   are skipped anyway.
@@ -42,22 +35,13 @@ use std::time::{Duration, Instant};
 
 /// lldpad's abstract control socket name (without the leading NUL).
 pub const LLDPAD_CLIF_SOCKET: &str = "/com/intel/lldpad";
-/// lldpad module id of VDP22 (`LLDP_MOD_VDP22`).
-pub const LLDP_MOD_VDP22: u32 = 0x80c4;
+use super::wire::{is_event, reply_status, Command};
+pub use super::wire::{LLDP_MOD_VDP22, STATUS_NO_ACCESS};
 /// How long to wait for lldpad's answer to one request (clif's
 /// `CMD_RESPONSE_TIMEOUT` is 2 s).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
-/// lldpad's `cmd_no_access` status: it refuses clients that are not uid 0.
-pub const STATUS_NO_ACCESS: u8 = 0x0a;
 
 const MAX_DATAGRAM: usize = 8192;
-/// clif version, command "get" (`cmd_gettlv`), type nearest customer bridge.
-const CLIF_VERSION: u8 = 3;
-const CMD_GET: u8 = 1;
-const TYPE_NCB: u8 = 2;
-const OP_LOCAL: u32 = 0x01;
-const OP_ARG: u32 = 0x04;
-const OP_CONFIG: u32 = 0x10;
 
 static CLIENT_SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -218,86 +202,6 @@ impl ClifSocket {
     }
 }
 
-/// True for an lldpad event datagram (`E...` or `M<module>E...`).
-/// The 2-hex-digit status of an `R` reply datagram (`R00...`), read from
-/// the bytes (never from lossily decoded text); None when it has none.
-pub fn reply_status(d: &[u8]) -> Option<u8> {
-    if d.first() != Some(&b'R') {
-        return None;
-    }
-    let hex = std::str::from_utf8(d.get(1..3)?).ok()?;
-    u8::from_str_radix(hex, 16).ok()
-}
-
-pub fn is_event(d: &[u8]) -> bool {
-    d.first() == Some(&b'E') || (d.first() == Some(&b'M') && d.get(9) == Some(&b'E'))
-}
-
-/// VDP22 TLV id of a `-V` name, as vdptool looks it up.
-pub fn vdp22_tlv_id(name: &str) -> Option<u32> {
-    match name.to_ascii_lowercase().as_str() {
-        "preassoc" => Some(1),
-        "preassoc-rr" => Some(2),
-        "assoc" => Some(3),
-        "deassoc" => Some(4),
-        _ => None,
-    }
-}
-
-/// The VDP22 "get" command datagram vdptool sends for
-/// `vdptool -t -i IFNAME -V TLV [-c key=value ...]` (what `-R` echoes as
-/// its `M` line). `None` when a field does not fit the clif encoding
-/// (ifname > 255 bytes, key > 255, value > 65535, unknown TLV name).
-pub fn get_command(ifname: &str, tlv: &str, args: &[(&str, &str)]) -> Option<String> {
-    let tlvid = vdp22_tlv_id(tlv)?;
-    if ifname.len() > 0xff {
-        return None;
-    }
-    let ops = if args.is_empty() {
-        OP_LOCAL
-    } else {
-        OP_LOCAL | OP_ARG | OP_CONFIG
-    };
-    let mut cmd = format!(
-        "M{LLDP_MOD_VDP22:08x}C{CLIF_VERSION:1x}{CMD_GET:02x}{ops:08x}{:02x}{ifname}{TYPE_NCB:02x}{tlvid:08x}",
-        ifname.len()
-    );
-    for (k, v) in args {
-        if k.len() > 0xff || v.len() > 0xffff {
-            return None;
-        }
-        cmd.push_str(&format!("{:02x}{k}{:04x}{v}", k.len(), v.len()));
-    }
-    Some(cmd)
-}
-
-/// The command for a vdptool query argv as built by `vdptool::query_argv`
-/// / `vdptool::list_argv`: `vdptool -t -i IF [-R] -V TLV [-c key=value]...`.
-/// `None` for anything else (other options, `-T`, `-n`, missing `-i`/`-V`,
-/// `-c` without `=`), so the caller runs vdptool instead.
-pub fn command_for_query_argv(argv: &[String]) -> Option<String> {
-    let mut it = argv.iter();
-    if it.next().map(String::as_str) != Some(super::vdptool::VDPTOOL) {
-        return None;
-    }
-    let (mut get, mut ifname, mut tlv) = (false, None, None);
-    let mut args: Vec<(&str, &str)> = Vec::new();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-t" => get = true,
-            "-R" => {}
-            "-i" => ifname = Some(it.next()?.as_str()),
-            "-V" => tlv = Some(it.next()?.as_str()),
-            "-c" => args.push(it.next()?.split_once('=')?),
-            _ => return None,
-        }
-    }
-    if !get {
-        return None;
-    }
-    get_command(ifname?, tlv?, &args)
-}
-
 /// A non-attached clif client for VDP22 queries: one socket, reused across
 /// calls, created lazily (and again after a timeout or socket error);
 /// concurrent callers are serialized by a mutex.
@@ -333,35 +237,17 @@ impl ClifQuery {
         self
     }
 
-    /// The VDP22 query `vdptool -t -i IFNAME -R -V MODE -c mode=MODE
-    /// -c mgrid2=.. -c typeid=.. -c typeidver=.. [-c uuid=UUID]`; returns
-    /// the `R` line exactly as `vdptool -R` prints it.
-    pub fn query(
-        &self,
-        ifname: &str,
-        mode: &str,
-        mgrid2: &str,
-        typeid: &str,
-        typeidver: &str,
-        uuid: Option<&str>,
-    ) -> Result<String, LldpadError> {
-        let mut args = vec![
-            ("mode", mode),
-            ("mgrid2", mgrid2),
-            ("typeid", typeid),
-            ("typeidver", typeidver),
-        ];
-        if let Some(u) = uuid {
-            args.push(("uuid", u));
-        }
-        let cmd = get_command(ifname, mode, &args).ok_or_else(|| LldpadError::Reply {
+    /// Send a get (`Command::get`) and return lldpad's `R` line exactly
+    /// as `vdptool -R` prints it.
+    pub fn get(&self, cmd: &Command) -> Result<String, LldpadError> {
+        let dgram = cmd.datagram().ok_or_else(|| LldpadError::Reply {
             what: "clif query".into(),
-            reply: format!("cannot encode a query for {ifname:?} mode {mode:?}"),
+            reply: format!("cannot encode a query for {:?}", cmd.ifname),
         })?;
-        self.request(&cmd)
+        self.request(&dgram)
     }
 
-    /// Send a "get" command (as built by `get_command`) and return lldpad's
+    /// Send a "get" datagram (`Command::datagram`) and return lldpad's
     /// `R` line. Errors: socket / timeout (`Exec`), `R0a` no access and
     /// other status-only answers (`Reply`, see `is_no_access`).
     pub fn request(&self, cmd: &str) -> Result<String, LldpadError> {
@@ -460,89 +346,6 @@ pub fn is_no_access(e: &LldpadError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
-    }
-
-    #[test]
-    fn command_matches_vdptool_echo() {
-        // The M line vdptool -R printed (notes lldpad-vdp22.md §2).
-        let uuid = "7af441dd-253b-4772-8cf1-a4cfef18efe5";
-        let want = format!(
-            "M000080c4C3010000001505pn-s0020000000304mode0005assoc06mgrid20001006typeid0001009typeidver0001004uuid0024{uuid}"
-        );
-        let argv = s(&[
-            "vdptool",
-            "-t",
-            "-i",
-            "pn-s0",
-            "-R",
-            "-V",
-            "assoc",
-            "-c",
-            "mode=assoc",
-            "-c",
-            "mgrid2=0",
-            "-c",
-            "typeid=0",
-            "-c",
-            "typeidver=0",
-            "-c",
-            &format!("uuid={uuid}"),
-        ]);
-        assert_eq!(command_for_query_argv(&argv).as_deref(), Some(&*want));
-        assert_eq!(
-            get_command(
-                "pn-s0",
-                "assoc",
-                &[
-                    ("mode", "assoc"),
-                    ("mgrid2", "0"),
-                    ("typeid", "0"),
-                    ("typeidver", "0"),
-                    ("uuid", uuid)
-                ]
-            )
-            .as_deref(),
-            Some(&*want)
-        );
-    }
-
-    #[test]
-    fn refuses_what_it_cannot_encode() {
-        assert_eq!(
-            command_for_query_argv(&s(&["vdptool", "-T", "-i", "x", "-V", "assoc"])),
-            None
-        );
-        assert_eq!(
-            command_for_query_argv(&s(&["vdptool", "-t", "-i", "x", "-W", "-V", "assoc"])),
-            None
-        );
-        assert_eq!(
-            command_for_query_argv(&s(&["vdptool", "-t", "-V", "assoc"])),
-            None
-        );
-        assert_eq!(
-            command_for_query_argv(&s(&["vdptool", "-t", "-i", "x", "-V", "evb"])),
-            None
-        );
-        assert_eq!(
-            command_for_query_argv(&s(&[
-                "vdptool", "-t", "-i", "x", "-V", "assoc", "-c", "mode"
-            ])),
-            None
-        );
-        assert_eq!(
-            command_for_query_argv(&s(&["lldptool", "-t", "-i", "x", "-V", "assoc"])),
-            None
-        );
-        assert_eq!(
-            command_for_query_argv(&s(&["vdptool", "-t", "-i", "x", "-R", "-V", "assoc"]))
-                .as_deref(),
-            Some("M000080c4C3010000000101x0200000003")
-        );
-    }
 
     #[test]
     fn no_access_is_recognised() {

@@ -4,7 +4,7 @@
 //!
 //! Owns: the event client's clif socket (a `clif::ClifSocket` bound to
 //! `@/com/intel/lldpad/<pid>-ev<n>`, connected to lldpad's
-//! `@/com/intel/lldpad`), the event record parser, and the
+//! `@/com/intel/lldpad`) and the
 //! `LldpadWatch` thread pair (`lldpad-events` reads the socket and probes
 //! liveness; `lldpad-notify` runs the user callback).
 //! Calls: `super::clif` (socket transport; no external commands),
@@ -29,7 +29,8 @@
 //!   `EventClient` users must keep calling `recv` or drop the client
 //!   (dropping sends a detach).
 
-use super::clif::{is_event, ClifSocket};
+use super::clif::ClifSocket;
+use super::wire::is_event;
 use super::LldpadError;
 use crate::exec::ExecError;
 use std::collections::VecDeque;
@@ -39,10 +40,9 @@ pub use super::clif::{LLDPAD_CLIF_SOCKET, LLDP_MOD_VDP22, REPLY_TIMEOUT};
 /// `LldpadWatch` liveness probe period.
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 
-mod record;
 mod watch;
-use record::*;
-pub use record::{describe_status, parse_event, VdpEvent, VdpEventKind};
+use super::wire::status_text;
+pub use super::wire::{describe_status, parse_event, VdpEvent, VdpEventKind};
 pub use watch::{LldpadNotice, LldpadWatch, WatchStatus, PANIC_BACKOFF};
 
 /// A client of lldpad's control interface, attached to VDP22 events.
@@ -202,12 +202,18 @@ impl EventClient {
                 continue; // late reply to an earlier, timed-out request
             }
             let text = String::from_utf8_lossy(&dgram).into_owned();
-            let status = crate::lldpad::clif::reply_status(&dgram);
+            let status = super::wire::reply_status(&dgram);
             return match status {
                 Some(0) => Ok(text.get(3..).unwrap_or_default().to_string()),
                 Some(code) => Err(LldpadError::Reply {
                     what: format!("clif {what}"),
-                    reply: format!("{text} ({})", status_text(code)),
+                    reply: match code {
+                        super::wire::STATUS_NO_ACCESS => format!(
+                            "{text} ({}: no access, lldpad serves uid 0 only)",
+                            status_text(code)
+                        ),
+                        _ => format!("{text} ({})", status_text(code)),
+                    },
                 }),
                 None => Err(LldpadError::Reply {
                     what: format!("clif {what}"),

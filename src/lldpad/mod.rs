@@ -7,6 +7,9 @@
 //!   deassociate / query (pure functions).
 //! - `clif`: lldpad's control socket (transport shared with `events`) and
 //!   `ClifQuery`, the vdptool query without a process.
+//! - `wire`: the VDP22 codec (pure): one typed `Command` rendered to a
+//!   vdptool argv or a control socket datagram, one record parser, one
+//!   event type, lldpad's status texts.
 //! - `vsi`: `LldpadDriver`, the VSI table of one lldpad-side interface with
 //!   its periodic refresh.
 
@@ -15,6 +18,7 @@ pub mod events;
 pub mod lldptool;
 pub mod vdptool;
 pub mod vsi;
+pub mod wire;
 
 pub use vsi::LldpadDriver;
 

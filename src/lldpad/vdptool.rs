@@ -26,13 +26,18 @@
 //!   VSIs), the list answer carries NO record at all: a VSI missing from a
 //!   list answer must be confirmed by a per-VSI query.
 
+use super::wire::{self, hex_at};
 use crate::config::VdpConfig;
 use crate::exec::CmdOutput;
 use crate::model::Oui;
 use std::fmt;
 
-/// The program name.
-pub const VDPTOOL: &str = "vdptool";
+pub use super::wire::{
+    status_text, Command, Mode, QueryReply, VdpEvent, VdpEventKind, BUSY_TEXT, HINTS_NO_ANSWER,
+    VDPTOOL,
+};
+/// A VSI record of a query answer (`wire::Record`).
+pub type VsiRecord = wire::Record;
 
 /// Refresh rounds with an unchanged result after which the result is
 /// reported again anyway (original `CALLBACK_THRESHOLD`).
@@ -40,12 +45,6 @@ pub const CALLBACK_THRESHOLD: u32 = 5;
 
 /// VSI ID format supported (UUID), original `VDP_VSIFRMT_UUID`.
 pub const VSIID_FORMAT_UUID: u32 = 5;
-
-/// `hints` value of a VSI still waiting for the bridge's first answer.
-pub const HINTS_NO_ANSWER: u32 = 255;
-
-/// lldpad's text for a busy VSI (`FAILED: VSI association in progress`).
-pub const BUSY_TEXT: &str = "VSI association in progress";
 
 // ---- failure reasons (original lldpad_constants.py texts) ----
 
@@ -145,194 +144,79 @@ pub fn parse_filter(s: &str) -> Option<Filter> {
     Some(Filter { raw_vlan, mac, gid })
 }
 
-// ---- `Response from VDP` events (-W) ----
+// ---- `Response from VDP` blocks (-W) ----
 
-/// One `Response from VDP` block.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct VdpEvent {
-    pub mode: Option<String>,
-    pub uuid: Option<String>,
-    /// Raw `filter = ...` value (the first).
-    pub filter: Option<String>,
-    /// How many `filter = ...` lines the block has (more than one is the
-    /// original's "multiple filter information found").
-    pub filter_count: usize,
-    /// `Error returned by Bridge: X` / `Internal Error : X` lines, in order.
-    pub errors: Vec<String>,
-}
-
-/// All `Response from VDP` blocks of a vdptool output.
+/// All `Response from VDP` blocks of a vdptool output, as events: the
+/// tab-indented `key = value` lines are the record's fields, the `Error
+/// returned by Bridge` / `Internal Error` lines (vdptool's decoding of the
+/// VSI status) the event's error.
 pub fn parse_events(stdout: &str) -> Vec<VdpEvent> {
+    fn finish(rec: VsiRecord, errors: Vec<String>, raw: String, out: &mut Vec<VdpEvent>) {
+        let error = (!errors.is_empty()).then(|| errors.join("; "));
+        let kind = match (rec.mode.as_str(), &error) {
+            ("assoc" | "preassoc" | "preassoc-rr", None) => VdpEventKind::Associated,
+            ("deassoc", None) => VdpEventKind::Deassociated,
+            _ => VdpEventKind::Failed,
+        };
+        out.push(VdpEvent::new(rec, error, kind, raw));
+    }
     let mut events = Vec::new();
-    let mut cur: Option<VdpEvent> = None;
+    let mut cur: Option<(VsiRecord, Vec<String>, String)> = None;
     for line in stdout.lines() {
         if line.trim() == "Response from VDP" {
-            if let Some(ev) = cur.take() {
-                events.push(ev);
+            if let Some((rec, errs, raw)) = cur.take() {
+                finish(rec, errs, raw, &mut events);
             }
-            cur = Some(VdpEvent::default());
+            cur = Some((VsiRecord::default(), Vec::new(), format!("{line}\n")));
             continue;
         }
-        let Some(ev) = cur.as_mut() else { continue };
+        let Some((rec, errs, raw)) = cur.as_mut() else {
+            continue;
+        };
         if !line.starts_with('\t') {
             // End of the block (e.g. a FAILED line after it).
-            events.push(cur.take().unwrap_or_default());
+            if let Some((rec, errs, raw)) = cur.take() {
+                finish(rec, errs, raw, &mut events);
+            }
             continue;
         }
+        raw.push_str(line);
+        raw.push('\n');
         let t = line.trim();
         if t.starts_with("Error returned by Bridge") || t.starts_with("Internal Error") {
-            ev.errors.push(t.to_string());
+            errs.push(t.to_string());
         } else if let Some((k, v)) = t.split_once(" = ") {
-            let v = v.trim().to_string();
-            match k.trim() {
-                "mode" => ev.mode = Some(v),
-                "uuid" => ev.uuid = Some(v),
-                "filter" => {
-                    ev.filter_count += 1;
-                    if ev.filter.is_none() {
-                        ev.filter = Some(v);
-                    }
-                }
+            let (k, v) = (k.trim(), v.trim());
+            match k {
+                "mode" if rec.mode.is_empty() => rec.mode = v.into(),
+                "uuid" if rec.uuid.is_empty() => rec.uuid = v.into(),
+                "mgrid2" => rec.mgrid2 = v.into(),
+                "typeid" => rec.typeid = v.into(),
+                "typeidver" => rec.typeidver = v.into(),
+                "filter" => rec.filters.push(v.into()),
                 _ => {}
             }
+            rec.fields.push((k.into(), v.into()));
         }
     }
-    if let Some(ev) = cur {
-        events.push(ev);
+    if let Some((rec, errs, raw)) = cur {
+        finish(rec, errs, raw, &mut events);
     }
     events
 }
 
 // ---- raw query (-t -R) ----
 
-/// One VSI record of a raw query answer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct VsiRecord {
-    pub mode: String,
-    pub uuid: String,
-    pub hints: Option<u32>,
-    /// Raw filter value (`3003-fa:16:3e:00:00:0b-20000`).
-    pub filter: Option<String>,
-    /// Every field in order (OUI data included).
-    pub fields: Vec<(String, String)>,
-}
-
-impl VsiRecord {
-    pub fn parsed_filter(&self) -> Option<Filter> {
-        self.filter.as_deref().and_then(parse_filter)
-    }
-}
-
-/// A parsed raw query answer (the `R` line).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct QueryReply {
-    /// lldpad's clif status (0 = ok).
-    pub status: u8,
-    pub records: Vec<VsiRecord>,
-    /// A record's declared length ran past the end of the answer.
-    pub truncated: bool,
-}
-
-/// lldpad's text for a clif status (vdptool `print_status`).
-pub fn status_text(status: u8) -> &'static str {
-    match status {
-        0 => "Successful",
-        1 => "Failed",
-        2 => "Device not found or inactive",
-        3 => "Agent instance for device not found",
-        4 => "Invalid command",
-        5 => "Invalid parameters",
-        6 => "Peer feature not present",
-        7 => "Version not compatible",
-        8 => "Device not capable",
-        9 => "Command not applicable",
-        10 => "Access denied",
-        11 => "TLV does not support agent type",
-        0x0d => "VDP protocol not supported on interface",
-        0x0e => "Not enough memory",
-        0x0f => BUSY_TEXT,
-        _ => "Unknown status",
-    }
-}
-
-fn hex_at(s: &str, at: usize, n: usize) -> Option<usize> {
-    let t = s.get(at..at + n)?;
-    if !t.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    usize::from_str_radix(t, 16).ok()
-}
-
-/// Parse one record body: `KK key VVVV value` repeated.
-fn parse_record(body: &str) -> Option<VsiRecord> {
-    let mut rec = VsiRecord::default();
-    let mut at = 0;
-    while at < body.len() {
-        let klen = hex_at(body, at, 2)?;
-        let key = body.get(at + 2..at + 2 + klen)?.to_string();
-        at += 2 + klen;
-        let vlen = hex_at(body, at, 4)?;
-        let val = body.get(at + 4..at + 4 + vlen)?.to_string();
-        at += 4 + vlen;
-        match key.as_str() {
-            "mode" => rec.mode = val.clone(),
-            "uuid" => rec.uuid = val.clone(),
-            "hints" => rec.hints = val.parse().ok(),
-            "filter" if rec.filter.is_none() => rec.filter = Some(val.clone()),
-            _ => {}
-        }
-        rec.fields.push((key, val));
-    }
-    Some(rec)
-}
-
-/// Parse the `R` line of a raw query (`vdptool -t ... -R`). Err = a reason
-/// text (original `format_failure_reason`) when no `R` line can be read.
+/// Parse the `R` line of a raw query (`vdptool -t ... -R`, or the control
+/// socket's answer). Err = a reason text (original
+/// `format_failure_reason`) when no `R` line can be read.
 pub fn parse_query(stdout: &str) -> Result<QueryReply, String> {
     let line = stdout
         .lines()
         .map(str::trim)
         .find(|l| l.starts_with('R'))
         .ok_or_else(|| format_failure_reason(stdout.trim()))?;
-    let bad = || format_failure_reason(line);
-    // R SS C V CC OOOOOOOO LL ifname [TTTTTTTT records]
-    let status = hex_at(line, 1, 2).ok_or_else(bad)? as u8;
-    if line.get(3..4) != Some("C") {
-        return Err(bad());
-    }
-    let iflen = hex_at(line, 15, 2).ok_or_else(bad)?;
-    let mut at = 17 + iflen;
-    if line.len() < at {
-        return Err(bad());
-    }
-    let mut reply = QueryReply {
-        status,
-        ..Default::default()
-    };
-    if status != 0 || line.len() == at {
-        return Ok(reply);
-    }
-    hex_at(line, at, 8).ok_or_else(bad)?; // TLV id
-    at += 8;
-    while at < line.len() {
-        let Some(len) = hex_at(line, at, 4) else {
-            reply.truncated = true;
-            break;
-        };
-        let Some(body) = line.get(at + 4..at + 4 + len) else {
-            reply.truncated = true;
-            break;
-        };
-        match parse_record(body) {
-            Some(r) => reply.records.push(r),
-            None => {
-                reply.truncated = true;
-                break;
-            }
-        }
-        at += 4 + len;
-    }
-    Ok(reply)
+    wire::parse_get_reply(line).ok_or_else(|| format_failure_reason(line))
 }
 
 // ---- interpretation ----
@@ -358,22 +242,21 @@ pub enum VsiState {
 
 /// Judge a record against the request (uuid match is the caller's job).
 pub fn record_state(rec: &VsiRecord, mac: &str, gid: u32) -> VsiState {
-    let count = |key: &str| rec.fields.iter().filter(|(k, _)| k == key).count();
-    if count("filter") > 1 {
+    if rec.count("filter") > 1 {
         return VsiState::Unusable {
-            reason: multiple_filter_failure_reason(&rec.fields_text()),
+            reason: multiple_filter_failure_reason(&fields_text(rec)),
             raw_vlan: 0,
         };
     }
-    if count("hints") > 1 {
+    if rec.count("hints") > 1 {
         return VsiState::Unusable {
-            reason: multiple_hints_failure_reason(&rec.fields_text()),
+            reason: multiple_hints_failure_reason(&fields_text(rec)),
             raw_vlan: 0,
         };
     }
-    let Some(filter) = rec.parsed_filter() else {
+    let Some(filter) = rec.filter().and_then(parse_filter) else {
         return VsiState::Unusable {
-            reason: filter_failure_reason(&rec.fields_text()),
+            reason: filter_failure_reason(&fields_text(rec)),
             raw_vlan: 0,
         };
     };
@@ -399,7 +282,7 @@ pub fn record_state(rec: &VsiRecord, mac: &str, gid: u32) -> VsiState {
     }
     match rec.hints {
         None => VsiState::Unusable {
-            reason: hints_failure_reason(&rec.fields_text()),
+            reason: hints_failure_reason(&fields_text(rec)),
             raw_vlan,
         },
         Some(HINTS_NO_ANSWER) => VsiState::InProgress,
@@ -417,14 +300,13 @@ pub fn record_state(rec: &VsiRecord, mac: &str, gid: u32) -> VsiState {
     }
 }
 
-impl VsiRecord {
-    fn fields_text(&self) -> String {
-        self.fields
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
+/// A record's fields as `k=v k=v` (the failure texts quote it).
+fn fields_text(rec: &VsiRecord) -> String {
+    rec.fields
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The Cisco OUI data lldpad holds for a VSI (its `oui` record field:
@@ -440,7 +322,7 @@ pub struct RecordOui {
 
 /// Parse the `oui` field of a record (`None`: none, not Cisco, or malformed).
 pub fn record_oui(rec: &VsiRecord) -> Option<RecordOui> {
-    let v = rec.fields.iter().find(|(k, _)| k == "oui")?.1.as_str();
+    let v = rec.get("oui")?;
     let idlen = hex_at(v, 0, 2)?;
     if v.get(2..2 + idlen)? != "cisco" {
         return None;
@@ -545,15 +427,8 @@ pub fn assoc_outcome(out: &CmdOutput, uuid: &str, mac: &str) -> AssocOutcome {
             reason: mode_failure_reason(out.stdout.trim()),
         };
     }
-    let Some(ev) = events.iter().find(|e| {
-        e.uuid
-            .as_deref()
-            .is_some_and(|u| u.eq_ignore_ascii_case(uuid))
-    }) else {
-        let other = events
-            .first()
-            .and_then(|e| e.uuid.clone())
-            .unwrap_or_default();
+    let Some(ev) = events.iter().find(|e| e.uuid.eq_ignore_ascii_case(uuid)) else {
+        let other = events.first().map(|e| e.uuid.clone()).unwrap_or_default();
         return AssocOutcome::NotOurs { other_uuid: other };
     };
     event_outcome(ev, mac, &out.stdout)
@@ -561,12 +436,12 @@ pub fn assoc_outcome(out: &CmdOutput, uuid: &str, mac: &str) -> AssocOutcome {
 
 /// Judge one event already matched to our uuid.
 pub fn event_outcome(ev: &VdpEvent, mac: &str, reply: &str) -> AssocOutcome {
-    if ev.filter_count > 1 {
+    if ev.filters.len() > 1 {
         return AssocOutcome::Failed {
             reason: multiple_filter_failure_reason(reply.trim()),
         };
     }
-    let Some(filter_text) = ev.filter.as_deref() else {
+    let Some(filter_text) = ev.filters.first() else {
         return AssocOutcome::Failed {
             reason: filter_failure_reason(reply.trim()),
         };
@@ -583,21 +458,24 @@ pub fn event_outcome(ev: &VdpEvent, mac: &str, reply: &str) -> AssocOutcome {
             };
         }
     }
-    match ev.mode.as_deref() {
-        Some("assoc") => match filter.valid_vlan() {
+    match ev.mode.as_str() {
+        "assoc" => match filter.valid_vlan() {
             Some(vlan) => AssocOutcome::Associated { vlan },
             None => AssocOutcome::Failed {
                 reason: invalid_vlan_reason(filter.vlan()),
             },
         },
-        Some(_) => AssocOutcome::Failed {
-            reason: if ev.errors.is_empty() {
-                DEASSOC_NO_REASON.to_string()
-            } else {
-                ev.errors.join("; ")
-            },
+        "" => AssocOutcome::Failed {
+            reason: mode_failure_reason(reply.trim()),
         },
-        None => AssocOutcome::Failed {
+        _ => AssocOutcome::Failed {
+            reason: ev
+                .error
+                .clone()
+                .unwrap_or_else(|| DEASSOC_NO_REASON.to_string()),
+        },
+        #[allow(unreachable_patterns)]
+        _ if false => AssocOutcome::Failed {
             reason: mode_failure_reason(reply.trim()),
         },
     }

@@ -56,6 +56,7 @@ use crate::lldpad::clif::{self, ClifQuery};
 use crate::lldpad::vdptool::{
     self, AssocOutcome, Mode, VsiArgs, VsiRecord, VsiState, CALLBACK_THRESHOLD,
 };
+use crate::lldpad::wire::Command;
 use crate::manager::host::VsiChange;
 use crate::model::Oui;
 use parking_lot::{Condvar, Mutex};

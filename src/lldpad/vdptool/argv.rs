@@ -39,22 +39,6 @@ impl fmt::Display for ArgError {
 
 impl std::error::Error for ArgError {}
 
-/// VDP request mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Assoc,
-    Deassoc,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Assoc => "assoc",
-            Mode::Deassoc => "deassoc",
-        }
-    }
-}
-
 /// The per-VSI values of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VsiArgs<'a> {
@@ -159,67 +143,78 @@ pub fn filter_value(fmt: u32, vlan: u16, mac: &str, gid: u32) -> Result<String, 
     }
 }
 
-/// `-c mode=.. -c mgrid2=.. -c typeid=.. -c typeidver=.. -c uuid=..`
+/// `mode=.. mgrid2=.. typeid=.. typeidver=.. uuid=..`, checked.
 pub(super) fn key_args(
-    argv: &mut Vec<String>,
     cfg: &VdpConfig,
     mode: Mode,
     uuid: &str,
-) -> Result<(), ArgError> {
+) -> Result<Vec<(String, String)>, ArgError> {
     if cfg.vsiidfrmt != VSIID_FORMAT_UUID {
         return Err(ArgError::UnsupportedVsiIdFormat(cfg.vsiidfrmt));
     }
     check_token("vdp.mgrid2", &cfg.mgrid2)?;
     check_uuid("uuid", uuid)?;
-    for kv in [
-        format!("mode={}", mode.as_str()),
-        format!("mgrid2={}", cfg.mgrid2),
-        format!("typeid={}", cfg.typeid),
-        format!("typeidver={}", cfg.typeidver),
-        format!("uuid={uuid}"),
-    ] {
-        argv.push("-c".into());
-        argv.push(kv);
-    }
-    Ok(())
+    Ok(wire::key_args(cfg, mode, uuid))
 }
 
 /// Per-VSI query (original `send_vdp_query_msg`):
 /// `vdptool -t -i IF -R -V assoc -c mode=assoc -c mgrid2=.. -c typeid=.. -c typeidver=.. -c uuid=U`.
-pub fn query_argv(ifname: &str, cfg: &VdpConfig, uuid: &str) -> Result<Vec<String>, ArgError> {
+pub fn query_command(ifname: &str, cfg: &VdpConfig, uuid: &str) -> Result<Command, ArgError> {
     check_token("interface", ifname)?;
-    let mut argv: Vec<String> = [VDPTOOL, "-t", "-i", ifname, "-R", "-V", "assoc"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    key_args(&mut argv, cfg, Mode::Assoc, uuid)?;
-    Ok(argv)
+    Ok(Command::get(ifname, key_args(cfg, Mode::Assoc, uuid)?))
+}
+
+/// The argv of `query_command`.
+pub fn query_argv(ifname: &str, cfg: &VdpConfig, uuid: &str) -> Result<Vec<String>, ArgError> {
+    Ok(query_command(ifname, cfg, uuid)?.argv())
 }
 
 /// Every associated VSI of the interface in one answer:
 /// `vdptool -t -i IF -R -V assoc -c mode=assoc`.
-pub fn list_argv(ifname: &str) -> Result<Vec<String>, ArgError> {
+pub fn list_command(ifname: &str) -> Result<Command, ArgError> {
     check_token("interface", ifname)?;
-    Ok([
-        VDPTOOL,
-        "-t",
-        "-i",
+    Ok(Command::get(
         ifname,
-        "-R",
-        "-V",
-        "assoc",
-        "-c",
-        "mode=assoc",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect())
+        vec![("mode".into(), Mode::Assoc.as_str().into())],
+    ))
+}
+
+/// The argv of `list_command`.
+pub fn list_argv(ifname: &str) -> Result<Vec<String>, ArgError> {
+    Ok(list_command(ifname)?.argv())
 }
 
 /// Associate / deassociate (original `send_vdp_msg`):
 /// `vdptool -T -i IF [-W] -V MODE -c mode=MODE -c mgrid2=.. -c typeid=.. -c typeidver=.. -c uuid=U -c hints=H -c filter=F`
 /// plus, for assoc with a Cisco OUI, `-c oui=cisco,vm_name=N -c oui=cisco,ipv4_addr=A -c oui=cisco,vm_uuid=U2`
 /// (each only when known, in that order).
+pub fn request_command(
+    ifname: &str,
+    cfg: &VdpConfig,
+    mode: Mode,
+    vsi: &VsiArgs<'_>,
+    wait: bool,
+) -> Result<Command, ArgError> {
+    check_token("interface", ifname)?;
+    let mut args = key_args(cfg, mode, vsi.uuid)?;
+    match cfg.hints.as_str() {
+        "none" | "to" | "from" => {}
+        other => return Err(bad("vdp.hints", other)),
+    }
+    let filter = filter_value(cfg.filter, vsi.vlan, vsi.mac, vsi.gid)?;
+    args.push(("hints".into(), cfg.hints.clone()));
+    args.push(("filter".into(), filter));
+    if mode == Mode::Assoc {
+        if let Some(oui) = vsi.oui.filter(|o| o.is_cisco()) {
+            for item in cisco_oui_items(oui)? {
+                args.push(("oui".into(), item));
+            }
+        }
+    }
+    Ok(Command::set(ifname, mode, wait, args))
+}
+
+/// The argv of `request_command`.
 pub fn request_argv(
     ifname: &str,
     cfg: &VdpConfig,
@@ -227,35 +222,10 @@ pub fn request_argv(
     vsi: &VsiArgs<'_>,
     wait: bool,
 ) -> Result<Vec<String>, ArgError> {
-    check_token("interface", ifname)?;
-    let mut argv: Vec<String> = vec![VDPTOOL.into(), "-T".into(), "-i".into(), ifname.into()];
-    if wait {
-        argv.push("-W".into());
-    }
-    argv.push("-V".into());
-    argv.push(mode.as_str().into());
-    key_args(&mut argv, cfg, mode, vsi.uuid)?;
-    match cfg.hints.as_str() {
-        "none" | "to" | "from" => {}
-        other => return Err(bad("vdp.hints", other)),
-    }
-    let filter = filter_value(cfg.filter, vsi.vlan, vsi.mac, vsi.gid)?;
-    argv.push("-c".into());
-    argv.push(format!("hints={}", cfg.hints));
-    argv.push("-c".into());
-    argv.push(format!("filter={filter}"));
-    if mode == Mode::Assoc {
-        if let Some(oui) = vsi.oui.filter(|o| o.is_cisco()) {
-            for item in cisco_oui_items(oui)? {
-                argv.push("-c".into());
-                argv.push(item);
-            }
-        }
-    }
-    Ok(argv)
+    Ok(request_command(ifname, cfg, mode, vsi, wait)?.argv())
 }
 
-/// `oui=cisco,vm_name=N`, `oui=cisco,ipv4_addr=A`, `oui=cisco,vm_uuid=U`
+/// The `oui=` values `cisco,vm_name=N`, `cisco,ipv4_addr=A`, `cisco,vm_uuid=U`
 /// (original `gen_cisco_vdp_oui`).
 pub(super) fn cisco_oui_items(oui: &Oui) -> Result<Vec<String>, ArgError> {
     let mut items = Vec::new();
@@ -268,16 +238,16 @@ pub(super) fn cisco_oui_items(oui: &Oui) -> Result<Vec<String>, ArgError> {
             return Err(bad("oui.vm_name", name));
         }
         items.push(format!(
-            "oui=cisco,vm_name={}",
+            "cisco,vm_name={}",
             truncate_at_char(name, MAX_VM_NAME)
         ));
     }
     if let Some(ip) = &oui.ip_addr {
-        items.push(format!("oui=cisco,ipv4_addr={ip}"));
+        items.push(format!("cisco,ipv4_addr={ip}"));
     }
     if let Some(u) = &oui.vm_uuid {
         check_uuid("oui.vm_uuid", u)?;
-        items.push(format!("oui=cisco,vm_uuid={u}"));
+        items.push(format!("cisco,vm_uuid={u}"));
     }
     Ok(items)
 }

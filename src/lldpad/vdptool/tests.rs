@@ -191,7 +191,7 @@ fn two_filters_are_the_originals_multiple_filter_failure() {
                filter = 3003-fa:16:3e:00:00:02-20000\n";
     let evs = parse_events(out);
     assert_eq!(evs.len(), 1);
-    assert_eq!(evs[0].filter_count, 2);
+    assert_eq!(evs[0].filters.len(), 2);
     match event_outcome(&evs[0], "fa:16:3e:00:00:01", out) {
         AssocOutcome::Failed { reason } => assert!(
             reason.starts_with("Incorrect Reply,multiple filter information found: "),
@@ -204,7 +204,7 @@ fn two_filters_are_the_originals_multiple_filter_failure() {
         mode: "assoc".into(),
         uuid: "u".into(),
         hints: Some(0),
-        filter: Some("3003-fa:16:3e:00:00:01-20000".into()),
+        filters: vec!["3003-fa:16:3e:00:00:01-20000".into()],
         fields: vec![
             ("mode".into(), "assoc".into()),
             ("hints".into(), "0".into()),
@@ -218,6 +218,7 @@ fn two_filters_are_the_originals_multiple_filter_failure() {
                 },
             ),
         ],
+        ..VsiRecord::default()
     };
     match record_state(&rec("filter"), "fa:16:3e:00:00:01", 20000) {
         VsiState::Unusable { reason, .. } => {

@@ -42,9 +42,9 @@ impl LldpadDriver {
         if super::tests::PANIC_NEXT_QUERY.with(|c| c.replace(false)) {
             panic!("injected panic in query_state");
         }
-        let argv = vdptool::query_argv(&self.port, &self.cfg, &req.port_uuid)
+        let cmd = vdptool::query_command(&self.port, &self.cfg, &req.port_uuid)
             .map_err(|e| e.to_string())?;
-        let q = self.query_reply(&argv)?;
+        let q = self.query_reply(&cmd)?;
         Ok(q.records
             .into_iter()
             .find(|r| r.uuid.eq_ignore_ascii_case(&req.port_uuid)))
@@ -52,17 +52,17 @@ impl LldpadDriver {
 
     /// List query of every associated VSI.
     pub(super) fn list(&self) -> Result<Vec<VsiRecord>, String> {
-        let argv = vdptool::list_argv(&self.port).map_err(|e| e.to_string())?;
-        Ok(self.query_reply(&argv)?.records)
+        let cmd = vdptool::list_command(&self.port).map_err(|e| e.to_string())?;
+        Ok(self.query_reply(&cmd)?.records)
     }
 
     /// A `vdptool -t ... -R` query, over the control socket when enabled
     /// and usable, else as a vdptool process. `Err` unless status 0.
-    pub(super) fn query_reply(&self, argv: &[String]) -> Result<vdptool::QueryReply, String> {
-        let q = match self.socket_query(argv) {
+    pub(super) fn query_reply(&self, cmd: &Command) -> Result<vdptool::QueryReply, String> {
+        let q = match self.socket_query(cmd) {
             Some(line) => vdptool::parse_query(&line)?,
             None => {
-                let out = self.run(argv, CMD_TIMEOUT)?;
+                let out = self.run(&cmd.argv(), CMD_TIMEOUT)?;
                 if out.code != 0 && !out.stdout.contains('R') {
                     return Err(vdptool::command_failure(&out).unwrap_or_default());
                 }
@@ -75,9 +75,9 @@ impl LldpadDriver {
         Ok(q)
     }
 
-    /// lldpad's `R` line for a query argv over the control socket; `None`
-    /// when the socket path is off, suspended or failed (use vdptool).
-    pub(super) fn socket_query(&self, argv: &[String]) -> Option<String> {
+    /// lldpad's `R` line for a query over the control socket; `None` when
+    /// the socket path is off, suspended or failed (use vdptool).
+    pub(super) fn socket_query(&self, cmd: &Command) -> Option<String> {
         let client = {
             let mut st = self.query_socket.lock();
             if st.retry_at.is_some_and(|t| Instant::now() < t) {
@@ -86,8 +86,7 @@ impl LldpadDriver {
             st.retry_at = None;
             st.client.clone()?
         };
-        let cmd = clif::command_for_query_argv(argv)?;
-        match client.request(&cmd) {
+        match client.get(cmd) {
             Ok(line) => {
                 self.socket_queries.fetch_add(1, Ordering::Relaxed);
                 Some(line)
