@@ -77,9 +77,27 @@ pub fn judge(v: &Value) -> (Health, String) {
             .filter(|x| x.get("result").and_then(Value::as_str) == Some(r))
             .count()
     };
-    let failed = vsis.len() - result_count("SUCCESS") - result_count("PENDING");
+    // A SUCCESS without a VDP VLAN is the bridge's verdict reported as
+    // the original does (VDP VLAN -1): with a reason it failed, without one
+    // the bridge has not given a VLAN yet.
+    let vlan_less = |with_reason: bool| {
+        vsis.iter()
+            .filter(|x| {
+                x.get("result").and_then(Value::as_str) == Some("SUCCESS")
+                    && x.get("vdp_vlan").is_some_and(Value::is_null)
+                    && x.get("fail_reason").is_some_and(|r| !r.is_null()) == with_reason
+            })
+            .count()
+    };
+    let failed = vsis.len() - result_count("SUCCESS") - result_count("PENDING") + vlan_less(true);
     if failed > 0 {
         critical.push(format!("{failed} VSI(s) failed"));
+    }
+    let no_vlan = vlan_less(false);
+    if no_vlan > 0 {
+        warning.push(format!(
+            "{no_vlan} VSI(s) without a VLAN from the bridge yet"
+        ));
     }
     let pending = result_count("PENDING");
     if pending > 0 {
@@ -135,6 +153,24 @@ mod tests {
             "threads": {"queue-worker": "alive", "flow-check": "alive"},
             "server": {"last_ok": "Thu Dec  3 06:00:00 2026", "last_error": null, "pending_results": 0},
         })
+    }
+
+    #[test]
+    fn vlan_less_success_is_failed_with_a_reason_and_a_warning_without() {
+        let mut v = doc();
+        v["vsis"] = json!([
+            {"port_uuid": "p1", "result": "SUCCESS", "vdp_vlan": 3001, "fail_reason": null},
+            {"port_uuid": "p2", "result": "SUCCESS", "vdp_vlan": null, "fail_reason": null},
+        ]);
+        assert_eq!(
+            judge(&v),
+            (
+                Health::Warning,
+                "1 VSI(s) without a VLAN from the bridge yet".into()
+            )
+        );
+        v["vsis"][1]["fail_reason"] = json!("Error returned by Bridge: Other Failures");
+        assert_eq!(judge(&v), (Health::Critical, "1 VSI(s) failed".into()));
     }
 
     #[test]

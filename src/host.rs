@@ -76,6 +76,9 @@ pub struct LinuxHost {
     watch: Mutex<Option<LldpadWatch>>,
     /// ovs-vswitchd as last seen, and whether a restart awaits repair.
     vswitchd: Mutex<VswitchdSeen>,
+    /// Bulk "down" entries restored without a local VLAN (nothing of them
+    /// in OVS): their `port_down` reports success once.
+    restored_without_flows: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -115,6 +118,7 @@ impl LinuxHost {
             }),
             watch: Mutex::new(None),
             vswitchd: Mutex::new(VswitchdSeen::default()),
+            restored_without_flows: Mutex::new(Default::default()),
             shutdown,
             runner,
         }
@@ -272,7 +276,12 @@ impl HostDriver for LinuxHost {
                 (true, reply.fail_reason.clone())
             }
             (Ok(_), Some(_)) => (true, reply.fail_reason.clone()),
-            (Ok(_), None) => (false, reply.fail_reason.clone()),
+            // The bridge's verdict without a VLAN (a reject, VLAN 0, an
+            // unusable answer): SUCCESS with the local VLAN, VDP VLAN -1
+            // and the reason, as the original reports it. The VSI stays in
+            // the table; a later VLAN comes as a VSI change. Still pending:
+            // nothing to report yet.
+            (Ok(_), None) => (!reply.pending, reply.fail_reason.clone()),
         };
         PortOutcome {
             ok,
@@ -293,7 +302,14 @@ impl HostDriver for LinuxHost {
             };
         };
         let _deassoc = lldpad.deassociate(&vm.port_uuid);
+        let restored_without_flows = self.restored_without_flows.lock().remove(&vm.port_uuid);
         match self.ovs.remove_vm_port(&vm.net_uuid, &vm.port_uuid) {
+            // A bulk down the host held nothing of in OVS: deassociated
+            // (if lldpad held it), nothing else to do; reported once.
+            Err(_) if restored_without_flows => PortOutcome {
+                ok: true,
+                ..Default::default()
+            },
             // As the original reports a down: the port holds no VDP VLAN
             // any more (-1), and the local VLAN is -1 too when the
             // network's last port went.
@@ -318,15 +334,39 @@ impl HostDriver for LinuxHost {
     }
 
     fn restore_port(&self, vm: &VmPort) {
+        // A bulk "down" entry of a VM deleted while the agent was stopped
+        // may carry no VLANs (the original server never sends them): use
+        // what the host still holds — lldpad's record for the VDP VLAN, the
+        // table (another port of the network) or our installed flow for
+        // the local VLAN.
+        let req = VsiRequest::from(vm);
+        let lldpad = self.lldpad();
+        let vdp = vm
+            .vdp_vlan
+            .or_else(|| lldpad.as_ref().and_then(|d| d.held_vlan(&req)));
         let local = vm
             .local_vlan
-            .or_else(|| self.ovs.port_local_vlan(&vm.port_uuid).ok());
-        if let Some(l) = local {
-            self.ovs
-                .restore_vm_port(&vm.net_uuid, l, &vm.port_uuid, vm.vdp_vlan);
+            .or_else(|| self.ovs.port_local_vlan(&vm.port_uuid).ok())
+            .or_else(|| self.ovs.net_local_vlan(&vm.net_uuid))
+            .or_else(|| vdp.and_then(|v| self.ovs.installed_local_vlan(v)));
+        match local {
+            Some(l) => {
+                self.ovs
+                    .restore_vm_port(&vm.net_uuid, l, &vm.port_uuid, vdp);
+                self.restored_without_flows.lock().remove(&vm.port_uuid);
+            }
+            None => {
+                log::info!(
+                    "host: bulk down of {}: no local VLAN known, nothing in OVS to remove",
+                    vm.port_uuid
+                );
+                self.restored_without_flows
+                    .lock()
+                    .insert(vm.port_uuid.clone());
+            }
         }
-        if let Some(d) = self.lldpad() {
-            d.restore(&VsiRequest::from(vm), vm.vdp_vlan);
+        if let Some(d) = lldpad {
+            d.restore(&req, vdp);
         }
     }
 
@@ -478,12 +518,13 @@ impl HostDriver for LinuxHost {
                     .ovs
                     .port_vlans(&req.net_uuid, &req.port_uuid)
                     .map(|(l, _)| l);
+                // What the controller was told: a VLAN-less verdict is a
+                // SUCCESS with VDP VLAN -1 and the reason (the original's
+                // report), so monitoring reads vdp_vlan and fail_reason.
                 let result = if awaiting_verdict(&reply) {
                     "PENDING"
-                } else if reply.vdp_vlan.is_some() {
-                    "SUCCESS"
                 } else {
-                    "CREATE:FAIL"
+                    "SUCCESS"
                 };
                 VsiStatus {
                     port_uuid: req.port_uuid,

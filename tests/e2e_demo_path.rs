@@ -143,5 +143,26 @@ fn e2e_demo_path() {
             .all(|e| e["port_uuid"] != vm1.port_uuid.as_str()),
         "vm1 still in status: {st}"
     );
+
+    // The bridge rejects a new network's VSI: reported as the original
+    // does, SUCCESS with the local VLAN, VDP VLAN -1 and the bridge's
+    // reason (type-strict), and no translation flow for it.
+    lab.leaf_ctl(&["reject-next", "2"]);
+    let vm3 = Vm::new(3, 3, 13);
+    let since = lab.last_call_id();
+    lab.vm_add(&vm3);
+    lab.port_add(&vm3);
+    let got = wait_for(Duration::from_secs(20), || {
+        lab.results_for(&vm3.port_uuid, since).last().cloned()
+    })
+    .unwrap_or_else(|| panic!("no result for vm3\n{}", lab.diag()));
+    assert_eq!(
+        got["args"],
+        serde_json::json!({"port_uuid": vm3.port_uuid, "result": "SUCCESS",
+            "fail_reason": "Error returned by Bridge: Insufficient resources at bridge",
+            "local_vlan": 13, "vdp_vlan": -1}),
+        "{got}"
+    );
+    assert_eq!(lab.translation_flows(), Some(want), "{}", lab.diag());
     assert!(lab.agent_alive());
 }

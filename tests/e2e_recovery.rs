@@ -447,3 +447,56 @@ fn e2e_agent_restart_live_vms() {
     }
     assert_eq!(lab.translation_flows().as_ref(), Some(&want));
 }
+
+/// VMs deleted while the agent was stopped, with a controller that (as the
+/// original server) sends the bulk "down" entries without VLANs: the agent
+/// uses what it still holds (lldpad's record, its installed flows),
+/// deassociates at the leaf, removes the flows of the network whose last
+/// port went, keeps the flows of the network that keeps a VM, and reports
+/// each down once as SUCCESS; nothing is left to report afterwards.
+#[test]
+fn e2e_bulk_down_without_vlans_cleans_up() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::up_running("r1", &[]);
+    let vm1 = Vm::new(1, 1, 11);
+    let vm2 = Vm::new(2, 2, 12);
+    let vm3 = Vm::new(3, 2, 12);
+    let v = lab.bring_up(&[&vm1, &vm2, &vm3]);
+    assert_eq!(v[1], v[2], "one network, one VLAN");
+    lab.fault(serde_json::json!({"bulk_down_without_vlans": true}));
+    lab.stop_agent();
+    for vm in [&vm1, &vm2] {
+        let r = lab.admin("DELETE", &format!("ports/{}?quiet=1", vm.port_uuid), None);
+        assert_eq!(r["seq"], 0, "{r}");
+    }
+    let since = lab.last_call_id();
+    lab.start_agent();
+    for vm in [&vm1, &vm2] {
+        let p = lab
+            .wait_result(&vm.port_uuid, "SUCCESS", Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{}: no SUCCESS\n{}", vm.name, lab.diag()));
+        assert_eq!(p["status"], "down", "{p}");
+    }
+    let want = lab.expected_flows(&[(12, v[1])]);
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.translation_flows().as_ref()
+            == Some(&want)),
+        "net 1's flows not removed / net 2's touched\n{}",
+        lab.diag()
+    );
+    assert_eq!(lab.leaf_vlan(&vm1.port_uuid), None, "vm1 still at the leaf");
+    assert_eq!(lab.leaf_vlan(&vm2.port_uuid), None, "vm2 still at the leaf");
+    assert_eq!(lab.leaf_vlan(&vm3.port_uuid), Some(v[2]));
+    // Reported once each (at-least-once may repeat the same SUCCESS, never
+    // a failure), and nothing kept undelivered.
+    pause(Duration::from_secs(3));
+    for vm in [&vm1, &vm2] {
+        let c = lab.results_for(&vm.port_uuid, since);
+        assert!(!c.is_empty(), "{}: {c:?}", vm.name);
+        assert!(c.iter().all(|c| c["args"]["result"] == "SUCCESS"), "{c:?}");
+    }
+    assert_eq!(lab.status()["server"]["pending_results"], 0);
+    assert!(lab.wait_ping(&vm3, Duration::from_secs(5)), "{}", lab.diag());
+}

@@ -94,15 +94,17 @@ fn captured_argv_is_what_we_build() {
     assert_eq!(argv.join(" "), d.argv);
 }
 
+/// VLAN 0 from the bridge: "no VLAN yet", neither a VLAN nor a failure
+/// (the original reports SUCCESS, VDP VLAN -1, no reason).
 #[test]
-fn bridge_vlan0_is_not_success() {
+fn bridge_vlan0_is_no_vlan_yet() {
     assert_eq!(
         assoc("assoc_bridge_vlan0", U1, MAC1),
-        failed("Returned vlan 0 is invalid.")
+        AssocOutcome::NoVlanYet
     );
     assert_eq!(
         assoc("reassoc_same_vid0", U1, MAC1),
-        failed("Returned vlan 0 is invalid.")
+        AssocOutcome::NoVlanYet
     );
 }
 
@@ -326,10 +328,7 @@ fn raw_queries() {
         .any(|(k, v)| k == "oui" && v.contains("vm_name0004vm-1")));
     assert_eq!(
         vdptool::record_state(r, MAC1, 20000),
-        VsiState::Unusable {
-            reason: "Returned vlan 0 is invalid.".into(),
-            raw_vlan: 0
-        }
+        VsiState::NoVlanYet { raw_vlan: 0 }
     );
     // Same record, other network: a stale VSI of this port.
     assert!(matches!(

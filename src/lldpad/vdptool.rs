@@ -228,6 +228,10 @@ pub enum VsiState {
     Associated { vlan: u16, raw_vlan: u16 },
     /// hints 255: the first answer of the bridge is still awaited.
     InProgress,
+    /// hints 0 with VLAN 0: the bridge took the VSI but assigned no VLAN
+    /// (yet). Not a failure (the original reports SUCCESS, VDP VLAN -1, no
+    /// reason) and nothing to send again.
+    NoVlanYet { raw_vlan: u16 },
     /// Held, but unusable (non-zero hints, VLAN 0/4095): reason text, and the
     /// stored filter VLAN field (what a re-assoc/deassoc must repeat).
     Unusable { reason: String, raw_vlan: u16 },
@@ -288,6 +292,7 @@ pub fn record_state(rec: &VsiRecord, mac: &str, gid: u32) -> VsiState {
         Some(HINTS_NO_ANSWER) => VsiState::InProgress,
         Some(0) => match filter.valid_vlan() {
             Some(vlan) => VsiState::Associated { vlan, raw_vlan },
+            None if filter.vlan() == 0 => VsiState::NoVlanYet { raw_vlan },
             None => VsiState::Unusable {
                 reason: invalid_vlan_reason(filter.vlan()),
                 raw_vlan,
@@ -372,6 +377,8 @@ pub fn oui_matches(rec: &VsiRecord, oui: &Oui) -> bool {
 pub enum AssocOutcome {
     /// The bridge assigned this VLAN (1..4094).
     Associated { vlan: u16 },
+    /// The bridge associated the VSI with VLAN 0: no VLAN (yet), no failure.
+    NoVlanYet,
     /// Final failure with the reason for the controller.
     Failed { reason: String },
     /// No verdict yet: `-W` ran out with no event, or lldpad says the VSI
@@ -461,6 +468,7 @@ pub fn event_outcome(ev: &VdpEvent, mac: &str, reply: &str) -> AssocOutcome {
     match ev.mode.as_str() {
         "assoc" => match filter.valid_vlan() {
             Some(vlan) => AssocOutcome::Associated { vlan },
+            None if filter.vlan() == 0 => AssocOutcome::NoVlanYet,
             None => AssocOutcome::Failed {
                 reason: invalid_vlan_reason(filter.vlan()),
             },

@@ -15,8 +15,9 @@
 //!   (re-associating it with VLAN 0 would be refused as `Invalid parameters`
 //!   and never deassociates it). Otherwise `vdptool -T -W` with VLAN 0 (or
 //!   the VLAN field lldpad stores). An empty `-W` answer is PENDING, not a
-//!   failure; VLAN 0 from the bridge is a failure (`Returned vlan 0 is
-//!   invalid.`). One request per VSI at a time; the table lock is never held
+//!   failure; VLAN 0 from the bridge is "no VLAN yet" (no failure, nothing
+//!   sent again; a query that holds VLAN 0 needs no new associate), as the
+//!   original. One request per VSI at a time; the table lock is never held
 //!   while vdptool runs (`-W` blocks up to 5 s).
 //! - deassociate: query first to repeat the exact filter lldpad stores
 //!   (a deassoc with another VLAN is refused), then `vdptool -T` without
@@ -451,6 +452,15 @@ impl LldpadDriver {
         );
     }
 
+    /// The VDP VLAN lldpad holds for the VSI (one query), `None` when it
+    /// holds none usable: what a bulk "down" entry without VLANs had.
+    pub fn held_vlan(&self, req: &VsiRequest) -> Option<u16> {
+        match self.query_state(req) {
+            Ok(Some(VsiState::Associated { vlan, .. })) => Some(vlan),
+            _ => None,
+        }
+    }
+
     /// Snapshot of the table (sorted by port UUID).
     pub fn vsis(&self) -> Vec<(VsiRequest, VdpReply)> {
         let t = self.table.lock();
@@ -516,6 +526,7 @@ impl LldpadDriver {
             let reply = match state {
                 Ok(Some(VsiState::Associated { vlan, .. })) => VdpReply::associated(vlan),
                 Ok(Some(VsiState::InProgress)) => VdpReply::pending(),
+                Ok(Some(VsiState::NoVlanYet { .. })) => VdpReply::no_vlan_yet(),
                 other => {
                     // Missing or unusable: re-associate (the original's
                     // refresh sends assoc -W when the query is not valid).
@@ -583,6 +594,7 @@ impl LldpadDriver {
         let new = match result {
             Ok(v) => match v & 0x0fff {
                 vlan @ 1..=4094 => VdpReply::associated(vlan),
+                0 => VdpReply::no_vlan_yet(),
                 other => VdpReply::failed(vdptool::invalid_vlan_reason(u32::from(other))),
             },
             // A VSI that held a VLAN was ended (switch deassociation,

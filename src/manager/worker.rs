@@ -209,11 +209,14 @@ impl VdpMgr {
         }
     }
 
-    /// `process_bulk_vm_event`: bulk resync (after save_uplink). Entries
-    /// with status down first restore what the controller knew
-    /// (`pop_local_cache` -> `HostDriver::restore_port`); every entry is then
-    /// processed as a VM event. Remembered early ports not in the list are
-    /// replayed afterwards.
+    /// `process_bulk_vm_event`: bulk resync (after save_uplink). The "up"
+    /// entries are processed first (in list order), then the "down" ones:
+    /// each first restores what the controller or the host still knows
+    /// (`pop_local_cache` -> `HostDriver::restore_port`) and is then
+    /// processed as a VM event. Ups first, so a down finds every live port
+    /// of its network in place and never takes (and puts back) flows that
+    /// live VMs use; the original goes in list order. Remembered early ports
+    /// not in the list are replayed afterwards.
     pub fn process_bulk_vm_event(&self, vms: &[VmPort]) {
         log::info!("In processing Bulk VM Event with {} entries", vms.len());
         {
@@ -229,7 +232,9 @@ impl VdpMgr {
                 return;
             }
         }
-        for vm in vms {
+        let ups = vms.iter().filter(|v| v.status == PortStatus::Up);
+        let downs = vms.iter().filter(|v| v.status == PortStatus::Down);
+        for vm in ups.chain(downs) {
             if self.shutdown.is_set() {
                 log::info!("shutdown during bulk processing; the rest resyncs after restart");
                 return;

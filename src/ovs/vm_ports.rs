@@ -274,6 +274,29 @@ impl OvsDriver {
         Some((net.local_vlan, p.vdp_vlan))
     }
 
+    /// The network's local VLAN as the table knows it (another of its
+    /// ports is known).
+    pub fn net_local_vlan(&self, net_uuid: &str) -> Option<u16> {
+        self.view().nets.get(net_uuid).map(|n| n.local_vlan)
+    }
+
+    /// The local VLAN our installed translation flow on the integration
+    /// bridge maps `vdp_vlan` to (one dump): what a bulk "down" entry that
+    /// carries no VLANs still left in OVS after a restart, when the table
+    /// does not know its network.
+    pub fn installed_local_vlan(&self, vdp_vlan: u16) -> Option<u16> {
+        let present = self
+            .dump_flows(&self.br_int, Some(&ofctl::our_cookie_filter()))
+            .map_err(|e| log::warn!("ovs: reading {}'s flows: {e}", self.br_int))
+            .ok()?;
+        let want = vdp_vlan.to_string();
+        present
+            .iter()
+            .filter(|f| f.cookie == FLOW_COOKIE && f.priority == flows::VM_INT_PRIO)
+            .find(|f| f.get("dl_vlan") == Some(want.as_str()))
+            .and_then(flows::mod_vlan_target)
+    }
+
     /// The network's installed VDP VLAN (`late_binding_vlan`).
     pub fn net_vdp_vlan(&self, net_uuid: &str) -> Option<u16> {
         self.view().nets.get(net_uuid)?.vdp_vlan

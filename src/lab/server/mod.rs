@@ -28,7 +28,9 @@
 //!   stores the port (status up) and queues `vm_info` (status up) to its host.
 //! - `DELETE /admin/ports/{uuid}` → `{"port":rec,"seq":N}`; marks it down and
 //!   queues `vm_info` status down (with `local_vlan`/`vdp_vlan` when known);
-//!   `?purge=1` forgets it without telling the agent. 404 when unknown.
+//!   `?purge=1` forgets it without telling the agent; `?quiet=1` marks it
+//!   down without an event (seq 0: only the next bulk carries it). 404 when
+//!   unknown.
 //! - `GET /admin/ports[?host=H]` → `{"ports":[rec...]}`; `GET /admin/ports/{uuid}` → rec.
 //!   A rec holds the fields above plus `status`, `result`, `local_vlan`,
 //!   `vdp_vlan`, `fail_reason`, `when`, `reported_by`.
@@ -40,7 +42,7 @@
 //! - `POST /admin/events/{host}` `{"type":T,"payload":P}` queues an event
 //!   (T and P may be any JSON), or `{"raw":V}` queues V as the whole wire
 //!   object → `{"seq":N}`. `GET /admin/events/{host}` → `{"acked","next_seq","events"}`.
-//! - `GET /admin/fault`; `POST /admin/fault` `{"fail_next":N,"delay_ms":D,"down":bool,"delay_methods":[M...]}`
+//! - `GET /admin/fault`; `POST /admin/fault` `{"fail_next":N,"delay_ms":D,"down":bool,"delay_methods":[M...],"bulk_down_without_vlans":bool}`
 //!   (each optional, merged): the next N RPCs get 500, RPC and events answers
 //!   wait D ms, `down` answers every RPC and events request with 503;
 //!   `DELETE /admin/fault` resets.
@@ -391,7 +393,17 @@ fn dispatch(st: &mut Store, method: &str, context: &Value, args: &Value) -> Repl
             });
             st.set_uplink(&agent, obj);
             if s("uplink").is_some_and(|u| !u.is_empty()) {
-                let bulk = Value::Array(st.bulk_for(&agent));
+                let mut bulk = st.bulk_for(&agent);
+                if st.fault.bulk_down_without_vlans {
+                    // As the original server: a down entry carries no VLANs.
+                    for v in bulk.iter_mut().filter(|v| v["status"] == "down") {
+                        if let Some(o) = v.as_object_mut() {
+                            o.remove("local_vlan");
+                            o.remove("vdp_vlan");
+                        }
+                    }
+                }
+                let bulk = Value::Array(bulk);
                 st.queue(&agent, json!("vm_info"), bulk, None);
             }
             (200, json!({"result": true}))
@@ -555,7 +567,8 @@ fn admin(
                     err(404, "no such port")
                 }
             } else {
-                match st.delete_port(uuid) {
+                let quiet = qget(q, "quiet").is_some_and(|v| v == "1" || v == "true");
+                match st.delete_port(uuid, !quiet) {
                     Some(seq) => (200, json!({"port": to_json(&st.port(uuid)), "seq": seq})),
                     None => err(404, "no such port"),
                 }
@@ -603,6 +616,9 @@ fn admin(
             }
             if let Some(d) = body.get("down").and_then(Value::as_bool) {
                 st.fault.down = d;
+            }
+            if let Some(b) = body.get("bulk_down_without_vlans").and_then(Value::as_bool) {
+                st.fault.bulk_down_without_vlans = b;
             }
             if let Some(m) = body.get("delay_methods").and_then(Value::as_array) {
                 st.fault.delay_methods = m

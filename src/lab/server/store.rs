@@ -151,6 +151,10 @@ pub struct Fault {
     /// `["update_vm_result"]`: a slow controller that still sends events).
     #[serde(default)]
     pub delay_methods: Vec<String>,
+    /// Send bulk `vm_info` "down" entries without `local_vlan`/`vdp_vlan`,
+    /// as the original server does.
+    #[serde(default)]
+    pub bulk_down_without_vlans: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -345,7 +349,10 @@ impl Store {
     }
 
     /// Mark a port down and queue its `vm_info` (with the VLANs when known).
-    pub fn delete_port(&mut self, uuid: &str) -> Option<u64> {
+    /// Mark a port down; `notify` queues the `vm_info` down event (else
+    /// only the next bulk resync carries it, as for a VM deleted while the
+    /// agent was stopped). Returns the event's seq (0 when not queued).
+    pub fn delete_port(&mut self, uuid: &str, notify: bool) -> Option<u64> {
         let rec = self.p.ports.get_mut(uuid)?;
         rec.status = "down".into();
         rec.result = None;
@@ -353,6 +360,10 @@ impl Store {
         rec.when = None;
         let host = rec.host.clone();
         let obj = rec.vm_object();
+        if !notify {
+            self.save();
+            return Some(0);
+        }
         Some(self.queue(&host, json!("vm_info"), obj, None))
     }
 

@@ -42,6 +42,10 @@ pub struct VdpReply {
     /// re-asserted. Such a state never removes flows (see
     /// [`VdpReply::is_verdict`]).
     pub transient: bool,
+    /// The bridge associated the VSI with VLAN 0: no VLAN yet, and no
+    /// failure either (`fail_reason` None). A verdict: nothing is sent
+    /// again until the bridge gives a VLAN or drops the VSI.
+    pub no_vlan_yet: bool,
 }
 
 impl VdpReply {
@@ -63,6 +67,12 @@ impl VdpReply {
             ..Default::default()
         }
     }
+    pub(super) fn no_vlan_yet() -> VdpReply {
+        VdpReply {
+            no_vlan_yet: true,
+            ..Default::default()
+        }
+    }
     pub(super) fn not_ready(reason: impl Into<String>) -> VdpReply {
         VdpReply {
             fail_reason: Some(reason.into()),
@@ -75,7 +85,10 @@ impl VdpReply {
     /// unusable answer from the bridge), as opposed to "no answer yet"?
     /// Only a verdict may take a VSI's flows away ("flows follow VLANs").
     pub fn is_verdict(&self) -> bool {
-        self.vdp_vlan.is_none() && !self.pending && !self.transient && self.fail_reason.is_some()
+        self.vdp_vlan.is_none()
+            && !self.pending
+            && !self.transient
+            && (self.fail_reason.is_some() || self.no_vlan_yet)
     }
 
     /// Is lldpad's verdict on this VSI still to come (in flight, or no

@@ -158,6 +158,8 @@ impl LldpadDriver {
                 VdpReply::associated(vlan)
             }
             Ok(Some(VsiState::InProgress)) => VdpReply::pending(),
+            // The bridge holds it without a VLAN: nothing to send again.
+            Ok(Some(VsiState::NoVlanYet { .. })) => VdpReply::no_vlan_yet(),
             // Repeat the VLAN field lldpad stores: another one is refused.
             Ok(Some(VsiState::Unusable { raw_vlan, .. })) => assoc(raw_vlan),
             Ok(Some(VsiState::Mismatch {
@@ -199,6 +201,7 @@ impl LldpadDriver {
         };
         match vdptool::assoc_outcome(&out, &req.port_uuid, &req.vm_mac) {
             AssocOutcome::Associated { vlan } => VdpReply::associated(vlan),
+            AssocOutcome::NoVlanYet => VdpReply::no_vlan_yet(),
             AssocOutcome::Failed { reason } => self.refused(reason),
             AssocOutcome::Pending => VdpReply::pending(),
             AssocOutcome::NotOurs { other_uuid } => {
@@ -206,6 +209,7 @@ impl LldpadDriver {
                 match self.query_state(req) {
                     Ok(Some(VsiState::Associated { vlan, .. })) => VdpReply::associated(vlan),
                     Ok(Some(VsiState::InProgress)) => VdpReply::pending(),
+                    Ok(Some(VsiState::NoVlanYet { .. })) => VdpReply::no_vlan_yet(),
                     Ok(Some(VsiState::Unusable { reason, .. }))
                     | Ok(Some(VsiState::Mismatch { reason, .. })) => VdpReply::failed(reason),
                     Ok(None) => VdpReply::failed(vdptool::vsi_mismatch_failure_reason(
@@ -265,6 +269,7 @@ impl LldpadDriver {
                 }
             }
             Ok(Some(VsiState::Associated { raw_vlan, .. }))
+            | Ok(Some(VsiState::NoVlanYet { raw_vlan }))
             | Ok(Some(VsiState::Unusable { raw_vlan, .. })) => raw_vlan,
             Ok(Some(VsiState::Mismatch { .. })) => {
                 // lldpad's VSI belongs to another MAC/network: not ours.

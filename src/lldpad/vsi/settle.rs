@@ -51,13 +51,16 @@ pub(super) fn settle(e: &mut Entry, new: VdpReply, rereport: Rereport) -> Option
             fail_reason: new.fail_reason.or_else(|| Some(REASON_VSI_LOST.into())),
             pending: true,
             transient: true,
+            no_vlan_yet: false,
         };
         e.unchanged_rounds = 0;
         return None;
     }
     let old = std::mem::replace(&mut e.reply, new.clone());
     let old_vlan = old.vdp_vlan.or(e.reasserting.take());
-    let changed = new.vdp_vlan != old_vlan || new.fail_reason != old.fail_reason;
+    let changed = new.vdp_vlan != old_vlan
+        || new.fail_reason != old.fail_reason
+        || new.no_vlan_yet != old.no_vlan_yet;
     if changed || (rereport == Rereport::AfterThreshold && e.unchanged_rounds > CALLBACK_THRESHOLD)
     {
         e.unchanged_rounds = 0;

@@ -321,11 +321,13 @@ fn events_update_the_table() {
     assert_eq!((back.old_vdp_vlan, back.vdp_vlan), (Some(3003), Some(3003)));
     assert_eq!(back.fail_reason, None);
     assert_eq!(d.reasserting(&req().port_uuid), None);
+    // VLAN 0: "no VLAN yet" from the bridge, a verdict without a reason.
     let zero = d.apply_event(&req().port_uuid, Ok(0)).unwrap();
     assert_eq!(
-        zero.fail_reason.as_deref(),
-        Some("Returned vlan 0 is invalid.")
+        (zero.old_vdp_vlan, zero.vdp_vlan, zero.fail_reason),
+        (Some(3003), None, None)
     );
+    assert!(d.vsis()[0].1.is_verdict());
 }
 
 #[test]
