@@ -7,8 +7,8 @@
 //! `validate` for every controller event, `status`.
 //!
 //! Threads (names as seen in `gdb info threads` and in `status`):
-//! `queue-worker` (VdpMgr::process_queue), `uplink-detect`
-//! (vdp_uplink_proc_top every `uplink_detect_s`), `err-queue`
+//! `queue-worker` (VdpMgr::process_one), `uplink-detect`
+//! (vdp_uplink_proc every `uplink_detect_s`), `err-queue`
 //! (process_err_queue every `err_queue_s`), `heartbeat` (heartbeat every
 //! `heartbeat_s`; before that, `request_uplink_info` until answered, then
 //! `dfa_uplink_restart`), `event-poller` (controller long-poll -> validate

@@ -19,7 +19,7 @@
 //!   a closed queue (nothing is lost for the error-queue mover).
 
 use crate::manager::host::VsiChange;
-use crate::model::{Oui, PortStatus, VmPort};
+use crate::model::VmPort;
 use parking_lot::{Condvar, Mutex};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -58,29 +58,21 @@ impl UplinkStatus {
 /// the new VSI change).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VdpQueMsg {
-    /// One VM port event (`construct_vm_msg`). `phy_uplink` is the uplink
-    /// known when the event was queued (kept for fidelity; the manager checks
-    /// readiness against its current state when processing).
-    Vm {
-        vm: VmPort,
-        phy_uplink: Option<String>,
-    },
+    /// One VM port event (`construct_vm_msg`). The original also carried
+    /// the uplink known when it was queued; the manager checks readiness
+    /// against its current state when processing, so it is not kept.
+    Vm { vm: VmPort },
     /// Bulk resync list (`construct_vm_bulk_sync_msg`).
-    VmBulk {
-        vms: Vec<VmPort>,
-        phy_uplink: Option<String>,
-    },
+    VmBulk { vms: Vec<VmPort> },
     /// Uplink up/down (`construct_uplink_msg`). `veth_intf` is new: the
     /// lldpad-side veth known when a down was decided (the original read its
     /// already-cleared `self.veth_intf`), so topology discovery can be
-    /// unconfigured on the right interface. The root helper is not carried:
-    /// the host driver owns it.
+    /// unconfigured on the right interface. The root helper and the bridge
+    /// names are not carried: the host driver owns them.
     Uplink {
         status: UplinkStatus,
         phy_uplink: String,
         veth_intf: Option<String>,
-        br_int: String,
-        br_ex: String,
     },
     /// A VSI changed behind the manager's back (refresh / lldpad event).
     VsiChanged(VsiChange),
@@ -94,101 +86,6 @@ impl VdpQueMsg {
             VdpQueMsg::VmBulk { .. } => "vm_bulk",
             VdpQueMsg::Uplink { .. } => "uplink",
             VdpQueMsg::VsiChanged(_) => "vsi_changed",
-        }
-    }
-
-    /// `get_uplink`.
-    pub fn get_uplink(&self) -> Option<&str> {
-        match self {
-            VdpQueMsg::Vm { phy_uplink, .. } | VdpQueMsg::VmBulk { phy_uplink, .. } => {
-                phy_uplink.as_deref()
-            }
-            VdpQueMsg::Uplink { phy_uplink, .. } => Some(phy_uplink),
-            VdpQueMsg::VsiChanged(_) => None,
-        }
-    }
-
-    /// `set_uplink` (no effect on VSI changes).
-    pub fn set_uplink(&mut self, uplink: Option<String>) {
-        match self {
-            VdpQueMsg::Vm { phy_uplink, .. } | VdpQueMsg::VmBulk { phy_uplink, .. } => {
-                *phy_uplink = uplink
-            }
-            VdpQueMsg::Uplink { phy_uplink, .. } => *phy_uplink = uplink.unwrap_or_default(),
-            VdpQueMsg::VsiChanged(_) => {}
-        }
-    }
-
-    fn vm(&self) -> Option<&VmPort> {
-        match self {
-            VdpQueMsg::Vm { vm, .. } => Some(vm),
-            _ => None,
-        }
-    }
-
-    /// `get_mac` (VM messages and VSI changes).
-    pub fn get_mac(&self) -> Option<&str> {
-        match self {
-            VdpQueMsg::VsiChanged(c) => Some(&c.vm_mac),
-            _ => self.vm().map(|v| v.vm_mac.as_str()),
-        }
-    }
-
-    /// `get_port_uuid`.
-    pub fn get_port_uuid(&self) -> Option<&str> {
-        match self {
-            VdpQueMsg::VsiChanged(c) => Some(&c.port_uuid),
-            _ => self.vm().map(|v| v.port_uuid.as_str()),
-        }
-    }
-
-    /// `get_net_uuid`.
-    pub fn get_net_uuid(&self) -> Option<&str> {
-        match self {
-            VdpQueMsg::VsiChanged(c) => Some(&c.net_uuid),
-            _ => self.vm().map(|v| v.net_uuid.as_str()),
-        }
-    }
-
-    /// `get_segmentation_id`.
-    pub fn get_segmentation_id(&self) -> Option<u32> {
-        match self {
-            VdpQueMsg::VsiChanged(c) => Some(c.segmentation_id),
-            _ => self.vm().map(|v| v.segmentation_id),
-        }
-    }
-
-    /// `get_oui`.
-    pub fn get_oui(&self) -> Option<&Oui> {
-        self.vm().and_then(|v| v.oui.as_ref())
-    }
-
-    /// `get_status` of a VM message (`up`/`down`).
-    pub fn get_status(&self) -> Option<PortStatus> {
-        self.vm().map(|v| v.status)
-    }
-
-    /// `get_status` of an uplink message.
-    pub fn get_uplink_status(&self) -> Option<UplinkStatus> {
-        match self {
-            VdpQueMsg::Uplink { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
-    /// `get_integ_br`.
-    pub fn get_integ_br(&self) -> Option<&str> {
-        match self {
-            VdpQueMsg::Uplink { br_int, .. } => Some(br_int),
-            _ => None,
-        }
-    }
-
-    /// `get_ext_br`.
-    pub fn get_ext_br(&self) -> Option<&str> {
-        match self {
-            VdpQueMsg::Uplink { br_ex, .. } => Some(br_ex),
-            _ => None,
         }
     }
 }
@@ -339,11 +236,6 @@ impl VdpMsgPriQue {
         self.inner.lock().pop()
     }
 
-    /// `is_not_empty`.
-    pub fn is_not_empty(&self) -> bool {
-        !self.inner.lock().heap.is_empty()
-    }
-
     pub fn len(&self) -> usize {
         self.inner.lock().heap.len()
     }
@@ -372,6 +264,7 @@ impl VdpMsgPriQue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::PortStatus;
     use std::sync::Arc;
 
     fn up(name: &str) -> VdpQueMsg {
@@ -379,8 +272,22 @@ mod tests {
             status: UplinkStatus::Up,
             phy_uplink: name.into(),
             veth_intf: None,
-            br_int: "br-int".into(),
-            br_ex: "br-ethd".into(),
+        }
+    }
+
+    /// The port uuid of a VM message, the uplink of an uplink message.
+    fn key(m: &VdpQueMsg) -> String {
+        match m {
+            VdpQueMsg::Vm { vm } => vm.port_uuid.clone(),
+            VdpQueMsg::Uplink { phy_uplink, .. } => phy_uplink.clone(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn status(m: &VdpQueMsg) -> PortStatus {
+        match m {
+            VdpQueMsg::Vm { vm } => vm.status,
+            other => panic!("unexpected {other:?}"),
         }
     }
 
@@ -397,7 +304,6 @@ mod tests {
                 local_vlan: None,
                 vdp_vlan: None,
             },
-            phy_uplink: None,
         }
     }
 
@@ -411,15 +317,10 @@ mod tests {
         q.enqueue(Q_UPL_PRIO, up("eth2"));
         assert_eq!(q.len(), 5);
         let order: Vec<String> = std::iter::from_fn(|| q.dequeue_nonblock())
-            .map(|(_, m)| {
-                m.get_port_uuid()
-                    .map(String::from)
-                    .or_else(|| m.get_uplink().map(String::from))
-                    .unwrap()
-            })
+            .map(|(_, m)| key(&m))
             .collect();
         assert_eq!(order, vec!["eth1", "eth2", "a", "b", "c"]);
-        assert!(!q.is_not_empty());
+        assert!(q.is_empty());
     }
 
     /// Hardening: a controller flooding events for the same ports grows
@@ -432,17 +333,19 @@ mod tests {
         q.enqueue(Q_VM_PRIO, vm("b"));
         for _ in 0..100_000 {
             let mut m = vm("a");
-            if let VdpQueMsg::Vm { vm, .. } = &mut m {
+            if let VdpQueMsg::Vm { vm } = &mut m {
                 vm.status = PortStatus::Down;
             }
             q.enqueue(Q_VM_PRIO, m);
         }
         assert_eq!(q.len(), 2);
         let (_, first) = q.dequeue_nonblock().unwrap();
-        assert_eq!(first.get_port_uuid(), Some("a"));
-        assert_eq!(first.get_status(), Some(PortStatus::Down));
+        assert_eq!(
+            (key(&first), status(&first)),
+            ("a".into(), PortStatus::Down)
+        );
         let (_, second) = q.dequeue_nonblock().unwrap();
-        assert_eq!(second.get_port_uuid(), Some("b"));
+        assert_eq!(key(&second), "b");
         assert!(q.is_empty());
         // Distinct ports: bounded by the poller at HIGH_WATER.
         for i in 0..HIGH_WATER {
@@ -460,7 +363,7 @@ mod tests {
         for i in 0..1000 {
             let (p, m) = q.dequeue().unwrap();
             assert_eq!(p, Q_VM_PRIO);
-            assert_eq!(m.get_port_uuid().unwrap(), i.to_string());
+            assert_eq!(key(&m), i.to_string());
         }
     }
 
@@ -472,7 +375,7 @@ mod tests {
         std::thread::yield_now();
         q.enqueue(Q_UPL_PRIO, up("eth1"));
         let got = t.join().unwrap().unwrap();
-        assert_eq!(got.1.get_uplink(), Some("eth1"));
+        assert_eq!(key(&got.1), "eth1");
 
         let q3 = q.clone();
         let start = Instant::now();
@@ -494,21 +397,5 @@ mod tests {
         assert!(t.elapsed() >= Duration::from_millis(25));
         q.enqueue(Q_VM_PRIO, vm("a"));
         assert!(q.dequeue_timeout(Duration::from_millis(30)).is_some());
-    }
-
-    #[test]
-    fn accessors() {
-        let mut m = vm("p1");
-        assert_eq!(m.get_mac(), Some("fa:16:3e:00:00:01"));
-        assert_eq!(m.get_status(), Some(PortStatus::Up));
-        assert_eq!(m.get_segmentation_id(), Some(30001));
-        assert_eq!(m.get_uplink(), None);
-        m.set_uplink(Some("eth3".into()));
-        assert_eq!(m.get_uplink(), Some("eth3"));
-        let u = up("eth1");
-        assert_eq!(u.get_uplink_status(), Some(UplinkStatus::Up));
-        assert_eq!(u.get_integ_br(), Some("br-int"));
-        assert_eq!(u.get_ext_br(), Some("br-ethd"));
-        assert_eq!(u.get_mac(), None);
     }
 }

@@ -27,8 +27,6 @@ fn setup(static_uplink: Option<&str>) -> T {
     let host = FakeHost::new();
     let link = Arc::new(FakeLink::default());
     let cfg = MgrConfig {
-        br_int: "br-int".into(),
-        br_ex: "br-ethd".into(),
         static_uplink: static_uplink.map(String::from),
         vm_port_wait: Duration::from_secs(7),
         uplink_detect: Duration::from_secs(10),
@@ -390,8 +388,6 @@ fn stale_uplink_retry_is_dropped() {
         status: vdp_agent::queue::UplinkStatus::Up,
         phy_uplink: "eth7".into(),
         veth_intf: None,
-        br_int: "br-int".into(),
-        br_ex: "br-ethd".into(),
     });
     assert!(!t.host.calls().contains(&"uplink_up eth7".to_string()));
 }
@@ -629,12 +625,15 @@ fn panic_in_uplink_processing_resets_ongoing() {
             status: vdp_agent::queue::UplinkStatus::Up,
             phy_uplink: "eth2".into(),
             veth_intf: None,
-            br_int: "br-int".into(),
-            br_ex: "br-ethd".into(),
         },
     );
     let m2 = t.mgr.clone();
-    let h = std::thread::spawn(move || m2.process_queue());
+    let h = std::thread::spawn(move || {
+        // The queue-worker task's loop: its runner contains a panic.
+        while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m2.process_one()))
+            .unwrap_or(true)
+        {}
+    });
     while !t.mgr.que().is_empty() {
         std::thread::yield_now();
     }

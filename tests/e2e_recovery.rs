@@ -498,5 +498,9 @@ fn e2e_bulk_down_without_vlans_cleans_up() {
         assert!(c.iter().all(|c| c["args"]["result"] == "SUCCESS"), "{c:?}");
     }
     assert_eq!(lab.status()["server"]["pending_results"], 0);
-    assert!(lab.wait_ping(&vm3, Duration::from_secs(5)), "{}", lab.diag());
+    assert!(
+        lab.wait_ping(&vm3, Duration::from_secs(5)),
+        "{}",
+        lab.diag()
+    );
 }

@@ -92,8 +92,6 @@ pub fn no_local_vlan_reason(port_uuid: &str, e: &host::NoLocalVlan) -> String {
 /// What the manager needs from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MgrConfig {
-    pub br_int: String,
-    pub br_ex: String,
     /// `read_static_uplink`: `uplink.static`.
     pub static_uplink: Option<String>,
     /// `intervals.vm_port_wait_s`.
@@ -107,8 +105,6 @@ pub struct MgrConfig {
 impl MgrConfig {
     pub fn from_config(cfg: &Config) -> MgrConfig {
         MgrConfig {
-            br_int: cfg.bridges.integration.clone(),
-            br_ex: cfg.bridges.external.clone(),
             static_uplink: read_static_uplink(cfg),
             vm_port_wait: Duration::from_secs(cfg.intervals.vm_port_wait_s),
             uplink_detect: Duration::from_secs(cfg.intervals.uplink_detect_s),
@@ -299,9 +295,9 @@ impl VdpMgr {
 
     /// `start`: the original spawned the queue thread and two periodic
     /// tasks. Here it returns them as [`Task`]s for the daemon to run on
-    /// named threads: `queue-worker` (`process_queue`), `err-queue`
+    /// named threads: `queue-worker` (`process_one`), `err-queue`
     /// (`process_err_queue` every `err_queue_s`) and `uplink-detect`
-    /// (`vdp_uplink_proc_top` every `uplink_detect_s`).
+    /// (`vdp_uplink_proc` every `uplink_detect_s`).
     pub fn start(self: &Arc<Self>) -> Vec<Task> {
         let worker = self.clone();
         let errq = self.clone();
@@ -334,7 +330,7 @@ impl VdpMgr {
                     if !upl.is_uplink_received() {
                         return Step::Wait(upl.cfg.uplink_detect.min(Duration::from_secs(1)));
                     }
-                    upl.vdp_uplink_proc_top();
+                    upl.vdp_uplink_proc();
                     Step::Wait(upl.cfg.uplink_detect)
                 }),
             },
@@ -429,16 +425,12 @@ impl VdpMgr {
     /// `vdp_vm_event`: queue a (validated) VM event or bulk list. A bulk
     /// list marks the bulk resync as received (`bulk_vm_rcvd_flag`).
     pub fn vdp_vm_event(&self, notice: VmNotice) {
-        let msg = {
-            let mut st = self.state.lock();
-            let phy_uplink = st.phy_uplink.clone();
-            match notice {
-                VmNotice::Bulk(vms) => {
-                    st.bulk_vm_rcvd_flag = true;
-                    VdpQueMsg::VmBulk { vms, phy_uplink }
-                }
-                VmNotice::Single(vm) => VdpQueMsg::Vm { vm, phy_uplink },
+        let msg = match notice {
+            VmNotice::Bulk(vms) => {
+                self.state.lock().bulk_vm_rcvd_flag = true;
+                VdpQueMsg::VmBulk { vms }
             }
+            VmNotice::Single(vm) => VdpQueMsg::Vm { vm },
         };
         if let VdpQueMsg::Vm { vm, .. } = &msg {
             log::info!(

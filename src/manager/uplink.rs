@@ -15,15 +15,6 @@ impl VdpMgr {
         self.host.bridges_present()
     }
 
-    /// `vdp_uplink_proc_top`: one periodic round, panics contained.
-    pub fn vdp_uplink_proc_top(&self) {
-        if let Err(p) =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.vdp_uplink_proc()))
-        {
-            log::error!("VDP uplink proc panicked: {}", panic_message(&*p));
-        }
-    }
-
     pub(super) fn uplink_msg(
         &self,
         status: UplinkStatus,
@@ -34,8 +25,6 @@ impl VdpMgr {
             status,
             phy_uplink: phy,
             veth_intf: veth,
-            br_int: self.cfg.br_int.clone(),
-            br_ex: self.cfg.br_ex.clone(),
         }
     }
 

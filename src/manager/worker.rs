@@ -10,21 +10,9 @@ use super::*;
 impl VdpMgr {
     // ----- queue worker --------------------------------------------------------
 
-    /// `process_queue`: the worker loop; returns when the queue is closed.
-    /// A panic while processing one message is logged and the loop goes on.
-    pub fn process_queue(&self) {
-        log::info!("Entered process_q");
-        loop {
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process_one())) {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(p) => log::error!("panic in process_q: {}", panic_message(&*p)),
-            }
-        }
-    }
-
-    /// Dequeue (blocking) and process one message; false when the queue is
-    /// closed.
+    /// Dequeue (blocking) and process one message (the original's
+    /// `process_queue` loop body; the `queue-worker` task runs it, and its
+    /// runner contains a panic); false when the queue is closed.
     pub fn process_one(&self) -> bool {
         match self.que.dequeue() {
             Some((_, msg)) => {
@@ -35,7 +23,7 @@ impl VdpMgr {
         }
     }
 
-    /// Dispatch one message by type (the body of `process_queue`).
+    /// Dispatch one message by type.
     pub fn process_msg(&self, msg: VdpQueMsg) {
         log::debug!("Msg dequeued type is {}", msg.msg_type());
         match msg {
