@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdp_agent::config::Config;
 use vdp_agent::controller::Controller;
-use vdp_agent::manager::link::ControllerLink;
+use vdp_agent::manager::link::{ControllerLink, LinkFailure};
 use vdp_agent::model::VmResult;
 
 mod http_common;
@@ -133,7 +133,7 @@ fn silent_controller_is_bounded_by_timeouts() {
     let dir = temp_dir("silent");
     let c = controller(&url(&s), &dir, 1, 1);
     let t0 = Instant::now();
-    let e = c.heartbeat().unwrap_err();
+    let e = c.heartbeat().unwrap_err().to_string();
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     assert!(e.starts_with("heartbeat:"), "{e}");
     // Handed over at once (the queue worker never waits for the
@@ -181,7 +181,16 @@ fn malformed_and_wrong_typed_answers_are_errors() {
     ] {
         let s = raw_server(reply(status, body));
         let c = controller(&url(&s), &dir, 2, 0);
-        let e = c.request_uplink_info().unwrap_err();
+        let err = c.request_uplink_info().unwrap_err();
+        assert_eq!(err.method, "request_uplink_info");
+        if let Some(code) = what.strip_prefix("HTTP ") {
+            let code: u16 = code.parse().unwrap();
+            assert!(
+                matches!(err.failure, LinkFailure::Http { code: c, .. } if c == code),
+                "{err:?}"
+            );
+        }
+        let e = err.to_string();
         assert!(
             e.contains("request_uplink_info") && e.contains(what),
             "{body}: {e}"
@@ -235,7 +244,7 @@ fn malformed_event_envelopes_are_errors() {
     // A controller that does not hold the poll is reported (no spinning).
     let s2 = raw_server(reply("200 OK", "{\"events\": []}"));
     let c2 = controller(&url(&s2), &dir, 2, 5);
-    let e = c2.poll_events(0).unwrap_err();
+    let e = c2.poll_events(0).unwrap_err().to_string();
     assert!(e.contains("did not hold"), "{e}");
     assert_eq!(evs.len(), 1, "seq <= after is skipped");
     assert_eq!(evs[0].payload, Value::String("odd".into()));
@@ -250,15 +259,15 @@ fn huge_bodies_are_refused() {
     ));
     let c = controller(&url(&s), &dir, 5, 0);
     let t0 = Instant::now();
-    let e = c.heartbeat().unwrap_err();
+    let e = c.heartbeat().unwrap_err().to_string();
     assert!(e.contains("exceeds"), "{e}");
     assert!(t0.elapsed() < Duration::from_secs(2));
     // Streamed without a length, 20 MiB.
     let s = raw_server(Behaviour::Stream(20 * 1024 * 1024));
     let c = controller(&url(&s), &dir, 10, 0);
-    let e = c.poll_events(0).unwrap_err();
+    let e = c.poll_events(0).unwrap_err().to_string();
     assert!(e.contains("exceeds"), "{e}");
-    let e = c.heartbeat().unwrap_err();
+    let e = c.heartbeat().unwrap_err().to_string();
     assert!(e.contains("exceeds"), "{e}");
     // Just under the limit is fine (1 MiB string result).
     let s = raw_server(Behaviour::Stream(1024 * 1024));
@@ -275,7 +284,7 @@ fn dead_controller_fails_fast_and_keeps_results() {
         .unwrap();
     let dir = temp_dir("dead");
     let c = controller(&format!("http://{addr}"), &dir, 2, 5);
-    let e = c.heartbeat().unwrap_err();
+    let e = c.heartbeat().unwrap_err().to_string();
     assert!(e.contains("heartbeat") && e.contains("transport"), "{e}");
     assert!(c.poll_events(0).is_err());
     c.save_uplink("eth2", "LLDPLeth2", None, "").unwrap_err();
@@ -427,7 +436,7 @@ fn https_with_extra_ca() {
     cfg.paths.state_dir = dir.path().join("state");
     // Without the CA the certificate is refused.
     let c = Controller::new(&cfg, "compute1".into()).unwrap();
-    let e = c.heartbeat().unwrap_err();
+    let e = c.heartbeat().unwrap_err().to_string();
     assert!(e.contains("heartbeat"), "{e}");
     cfg.server.ca_file = Some(ca.clone());
     let c = Controller::new(&cfg, "compute1".into()).unwrap();

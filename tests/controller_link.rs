@@ -9,7 +9,7 @@ use vdp_agent::config::Config;
 use vdp_agent::controller::Controller;
 use vdp_agent::lab::server::LabServer;
 use vdp_agent::manager::host::TopoReport;
-use vdp_agent::manager::link::ControllerLink;
+use vdp_agent::manager::link::{ControllerLink, LinkFailure};
 use vdp_agent::model::{UplinkInfo, VmResult};
 
 mod http_common;
@@ -203,8 +203,12 @@ fn bearer_token_is_required_and_accepted() {
     let cfg = config(&s.url(), &dir, 0);
     let anon = Controller::new(&cfg, "compute1".into()).unwrap();
     let e = anon.heartbeat().unwrap_err();
-    assert!(e.contains("heartbeat") && e.contains("401"), "{e}");
-    assert!(anon.poll_events(0).unwrap_err().contains("401"));
+    assert_eq!(e.method, "heartbeat");
+    assert!(
+        matches!(e.failure, LinkFailure::Http { code: 401, .. }),
+        "{e}"
+    );
+    assert!(anon.poll_events(0).unwrap_err().to_string().contains("401"));
     assert!(anon.status().last_error.unwrap().contains("401"));
 
     let tok = dir.path().join("token");
@@ -224,7 +228,7 @@ fn bearer_token_is_required_and_accepted() {
 
     std::fs::write(&tok, "wrong").unwrap();
     let bad = Controller::new(&cfg2, "compute1".into()).unwrap();
-    assert!(bad.heartbeat().unwrap_err().contains("401"));
+    assert!(bad.heartbeat().unwrap_err().to_string().contains("401"));
 
     std::fs::write(&tok, "\n").unwrap();
     let e = Controller::new(&cfg2, "compute1".into()).err().unwrap();
@@ -481,6 +485,8 @@ fn odd_injected_events_are_passed_on_or_skipped() {
     let url = format!("{}/admin/events/compute1", s.url());
     let raw = admin("POST", &url, Some(json!({"raw": {"seq": "x", "type": 5}})));
     let e = c.poll_events(0).unwrap_err();
+    assert!(matches!(e.failure, LinkFailure::Answer(_)), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("malformed"), "{e}");
     let odd = admin(
         "POST",

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdp_agent::config::Config;
 use vdp_agent::daemon::{Daemon, RunOptions};
-use vdp_agent::manager::link::ControllerEvent;
+use vdp_agent::manager::link::{ControllerEvent, LinkError};
 use vdp_agent::model::UplinkInfo;
 
 const P1: &str = "11111111-2222-3333-4444-000000000001";
@@ -68,9 +68,10 @@ fn events_are_validated_dispatched_and_acknowledged() {
     let host = FakeHost::new();
     *host.bridges.lock() = false; // keep the uplink task idle
     let link = Arc::new(FakeLink::default());
-    link.uplink_info
-        .lock()
-        .push_back(Err("controller down".into()));
+    link.uplink_info.lock().push_back(Err(LinkError::transport(
+        "request_uplink_info",
+        "controller down",
+    )));
     link.uplink_info.lock().push_back(Ok(Some(UplinkInfo {
         uplink: "eth2".into(),
         veth_intf: "LLDPLeth2".into(),

@@ -32,7 +32,7 @@ use setup::{check_url, read_token, tls_config};
 
 use crate::config::Config;
 use crate::manager::host::TopoReport;
-use crate::manager::link::{ControllerEvent, ControllerLink, LinkError, LinkStatus};
+use crate::manager::link::{ControllerEvent, ControllerLink, LinkError, LinkFailure, LinkStatus};
 use crate::model::{ctime_now, UplinkInfo, VmResult};
 use parking_lot::{Condvar, Mutex};
 use pending::{PendingCall, PendingStore};
@@ -144,22 +144,26 @@ fn path_segment(s: &str) -> String {
 }
 
 /// Read a response body, refusing more than [`MAX_BODY`] bytes.
-fn read_body(resp: ureq::Response) -> Result<Vec<u8>, String> {
+fn read_body(resp: ureq::Response) -> Result<Vec<u8>, LinkFailure> {
     if let Some(len) = resp
         .header("Content-Length")
         .and_then(|v| v.trim().parse::<u64>().ok())
     {
         if len > MAX_BODY {
-            return Err(format!("response body of {len} bytes exceeds {MAX_BODY}"));
+            return Err(LinkFailure::Answer(format!(
+                "response body of {len} bytes exceeds {MAX_BODY}"
+            )));
         }
     }
     let mut buf = Vec::new();
     resp.into_reader()
         .take(MAX_BODY + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| format!("reading response body: {e}"))?;
+        .map_err(|e| LinkFailure::Transport(format!("reading response body: {e}")))?;
     if buf.len() as u64 > MAX_BODY {
-        return Err(format!("response body exceeds {MAX_BODY} bytes"));
+        return Err(LinkFailure::Answer(format!(
+            "response body exceeds {MAX_BODY} bytes"
+        )));
     }
     Ok(buf)
 }
@@ -175,19 +179,16 @@ fn excerpt(body: &[u8]) -> String {
 }
 
 /// Turn a ureq outcome into the response body of a 200 answer.
-fn ok_body(res: Result<ureq::Response, ureq::Error>) -> Result<Vec<u8>, String> {
+fn ok_body(res: Result<ureq::Response, ureq::Error>) -> Result<Vec<u8>, LinkFailure> {
+    let http = |code: u16, resp: ureq::Response| LinkFailure::Http {
+        code,
+        excerpt: excerpt(&read_body(resp).unwrap_or_default()),
+    };
     match res {
         Ok(resp) if resp.status() == 200 => read_body(resp),
-        Ok(resp) => {
-            let code = resp.status();
-            let body = read_body(resp).unwrap_or_default();
-            Err(format!("HTTP {code}: {}", excerpt(&body)))
-        }
-        Err(ureq::Error::Status(code, resp)) => {
-            let body = read_body(resp).unwrap_or_default();
-            Err(format!("HTTP {code}: {}", excerpt(&body)))
-        }
-        Err(ureq::Error::Transport(t)) => Err(format!("transport: {t}")),
+        Ok(resp) => Err(http(resp.status(), resp)),
+        Err(ureq::Error::Status(code, resp)) => Err(http(code, resp)),
+        Err(ureq::Error::Transport(t)) => Err(LinkFailure::Transport(t.to_string())),
     }
 }
 
@@ -250,15 +251,15 @@ impl Controller {
         st.next_retry = Instant::now();
     }
 
-    fn note_err(&self, what: &str, cause: &str) -> String {
-        let text = format!("{what}: {cause}");
-        log::warn!("controller call failed: {text}");
-        self.state.lock().last_error = Some(text.clone());
-        text
+    fn note_err(&self, what: &str, cause: LinkFailure) -> LinkError {
+        let e = LinkError::new(what, cause);
+        log::warn!("controller call failed: {e}");
+        self.state.lock().last_error = Some(e.to_string());
+        e
     }
 
     /// One RPC call; `Ok` holds the `result` value of a 200 answer.
-    fn rpc(&self, method: &str, context: &Value, args: &Value) -> Result<Value, String> {
+    fn rpc(&self, method: &str, context: &Value, args: &Value) -> Result<Value, LinkError> {
         let url = format!("{}/v1/rpc/{}", self.base, path_segment(method));
         let body = json!({"context": context, "args": args}).to_string();
         let mut req = self
@@ -271,13 +272,13 @@ impl Controller {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
         let outcome = ok_body(req.send_string(&body)).and_then(|b| {
-            let v: Value =
-                serde_json::from_slice(&b).map_err(|e| format!("answer is not JSON: {e}"))?;
+            let v: Value = serde_json::from_slice(&b)
+                .map_err(|e| LinkFailure::Answer(format!("answer is not JSON: {e}")))?;
             match v {
                 Value::Object(mut o) => o
                     .remove("result")
-                    .ok_or_else(|| "answer has no 'result'".to_string()),
-                _ => Err("answer is not a JSON object".into()),
+                    .ok_or_else(|| LinkFailure::Answer("answer has no 'result'".into())),
+                _ => Err(LinkFailure::Answer("answer is not a JSON object".into())),
             }
         });
         match outcome {
@@ -285,7 +286,7 @@ impl Controller {
                 self.note_ok();
                 Ok(v)
             }
-            Err(cause) => Err(self.note_err(method, &cause)),
+            Err(cause) => Err(self.note_err(method, cause)),
         }
     }
 
@@ -356,7 +357,7 @@ impl Controller {
         method: &str,
         context: Value,
         args: Value,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, LinkError> {
         let _guard = self.claim(&key);
         // Numbered after the claim: calls for one key go out in number order.
         let gen = self.gen.fetch_add(1, Ordering::SeqCst);
@@ -385,7 +386,7 @@ impl Controller {
                 if st.next_retry <= now {
                     st.next_retry = now + st.backoff;
                 }
-                Err(format!("{e} (kept for retry)"))
+                Err(LinkError { kept: true, ..e })
             }
         }
     }
@@ -460,7 +461,8 @@ impl ControllerLink for Controller {
     fn request_uplink_info(&self) -> Result<Option<UplinkInfo>, LinkError> {
         let args = json!({"agent": self.host_id});
         let v = self.rpc("request_uplink_info", &json!({}), &args)?;
-        parse_uplink_result(&v).map_err(|e| self.note_err("request_uplink_info", &e))
+        parse_uplink_result(&v)
+            .map_err(|e| self.note_err("request_uplink_info", LinkFailure::Answer(e)))
     }
 
     fn save_uplink(
@@ -550,15 +552,15 @@ impl ControllerLink for Controller {
         }
         let started = Instant::now();
         let outcome = ok_body(req.call()).and_then(|b| {
-            let v: Value =
-                serde_json::from_slice(&b).map_err(|e| format!("answer is not JSON: {e}"))?;
-            let evs = parse_events(&v, after)?;
+            let v: Value = serde_json::from_slice(&b)
+                .map_err(|e| LinkFailure::Answer(format!("answer is not JSON: {e}")))?;
+            let evs = parse_events(&v, after).map_err(LinkFailure::Answer)?;
             if evs.is_empty() && wait > 0 && started.elapsed() < EARLY_EMPTY {
                 // A controller that does not hold the poll would make the
                 // caller spin; report it so the caller backs off.
-                return Err(format!(
+                return Err(LinkFailure::Answer(format!(
                     "empty answer at once (the controller did not hold the poll for wait={wait})"
-                ));
+                )));
             }
             Ok(evs)
         });
@@ -567,7 +569,7 @@ impl ControllerLink for Controller {
                 self.note_ok();
                 Ok(evs)
             }
-            Err(cause) => Err(self.note_err("events", &cause)),
+            Err(cause) => Err(self.note_err("events", cause)),
         }
     }
 

@@ -33,8 +33,65 @@ pub struct ControllerEvent {
     pub payload: serde_json::Value,
 }
 
-/// Errors of the controller link, as text (the link logs and records details).
-pub type LinkError = String;
+/// Why a controller call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkFailure {
+    /// The controller could not be reached, or the answer could not be read
+    /// (connect, DNS, TLS, timeout, a broken body).
+    Transport(String),
+    /// It answered with an HTTP status other than 200 (with a short,
+    /// printable excerpt of the body).
+    Http { code: u16, excerpt: String },
+    /// Its answer broke docs/protocol.md: not JSON, too big, the wrong
+    /// shape, a long-poll that was not held.
+    Answer(String),
+}
+
+impl std::fmt::Display for LinkFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkFailure::Transport(t) => write!(f, "transport: {t}"),
+            LinkFailure::Http { code, excerpt } => write!(f, "HTTP {code}: {excerpt}"),
+            LinkFailure::Answer(a) => f.write_str(a),
+        }
+    }
+}
+
+/// A failed controller call: which call, why, and whether the call is kept
+/// for retry (delivery deferred, nothing lost).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkError {
+    /// The RPC method, or `events` for the long-poll.
+    pub method: String,
+    pub failure: LinkFailure,
+    pub kept: bool,
+}
+
+impl LinkError {
+    pub fn new(method: &str, failure: LinkFailure) -> LinkError {
+        LinkError {
+            method: method.to_string(),
+            failure,
+            kept: false,
+        }
+    }
+    /// The controller could not be reached (fakes, tests).
+    pub fn transport(method: &str, text: &str) -> LinkError {
+        LinkError::new(method, LinkFailure::Transport(text.to_string()))
+    }
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.method, self.failure)?;
+        if self.kept {
+            f.write_str(" (kept for retry)")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LinkError {}
 
 pub trait ControllerLink: Send + Sync {
     /// `heartbeat` with `{"when": ctime, "agent": host_id}`.
