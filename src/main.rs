@@ -314,6 +314,10 @@ fn real_main() -> i32 {
                     Err(e) => eprintln!("vdp-agent: reopening log file: {e}"),
                 }) as Arc<dyn Fn() + Send + Sync>
             });
+            // systemd's notify socket, taken out of the environment while
+            // this process has one thread (children do not inherit it).
+            let notify = vdp_agent::sdnotify::Notifier::from_env().map(Arc::new);
+            vdp_agent::sdnotify::Notifier::clear_env();
             // Signals are blocked before any thread exists (run_with does it
             // first thing); build_host_and_link must not spawn threads.
             if let Err(e) = daemon::block_signals() {
@@ -334,6 +338,7 @@ fn real_main() -> i32 {
                 handle_signals: true,
                 on_hup,
                 shutdown: Some(shutdown),
+                notify,
             };
             match daemon::run_with(cfg, host, link, opts) {
                 Ok(()) => 0,
