@@ -13,7 +13,7 @@
 //! - `status`: the unix-socket status server and its printing; `health`: the
 //!   monitoring-plugin verdict of `status --check`.
 //! - `daemon`: threads, signals, pid file, shutdown; `sdnotify`: systemd
-//!   readiness/watchdog messages.
+//!   readiness/watchdog messages; `journal`: log line priorities for journald.
 //! - `lab` (cargo feature `lab`, on by default; off in the packaged
 //!   daemon): the lab tools behind `vdp-lab` (reference controller, leaf
 //!   simulator, netns harness). Nothing outside `lab` uses it.
@@ -25,6 +25,7 @@ pub mod exec;
 pub mod fsutil;
 pub mod health;
 pub mod host;
+pub mod journal;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod lldpad;

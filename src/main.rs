@@ -156,14 +156,26 @@ fn init_logging(cfg: &Config) -> Result<Option<Arc<LogFile>>, String> {
     if let Ok(spec) = std::env::var("RUST_LOG") {
         b.parse_filters(&spec);
     }
-    b.format(|buf, rec| {
-        let ts = buf.timestamp_seconds();
+    // stderr that is the journal: `<N>` priority prefix, no timestamp.
+    let journal = cfg.log.file.is_none() && vdp_agent::journal::stderr_is_journal();
+    b.format(move |buf, rec| {
         let th = std::thread::current();
+        let th = th.name().unwrap_or("?");
+        if journal {
+            let prio = vdp_agent::journal::priority(rec.level());
+            return writeln!(
+                buf,
+                "<{prio}>{:<5} [{th}] {}: {}",
+                rec.level(),
+                rec.target(),
+                rec.args()
+            );
+        }
+        let ts = buf.timestamp_seconds();
         writeln!(
             buf,
-            "{ts} {:<5} [{}] {}: {}",
+            "{ts} {:<5} [{th}] {}: {}",
             rec.level(),
-            th.name().unwrap_or("?"),
             rec.target(),
             rec.args()
         )
