@@ -32,6 +32,12 @@
 //! exits anyway). Nothing is torn down: OVS flows, ports and lldpad
 //! associations stay, so a restart does not disturb VM traffic.
 //! SIGHUP reopens the log file.
+//!
+//! Under systemd (`Type=notify`, `$NOTIFY_SOCKET` handed in as
+//! `RunOptions::notify`): `READY=1` once the pid file, status socket and
+//! every thread are up; the `sd-notify` thread (`daemon/notify.rs`) sends
+//! `STATUS=` and, with `WatchdogSec=`, `WATCHDOG=1` only while no thread is
+//! stuck or stopped; `STOPPING=1` at shutdown.
 
 use crate::config::Config;
 use crate::manager::host::HostDriver;
@@ -107,6 +113,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DaemonError {
 }
 
 mod files;
+mod notify;
 mod registry;
 mod signals;
 mod tasks;
@@ -133,6 +140,9 @@ pub struct RunOptions {
     /// The shutdown flag to use (None = a new one). The binary passes the
     /// one it gave the host driver, so the driver's waits end on SIGTERM.
     pub shutdown: Option<Shutdown>,
+    /// systemd notifications (`Type=notify`): `READY=1` once started, an
+    /// `sd-notify` thread for `STATUS=`/`WATCHDOG=1`, `STOPPING=1`.
+    pub notify: Option<Arc<crate::sdnotify::Notifier>>,
 }
 
 /// A started daemon.
@@ -142,6 +152,7 @@ pub struct Daemon {
     registry: ThreadRegistry,
     done_rx: crossbeam_channel::Receiver<&'static str>,
     threads: Vec<(&'static str, std::thread::JoinHandle<()>)>,
+    notify: Option<Arc<crate::sdnotify::Notifier>>,
     _pid: Option<PidFile>,
 }
 
@@ -224,14 +235,17 @@ impl Daemon {
                 }),
             });
         }
+        let doc: crate::status::StatusFn = Arc::new(status_doc_fn(
+            host_id.clone(),
+            mgr.clone(),
+            host.clone(),
+            link.clone(),
+            registry.clone(),
+        ));
+        if let Some(n) = &opts.notify {
+            tasks.push(notify::notify_task(n.clone(), doc.clone()));
+        }
         {
-            let doc: crate::status::StatusFn = Arc::new(status_doc_fn(
-                host_id.clone(),
-                mgr.clone(),
-                host.clone(),
-                link.clone(),
-                registry.clone(),
-            ));
             tasks.push(Task {
                 name: "status-server",
                 step: Box::new(move || {
@@ -260,12 +274,19 @@ impl Daemon {
             crate::VERSION,
             threads.len()
         );
+        if let Some(n) = &opts.notify {
+            let up = format!("started, {} threads", threads.len());
+            if let Err(e) = n.ready(&up) {
+                log::warn!("sd_notify READY=1: {e}");
+            }
+        }
         Ok(Daemon {
             shutdown,
             mgr,
             registry,
             done_rx,
             threads,
+            notify: opts.notify,
             _pid: pid,
         })
     }
@@ -291,6 +312,9 @@ impl Daemon {
     /// most [`STOP_TIMEOUT`]) and clean up the socket and pid file.
     pub fn wait(mut self) -> Result<(), DaemonError> {
         while !self.shutdown.wait(Duration::from_secs(3600)) {}
+        if let Some(n) = &self.notify {
+            let _ = n.stopping();
+        }
         self.mgr.close_queues();
         let deadline = Instant::now() + STOP_TIMEOUT;
         let mut left: Vec<&'static str> = self

@@ -10,8 +10,8 @@
 //!   found, a thread stopped or stuck, a VSI failed.
 //! - 3 UNKNOWN: the answer is not a status document.
 //!
-//! Owns the rules. Pure: a JSON value in, a verdict out (the CLI does the
-//! socket query).
+//! Owns the rules (also the thread rule the systemd watchdog obeys). Pure:
+//! a JSON value in, a verdict out (the CLI does the socket query).
 
 use serde_json::Value;
 
@@ -43,6 +43,28 @@ pub fn line(state: Health, what: &str) -> String {
     format!("VDP-AGENT {} - {what}", state.label())
 }
 
+/// A thread's state as the registry shows it, judged: `alive`/`starting`
+/// OK, `restarting` (after a caught panic) WARNING, anything else
+/// (`stuck`, `stopped`) CRITICAL. The systemd watchdog uses the same rule:
+/// no `WATCHDOG=1` while a thread is critical.
+pub fn thread_health(state: &str) -> Health {
+    match state {
+        "alive" | "starting" => Health::Ok,
+        "restarting" => Health::Warning,
+        _ => Health::Critical,
+    }
+}
+
+/// The threads that hold back the systemd watchdog (critical ones), as
+/// `name state` texts; empty = every thread makes progress.
+pub fn watchdog_blockers<'a>(threads: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    threads
+        .into_iter()
+        .filter(|(_, st)| thread_health(st) == Health::Critical)
+        .map(|(n, st)| format!("{n} {st}"))
+        .collect()
+}
+
 /// Judge a status document.
 pub fn judge(v: &Value) -> (Health, String) {
     let (Some(threads), Some(vsis), Some(uplink)) = (
@@ -66,10 +88,11 @@ pub fn judge(v: &Value) -> (Health, String) {
         critical.push(format!("uplink down ({why})"));
     }
     for (name, state) in threads {
-        match state.as_str().unwrap_or("?") {
-            "alive" | "starting" => {}
-            "restarting" => warning.push(format!("thread {name} restarting")),
-            other => critical.push(format!("thread {name} {other}")),
+        let state = state.as_str().unwrap_or("?");
+        match thread_health(state) {
+            Health::Ok => {}
+            Health::Warning => warning.push(format!("thread {name} {state}")),
+            _ => critical.push(format!("thread {name} {state}")),
         }
     }
     let result_count = |r: &str| {
@@ -231,6 +254,21 @@ mod tests {
         v["server"]["pending_results"] = json!(1);
         assert_eq!(judge(&v).0, Health::Critical);
         assert_eq!(Health::Critical.exit_code(), 2);
+    }
+
+    #[test]
+    fn watchdog_rule_is_the_thread_rule() {
+        assert!(
+            watchdog_blockers([("a", "alive"), ("b", "starting"), ("c", "restarting")]).is_empty()
+        );
+        assert_eq!(
+            watchdog_blockers([
+                ("queue-worker", "stuck"),
+                ("b", "alive"),
+                ("signal", "stopped")
+            ]),
+            vec!["queue-worker stuck", "signal stopped"]
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - `ovs`, `lldpad`, `uplink`, `topology`: host drivers (commands via `exec`).
 //! - `status`: the unix-socket status server and its printing; `health`: the
 //!   monitoring-plugin verdict of `status --check`.
-//! - `daemon`: threads, signals, pid file, shutdown.
+//! - `daemon`: threads, signals, pid file, shutdown; `sdnotify`: systemd
+//!   readiness/watchdog messages; `journal`: log line priorities for journald.
 //! - `lab` (cargo feature `lab`, on by default; off in the packaged
 //!   daemon): the lab tools behind `vdp-lab` (reference controller, leaf
 //!   simulator, netns harness). Nothing outside `lab` uses it.
@@ -24,6 +25,7 @@ pub mod exec;
 pub mod fsutil;
 pub mod health;
 pub mod host;
+pub mod journal;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod lldpad;
@@ -31,6 +33,7 @@ pub mod manager;
 pub mod model;
 pub mod ovs;
 pub mod queue;
+pub mod sdnotify;
 pub mod shutdown;
 pub mod status;
 pub mod task;

@@ -8,7 +8,10 @@
 //! Decisions: without `-c`, `/etc/vdp-agent/agent.yaml` is used when it
 //! exists and built-in defaults otherwise (a given `-c FILE` must exist).
 //! Logging: `log.level` unless `RUST_LOG` is set; to stderr or appended to
-//! `log.file`, reopened on SIGHUP. Log lines carry the thread name.
+//! `log.file`, reopened on SIGHUP. Log lines carry the thread name; on a
+//! stderr that is the journal (`$JOURNAL_STREAM`) they start with `<N>`
+//! and carry no timestamp. `--default-root-helper` sets `root_helper` only
+//! for a config file that leaves the key out (the packaged service: "").
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,6 +24,8 @@ use vdp_agent::manager::link::ControllerLink;
 const USAGE: &str = "\
 usage: vdp-agent [-c FILE] [--pid-file FILE]      run the daemon in the foreground
        vdp-agent -c FILE --check-config           validate config, print the effective config
+       --default-root-helper=HELPER (run, --check-config): root_helper when the
+                                                  config file does not set it (empty = none)
        vdp-agent [-c FILE] status [--json]        show the running daemon's state
        vdp-agent [-c FILE] status --check         monitoring-plugin check (exit 0/1/2/3)
        vdp-agent --version | --help
@@ -38,11 +43,15 @@ enum Command {
 #[derive(Debug)]
 struct Cli {
     config: Option<PathBuf>,
+    /// `--default-root-helper`: the root_helper used when the config file
+    /// does not set the key (the packaged service passes "").
+    default_root_helper: Option<String>,
     command: Command,
 }
 
 fn parse_args(args: &[String]) -> Result<Cli, String> {
     let mut config = None;
+    let mut default_root_helper = None;
     let mut pid_file = None;
     let mut check = false;
     let mut status = false;
@@ -60,6 +69,13 @@ fn parse_args(args: &[String]) -> Result<Cli, String> {
             "--pid-file" => {
                 let v = it.next().ok_or("--pid-file needs a FILE")?;
                 pid_file = Some(PathBuf::from(v));
+            }
+            "--default-root-helper" => {
+                let v = it.next().ok_or("--default-root-helper needs a HELPER")?;
+                default_root_helper = Some(v.clone());
+            }
+            s if s.starts_with("--default-root-helper=") => {
+                default_root_helper = Some(s["--default-root-helper=".len()..].to_string());
             }
             "--check-config" => check = true,
             "status" => status = true,
@@ -96,7 +112,37 @@ fn parse_args(args: &[String]) -> Result<Cli, String> {
         }
         Command::Run { pid_file }
     };
-    Ok(Cli { config, command })
+    if default_root_helper.is_some()
+        && !matches!(command, Command::Run { .. } | Command::CheckConfig)
+    {
+        return Err("--default-root-helper goes with running the daemon or --check-config".into());
+    }
+    Ok(Cli {
+        config,
+        default_root_helper,
+        command,
+    })
+}
+
+/// Whether the config file sets `root_helper` itself (top-level key).
+fn file_sets_root_helper(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_yaml::from_str::<serde_yaml::Value>(&t).ok())
+        .is_some_and(|v| v.get("root_helper").is_some())
+}
+
+/// `load_config`, then `--default-root-helper` for a file that leaves
+/// `root_helper` out (the built-in default "sudo" stays for everyone else).
+fn load_config_with(cli: &Cli) -> Result<Config, String> {
+    let mut cfg = load_config(cli.config.as_deref())?;
+    if let Some(h) = &cli.default_root_helper {
+        let file = cli.config.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG));
+        if !file_sets_root_helper(file) {
+            cfg.root_helper = h.clone();
+        }
+    }
+    Ok(cfg)
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, String> {
@@ -156,14 +202,26 @@ fn init_logging(cfg: &Config) -> Result<Option<Arc<LogFile>>, String> {
     if let Ok(spec) = std::env::var("RUST_LOG") {
         b.parse_filters(&spec);
     }
-    b.format(|buf, rec| {
-        let ts = buf.timestamp_seconds();
+    // stderr that is the journal: `<N>` priority prefix, no timestamp.
+    let journal = cfg.log.file.is_none() && vdp_agent::journal::stderr_is_journal();
+    b.format(move |buf, rec| {
         let th = std::thread::current();
+        let th = th.name().unwrap_or("?");
+        if journal {
+            let prio = vdp_agent::journal::priority(rec.level());
+            return writeln!(
+                buf,
+                "<{prio}>{:<5} [{th}] {}: {}",
+                rec.level(),
+                rec.target(),
+                rec.args()
+            );
+        }
+        let ts = buf.timestamp_seconds();
         writeln!(
             buf,
-            "{ts} {:<5} [{}] {}: {}",
+            "{ts} {:<5} [{th}] {}: {}",
             rec.level(),
-            th.name().unwrap_or("?"),
             rec.target(),
             rec.args()
         )
@@ -236,7 +294,7 @@ fn real_main() -> i32 {
             0
         }
         Command::CheckConfig => {
-            match load_config(cli.config.as_deref()).and_then(|cfg| preflight(&cfg).map(|_| cfg)) {
+            match load_config_with(&cli).and_then(|cfg| preflight(&cfg).map(|_| cfg)) {
                 Ok(cfg) => {
                     print!("{}", cfg.effective_yaml());
                     0
@@ -286,10 +344,9 @@ fn real_main() -> i32 {
                 }
             }
         }
-        Command::Run { pid_file } => {
-            let cfg = match load_config(cli.config.as_deref())
-                .and_then(|cfg| preflight(&cfg).map(|_| cfg))
-            {
+        Command::Run { ref pid_file } => {
+            let pid_file = pid_file.clone();
+            let cfg = match load_config_with(&cli).and_then(|cfg| preflight(&cfg).map(|_| cfg)) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("vdp-agent: {e}");
@@ -314,6 +371,10 @@ fn real_main() -> i32 {
                     Err(e) => eprintln!("vdp-agent: reopening log file: {e}"),
                 }) as Arc<dyn Fn() + Send + Sync>
             });
+            // systemd's notify socket, taken out of the environment while
+            // this process has one thread (children do not inherit it).
+            let notify = vdp_agent::sdnotify::Notifier::from_env().map(Arc::new);
+            vdp_agent::sdnotify::Notifier::clear_env();
             // Signals are blocked before any thread exists (run_with does it
             // first thing); build_host_and_link must not spawn threads.
             if let Err(e) = daemon::block_signals() {
@@ -334,6 +395,7 @@ fn real_main() -> i32 {
                 handle_signals: true,
                 on_hup,
                 shutdown: Some(shutdown),
+                notify,
             };
             match daemon::run_with(cfg, host, link, opts) {
                 Ok(()) => 0,
@@ -402,6 +464,12 @@ mod tests {
             }
         );
         assert!(p(&["--bogus"]).is_err());
+        let c = p(&["-c", "f", "--default-root-helper=", "--pid-file", "/p"]).unwrap();
+        assert_eq!(c.default_root_helper.as_deref(), Some(""));
+        let c = p(&["--default-root-helper", "sudo -n", "--check-config"]).unwrap();
+        assert_eq!(c.default_root_helper.as_deref(), Some("sudo -n"));
+        assert!(p(&["status", "--default-root-helper="]).is_err());
+        assert!(p(&["--default-root-helper"]).is_err());
         assert!(p(&["status", "--check-config"]).is_err());
     }
 }

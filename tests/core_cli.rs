@@ -296,3 +296,102 @@ fn daemon_runs_serves_status_reopens_log_and_stops_on_sigterm() {
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(logs.contains("received SIGTERM"), "{logs}");
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): READY=1 once up, then
+/// WATCHDOG=1 pings with a STATUS= line, STOPPING=1 on SIGTERM; with
+/// `$JOURNAL_STREAM` naming its stderr, log lines carry `<N>` priorities
+/// and no timestamp.
+#[test]
+fn systemd_notify_watchdog_and_journal_priorities() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::net::UnixDatagram;
+    let d = TempDir::new("cli-notify");
+    let cfg = write_config(&d, "uplink:\n  candidates: [co-none0]\n");
+    let nsock = d.path().join("notify.sock");
+    let rx = UnixDatagram::bind(&nsock).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let errf = d.path().join("stderr.txt");
+    let err = std::fs::File::create(&errf).unwrap();
+    let m = std::fs::metadata(&errf).unwrap();
+    let child = Command::new(BIN)
+        .args(["-c", cfg.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &nsock)
+        .env("WATCHDOG_USEC", "400000")
+        .env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut guard = DaemonChild(Some(child));
+    let mut got: Vec<String> = Vec::new();
+    let mut buf = [0u8; 1024];
+    wait_for("READY=1 and two WATCHDOG=1", || {
+        if let Ok(n) = rx.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got.iter().any(|m| m.starts_with("READY=1\n"))
+            && got.iter().filter(|m| m.starts_with("WATCHDOG=1\n")).count() >= 2
+    });
+    let ready = got.iter().find(|m| m.starts_with("READY=1\n")).unwrap();
+    assert!(ready.contains("\nSTATUS=started"), "{ready}");
+    let ping = got.iter().find(|m| m.starts_with("WATCHDOG=1\n")).unwrap();
+    // The uplink candidate does not exist: the status line says so.
+    assert!(ping.contains("\nSTATUS=CRITICAL - uplink down"), "{ping}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_for("STOPPING=1", || {
+        if let Ok(n) = rx.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got.iter().any(|m| m.starts_with("STOPPING=1\n"))
+    });
+    let status = guard.0.take().unwrap().wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let log = std::fs::read_to_string(&errf).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() > 2, "{log}");
+    for l in &lines {
+        let ok = ["<3>", "<4>", "<6>", "<7>"]
+            .iter()
+            .any(|p| l.starts_with(p));
+        assert!(ok, "no priority prefix: {l}");
+        // no timestamp: the level word follows the prefix
+        assert!(
+            l[3..].starts_with(|c: char| c.is_ascii_uppercase()),
+            "timestamp or junk after the prefix: {l}"
+        );
+    }
+    assert!(lines.iter().any(|l| l.starts_with("<6>INFO ")), "{log}");
+    assert!(lines.iter().any(|l| l.starts_with("<7>DEBUG")), "{log}");
+}
+
+/// `--default-root-helper` (the packaged service passes "") sets
+/// root_helper only for a config file that leaves the key out.
+#[test]
+fn default_root_helper_only_when_the_file_leaves_it_out() {
+    let d = TempDir::new("cli-roothelper");
+    let f = d.path().join("a.yaml");
+    let eff = |args: &[&str]| -> Config {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_yaml::from_str(&text(&out.stdout)).unwrap()
+    };
+    let fs = f.to_str().unwrap();
+    std::fs::write(&f, "# every key commented out\n#root_helper: sudo\n").unwrap();
+    assert_eq!(eff(&["-c", fs, "--check-config"]).root_helper, "sudo");
+    assert_eq!(
+        eff(&["-c", fs, "--check-config", "--default-root-helper="]).root_helper,
+        ""
+    );
+    std::fs::write(&f, "root_helper: sudo -n\n").unwrap();
+    assert_eq!(
+        eff(&["-c", fs, "--check-config", "--default-root-helper="]).root_helper,
+        "sudo -n"
+    );
+}

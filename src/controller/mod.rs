@@ -3,7 +3,7 @@
 //! event long-poll (`GET {url}/v1/agents/{host}/events`) and the pending
 //! results that must never be lost (`pending` submodule).
 //!
-//! Owns: the HTTP agent (ureq, rustls with webpki roots + `server.ca_file`),
+//! Owns: the HTTP agent (ureq, rustls: system CA store + `server.ca_file`),
 //! the bearer token, the pending-result store and the link status. Calls
 //! `model`, `config`, `manager::link` / `manager::host` types; nothing else.
 //!
@@ -206,9 +206,7 @@ impl Controller {
             .redirects(0)
             .timeout_connect(Duration::from_secs(s.timeout_s.max(1)))
             .user_agent(&format!("vdp-agent/{}", crate::VERSION));
-        if let Some(ca) = &s.ca_file {
-            builder = builder.tls_config(tls_config(ca)?);
-        }
+        builder = builder.tls_config(tls_config(s.ca_file.as_ref())?);
         let state_dir = cfg.paths.state_dir.clone();
         std::fs::create_dir_all(&state_dir).map_err(|err| ControllerError::StateDir {
             path: state_dir.clone(),

@@ -1,7 +1,8 @@
 //! Start-up checks of the controller link (`preflight`, also run by
 //! `--check-config`): the URL, the token file, the CA file.
 //!
-//! Owns nothing. Calls the file system and rustls.
+//! Owns nothing. Calls the file system, rustls and rustls-native-certs
+//! (the system trust store).
 
 use super::*;
 
@@ -36,14 +37,42 @@ pub(super) fn read_token(path: &PathBuf) -> Result<String, ControllerError> {
     Ok(t.to_string())
 }
 
-/// rustls client config: webpki roots plus every certificate of `ca_file`.
-pub(super) fn tls_config(ca_file: &PathBuf) -> Result<Arc<rustls::ClientConfig>, ControllerError> {
+/// rustls client config trusting the system store (the distribution's CA
+/// bundle as `update-ca-certificates` / `update-ca-trust` leave it, found
+/// the way OpenSSL finds it; `SSL_CERT_FILE`/`SSL_CERT_DIR` override) plus
+/// every certificate of `ca_file`. Only when the system store yields no
+/// certificate at all (no ca-certificates package) the built-in Mozilla
+/// roots stand in for it, so such a host still reaches a public CA.
+pub(super) fn tls_config(
+    ca_file: Option<&PathBuf>,
+) -> Result<Arc<rustls::ClientConfig>, ControllerError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if roots.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    if let Some(ca_file) = ca_file {
+        add_ca_file(&mut roots, ca_file)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ControllerError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// Every certificate of a PEM file into `roots` (at least one).
+fn add_ca_file(
+    roots: &mut rustls::RootCertStore,
+    ca_file: &PathBuf,
+) -> Result<(), ControllerError> {
     let ca_err = |msg: String| ControllerError::CaFile {
         path: ca_file.clone(),
         msg,
     };
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let pem = std::fs::read(ca_file).map_err(|e| ca_err(e.to_string()))?;
     let mut added = 0;
     for cert in rustls_pemfile::certs(&mut &pem[..]) {
@@ -56,13 +85,7 @@ pub(super) fn tls_config(ca_file: &PathBuf) -> Result<Arc<rustls::ClientConfig>,
     if added == 0 {
         return Err(ca_err("no certificate found".into()));
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ControllerError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
+    Ok(())
 }
 
 /// `server.url` as `scheme://HOST[:PORT][/PATH]`: a non-empty host without
@@ -107,7 +130,7 @@ pub fn preflight(cfg: &Config) -> Result<(), ControllerError> {
         read_token(p)?;
     }
     if let Some(ca) = &cfg.server.ca_file {
-        tls_config(ca)?;
+        add_ca_file(&mut rustls::RootCertStore::empty(), ca)?;
     }
     Ok(())
 }

@@ -104,3 +104,54 @@ fn panicking_step_is_caught_and_thread_goes_on() {
     h.join().unwrap();
     assert_eq!(reg.snapshot()["co-panicky"], "stopped");
 }
+
+/// The watchdog is pinged while every thread makes progress and held back
+/// (only `STATUS=` is sent) while one is stuck or stopped.
+#[test]
+fn watchdog_pings_only_while_no_thread_is_stuck() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = std::env::temp_dir().join(format!("co-wd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let rx = UnixDatagram::bind(&path).unwrap();
+    let n = crate::sdnotify::Notifier::new(
+        crate::sdnotify::NotifyAddr::Path(path),
+        Some(Duration::from_secs(2)),
+    )
+    .unwrap();
+    let reg = ThreadRegistry::default();
+    reg.set("queue-worker", "alive");
+    reg.set("flow-check", "restarting");
+    let doc = |reg: &ThreadRegistry, stuck_after| StatusDoc {
+        host_id: "h".into(),
+        version: "v".into(),
+        uplink: Default::default(),
+        vsis: vec![],
+        queues: Default::default(),
+        threads: reg.snapshot_with(stuck_after),
+        server: Default::default(),
+        host: Default::default(),
+    };
+    let mut buf = [0u8; 512];
+    let (_, ping) = notify::notify_round(&n, &doc(&reg, STUCK_AFTER));
+    assert!(ping);
+    let k = rx.recv(&mut buf).unwrap();
+    assert!(buf[..k].starts_with(b"WATCHDOG=1\nSTATUS=CRITICAL - uplink down"));
+    // The queue worker's step has run for 2 s, longer than the bound.
+    reg.step(
+        "queue-worker",
+        Some(Instant::now() - Duration::from_secs(2)),
+    );
+    let (text, ping) = notify::notify_round(&n, &doc(&reg, Duration::from_secs(1)));
+    assert!(!ping);
+    assert_eq!(text, "watchdog held back: queue-worker stuck");
+    let k = rx.recv(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..k],
+        b"STATUS=watchdog held back: queue-worker stuck\n"
+    );
+    reg.step("queue-worker", None);
+    assert!(notify::notify_round(&n, &doc(&reg, Duration::from_secs(1))).1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
