@@ -28,6 +28,7 @@ pub mod host;
 pub mod lab;
 pub mod lldpad;
 pub mod manager;
+pub mod metrics;
 pub mod model;
 pub mod ovs;
 pub mod queue;

@@ -59,6 +59,12 @@ impl LldpadDriver {
     /// A `vdptool -t ... -R` query, over the control socket when enabled
     /// and usable, else as a vdptool process. `Err` unless status 0.
     pub(super) fn query_reply(&self, cmd: &Command) -> Result<vdptool::QueryReply, String> {
+        let r = self.query_reply_inner(cmd);
+        crate::metrics::vdp_request("query", if r.is_ok() { "success" } else { "failed" });
+        r
+    }
+
+    fn query_reply_inner(&self, cmd: &Command) -> Result<vdptool::QueryReply, String> {
         let q = match self.socket_query(cmd) {
             Some(line) => vdptool::parse_query(&line)?,
             None => {
@@ -143,11 +149,13 @@ impl LldpadDriver {
         wait: bool,
     ) -> VdpReply {
         let assoc = |raw_vlan: u16| {
-            if wait {
+            let r = if wait {
                 self.assoc_wait(req, raw_vlan)
             } else {
                 self.send_assoc_nowait(req, raw_vlan)
-            }
+            };
+            crate::metrics::vdp_request("assoc", metrics_outcome(&r));
+            r
         };
         match state {
             Ok(Some(VsiState::Associated { vlan, .. })) => {
@@ -246,8 +254,19 @@ impl LldpadDriver {
             .args(req, raw_vlan)
             .and_then(|a| vdptool::request_argv(&self.port, &self.cfg, Mode::Deassoc, &a, false))
             .map_err(|e| e.to_string())?;
-        let out = self.run(&argv, CMD_TIMEOUT)?;
-        vdptool::request_result(&out)
+        let r = self
+            .run(&argv, CMD_TIMEOUT)
+            .and_then(|out| vdptool::request_result(&out));
+        let busy = matches!(&r, Err(f) if f.ends_with(vdptool::BUSY_TEXT));
+        let outcome = if r.is_ok() {
+            "success"
+        } else if busy {
+            "pending"
+        } else {
+            "failed"
+        };
+        crate::metrics::vdp_request("deassoc", outcome);
+        r
     }
 
     /// Query, then deassoc with the stored filter. `pending` = lldpad has
@@ -315,5 +334,16 @@ impl LldpadDriver {
             }
         }
         self.table.lock().later.extend(keep);
+    }
+}
+
+/// The `outcome` label of an associate's reply (`crate::metrics`).
+fn metrics_outcome(r: &VdpReply) -> &'static str {
+    if r.vdp_vlan.is_some() && !r.pending {
+        "success"
+    } else if r.awaiting_verdict() {
+        "pending"
+    } else {
+        "failed"
     }
 }
