@@ -363,6 +363,7 @@ fn status_doc_fn(
             },
             server: link.status(),
             host: host.status_extra(),
+            health: metrics::health_extra(),
         }
     }
 }

@@ -43,6 +43,12 @@ pub fn rpc_done(method: &str, elapsed: Duration, ok: bool) {
     METRICS.rpc_done(method, elapsed, ok);
 }
 
+/// How long ago the last controller call failed (None: none has), for
+/// `status` (`health.controller_error_age_s`) and `status --check`.
+pub fn controller_error_age() -> Option<Duration> {
+    METRICS.rpc_error_age(Instant::now())
+}
+
 /// A VDP request to lldpad: `mode` assoc, deassoc or query; `outcome`
 /// success, pending or failed.
 pub fn vdp_request(mode: &str, outcome: &str) {

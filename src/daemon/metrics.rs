@@ -72,3 +72,10 @@ pub(super) fn task(
         }),
     }
 }
+
+/// The status document's `health` section (README "Status interface").
+pub(super) fn health_extra() -> BTreeMap<String, serde_json::Value> {
+    let age =
+        crate::metrics::controller_error_age().map(|d| (d.as_secs_f64() * 10.0).round() / 10.0);
+    BTreeMap::from([("controller_error_age_s".to_string(), serde_json::json!(age))])
+}

@@ -6,7 +6,17 @@
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// The process's time base for "when" values kept in atomics.
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Milliseconds since [`EPOCH`] (+1, so 0 can mean "never").
+fn stamp(now: Instant) -> u64 {
+    let base = *EPOCH.get_or_init(|| now);
+    u64::try_from(now.saturating_duration_since(base).as_millis()).unwrap_or(u64::MAX - 1) + 1
+}
 
 /// Upper bounds (seconds) of every histogram's buckets; `+Inf` follows.
 pub const BUCKETS: [f64; 15] = [
@@ -178,6 +188,8 @@ pub struct Metrics {
     pub flow_repairs: [Counter; FLOW_REASONS.len()],
     pub pending_results: AtomicU64,
     pub vm_event_seconds: Histogram,
+    /// [`stamp`] of the last failed controller call (0 = none yet).
+    last_rpc_error: AtomicU64,
     clocks: Mutex<Option<HashMap<String, Instant>>>,
 }
 
@@ -201,6 +213,7 @@ impl Metrics {
             flow_repairs: [const { Counter::new() }; FLOW_REASONS.len()],
             pending_results: AtomicU64::new(0),
             vm_event_seconds: Histogram::new(),
+            last_rpc_error: AtomicU64::new(0),
             clocks: Mutex::new(None),
         }
     }
@@ -225,6 +238,16 @@ impl Metrics {
         self.rpc_seconds[i].observe(elapsed);
         if !ok {
             self.rpc_errors[i].inc();
+            self.last_rpc_error
+                .store(stamp(Instant::now()), Ordering::Relaxed);
+        }
+    }
+
+    /// How long ago the last controller call failed (None: none failed).
+    pub fn rpc_error_age(&self, now: Instant) -> Option<Duration> {
+        match self.last_rpc_error.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(Duration::from_millis(stamp(now).saturating_sub(at))),
         }
     }
 
