@@ -5,7 +5,8 @@
 //! valid Prometheus text (`lab::promtext`: every line, HELP/TYPE for every
 //! family, histogram buckets cumulative with +Inf = count), hold every
 //! family of `metrics::FAMILIES` with its type, and its counters must move
-//! exactly as the events demand.
+//! exactly as the events demand. `status --check` is asked along the way
+//! (OK with two VMs up, WARNING after the failed controller call).
 
 mod common;
 use common::*;
@@ -53,6 +54,21 @@ fn scrape(lab: &Lab) -> Exposition {
         assert!(!f.samples.is_empty(), "{name} has no samples");
     }
     e
+}
+
+/// `vdp-agent status --check` in the host netns: exit code, its one line.
+fn check(lab: &Lab) -> (Option<i32>, String) {
+    let bin = bin_dir().join("vdp-agent");
+    let cfg = lab.file("agent.yaml");
+    let out = lab.host(&[
+        bin.to_str().expect("utf-8 path"),
+        "-c",
+        cfg.to_str().expect("utf-8 path"),
+        "status",
+        "--check",
+    ]);
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.code(), line)
 }
 
 fn v(e: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -181,6 +197,13 @@ fn e2e_metrics() {
         0.0,
         "no controller error yet"
     );
+    // The monitoring-plugin view agrees: OK now.
+    let (code, line) = check(&lab);
+    assert_eq!(code, Some(0), "{line}");
+    assert!(
+        line.starts_with("VDP-AGENT OK - uplink eth2, 2 VSI(s)"),
+        "{line}"
+    );
 
     // A failing controller: the next RPC answers 500, counted by method;
     // the VM-down's result is still delivered (kept, retried).
@@ -223,6 +246,13 @@ fn e2e_metrics() {
         1.0
     );
     assert_eq!(d(&e2, &e3, "vdp_agent_vm_event_seconds_count", &[]), 1.0);
+    // The failed call is a WARNING for a minute, though it was retried.
+    let (code, line) = check(&lab);
+    assert_eq!(code, Some(1), "{line}");
+    assert!(
+        line.starts_with("VDP-AGENT WARNING - controller error "),
+        "{line}"
+    );
 
     // A translation flow deleted behind the agent's back is put back by
     // the flow check (lab: every 5 s) and counted.
