@@ -6,12 +6,13 @@
 //! family, histogram buckets cumulative with +Inf = count), hold every
 //! family of `metrics::FAMILIES` with its type, and its counters must move
 //! exactly as the events demand. `status --check` is asked along the way
-//! (OK with two VMs up, WARNING after the failed controller call).
+//! (OK with two VMs up, WARNING after the failed controller call), and a
+//! scrape during an association the leaf delays is answered at once.
 
 mod common;
 use common::*;
 use serde_json::json;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vdp_agent::lab::promtext::{self, Exposition};
 
 const LISTEN: &str = "127.0.0.1:9477";
@@ -307,4 +308,34 @@ fn e2e_metrics() {
         "exactly one restart"
     );
     assert_eq!(v(&e5, "vdp_agent_command_timeouts_total", &[]), 0.0);
+
+    // A scrape never waits for a command: while an association waits 4 s
+    // for the leaf's answer (vdptool -W in the queue worker), scrapes are
+    // answered at once and show the VSI pending.
+    lab.leaf_ctl(&["delay-ms", "4000"]);
+    let vm3 = Vm::new(3, 1, vm1.local_vlan);
+    lab.vm_add(&vm3);
+    lab.port_add(&vm3);
+    let mut pending_scrape = None;
+    let seen = wait_until(Duration::from_secs(15), || {
+        let t = Instant::now();
+        let e = scrape(&lab);
+        let took = t.elapsed();
+        let pending = v(&e, "vdp_agent_vsis", &[("state", "pending")]) >= 1.0;
+        if pending {
+            pending_scrape = Some(took);
+        }
+        pending
+    });
+    lab.leaf_ctl(&["delay-ms", "0"]);
+    assert!(seen, "the VSI never showed pending\n{}", lab.diag());
+    let took = pending_scrape.unwrap_or_default();
+    eprintln!("e2e_metrics: scrape while an association waits for the leaf: {took:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "a scrape during an association took {took:?}"
+    );
+    assert!(lab
+        .wait_result(&vm3.port_uuid, "SUCCESS", Duration::from_secs(30))
+        .is_some());
 }
