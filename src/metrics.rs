@@ -55,6 +55,20 @@ pub fn vdp_request(mode: &str, outcome: &str) {
     METRICS.vdp_request(mode, outcome);
 }
 
+/// A VDP request's reply: `ok` (associated with a VLAN, deassociated,
+/// answered), else `pending` (lldpad's verdict still to come, or lldpad
+/// busy / not ready), else failed.
+pub fn vdp_reply(mode: &str, ok: bool, pending: bool) {
+    let outcome = if ok {
+        "success"
+    } else if pending {
+        "pending"
+    } else {
+        "failed"
+    };
+    METRICS.vdp_request(mode, outcome);
+}
+
 /// A notice of the lldpad event watcher (`kind` in [`EVENT_KINDS`]).
 pub fn lldpad_event(kind: &str) {
     METRICS.lldpad_event(kind);

@@ -60,7 +60,7 @@ impl LldpadDriver {
     /// and usable, else as a vdptool process. `Err` unless status 0.
     pub(super) fn query_reply(&self, cmd: &Command) -> Result<vdptool::QueryReply, String> {
         let r = self.query_reply_inner(cmd);
-        crate::metrics::vdp_request("query", if r.is_ok() { "success" } else { "failed" });
+        crate::metrics::vdp_reply("query", r.is_ok(), false);
         r
     }
 
@@ -154,7 +154,11 @@ impl LldpadDriver {
             } else {
                 self.send_assoc_nowait(req, raw_vlan)
             };
-            crate::metrics::vdp_request("assoc", metrics_outcome(&r));
+            crate::metrics::vdp_reply(
+                "assoc",
+                r.vdp_vlan.is_some() && !r.pending,
+                r.awaiting_verdict(),
+            );
             r
         };
         match state {
@@ -258,14 +262,7 @@ impl LldpadDriver {
             .run(&argv, CMD_TIMEOUT)
             .and_then(|out| vdptool::request_result(&out));
         let busy = matches!(&r, Err(f) if f.ends_with(vdptool::BUSY_TEXT));
-        let outcome = if r.is_ok() {
-            "success"
-        } else if busy {
-            "pending"
-        } else {
-            "failed"
-        };
-        crate::metrics::vdp_request("deassoc", outcome);
+        crate::metrics::vdp_reply("deassoc", r.is_ok(), busy);
         r
     }
 
@@ -334,16 +331,5 @@ impl LldpadDriver {
             }
         }
         self.table.lock().later.extend(keep);
-    }
-}
-
-/// The `outcome` label of an associate's reply (`crate::metrics`).
-fn metrics_outcome(r: &VdpReply) -> &'static str {
-    if r.vdp_vlan.is_some() && !r.pending {
-        "success"
-    } else if r.awaiting_verdict() {
-        "pending"
-    } else {
-        "failed"
     }
 }
