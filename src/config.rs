@@ -46,6 +46,23 @@ pub struct Config {
     pub intervals: IntervalsConfig,
     pub paths: PathsConfig,
     pub log: LogConfig,
+    /// Extension (README "Metrics"): the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `metrics`: where `GET /metrics` is served (null = off, the default).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `IP:PORT` to listen on, e.g. `127.0.0.1:9477`; null = no endpoint.
+    pub listen: Option<String>,
+}
+
+impl MetricsConfig {
+    /// The checked listen address (None = off).
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.as_deref().and_then(|a| a.parse().ok())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -128,6 +145,7 @@ impl Default for Config {
             intervals: IntervalsConfig::default(),
             paths: PathsConfig::default(),
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -216,13 +234,14 @@ fn ifname_ok(s: &str) -> bool {
 /// The keys whose value may be YAML `null` (it means "not set"); every
 /// other key given as `null`/`~` is an error naming it (serde would read a
 /// null string as the text "null").
-pub const NULLABLE_KEYS: [&str; 6] = [
+pub const NULLABLE_KEYS: [&str; 7] = [
     "host_id",
     "server.token_file",
     "server.ca_file",
     "uplink.static",
     "uplink.candidates",
     "log.file",
+    "metrics.listen",
 ];
 
 /// Largest config file read, in bytes.
@@ -386,6 +405,17 @@ impl Config {
                 return bad(key, "must be 1..86400");
             }
         }
+        if let Some(a) = &self.metrics.listen {
+            match a.parse::<std::net::SocketAddr>() {
+                Ok(addr) if addr.port() != 0 => {}
+                _ => {
+                    return bad(
+                        "metrics.listen",
+                        "must be IP:PORT with a port 1..65535 (e.g. 127.0.0.1:9477, [::1]:9477) or null",
+                    )
+                }
+            }
+        }
         if log::LevelFilter::from_str_opt(&self.log.level).is_none() {
             return bad(
                 "log.level",
@@ -492,6 +522,12 @@ mod tests {
             ("uplink:\n  static: 'eth2 x'\n", "uplink.static"),
             ("log:\n  level: loud\n", "log.level"),
             ("intervals:\n  heartbeat_s: 0\n", "intervals.heartbeat_s"),
+            ("metrics:\n  listen: localhost:9477\n", "metrics.listen"),
+            ("metrics:\n  listen: 127.0.0.1\n", "metrics.listen"),
+            ("metrics:\n  listen: 127.0.0.1:0\n", "metrics.listen"),
+            ("metrics:\n  listen: 127.0.0.1:70000\n", "metrics.listen"),
+            ("metrics:\n  listen: 9477\n", "metrics.listen"),
+            ("metrics:\n  port: 9477\n", "port"),
         ] {
             let e = parse(y).unwrap_err().to_string();
             assert!(e.contains(key), "{y}: {e}");
@@ -537,6 +573,20 @@ mod tests {
                 c.server.timeout_s + c.server.events_wait_s
             ))
             .is_some());
+    }
+
+    #[test]
+    fn metrics_listen() {
+        assert_eq!(parse("").unwrap().metrics.listen_addr(), None);
+        let c = parse("metrics:\n  listen: null\n").unwrap();
+        assert_eq!(c, Config::default());
+        let c = parse("metrics:\n  listen: 127.0.0.1:9477\n").unwrap();
+        assert_eq!(
+            c.metrics.listen_addr(),
+            Some("127.0.0.1:9477".parse().unwrap())
+        );
+        let c = parse("metrics:\n  listen: '[::]:9477'\n").unwrap();
+        assert_eq!(c.metrics.listen_addr().map(|a| a.port()), Some(9477));
     }
 
     #[test]

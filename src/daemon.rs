@@ -113,6 +113,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DaemonError {
 }
 
 mod files;
+mod metrics;
 mod notify;
 mod registry;
 mod signals;
@@ -177,6 +178,7 @@ impl Daemon {
         let status_server =
             StatusServer::bind(&cfg.status_socket()).map_err(DaemonError::Status)?;
 
+        let metrics_server = metrics::bind(&cfg)?;
         let shutdown = opts.shutdown.clone().unwrap_or_default();
         let host_id = cfg.host_id();
         let mgr = VdpMgr::new(
@@ -256,6 +258,9 @@ impl Daemon {
                     Step::Again
                 }),
             });
+        }
+        if let Some(server) = metrics_server {
+            tasks.push(metrics::task(server, &mgr, &host, &registry));
         }
         let mut threads = Vec::new();
         for t in tasks {
@@ -382,6 +387,7 @@ fn status_doc_fn(
             },
             server: link.status(),
             host: host.status_extra(),
+            health: metrics::health_extra(),
         }
     }
 }

@@ -234,6 +234,7 @@ impl Runner {
             err: e.to_string(),
         })?;
         self.stats.spawned.fetch_add(1, Ordering::Relaxed);
+        let program = argv.first().map_or("", |s| s.as_ref());
         let pid = child.id() as libc::pid_t;
         let (tx, rx) = crossbeam_channel::unbounded::<Io>();
         let spawn_err = |e: io::Error| ExecError::Spawn {
@@ -313,6 +314,7 @@ impl Runner {
                         }
                     }
                     log::warn!("exec: `{cmd_str}` timed out after {timeout:?}");
+                    crate::metrics::command_done(program, start.elapsed(), true);
                     return Err(ExecError::Timeout {
                         cmd: cmd_str,
                         after: timeout,
@@ -333,6 +335,7 @@ impl Runner {
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
             elapsed: start.elapsed(),
         };
+        crate::metrics::command_done(program, output.elapsed, false);
         log::debug!(
             "exec: `{cmd_str}` rc={} in {:?}",
             output.code,

@@ -5,7 +5,9 @@
 //!   result, nothing pending.
 //! - 1 WARNING: VSIs waiting for lldpad's verdict, results kept for the
 //!   controller (undelivered), a thread restarting after a caught panic, or
-//!   a controller error more recent than the last successful call.
+//!   a controller error in the last [`RECENT_ERROR`] (the document's
+//!   `health.controller_error_age_s`; without it, from an older daemon: a
+//!   controller error while results are kept or before any success).
 //! - 2 CRITICAL: the daemon does not answer, the uplink is down or not
 //!   found, a thread stopped or stuck, a VSI failed.
 //! - 3 UNKNOWN: the answer is not a status document.
@@ -64,6 +66,9 @@ pub fn watchdog_blockers<'a>(threads: impl IntoIterator<Item = (&'a str, &'a str
         .map(|(n, st)| format!("{n} {st}"))
         .collect()
 }
+
+/// A controller error younger than this makes a WARNING.
+pub const RECENT_ERROR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Judge a status document.
 pub fn judge(v: &Value) -> (Health, String) {
@@ -139,9 +144,17 @@ pub fn judge(v: &Value) -> (Health, String) {
         .and_then(Value::as_str)
         .filter(|e| !e.is_empty())
     {
-        // The status keeps the last error until a call succeeds again.
-        if last_ok.is_none() || kept > 0 {
-            warning.push(format!("controller: {err}"));
+        // The status keeps the last error text for good; its age tells
+        // whether it is recent.
+        let age = v
+            .pointer("/health/controller_error_age_s")
+            .and_then(Value::as_f64);
+        match age {
+            Some(a) if a < RECENT_ERROR.as_secs_f64() => {
+                warning.push(format!("controller error {a:.0}s ago: {err}"))
+            }
+            _ if last_ok.is_none() || kept > 0 => warning.push(format!("controller: {err}")),
+            _ => {}
         }
     }
     let (state, mut parts) = if !critical.is_empty() {
@@ -223,6 +236,22 @@ mod tests {
                     .into()
             )
         );
+        // A controller error in the last minute, nothing kept: WARNING;
+        // the same error older than a minute: OK.
+        let mut v = doc();
+        v["server"]["last_error"] = json!("heartbeat: transport: connection refused");
+        v["health"] = json!({"controller_error_age_s": 12.4});
+        assert_eq!(
+            judge(&v),
+            (
+                Health::Warning,
+                "controller error 12s ago: heartbeat: transport: connection refused".into()
+            )
+        );
+        v["health"] = json!({"controller_error_age_s": 75.0});
+        assert_eq!(judge(&v).0, Health::Ok);
+        v["health"] = json!({"controller_error_age_s": null});
+        assert_eq!(judge(&v).0, Health::Ok);
         let mut v = doc();
         v["threads"]["flow-check"] = json!("restarting");
         assert_eq!(judge(&v).0, Health::Warning);

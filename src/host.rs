@@ -432,9 +432,13 @@ impl HostDriver for LinuxHost {
     }
 
     fn check_flows(&self) {
+        let after_restart = self.vswitchd.lock().needs_repair;
         let result = self.ovs.check_flows();
         if result.is_ok() {
             self.vswitchd.lock().needs_repair = false;
+        }
+        if let Ok(c) = &result {
+            crate::metrics::flow_check_done(c.restored, c.removed, c.ports_readded, after_restart);
         }
         match result {
             Ok(c) if c.restored > 0 || c.removed > 0 || c.ports_readded => {

@@ -30,6 +30,7 @@ pub mod journal;
 pub mod lab;
 pub mod lldpad;
 pub mod manager;
+pub mod metrics;
 pub mod model;
 pub mod ovs;
 pub mod queue;

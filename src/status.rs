@@ -50,6 +50,10 @@ pub struct StatusDoc {
     /// privileged command the agent ran, for `scripts/bench`) and the lldpad
     /// event client's state.
     pub host: BTreeMap<String, serde_json::Value>,
+    /// Extension (README "Status interface"): facts for `status --check`,
+    /// `controller_error_age_s` (seconds since the last failed controller
+    /// call, null when none failed).
+    pub health: BTreeMap<String, serde_json::Value>,
 }
 
 /// Errors of the status client and server.
@@ -399,6 +403,7 @@ mod tests {
             threads: [("heartbeat".to_string(), "alive".to_string())].into(),
             server: LinkStatus::default(),
             host: Default::default(),
+            health: Default::default(),
         }
     }
 

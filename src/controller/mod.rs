@@ -269,6 +269,7 @@ impl Controller {
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
+        let started = Instant::now();
         let outcome = ok_body(req.send_string(&body)).and_then(|b| {
             let v: Value = serde_json::from_slice(&b)
                 .map_err(|e| LinkFailure::Answer(format!("answer is not JSON: {e}")))?;
@@ -279,6 +280,7 @@ impl Controller {
                 _ => Err(LinkFailure::Answer("answer is not a JSON object".into())),
             }
         });
+        crate::metrics::rpc_done(method, started.elapsed(), outcome.is_ok());
         match outcome {
             Ok(v) => {
                 self.note_ok();
@@ -502,6 +504,7 @@ impl ControllerLink for Controller {
             args["vdp_vlan"] = json!(vlan(vdp_vlan));
         }
         let context = json!({"agent": self.host_id});
+        crate::metrics::vm_result_handed(port_uuid);
         self.hand_over(format!("vm:{port_uuid}"), "update_vm_result", context, args);
         Ok(())
     }
@@ -562,6 +565,7 @@ impl ControllerLink for Controller {
             }
             Ok(evs)
         });
+        crate::metrics::rpc_done("events", started.elapsed(), outcome.is_ok());
         match outcome {
             Ok(evs) => {
                 self.note_ok();

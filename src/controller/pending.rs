@@ -101,6 +101,7 @@ impl PendingStore {
                 let _ = std::fs::rename(&store.path, &bad);
             }
         }
+        crate::metrics::set_pending_results(store.calls.len());
         store
     }
 
@@ -131,6 +132,7 @@ impl PendingStore {
                     self.evict_oldest_vm_result();
                 }
                 self.calls.insert(call.key.clone(), call);
+                crate::metrics::set_pending_results(self.calls.len());
                 true
             }
         }
@@ -156,6 +158,7 @@ impl PendingStore {
         match self.calls.get(key) {
             Some(old) if old.gen <= gen => {
                 self.calls.remove(key);
+                crate::metrics::set_pending_results(self.calls.len());
                 true
             }
             _ => false,

@@ -93,7 +93,10 @@ pub(super) fn reject_vm(mgr: &VdpMgr, seq: u64, rej: &VmRejection) {
 pub fn dispatch_event(mgr: &VdpMgr, ev: &ControllerEvent) {
     match ev.kind.as_str() {
         "vm_info" => match validate::validate_vm_event(&ev.payload) {
-            VmEvent::Single(Ok(vm)) => mgr.vdp_vm_event(VmNotice::Single(vm)),
+            VmEvent::Single(Ok(vm)) => {
+                crate::metrics::vm_event_received(&vm.port_uuid);
+                mgr.vdp_vm_event(VmNotice::Single(vm))
+            }
             VmEvent::Single(Err(rej)) => reject_vm(mgr, ev.seq, &rej),
             VmEvent::Bulk(entries) => {
                 let mut good: Vec<VmPort> = Vec::with_capacity(entries.len());
@@ -108,6 +111,8 @@ pub fn dispatch_event(mgr: &VdpMgr, ev: &ControllerEvent) {
                     ev.seq,
                     good.len()
                 );
+                good.iter()
+                    .for_each(|vm| crate::metrics::vm_event_received(&vm.port_uuid));
                 mgr.vdp_vm_event(VmNotice::Bulk(good));
             }
         },

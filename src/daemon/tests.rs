@@ -132,6 +132,7 @@ fn watchdog_pings_only_while_no_thread_is_stuck() {
         threads: reg.snapshot_with(stuck_after),
         server: Default::default(),
         host: Default::default(),
+        health: Default::default(),
     };
     let mut buf = [0u8; 512];
     let (_, ping) = notify::notify_round(&n, &doc(&reg, STUCK_AFTER));

@@ -96,6 +96,7 @@ impl Shared {
         };
         let veth = d.port().to_string();
         log::warn!("host: lldpad restarted: re-applying settings on {veth} and re-asserting VSIs");
+        crate::metrics::lldpad_restart();
         d.note_lldpad_start();
         if self.enable_port(&veth).is_ok() {
             self.wait_vdp_ready(&veth);
@@ -116,6 +117,7 @@ impl Shared {
 
     /// One notice of the lldpad event watcher (runs on its notify thread).
     pub(super) fn on_notice(&self, notice: LldpadNotice, sink: &VsiSink) {
+        crate::metrics::lldpad_event(notice_kind(&notice));
         match notice {
             LldpadNotice::Vdp(ev) => {
                 let Some(d) = self.driver() else {
@@ -203,5 +205,19 @@ impl Shared {
                 self.set_events_attached(false);
             }
         }
+    }
+}
+
+/// The `kind` label of a watcher notice (`crate::metrics`).
+fn notice_kind(n: &LldpadNotice) -> &'static str {
+    match n {
+        LldpadNotice::Vdp(ev) => match ev.kind {
+            VdpEventKind::Associated => "associated",
+            VdpEventKind::Deassociated => "deassociated",
+            VdpEventKind::Failed => "failed",
+        },
+        LldpadNotice::Restarted { .. } => "restarted",
+        LldpadNotice::Lost(_) => "lost",
+        LldpadNotice::Attached => "attached",
     }
 }

@@ -11,6 +11,7 @@
 //! vdp-lab bench deassoc --leaf-sock PATH [--samples N] [--spacing-ms M] [--cap-s S] --out F
 //! vdp-lab bench resync  --sock PATH --expect N [--timeout S] --out F -- CMD...  (CMD starts the agent)
 //! vdp-lab bench report  --dir DIR --out F [--meta K=V]...
+//! vdp-lab bench plot    --dir DIR --out-dir D        D/latency.svg, D/resync.svg
 //! ```
 //! Every subcommand also takes `--server URL` (default `http://127.0.0.1:9696`).
 //! Bench port `i` (see [`bench_port`]) is OVS port `bp<i>`, tagged with its
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9696";
 
 const USAGE: &str =
-    "usage: vdp-lab bench gen|adds|uplink|idle|deassoc|resync|report ... (see src/lab/bench.rs)";
+    "usage: vdp-lab bench gen|adds|uplink|idle|deassoc|resync|report|plot ... (see src/lab/bench.rs)";
 
 /// What can go wrong in a bench step.
 #[derive(Debug)]
@@ -421,8 +422,10 @@ fn host_counter(status: &Value, key: &str) -> Option<u64> {
 }
 
 mod measure;
+pub mod plot;
 mod report;
 use measure::*;
+use plot::cmd_plot;
 use report::*;
 
 /// Entry point of `vdp-lab bench ...`; returns the exit code.
@@ -441,6 +444,7 @@ pub fn main(args: &[String]) -> i32 {
         "deassoc" => cmd_deassoc(&o),
         "resync" => cmd_resync(&o),
         "report" => cmd_report(&o),
+        "plot" => cmd_plot(&o),
         _ => Err(BenchError::Usage(format!("unknown command {sub}"))),
     });
     match res {

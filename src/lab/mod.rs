@@ -6,4 +6,5 @@ pub mod bench;
 pub mod leaf;
 pub mod netns;
 pub mod ovs_instance;
+pub mod promtext;
 pub mod server;

@@ -127,6 +127,7 @@ pub(super) fn cmd_adds(o: &Opts) -> Res<()> {
         "failed_examples": failed.iter().take(5).cloned().collect::<Vec<_>>(),
         "total_s": round2(total.as_secs_f64()),
         "rate_per_s": round1(ok as f64 / total.as_secs_f64().max(1e-9)),
+        "samples_ms": lat.iter().map(|x| round2(*x)).collect::<Vec<_>>(),
         "latency": summary(lat),
     });
     v["method"] = json!(if burst {
@@ -441,6 +442,8 @@ pub(super) fn cmd_resync(o: &Opts) -> Res<()> {
     let mut half = None;
     let mut uplink = None;
     let mut calls = 0u64;
+    // (seconds since t0, distinct ports reported SUCCESS) at each change.
+    let mut series: Vec<(f64, usize)> = Vec::new();
     while ok.len() < expect && Instant::now() < deadline {
         for (id, port, result) in vm_results_since(&server, last)? {
             last = last.max(id);
@@ -451,6 +454,9 @@ pub(super) fn cmd_resync(o: &Opts) -> Res<()> {
             } else {
                 *other.entry(result).or_default() += 1;
             }
+        }
+        if series.last().map(|p| p.1) != Some(ok.len()) {
+            series.push((round2(t0.elapsed().as_secs_f64()), ok.len()));
         }
         if half.is_none() && ok.len() * 2 >= expect {
             half = Some(t0.elapsed());
@@ -479,6 +485,7 @@ pub(super) fn cmd_resync(o: &Opts) -> Res<()> {
         "first_report_s": s(first),
         "half_s": s(half),
         "all_s": s(done),
+        "series": series,
         "method": "SIGTERM the agent, t0 just before the start command (it returns once the status socket exists), count distinct ports with a SUCCESS update_vm_result recorded by the controller after t0 (polled every 100 ms) until all are in",
     });
     write_part(&o.out()?, &v)

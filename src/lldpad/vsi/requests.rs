@@ -59,6 +59,12 @@ impl LldpadDriver {
     /// A `vdptool -t ... -R` query, over the control socket when enabled
     /// and usable, else as a vdptool process. `Err` unless status 0.
     pub(super) fn query_reply(&self, cmd: &Command) -> Result<vdptool::QueryReply, String> {
+        let r = self.query_reply_inner(cmd);
+        crate::metrics::vdp_reply("query", r.is_ok(), false);
+        r
+    }
+
+    fn query_reply_inner(&self, cmd: &Command) -> Result<vdptool::QueryReply, String> {
         let q = match self.socket_query(cmd) {
             Some(line) => vdptool::parse_query(&line)?,
             None => {
@@ -143,11 +149,17 @@ impl LldpadDriver {
         wait: bool,
     ) -> VdpReply {
         let assoc = |raw_vlan: u16| {
-            if wait {
+            let r = if wait {
                 self.assoc_wait(req, raw_vlan)
             } else {
                 self.send_assoc_nowait(req, raw_vlan)
-            }
+            };
+            crate::metrics::vdp_reply(
+                "assoc",
+                r.vdp_vlan.is_some() && !r.pending,
+                r.awaiting_verdict(),
+            );
+            r
         };
         match state {
             Ok(Some(VsiState::Associated { vlan, .. })) => {
@@ -246,8 +258,12 @@ impl LldpadDriver {
             .args(req, raw_vlan)
             .and_then(|a| vdptool::request_argv(&self.port, &self.cfg, Mode::Deassoc, &a, false))
             .map_err(|e| e.to_string())?;
-        let out = self.run(&argv, CMD_TIMEOUT)?;
-        vdptool::request_result(&out)
+        let r = self
+            .run(&argv, CMD_TIMEOUT)
+            .and_then(|out| vdptool::request_result(&out));
+        let busy = matches!(&r, Err(f) if f.ends_with(vdptool::BUSY_TEXT));
+        crate::metrics::vdp_reply("deassoc", r.is_ok(), busy);
+        r
     }
 
     /// Query, then deassoc with the stored filter. `pending` = lldpad has
