@@ -42,10 +42,11 @@
 use crate::config::Config;
 use crate::manager::host::HostDriver;
 use crate::manager::link::{ControllerEvent, ControllerLink};
-use crate::manager::{panic_message, MgrConfig, Step, Task, VdpMgr, VmNotice};
+use crate::manager::{MgrConfig, Step, Task, VdpMgr, VmNotice};
 use crate::model::{UplinkInfo, VmPort, VmResult};
 use crate::shutdown::Shutdown;
 use crate::status::{QueueLens, StatusDoc, StatusServer};
+use crate::task::panic_message;
 use crate::validate::{self, VmEvent, VmRejection};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;

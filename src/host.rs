@@ -19,10 +19,8 @@ use crate::exec::Runner;
 use crate::lldpad::events::{LldpadNotice, LldpadWatch, VdpEventKind};
 use crate::lldpad::lldptool;
 use crate::lldpad::vsi::{LldpadDriver, VdpReply, VsiRequest};
-use crate::manager::host::{
-    HostDriver, NoLocalVlan, PortOutcome, TopoReport, UplinkDetect, VsiChange, VsiSink, VsiStatus,
-};
-use crate::model::VmPort;
+use crate::manager::host::{HostDriver, NoLocalVlan, PortOutcome, VsiSink};
+use crate::model::{TopoReport, UplinkDetect, VmPort, VsiChange, VsiStatus};
 use crate::ovs::{OvsDriver, OvsError};
 use crate::shutdown::Shutdown;
 use crate::topology::TopoDisc;

@@ -1,6 +1,9 @@
 //! Domain values shared by every module: validated VM ports, port status,
-//! results reported to the controller, uplink records and the C `ctime()`
-//! time format of the controller protocol (docs/protocol.md).
+//! results reported to the controller, uplink records, the C `ctime()`
+//! time format of the controller protocol (docs/protocol.md), and the
+//! vocabulary the drivers and the manager share (a detection step, a VSI
+//! change, a VSI's status, a topology report), so no driver imports the
+//! manager.
 //!
 //! Owns no state and calls nothing; every other module may use it.
 
@@ -165,4 +168,70 @@ mod tests {
         );
         assert_eq!(PortStatus::Up.fail_result(), VmResult::CreateFail);
     }
+}
+
+// ---- vocabulary shared by the manager and the drivers ----
+
+/// One step of uplink detection (the original's `detect_uplink` /
+/// `static_uplink_detect` return values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UplinkDetect {
+    /// A new uplink was found (interface name; may be a bond member, the
+    /// manager resolves it to the bond).
+    Up(String),
+    /// The known uplink is still fine.
+    Normal,
+    /// The known uplink went away.
+    Down,
+    /// Nothing found (the original's `None`).
+    NotFound,
+}
+
+/// A VSI whose state changed behind the manager's back (refresh found a new
+/// VLAN, the switch deassociated, lldpad gave a late verdict). The driver has
+/// already updated its own tables; the manager fixes flows via
+/// `HostDriver::apply_vsi_change` and tells the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsiChange {
+    pub port_uuid: String,
+    pub net_uuid: String,
+    pub vm_mac: String,
+    pub segmentation_id: u32,
+    pub local_vlan: Option<u16>,
+    /// New VDP VLAN (`None` = lost / not known).
+    pub vdp_vlan: Option<u16>,
+    pub old_vdp_vlan: Option<u16>,
+    pub fail_reason: Option<String>,
+}
+
+/// What `status` shows per VSI.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VsiStatus {
+    pub port_uuid: String,
+    pub mac: String,
+    pub net_uuid: String,
+    pub segmentation_id: u32,
+    pub local_vlan: Option<u16>,
+    pub vdp_vlan: Option<u16>,
+    /// `SUCCESS`, `CREATE:FAIL`, `PENDING`.
+    pub result: String,
+    pub fail_reason: Option<String>,
+}
+
+/// LLDP neighbour facts of one interface, as sent by
+/// `save_topo_disc_params` (docs/protocol.md).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct TopoReport {
+    pub protocol_interface: String,
+    pub phy_interface: String,
+    pub remote_evb_cfgd: bool,
+    pub remote_evb_mode: Option<String>,
+    pub remote_mgmt_addr: Option<String>,
+    pub remote_system_desc: Option<String>,
+    pub remote_system_name: Option<String>,
+    pub remote_port: Option<String>,
+    pub remote_chassis_id_mac: Option<String>,
+    pub remote_port_id_mac: Option<String>,
+    pub bond_interface: Option<String>,
+    pub bond_member_ports: Option<String>,
 }

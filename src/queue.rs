@@ -18,8 +18,8 @@
 //!   left (shutdown must not start new work). `dequeue_nonblock` still drains
 //!   a closed queue (nothing is lost for the error-queue mover).
 
-use crate::manager::host::VsiChange;
 use crate::model::VmPort;
+use crate::model::VsiChange;
 use parking_lot::{Condvar, Mutex};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;

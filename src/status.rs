@@ -14,9 +14,9 @@
 //! like the daemon); a stale socket file is removed at start unless a live
 //! daemon still answers on it.
 
-use crate::manager::host::VsiStatus;
 use crate::manager::link::LinkStatus;
 use crate::manager::UplinkSnapshot;
+use crate::model::VsiStatus;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;

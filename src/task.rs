@@ -25,3 +25,14 @@ pub struct Task {
     pub name: &'static str,
     pub step: Box<dyn FnMut() -> Step + Send>,
 }
+
+/// Text of a caught panic payload.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-text panic".to_string()
+    }
+}

@@ -8,7 +8,7 @@
 
 use crate::exec::Runner;
 use crate::lldpad::lldptool::{self, NeighborTlvs};
-use crate::manager::host::TopoReport;
+use crate::model::TopoReport;
 use crate::uplink::SysNet;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;

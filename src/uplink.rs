@@ -10,7 +10,7 @@
 
 use crate::exec::Runner;
 use crate::lldpad::lldptool;
-use crate::manager::host::UplinkDetect;
+use crate::model::UplinkDetect;
 use crate::shutdown::Shutdown;
 use std::collections::BTreeSet;
 use std::fs;

@@ -31,8 +31,8 @@ pub use setup::preflight;
 use setup::{check_url, read_token, tls_config};
 
 use crate::config::Config;
-use crate::manager::host::TopoReport;
 use crate::manager::link::{ControllerEvent, ControllerLink, LinkError, LinkFailure, LinkStatus};
+use crate::model::TopoReport;
 use crate::model::{ctime_now, UplinkInfo, VmResult};
 use parking_lot::{Condvar, Mutex};
 use pending::{PendingCall, PendingStore};

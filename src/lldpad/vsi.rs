@@ -58,8 +58,8 @@ use crate::lldpad::vdptool::{
     self, AssocOutcome, Mode, VsiArgs, VsiRecord, VsiState, CALLBACK_THRESHOLD,
 };
 use crate::lldpad::wire::Command;
-use crate::manager::host::VsiChange;
 use crate::model::Oui;
+use crate::model::VsiChange;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

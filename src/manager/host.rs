@@ -8,23 +8,9 @@
 //! caller, which turns them into queue messages.
 
 use crate::model::VmPort;
+pub use crate::model::{TopoReport, UplinkDetect, VsiChange, VsiStatus};
 use crate::shutdown::Shutdown;
 use std::time::Duration;
-
-/// One step of uplink detection (the original's `detect_uplink` /
-/// `static_uplink_detect` return values).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UplinkDetect {
-    /// A new uplink was found (interface name; may be a bond member, the
-    /// manager resolves it to the bond).
-    Up(String),
-    /// The known uplink is still fine.
-    Normal,
-    /// The known uplink went away.
-    Down,
-    /// Nothing found (the original's `None`).
-    NotFound,
-}
 
 /// Outcome of a VM port operation (the original's `port_event_reply`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -38,55 +24,6 @@ pub struct PortOutcome {
     /// (vdptool's 5 s wait ran out); the final result arrives later as a
     /// `VsiChange`.
     pub pending: bool,
-}
-
-/// A VSI whose state changed behind the manager's back (refresh found a new
-/// VLAN, the switch deassociated, lldpad gave a late verdict). The driver has
-/// already updated its own tables; the manager fixes flows via
-/// `HostDriver::apply_vsi_change` and tells the controller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VsiChange {
-    pub port_uuid: String,
-    pub net_uuid: String,
-    pub vm_mac: String,
-    pub segmentation_id: u32,
-    pub local_vlan: Option<u16>,
-    /// New VDP VLAN (`None` = lost / not known).
-    pub vdp_vlan: Option<u16>,
-    pub old_vdp_vlan: Option<u16>,
-    pub fail_reason: Option<String>,
-}
-
-/// What `status` shows per VSI.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct VsiStatus {
-    pub port_uuid: String,
-    pub mac: String,
-    pub net_uuid: String,
-    pub segmentation_id: u32,
-    pub local_vlan: Option<u16>,
-    pub vdp_vlan: Option<u16>,
-    /// `SUCCESS`, `CREATE:FAIL`, `PENDING`.
-    pub result: String,
-    pub fail_reason: Option<String>,
-}
-
-/// LLDP neighbour facts of one interface, as sent by
-/// `save_topo_disc_params` (docs/protocol.md).
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
-pub struct TopoReport {
-    pub protocol_interface: String,
-    pub phy_interface: String,
-    pub remote_evb_cfgd: bool,
-    pub remote_evb_mode: Option<String>,
-    pub remote_mgmt_addr: Option<String>,
-    pub remote_system_desc: Option<String>,
-    pub remote_system_name: Option<String>,
-    pub remote_port: Option<String>,
-    pub remote_chassis_id_mac: Option<String>,
-    pub remote_port_id_mac: Option<String>,
-    pub bond_interface: Option<String>,
-    pub bond_member_ports: Option<String>,
 }
 
 /// Why a VM port has no local VLAN (`HostDriver::port_local_vlan`); the

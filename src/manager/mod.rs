@@ -520,14 +520,3 @@ fn remember_early(early: &mut BTreeMap<String, VmPort>, vm: &VmPort) {
     }
     early.insert(vm.port_uuid.clone(), vm.clone());
 }
-
-/// Text of a caught panic payload.
-pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-text panic".to_string()
-    }
-}

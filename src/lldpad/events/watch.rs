@@ -223,7 +223,7 @@ fn run_task(t: &mut Task, stop: &Shutdown, daemon: &Shutdown) {
                 log::error!(
                     "thread {}: panic caught: {}",
                     t.name,
-                    crate::manager::panic_message(&*p)
+                    crate::task::panic_message(&*p)
                 );
                 if stop.wait(PANIC_BACKOFF) || stopping() {
                     break;
