@@ -188,6 +188,9 @@ impl Daemon {
             link.clone(),
             shutdown.clone(),
         );
+        // Topology watches every physical NIC before the uplink task
+        // starts probing them (see HostDriver::topo_start).
+        host.topo_start();
         let registry = ThreadRegistry::default();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let mut tasks: Vec<Task> = Vec::new();
@@ -217,7 +220,9 @@ impl Daemon {
                 Duration::from_secs(cfg.intervals.topo_disc_s),
                 move || {
                     for report in h.topo_poll() {
-                        m.topo_disc_cb(&report);
+                        if !m.topo_disc_cb(&report) {
+                            h.topo_send_failed(&report.protocol_interface);
+                        }
                     }
                 },
             ));

@@ -77,6 +77,8 @@ pub struct LinuxHost {
     /// Bulk "down" entries restored without a local VLAN (nothing of them
     /// in OVS): their `port_down` reports success once.
     restored_without_flows: Mutex<std::collections::HashSet<String>>,
+    /// `uplink.static`, if set (never watched by topology at start-up).
+    static_uplink: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +119,7 @@ impl LinuxHost {
             watch: Mutex::new(None),
             vswitchd: Mutex::new(VswitchdSeen::default()),
             restored_without_flows: Mutex::new(Default::default()),
+            static_uplink: cfg.uplink.static_uplink.clone().filter(|s| !s.is_empty()),
             shutdown,
             runner,
         }
@@ -462,6 +465,33 @@ impl HostDriver for LinuxHost {
 
     fn topo_poll(&self) -> Vec<TopoReport> {
         self.topo.poll()
+    }
+
+    fn topo_start(&self) {
+        // Not the uplink: neither the configured one nor one set up before
+        // (its lldpad-side veth exists), nor a member of such a bond —
+        // lldpad speaks LLDP for it on the veth, and a second LLDP agent on
+        // the port would show the switch two stations.
+        let has_veth = |n: &str| {
+            let (_, lldp_veth) = OvsDriver::veth_names(n);
+            nix::net::if_::if_nametoindex(lldp_veth.as_str()).is_ok()
+        };
+        let static_uplink = self.static_uplink.clone();
+        let skip = |n: &str| {
+            n.starts_with("LLDPL")
+                || n.starts_with("LLDPO")
+                || static_uplink.as_deref() == Some(n)
+                || has_veth(n)
+                || self
+                    .sysnet
+                    .bond_of(n)
+                    .is_some_and(|b| static_uplink.as_deref() == Some(b.as_str()) || has_veth(&b))
+        };
+        self.topo.cfg_physical(&skip);
+    }
+
+    fn topo_send_failed(&self, intf: &str) {
+        self.topo.mark_send_failed(intf);
     }
 
     fn threads(&self) -> Vec<(String, String)> {

@@ -1,5 +1,9 @@
 //! Topology discovery: the LLDP neighbour facts of watched interfaces, turned
-//! into `save_topo_disc_params` reports (the original's `topo_disc`).
+//! into `save_topo_disc_params` reports (the original's `topo_disc`): every
+//! physical, operationally up interface from start-up (`cfg_physical`), the
+//! uplink through its lldpad-side veth; an interface no longer watched gets
+//! one empty report (the controller drops its row); a report the
+//! controller refused, or that failed, is sent again the next round.
 //!
 //! Owns: the per-interface state (last neighbour facts, bond, unchanged-round
 //! counter). Calls: `lldpad::lldptool` through `exec::Runner`, and
@@ -30,6 +34,15 @@ struct Watched {
     send_cnt: u32,
     /// The last report could not be delivered: send again next round.
     retry: bool,
+    /// No longer watched (`uncfg_intf`): one empty report tells the
+    /// controller to drop its row, resent until delivered, then the entry
+    /// goes.
+    leaving: bool,
+    /// ... and that empty report was handed out.
+    left_reported: bool,
+    /// A report of it was ever handed out (else it leaves silently: the
+    /// controller holds no row for it).
+    ever_reported: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -97,18 +110,47 @@ impl TopoDisc {
                 bond_member_ports: None,
                 send_cnt: 0,
                 retry: false,
+                leaving: false,
+                left_reported: false,
+                ever_reported: false,
             },
         );
     }
 
-    /// Stop watching `intf` (LLDP is left as it is).
+    /// Watch every physical, operationally up interface (the original's
+    /// start-up: LLDP enabled on each) except those `skip` names (the
+    /// uplink, whose LLDP lldpad speaks on the veth) and those already
+    /// watched. Each is its own physical interface.
+    pub fn cfg_physical(&self, skip: &dyn Fn(&str) -> bool) {
+        for n in self.sysnet.physical_up() {
+            let known = self.watched.lock().get(&n).is_some_and(|w| !w.leaving);
+            if known || skip(&n) {
+                continue;
+            }
+            log::info!("topology: watching {n}");
+            self.cfg_intf(&n, &n);
+        }
+    }
+
+    /// Stop watching `intf` (LLDP is left as it is). The next round sends
+    /// one empty report for it (the controller then drops its row), again
+    /// until it is delivered.
     pub fn uncfg_intf(&self, intf: &str) {
-        self.watched.lock().remove(intf);
+        if let Some(w) = self.watched.lock().get_mut(intf) {
+            w.leaving = true;
+            w.left_reported = false;
+            w.retry = false;
+        }
     }
 
     /// The interfaces being watched.
     pub fn watched(&self) -> Vec<String> {
-        self.watched.lock().keys().cloned().collect()
+        self.watched
+            .lock()
+            .iter()
+            .filter(|(_, w)| !w.leaving)
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// The caller could not deliver the last report of `intf`: the next
@@ -126,8 +168,27 @@ impl TopoDisc {
     /// counter exceeds `TOPO_DISC_SEND_THRESHOLD`. A failed lldptool read
     /// counts as "no TLVs" (as in the original).
     pub fn poll(&self) -> Vec<TopoReport> {
-        let names = self.watched();
         let mut reports = Vec::new();
+        {
+            let mut guard = self.watched.lock();
+            guard.retain(|intf, w| {
+                if !w.leaving {
+                    return true;
+                }
+                if !w.ever_reported || (w.left_reported && !w.retry) {
+                    return false;
+                }
+                w.left_reported = true;
+                w.retry = false;
+                reports.push(TopoReport {
+                    protocol_interface: intf.clone(),
+                    phy_interface: w.phy_interface.clone(),
+                    ..TopoReport::default()
+                });
+                true
+            });
+        }
+        let names = self.watched();
         for intf in names {
             let (lldp_cfgd, phy) = match self.watched.lock().get(&intf) {
                 Some(w) => (w.lldp_cfgd, w.phy_interface.clone()),
@@ -161,7 +222,7 @@ impl TopoDisc {
             };
             let facts = Facts::from(&tlvs);
             let mut guard = self.watched.lock();
-            let Some(w) = guard.get_mut(&intf) else {
+            let Some(w) = guard.get_mut(&intf).filter(|w| !w.leaving) else {
                 continue;
             };
             let bond_change = bond != w.bond_interface;
@@ -174,6 +235,7 @@ impl TopoDisc {
             if changed || bond_change || w.retry || w.send_cnt > TOPO_DISC_SEND_THRESHOLD {
                 w.send_cnt = 0;
                 w.retry = false;
+                w.ever_reported = true;
                 reports.push(report_of(&intf, w));
             } else {
                 w.send_cnt += 1;

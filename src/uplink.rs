@@ -124,10 +124,9 @@ impl SysNet {
             == Some("up")
     }
 
-    /// Physical (has a `device` link), operationally up interfaces without an
-    /// IPv4 address, sorted by name: the automatic uplink candidates
-    /// (`get_all_run_phy_intf` plus `find_uplink`'s "no inet addr" filter).
-    pub fn physical_up_candidates(&self) -> Vec<String> {
+    /// Physical (has a `device` link), operationally up interfaces, sorted
+    /// by name (`get_all_run_phy_intf`).
+    pub fn physical_up(&self) -> Vec<String> {
         let Ok(entries) = fs::read_dir(&self.sys_class_net) else {
             log::warn!("uplink: cannot list {}", self.sys_class_net.display());
             return Vec::new();
@@ -137,6 +136,14 @@ impl SysNet {
             .filter(|n| self.sys_class_net.join(n).join("device").exists() && self.is_up(n))
             .collect();
         names.sort();
+        names
+    }
+
+    /// Physical, operationally up interfaces without an IPv4 address,
+    /// sorted by name: the automatic uplink candidates (`physical_up` plus
+    /// `find_uplink`'s "no inet addr" filter).
+    pub fn physical_up_candidates(&self) -> Vec<String> {
+        let mut names = self.physical_up();
         if names.is_empty() {
             return names;
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use vdp_agent::config::Config;
 use vdp_agent::daemon::{Daemon, RunOptions};
 use vdp_agent::manager::link::{ControllerEvent, LinkError};
-use vdp_agent::model::UplinkInfo;
+use vdp_agent::model::{TopoReport, UplinkInfo};
 
 const P1: &str = "11111111-2222-3333-4444-000000000001";
 const P2: &str = "11111111-2222-3333-4444-000000000002";
@@ -200,4 +200,33 @@ fn events_are_validated_dispatched_and_acknowledged() {
         .iter()
         .all(|c| !c.starts_with("uplink_down") && !c.starts_with("port_down")));
     assert!(!dir.0.join("run/vdp-agent.sock").exists());
+}
+
+/// Topology: watched from start-up (before any uplink work), and a report
+/// the controller answers `false` is handed back for the next round.
+#[test]
+fn topology_starts_first_and_refused_reports_are_sent_again() {
+    let dir = Dir(std::env::temp_dir().join(format!("co-daemon-topo-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let host = FakeHost::new();
+    *host.bridges.lock() = false;
+    host.topo_reports.lock().push(TopoReport {
+        protocol_interface: "eth9".into(),
+        phy_interface: "eth9".into(),
+        ..TopoReport::default()
+    });
+    let link = Arc::new(FakeLink::default());
+    *link.topo_refuse.lock() = true;
+    let mut cfg = config(&dir.0);
+    cfg.intervals.topo_disc_s = 1;
+    let d = Daemon::start(cfg, host.clone(), link.clone(), RunOptions::default()).unwrap();
+    assert_eq!(host.calls().first().map(String::as_str), Some("topo_start"));
+    wait_until("refused report handed back", || {
+        host.calls().iter().any(|c| c == "topo_send_failed eth9")
+    });
+    assert!(link
+        .calls()
+        .iter()
+        .any(|c| c == "save_topo_disc_params eth9"));
+    d.stop();
 }

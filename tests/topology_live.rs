@@ -1,6 +1,6 @@
 //! Topology discovery against a real bridge-role lldpad neighbour that sends
 //! Port Description, System Name/Description and a Management Address
-//! (root). Bonds come from a fake sysfs tree.
+//! (root). Bonds and physical interfaces come from a fake sysfs tree.
 
 use std::fs;
 use std::sync::Arc;
@@ -130,9 +130,58 @@ fn reports_neighbour_facts_threshold_and_changes() {
     exp3.bond_member_ports = None;
     assert_eq!(topo.poll(), vec![exp3]);
 
+    // No longer watched: one empty report (the controller drops the row),
+    // sent again when it was not delivered, then nothing.
     topo.uncfg_intf(&intf);
     topo.uncfg_intf("nosuch0");
     assert!(topo.watched().is_empty());
+    let empty = TopoReport {
+        protocol_interface: intf.clone(),
+        phy_interface: "bond0".into(),
+        ..TopoReport::default()
+    };
+    assert_eq!(
+        topo.poll(),
+        vec![empty.clone()],
+        "empty report of a left interface"
+    );
+    topo.mark_send_failed(&intf);
+    assert_eq!(topo.poll(), vec![empty], "sent again after a failure");
     assert!(topo.poll().is_empty());
+    assert!(topo.poll().is_empty());
+
+    // Start-up: every physical, operationally up interface is watched with
+    // LLDP enabled (not the skipped uplink); here the veth, listed in the
+    // fake sysfs as physical.
+    for (n, state) in [(intf.as_str(), "up"), ("upl0", "up"), ("down0", "down")] {
+        fs::create_dir_all(root.join("sys").join(n).join("device")).unwrap();
+        fs::write(
+            root.join("sys").join(n).join("operstate"),
+            format!("{state}\n"),
+        )
+        .unwrap();
+    }
+    lt::disable_lldp(&r, &intf).unwrap();
+    topo.cfg_physical(&|n| n == "upl0");
+    assert_eq!(topo.watched(), vec![intf.clone()]);
+    assert_eq!(lt::admin_status(&r, &intf).unwrap(), "rxtx");
+    assert!(
+        netns::wait_until(Duration::from_secs(10), || {
+            lt::get_tlvs(&r, &intf)
+                .map(|t| t.is_evb_bridge())
+                .unwrap_or(false)
+        }),
+        "neighbour never showed up again"
+    );
+    let rep = topo.poll();
+    assert_eq!(rep.len(), 1, "{rep:?}");
+    assert_eq!(
+        (
+            rep[0].protocol_interface.as_str(),
+            rep[0].phy_interface.as_str()
+        ),
+        (intf.as_str(), intf.as_str())
+    );
+    assert_eq!(rep[0].remote_system_name.as_deref(), Some("leaf-lt-2"));
     let _ = fs::remove_dir_all(&root);
 }

@@ -119,6 +119,16 @@ pub trait HostDriver: Send + Sync {
     /// One topology round (`intervals.topo_disc_s`): reports to send.
     fn topo_poll(&self) -> Vec<TopoReport>;
 
+    /// Start-up: watch every physical, operationally up interface except
+    /// the uplink (the original's `TopoDisc` init). Runs before the uplink
+    /// task starts, so detection sees LLDP already on where topology wants
+    /// it and leaves it on.
+    fn topo_start(&self) {}
+
+    /// The report of `intf` was refused or not delivered: send it again
+    /// the next round.
+    fn topo_send_failed(&self, _intf: &str) {}
+
     /// Snapshot of the VSI table for `status`.
     fn vsis(&self) -> Vec<VsiStatus>;
 

@@ -25,6 +25,8 @@ pub struct FakeHost {
     pub port_up: Mutex<Option<PortOutcome>>,
     pub port_down: Mutex<Option<PortOutcome>>,
     pub panic_uplink_up: Mutex<bool>,
+    /// What every `topo_poll` round returns.
+    pub topo_reports: Mutex<Vec<TopoReport>>,
 }
 
 impl FakeHost {
@@ -146,7 +148,13 @@ impl HostDriver for FakeHost {
         self.rec(format!("topo_uncfg_intf {intf}"));
     }
     fn topo_poll(&self) -> Vec<TopoReport> {
-        vec![]
+        self.topo_reports.lock().clone()
+    }
+    fn topo_start(&self) {
+        self.rec("topo_start".into());
+    }
+    fn topo_send_failed(&self, intf: &str) {
+        self.rec(format!("topo_send_failed {intf}"));
     }
     fn vsis(&self) -> Vec<VsiStatus> {
         vec![]
@@ -163,6 +171,8 @@ pub struct FakeLink {
     pub events: Mutex<Vec<ControllerEvent>>,
     /// Every `after` value polled with.
     pub polled: Mutex<Vec<u64>>,
+    /// `save_topo_disc_params` answers `false` (the controller refuses).
+    pub topo_refuse: Mutex<bool>,
 }
 
 impl FakeLink {
@@ -207,8 +217,11 @@ impl ControllerLink for FakeLink {
         ));
         Ok(())
     }
-    fn save_topo_disc_params(&self, _r: &TopoReport) -> Result<bool, LinkError> {
-        Ok(true)
+    fn save_topo_disc_params(&self, r: &TopoReport) -> Result<bool, LinkError> {
+        self.calls
+            .lock()
+            .push(format!("save_topo_disc_params {}", r.protocol_interface));
+        Ok(!*self.topo_refuse.lock())
     }
     fn poll_events(&self, after: u64) -> Result<Vec<ControllerEvent>, LinkError> {
         self.polled.lock().push(after);
