@@ -163,6 +163,22 @@ fn e2e_demo_path() {
             "local_vlan": 13, "vdp_vlan": -1}),
         "{got}"
     );
-    assert_eq!(lab.translation_flows(), Some(want), "{}", lab.diag());
+    // The VSI stays in the table and is asked again: the leaf assigns a
+    // VLAN this time, the controller is told SUCCESS with it and the
+    // network's flows go in.
+    let p = lab
+        .wait_port(&vm3.port_uuid, Duration::from_secs(40), |p| {
+            p["vdp_vlan"].as_i64().is_some_and(|v| v > 0)
+        })
+        .unwrap_or_else(|| panic!("vm3 never got a VLAN\n{}", lab.diag()));
+    let v3 = p["vdp_vlan"].as_u64().unwrap() as u16;
+    assert_eq!(p["result"], "SUCCESS", "{p}");
+    let want3 = lab.expected_flows(&[(12, v2), (13, v3)]);
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.translation_flows().as_ref()
+            == Some(&want3)),
+        "{}",
+        lab.diag()
+    );
     assert!(lab.agent_alive());
 }

@@ -245,7 +245,8 @@ fn fault_injection_and_bad_requests() {
     let (_, f) = http("GET", &format!("{base}/admin/fault"), None);
     assert_eq!(
         f,
-        json!({"fail_next": 0, "delay_ms": 0, "down": false, "delay_methods": []})
+        json!({"fail_next": 0, "delay_ms": 0, "down": false, "delay_methods": [],
+               "bulk_down_without_vlans": false})
     );
     // Body that is not {"context": {}, "args": {}}.
     let bad = ureq::post(&format!("{base}/v1/rpc/heartbeat"))

@@ -59,9 +59,14 @@ enum Fault {
     CarrierFlap,
     VmChurn,
     VmMove,
+    /// The control: nothing happens for 15 s. Its pings lost are the
+    /// machine's own baseline (a loaded 2-core host forwarding 500 pings/s
+    /// through the userspace OVS datapath), against which the faults'
+    /// isolated lost pings are read.
+    Quiet,
 }
 
-const ALL: [Fault; 12] = [
+const ALL: [Fault; 13] = [
     Fault::LldpadRestart,
     Fault::OvsRestart,
     Fault::AgentKill,
@@ -74,6 +79,7 @@ const ALL: [Fault; 12] = [
     Fault::CarrierFlap,
     Fault::VmChurn,
     Fault::VmMove,
+    Fault::Quiet,
 ];
 
 impl Fault {
@@ -91,6 +97,7 @@ impl Fault {
             Fault::CarrierFlap => "carrier-flap",
             Fault::VmChurn => "vm-churn",
             Fault::VmMove => "vm-move",
+            Fault::Quiet => "quiet",
         }
     }
     /// Flows may legitimately be missing (OVS itself lost them) or change.
@@ -512,6 +519,7 @@ fn soak() {
             Fault::VmChurn => {
                 toggle(&mut up, &mut measured_from, &vms, victim);
             }
+            Fault::Quiet => common::pause(Duration::from_secs(15)),
             Fault::VmMove => {
                 // The mover leaves its network (its port goes down and is
                 // unplugged) and comes back on the other one with a new port.
