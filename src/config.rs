@@ -105,6 +105,88 @@ pub struct VdpConfig {
     pub sync_timeout_s: u64,
 }
 
+/// `vdp.hints`: the `hints=` value of every associate (migration hints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hints {
+    /// `none` (the original always sends it).
+    None,
+    /// `to`: the VM migrates to this host.
+    To,
+    /// `from`: the VM migrates away from this host.
+    From,
+}
+
+impl Hints {
+    pub fn parse(s: &str) -> Option<Hints> {
+        match s {
+            "none" => Some(Hints::None),
+            "to" => Some(Hints::To),
+            "from" => Some(Hints::From),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hints::None => "none",
+            Hints::To => "to",
+            Hints::From => "from",
+        }
+    }
+}
+
+/// `vdp.filter`: the VDP filter info format of the requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterFormat {
+    /// 1: `VLAN`.
+    Vid,
+    /// 2: `VLAN-MAC`.
+    MacVid,
+    /// 3: `VLAN--GID`.
+    GroupVid,
+    /// 4: `VLAN-MAC-GID` (the default, the original's).
+    GroupMacVid,
+}
+
+impl FilterFormat {
+    pub fn from_number(n: u32) -> Option<FilterFormat> {
+        match n {
+            1 => Some(FilterFormat::Vid),
+            2 => Some(FilterFormat::MacVid),
+            3 => Some(FilterFormat::GroupVid),
+            4 => Some(FilterFormat::GroupMacVid),
+            _ => None,
+        }
+    }
+    pub fn number(self) -> u32 {
+        match self {
+            FilterFormat::Vid => 1,
+            FilterFormat::MacVid => 2,
+            FilterFormat::GroupVid => 3,
+            FilterFormat::GroupMacVid => 4,
+        }
+    }
+}
+
+impl VdpConfig {
+    /// `vdp.hints` as a value; `None` for a text `validate` refuses. The
+    /// file keeps the text (so a bad value is refused naming the key, as
+    /// every other key); code reads the value.
+    pub fn hints_value(&self) -> Option<Hints> {
+        Hints::parse(&self.hints)
+    }
+    /// `vdp.filter` as a value; `None` for a number `validate` refuses.
+    pub fn filter_format(&self) -> Option<FilterFormat> {
+        FilterFormat::from_number(self.filter)
+    }
+}
+
+impl LogConfig {
+    /// `log.level` as a value (`info` for a text `validate` refuses).
+    pub fn level_filter(&self) -> log::LevelFilter {
+        log::LevelFilter::from_str_opt(&self.level).unwrap_or(log::LevelFilter::Info)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct IntervalsConfig {
@@ -377,10 +459,10 @@ impl Config {
                 "must be a number, UUID or up to 15 alphanumerics",
             );
         }
-        if !matches!(self.vdp.hints.as_str(), "none" | "to" | "from") {
+        if self.vdp.hints_value().is_none() {
             return bad("vdp.hints", "must be one of none, to, from");
         }
-        if !(1..=4).contains(&self.vdp.filter) {
+        if self.vdp.filter_format().is_none() {
             return bad("vdp.filter", "must be 1..4");
         }
         if self.vdp.vsiidfrmt != 5 {

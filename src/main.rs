@@ -198,7 +198,7 @@ fn preflight(cfg: &Config) -> Result<(), String> {
 /// Set up env_logger; returns the log file (for SIGHUP reopen) if any.
 fn init_logging(cfg: &Config) -> Result<Option<Arc<LogFile>>, String> {
     let mut b = env_logger::Builder::new();
-    b.filter_level(cfg.log.level.parse().unwrap_or(log::LevelFilter::Info));
+    b.filter_level(cfg.log.level_filter());
     if let Ok(spec) = std::env::var("RUST_LOG") {
         b.parse_filters(&spec);
     }

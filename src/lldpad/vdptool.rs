@@ -27,7 +27,7 @@
 //!   list answer must be confirmed by a per-VSI query.
 
 use super::wire::{self, hex_at};
-use crate::config::VdpConfig;
+use crate::config::{FilterFormat, VdpConfig};
 use crate::exec::CmdOutput;
 use crate::model::Oui;
 use std::fmt;

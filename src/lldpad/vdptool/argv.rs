@@ -113,33 +113,32 @@ pub(super) fn truncate_at_char(s: &str, max: usize) -> &str {
 
 /// The `filter=` value for `vdp.filter` format `fmt`
 /// (1 `VLAN`, 2 `VLAN-MAC`, 3 `VLAN--GID`, 4 `VLAN-MAC-GID`).
-pub fn filter_value(fmt: u32, vlan: u16, mac: &str, gid: u32) -> Result<String, ArgError> {
+pub fn filter_value(fmt: FilterFormat, vlan: u16, mac: &str, gid: u32) -> Result<String, ArgError> {
+    let need_gid = |filter: u32| {
+        if gid == 0 {
+            Err(ArgError::MissingFilterPart {
+                filter,
+                part: "non-zero group id",
+            })
+        } else {
+            Ok(())
+        }
+    };
     match fmt {
-        4 => {
+        FilterFormat::GroupMacVid => {
             check_mac(mac)?;
-            if gid == 0 {
-                return Err(ArgError::MissingFilterPart {
-                    filter: 4,
-                    part: "non-zero group id",
-                });
-            }
+            need_gid(4)?;
             Ok(format!("{vlan}-{mac}-{gid}"))
         }
-        3 => {
-            if gid == 0 {
-                return Err(ArgError::MissingFilterPart {
-                    filter: 3,
-                    part: "non-zero group id",
-                });
-            }
+        FilterFormat::GroupVid => {
+            need_gid(3)?;
             Ok(format!("{vlan}--{gid}"))
         }
-        2 => {
+        FilterFormat::MacVid => {
             check_mac(mac)?;
             Ok(format!("{vlan}-{mac}"))
         }
-        1 => Ok(format!("{vlan}")),
-        x => Err(ArgError::UnsupportedFilter(x)),
+        FilterFormat::Vid => Ok(format!("{vlan}")),
     }
 }
 
@@ -197,12 +196,14 @@ pub fn request_command(
 ) -> Result<Command, ArgError> {
     check_token("interface", ifname)?;
     let mut args = key_args(cfg, mode, vsi.uuid)?;
-    match cfg.hints.as_str() {
-        "none" | "to" | "from" => {}
-        other => return Err(bad("vdp.hints", other)),
-    }
-    let filter = filter_value(cfg.filter, vsi.vlan, vsi.mac, vsi.gid)?;
-    args.push(("hints".into(), cfg.hints.clone()));
+    let hints = cfg
+        .hints_value()
+        .ok_or_else(|| bad("vdp.hints", &cfg.hints))?;
+    let fmt = cfg
+        .filter_format()
+        .ok_or(ArgError::UnsupportedFilter(cfg.filter))?;
+    let filter = filter_value(fmt, vsi.vlan, vsi.mac, vsi.gid)?;
+    args.push(("hints".into(), hints.as_str().into()));
     args.push(("filter".into(), filter));
     if mode == Mode::Assoc {
         if let Some(oui) = vsi.oui.filter(|o| o.is_cisco()) {

@@ -151,17 +151,20 @@ fn refuses_smuggling() {
 #[test]
 fn filter_formats() {
     assert_eq!(
-        filter_value(4, 0, "fa:16:3e:00:00:01", 5).unwrap(),
+        filter_value(FilterFormat::GroupMacVid, 0, "fa:16:3e:00:00:01", 5).unwrap(),
         "0-fa:16:3e:00:00:01-5"
     );
-    assert_eq!(filter_value(3, 0, "", 5).unwrap(), "0--5");
     assert_eq!(
-        filter_value(2, 7, "fa:16:3e:00:00:01", 0).unwrap(),
+        filter_value(FilterFormat::GroupVid, 0, "", 5).unwrap(),
+        "0--5"
+    );
+    assert_eq!(
+        filter_value(FilterFormat::MacVid, 7, "fa:16:3e:00:00:01", 0).unwrap(),
         "7-fa:16:3e:00:00:01"
     );
-    assert_eq!(filter_value(1, 0, "", 0).unwrap(), "0");
-    assert!(filter_value(4, 0, "fa:16:3e:00:00:01", 0).is_err());
-    assert!(filter_value(5, 0, "", 1).is_err());
+    assert_eq!(filter_value(FilterFormat::Vid, 0, "", 0).unwrap(), "0");
+    assert!(filter_value(FilterFormat::GroupMacVid, 0, "fa:16:3e:00:00:01", 0).is_err());
+    assert_eq!(FilterFormat::from_number(5), None);
     let f = parse_filter("48059-fa:16:3e:00:00:0B-0").unwrap();
     assert_eq!(f.vlan(), 3003);
     assert_eq!(f.valid_vlan(), Some(3003));
