@@ -59,6 +59,9 @@ use std::time::{Duration, Instant};
 /// How often kept controller calls are retried (the link applies its own
 /// backoff per call; this is only how often it is asked).
 pub const RESULT_RETRY_PERIOD: Duration = Duration::from_millis(250);
+/// How long the status and metrics servers block in one `poll(2)`: a
+/// client or shutdown (the self-pipe) wakes them earlier.
+pub const SERVE_WAIT: Duration = Duration::from_secs(5);
 /// Pause after a panic before the step runs again.
 pub const PANIC_BACKOFF: Duration = Duration::from_secs(1);
 /// How long shutdown waits for threads (SIGTERM must finish within 5 s).
@@ -254,10 +257,13 @@ impl Daemon {
             tasks.push(notify::notify_task(n.clone(), doc.clone()));
         }
         {
+            let stop = shutdown.clone();
             tasks.push(Task {
                 name: "status-server",
                 step: Box::new(move || {
-                    if let Err(e) = status_server.serve_one(Duration::from_millis(250), &doc) {
+                    // Woken at once by a client or by shutdown (self-pipe).
+                    if let Err(e) = status_server.serve_one_until(SERVE_WAIT, &doc, stop.wake_fd())
+                    {
                         log::warn!("status socket: {e}");
                         return Step::Wait(Duration::from_millis(250));
                     }
@@ -266,7 +272,7 @@ impl Daemon {
             });
         }
         if let Some(server) = metrics_server {
-            tasks.push(metrics::task(server, &mgr, &host, &registry));
+            tasks.push(metrics::task(server, &mgr, &host, &registry, &shutdown));
         }
         let mut threads = Vec::new();
         for t in tasks {

@@ -57,14 +57,16 @@ pub(super) fn task(
     mgr: &Arc<VdpMgr>,
     host: &Arc<dyn HostDriver>,
     registry: &ThreadRegistry,
+    stop: &crate::shutdown::Shutdown,
 ) -> Task {
     let (mgr, host, registry) = (mgr.clone(), host.clone(), registry.clone());
+    let stop = stop.clone();
     let render: RenderFn =
         Arc::new(move || crate::metrics::render(&METRICS, &snapshot(&mgr, &*host, &registry)));
     Task {
         name: "metrics-server",
         step: Box::new(move || {
-            if let Err(e) = server.serve_one(Duration::from_millis(250), &render) {
+            if let Err(e) = server.serve_one_until(super::SERVE_WAIT, &render, stop.wake_fd()) {
                 log::warn!("metrics socket: {e}");
                 return Step::Wait(Duration::from_millis(250));
             }

@@ -205,15 +205,33 @@ impl MetricsServer {
     /// Wait up to `wait` for one connection and hand it to a short-lived
     /// `metrics-client` thread. Ok(false) when none came.
     pub fn serve_one(&self, wait: Duration, render: &RenderFn) -> io::Result<bool> {
+        self.serve_one_until(wait, render, None)
+    }
+
+    /// `serve_one`, returning at once when `stop` (e.g.
+    /// `Shutdown::wake_fd`) becomes readable.
+    pub fn serve_one_until(
+        &self,
+        wait: Duration,
+        render: &RenderFn,
+        stop: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> io::Result<bool> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use std::os::fd::AsFd;
         let ms = wait.as_millis().min(u16::MAX as u128) as u16;
-        let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+        fds.extend(stop.map(|s| PollFd::new(s, PollFlags::POLLIN)));
         match poll(&mut fds, PollTimeout::from(ms)) {
             Ok(0) => return Ok(false),
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => return Ok(false),
             Err(e) => return Err(io::Error::from(e)),
+        }
+        let listener_ready = fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLIN));
+        if !listener_ready {
+            return Ok(false);
         }
         let (stream, _) = match self.listener.accept() {
             Ok(s) => s,
