@@ -281,13 +281,15 @@ fn failed_forms() {
         );
         assert_eq!(
             vdptool::request_result(&f.out),
-            Err(text.to_string()),
+            Err(vdptool::Refusal::classify(text.to_string())),
             "{name}"
         );
     }
     assert_eq!(
         vdptool::request_result(&fixture("deassoc_unknown").out),
-        Err("FAILED: Invalid parameters".to_string())
+        Err(vdptool::Refusal::InvalidParameters(
+            "FAILED: Invalid parameters".to_string()
+        ))
     );
     assert_eq!(vdptool::request_result(&fixture("deassoc_ok").out), Ok(()));
 }
@@ -412,7 +414,9 @@ fn existing_vsi_with_a_vlan() {
     );
     assert_eq!(
         vdptool::request_result(&fixture("deassoc_vid0_of_3003").out),
-        Err("FAILED: Invalid parameters".to_string())
+        Err(vdptool::Refusal::InvalidParameters(
+            "FAILED: Invalid parameters".to_string()
+        ))
     );
     // ...and the refused request leaves code 5 in the stored VSI's hints
     // until the next keep-alive answer; the stored VLAN field is kept.

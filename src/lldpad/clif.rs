@@ -317,8 +317,9 @@ impl ClifQuery {
                     Some(STATUS_NO_ACCESS) => " (no access: lldpad serves uid 0 only)",
                     _ => "",
                 };
-                return Err(LldpadError::Reply {
+                return Err(LldpadError::Refused {
                     what: format!("clif {what}"),
+                    status: status.unwrap_or(0xff),
                     reply: format!("{text}{why}"),
                 });
             }
@@ -340,7 +341,13 @@ impl Default for ClifQuery {
 /// socket path cannot work for this process, use vdptool (through the
 /// root helper) instead.
 pub fn is_no_access(e: &LldpadError) -> bool {
-    matches!(e, LldpadError::Reply { reply, .. } if reply.starts_with("R0a"))
+    matches!(
+        e,
+        LldpadError::Refused {
+            status: STATUS_NO_ACCESS,
+            ..
+        }
+    )
 }
 
 #[cfg(test)]
@@ -349,13 +356,19 @@ mod tests {
 
     #[test]
     fn no_access_is_recognised() {
-        assert!(is_no_access(&LldpadError::Reply {
+        assert!(is_no_access(&LldpadError::Refused {
             what: "x".into(),
+            status: 0x0a,
             reply: "R0a (no access)".into()
+        }));
+        assert!(!is_no_access(&LldpadError::Refused {
+            what: "x".into(),
+            status: 1,
+            reply: "R01".into()
         }));
         assert!(!is_no_access(&LldpadError::Reply {
             what: "x".into(),
-            reply: "R01".into()
+            reply: "R0a".into()
         }));
     }
 }

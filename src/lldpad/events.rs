@@ -167,7 +167,7 @@ impl EventClient {
         // lldpad keeps one registration per attach, duplicates included:
         // drop a possible old one first ("R01D" when there was none).
         match self.request(b"D", b'D', "D (detach)") {
-            Ok(_) | Err(LldpadError::Reply { .. }) => {}
+            Ok(_) | Err(LldpadError::Reply { .. }) | Err(LldpadError::Refused { .. }) => {}
             Err(e) => return Err(e),
         }
         let attach = format!("A{LLDP_MOD_VDP22:x}");
@@ -205,8 +205,9 @@ impl EventClient {
             let status = super::wire::reply_status(&dgram);
             return match status {
                 Some(0) => Ok(text.get(3..).unwrap_or_default().to_string()),
-                Some(code) => Err(LldpadError::Reply {
+                Some(code) => Err(LldpadError::Refused {
                     what: format!("clif {what}"),
+                    status: code,
                     reply: match code {
                         super::wire::STATUS_NO_ACCESS => format!(
                             "{text} ({}: no access, lldpad serves uid 0 only)",

@@ -31,13 +31,20 @@ pub enum LldpadError {
     Exec(crate::exec::ExecError),
     /// lldpad answered something we could not use.
     Reply { what: String, reply: String },
+    /// lldpad refused the request with a status (`R` + status only, before
+    /// looking at the command), e.g. `R0a` for a client that is not uid 0.
+    Refused {
+        what: String,
+        status: u8,
+        reply: String,
+    },
 }
 
 impl fmt::Display for LldpadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LldpadError::Exec(e) => write!(f, "{e}"),
-            LldpadError::Reply { what, reply } => {
+            LldpadError::Reply { what, reply } | LldpadError::Refused { what, reply, .. } => {
                 write!(f, "unexpected lldpad reply to {what}: {}", reply.trim())
             }
         }

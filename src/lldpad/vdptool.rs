@@ -420,10 +420,10 @@ pub fn command_failure(out: &CmdOutput) -> Option<String> {
 /// Judge the output of `vdptool -T -W -V assoc ...` for VSI `uuid`/`mac`.
 pub fn assoc_outcome(out: &CmdOutput, uuid: &str, mac: &str) -> AssocOutcome {
     if let Some(f) = command_failure(out) {
-        if f.trim_start_matches("FAILED:").trim() == BUSY_TEXT {
-            return AssocOutcome::Pending;
-        }
-        return AssocOutcome::Failed { reason: f };
+        return match Refusal::classify(f) {
+            Refusal::Busy => AssocOutcome::Pending,
+            r => AssocOutcome::Failed { reason: r.text() },
+        };
     }
     let events = parse_events(&out.stdout);
     if events.is_empty() {
@@ -489,11 +489,63 @@ pub fn event_outcome(ev: &VdpEvent, mac: &str, reply: &str) -> AssocOutcome {
     }
 }
 
+/// What a refusal of lldpad (or a vdptool that could not reach it) means,
+/// read from its text once, here; the driver decides on the variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The VSI has a request in flight (`VSI association in progress`).
+    Busy,
+    /// VDP is not usable on the port yet (LLDP/EVB still starting, lldpad
+    /// restarting) or lldpad cannot be reached: no verdict.
+    NotReady(String),
+    /// `Invalid parameters`: also lldpad's answer while its EVB group-id
+    /// negotiation is not finished, so "not ready" for a while after the
+    /// port was set up, a verdict afterwards.
+    InvalidParameters(String),
+    /// Any other refusal: a verdict, its text sent to the controller.
+    Other(String),
+}
+
+/// lldpad's / vdptool's texts that only mean "not usable yet" or "cannot
+/// reach lldpad" (vdptool's text when the control socket is refused).
+const NOT_READY_TEXTS: [&str; 3] = [
+    "VDP protocol not supported on interface",
+    "Device not found or inactive",
+    "Failed to connect to lldpad",
+];
+
+impl Refusal {
+    pub fn classify(text: String) -> Refusal {
+        if text.trim_start_matches("FAILED:").trim() == BUSY_TEXT {
+            Refusal::Busy
+        } else if NOT_READY_TEXTS.iter().any(|t| text.contains(t)) {
+            Refusal::NotReady(text)
+        } else if text.contains(wire::status_text(5)) {
+            Refusal::InvalidParameters(text)
+        } else {
+            Refusal::Other(text)
+        }
+    }
+    /// The text as lldpad / vdptool gave it.
+    pub fn text(&self) -> String {
+        match self {
+            Refusal::Busy => format!("FAILED: {BUSY_TEXT}"),
+            Refusal::NotReady(t) | Refusal::InvalidParameters(t) | Refusal::Other(t) => t.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
 /// Outcome of a request sent without `-W` (deassoc): `Ok` when lldpad took
-/// it, `Err(text)` otherwise.
-pub fn request_result(out: &CmdOutput) -> Result<(), String> {
+/// it, the refusal otherwise.
+pub fn request_result(out: &CmdOutput) -> Result<(), Refusal> {
     match command_failure(out) {
-        Some(f) => Err(f),
+        Some(f) => Err(Refusal::classify(f)),
         None => Ok(()),
     }
 }

@@ -239,12 +239,14 @@ impl LldpadDriver {
 
     /// A refusal or failure text of lldpad/vdptool as a reply: "not ready"
     /// (transient) or a verdict.
-    fn refused(&self, reason: String) -> VdpReply {
+    fn refused(&self, refusal: vdptool::Refusal) -> VdpReply {
+        use vdptool::Refusal;
         let settling = Instant::now() < *self.settle_until.lock();
-        if not_ready_reason(&reason) || (settling && reason.contains(INVALID_PARAMETERS)) {
-            VdpReply::not_ready(reason)
-        } else {
-            VdpReply::failed(reason)
+        match refusal {
+            Refusal::Busy => VdpReply::pending(),
+            Refusal::NotReady(t) => VdpReply::not_ready(t),
+            Refusal::InvalidParameters(t) if settling => VdpReply::not_ready(t),
+            Refusal::InvalidParameters(t) | Refusal::Other(t) => VdpReply::failed(t),
         }
     }
 

@@ -248,3 +248,28 @@ fn two_filters_are_the_originals_multiple_filter_failure() {
         }
     );
 }
+
+#[test]
+fn refusals_are_classified_once() {
+    assert_eq!(
+        Refusal::classify("FAILED: VSI association in progress".into()),
+        Refusal::Busy
+    );
+    assert_eq!(
+        Refusal::classify("FAILED: Invalid parameters".into()),
+        Refusal::InvalidParameters("FAILED: Invalid parameters".into())
+    );
+    for t in [
+        "FAILED: VDP protocol not supported on interface",
+        "FAILED: Device not found or inactive",
+        "Failed to connect to lldpad - clif_open: No such file or directory",
+    ] {
+        assert_eq!(Refusal::classify(t.into()), Refusal::NotReady(t.into()));
+    }
+    let other = Refusal::classify("FAILED: Command not applicable".into());
+    assert_eq!(
+        other,
+        Refusal::Other("FAILED: Command not applicable".into())
+    );
+    assert_eq!(Refusal::Busy.text(), "FAILED: VSI association in progress");
+}

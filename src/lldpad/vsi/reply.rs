@@ -98,29 +98,16 @@ impl VdpReply {
     }
 }
 
-/// lldpad's refusals that only mean "VDP is not usable on the port yet"
-/// (the readiness stages after LLDP/EVB are enabled, lldpad restarting) or
-/// "lldpad cannot be reached" (vdptool's text when the control socket is
-/// refused, rc 255).
-pub(super) const NOT_READY_TEXTS: [&str; 3] = [
-    "VDP protocol not supported on interface",
-    "Device not found or inactive",
-    "Failed to connect to lldpad",
-];
-
-/// lldpad's `Invalid parameters` refusal: also what it answers for a
-/// group-id filter while its EVB group-id negotiation is not finished, so
-/// during [`SETTLE_TIME`] after the port was set up (or lldpad restarted)
-/// it means "not ready"; afterwards it is the bridge's/lldpad's verdict.
-pub(super) const INVALID_PARAMETERS: &str = "Invalid parameters";
-
 /// How long after the lldpad port is set up (or lldpad restarted) an
 /// `Invalid parameters` refusal counts as "not ready yet".
 pub const SETTLE_TIME: Duration = Duration::from_secs(20);
 
 /// Does this refusal text of lldpad mean "not ready / unreachable"?
 pub fn not_ready_reason(reason: &str) -> bool {
-    NOT_READY_TEXTS.iter().any(|t| reason.contains(t))
+    matches!(
+        vdptool::Refusal::classify(reason.to_string()),
+        vdptool::Refusal::NotReady(_)
+    )
 }
 
 /// Reason reported when a VSI lldpad held (or was still waiting for) is no

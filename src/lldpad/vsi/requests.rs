@@ -214,7 +214,7 @@ impl LldpadDriver {
         match vdptool::assoc_outcome(&out, &req.port_uuid, &req.vm_mac) {
             AssocOutcome::Associated { vlan } => VdpReply::associated(vlan),
             AssocOutcome::NoVlanYet => VdpReply::no_vlan_yet(),
-            AssocOutcome::Failed { reason } => self.refused(reason),
+            AssocOutcome::Failed { reason } => self.refused(vdptool::Refusal::classify(reason)),
             AssocOutcome::Pending => VdpReply::pending(),
             AssocOutcome::NotOurs { other_uuid } => {
                 // -W printed another VSI's event: ask lldpad about ours.
@@ -246,22 +246,27 @@ impl LldpadDriver {
         match self.run(&argv, CMD_TIMEOUT) {
             Ok(out) => match vdptool::request_result(&out) {
                 Ok(()) => VdpReply::pending(),
-                Err(f) if f.ends_with(vdptool::BUSY_TEXT) => VdpReply::pending(),
-                Err(f) => self.refused(f),
+                Err(r) => self.refused(r),
             },
             Err(e) => VdpReply::not_ready(e),
         }
     }
 
-    pub(super) fn send_deassoc(&self, req: &VsiRequest, raw_vlan: u16) -> Result<(), String> {
+    pub(super) fn send_deassoc(
+        &self,
+        req: &VsiRequest,
+        raw_vlan: u16,
+    ) -> Result<(), vdptool::Refusal> {
+        use vdptool::Refusal;
         let argv = self
             .args(req, raw_vlan)
             .and_then(|a| vdptool::request_argv(&self.port, &self.cfg, Mode::Deassoc, &a, false))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Refusal::Other(e.to_string()))?;
         let r = self
             .run(&argv, CMD_TIMEOUT)
+            .map_err(Refusal::NotReady)
             .and_then(|out| vdptool::request_result(&out));
-        let busy = matches!(&r, Err(f) if f.ends_with(vdptool::BUSY_TEXT));
+        let busy = matches!(&r, Err(Refusal::Busy));
         crate::metrics::vdp_reply("deassoc", r.is_ok(), busy);
         r
     }
@@ -304,14 +309,14 @@ impl LldpadDriver {
                 vdp_vlan: known,
                 ..Default::default()
             },
-            Err(f) if f.ends_with(vdptool::BUSY_TEXT) => VdpReply {
+            Err(vdptool::Refusal::Busy) => VdpReply {
                 vdp_vlan: known,
                 pending: true,
                 ..Default::default()
             },
-            Err(f) => VdpReply {
+            Err(r) => VdpReply {
                 vdp_vlan: known,
-                fail_reason: Some(f),
+                fail_reason: Some(r.text()),
                 ..Default::default()
             },
         }
