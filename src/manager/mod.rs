@@ -153,14 +153,54 @@ pub enum VmNotice {
     Bulk(Vec<VmPort>),
 }
 
+/// Where taking the controller's stored uplink after a (re)start stands
+/// (the original's `restart_uplink_called` and its in-progress guard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RestartStage {
+    /// `request_uplink_info` not answered yet: the uplink task waits.
+    Waiting,
+    /// Answered with an uplink but no veth: its port and flows are being
+    /// removed from the external bridge.
+    Running,
+    /// Done (`restart_uplink_called`).
+    Done,
+}
+
+/// The uplink's stage (the original's `uplink_det_compl` and
+/// `process_uplink_ongoing`, which were never both set outside the queue
+/// worker's own processing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UplinkStage {
+    /// No uplink set up, nothing in flight.
+    NotReady,
+    /// An uplink up/down message is queued or being processed
+    /// (`process_uplink_ongoing`); `set_up`: the worker already set the
+    /// uplink up while processing it (`uplink_det_compl`).
+    Ongoing { set_up: bool },
+    /// Set up, nothing in flight (`uplink_det_compl`).
+    Ready,
+}
+
+impl UplinkStage {
+    /// The original's `uplink_det_compl`.
+    fn det_compl(self) -> bool {
+        matches!(
+            self,
+            UplinkStage::Ready | UplinkStage::Ongoing { set_up: true }
+        )
+    }
+    /// The original's `process_uplink_ongoing`.
+    fn ongoing(self) -> bool {
+        matches!(self, UplinkStage::Ongoing { .. })
+    }
+}
+
 #[derive(Debug)]
 struct MgrState {
     phy_uplink: Option<String>,
     veth_intf: Option<String>,
-    restart_uplink_called: bool,
-    restart_in_progress: bool,
-    uplink_det_compl: bool,
-    process_uplink_ongoing: bool,
+    restart: RestartStage,
+    uplink: UplinkStage,
     uplink_down_cnt: u32,
     is_os_run: bool,
     static_uplink_first: bool,
@@ -176,7 +216,7 @@ struct MgrState {
 
 impl MgrState {
     fn uplink_ready(&self) -> bool {
-        self.uplink_det_compl
+        self.uplink.det_compl()
             && self
                 .phy_uplink
                 .as_ref()
@@ -186,13 +226,21 @@ impl MgrState {
 
 pub use crate::task::{Step, Task};
 
-/// Resets `process_uplink_ongoing` when dropped (also on unwind), as the
-/// original did after `process_uplink_event` whatever happened.
+/// Ends the `Ongoing` stage when dropped (also on unwind), as the original
+/// reset `process_uplink_ongoing` after `process_uplink_event` whatever
+/// happened: `Ready` when the uplink was set up meanwhile, else `NotReady`.
 struct OngoingReset<'a>(&'a Mutex<MgrState>);
 
 impl Drop for OngoingReset<'_> {
     fn drop(&mut self) {
-        self.0.lock().process_uplink_ongoing = false;
+        let mut st = self.0.lock();
+        if let UplinkStage::Ongoing { set_up } = st.uplink {
+            st.uplink = if set_up {
+                UplinkStage::Ready
+            } else {
+                UplinkStage::NotReady
+            };
+        }
     }
 }
 
@@ -224,10 +272,8 @@ impl VdpMgr {
             state: Mutex::new(MgrState {
                 phy_uplink: None,
                 veth_intf: None,
-                restart_uplink_called: false,
-                restart_in_progress: false,
-                uplink_det_compl: false,
-                process_uplink_ongoing: false,
+                restart: RestartStage::Waiting,
+                uplink: UplinkStage::NotReady,
                 uplink_down_cnt: 0,
                 is_os_run: false,
                 static_uplink_first: true,
@@ -272,7 +318,7 @@ impl VdpMgr {
         UplinkSnapshot {
             phy: st.phy_uplink.clone(),
             veth: st.veth_intf.clone(),
-            detected: st.uplink_det_compl,
+            detected: st.uplink.det_compl(),
             fail_reason: st.fail_reason.clone(),
         }
     }
@@ -282,9 +328,9 @@ impl VdpMgr {
         MgrStateView {
             phy_uplink: st.phy_uplink.clone(),
             veth_intf: st.veth_intf.clone(),
-            restart_uplink_called: st.restart_uplink_called,
-            uplink_det_compl: st.uplink_det_compl,
-            process_uplink_ongoing: st.process_uplink_ongoing,
+            restart_uplink_called: st.restart == RestartStage::Done,
+            uplink_det_compl: st.uplink.det_compl(),
+            process_uplink_ongoing: st.uplink.ongoing(),
             uplink_down_cnt: st.uplink_down_cnt,
             is_os_run: st.is_os_run,
             bulk_vm_rcvd_flag: st.bulk_vm_rcvd_flag,
@@ -456,7 +502,7 @@ impl VdpMgr {
 
     /// `is_uplink_received`: the stored uplink was obtained after start.
     pub fn is_uplink_received(&self) -> bool {
-        self.state.lock().restart_uplink_called
+        self.state.lock().restart == RestartStage::Done
     }
 
     /// `dfa_uplink_restart` / `_dfa_uplink_restart`: take the uplink stored
@@ -470,7 +516,7 @@ impl VdpMgr {
     pub fn dfa_uplink_restart(&self, info: &UplinkInfo) {
         {
             let mut st = self.state.lock();
-            if st.restart_uplink_called || st.restart_in_progress {
+            if st.restart != RestartStage::Waiting {
                 return;
             }
             log::info!("Obtained uplink after restart {info:?}");
@@ -480,7 +526,7 @@ impl VdpMgr {
             }
             if info.uplink.is_empty() {
                 log::info!("uplink not discovered yet");
-                st.restart_uplink_called = true;
+                st.restart = RestartStage::Done;
                 return;
             }
             if !info.veth_intf.is_empty() {
@@ -491,16 +537,14 @@ impl VdpMgr {
                 );
                 st.phy_uplink = Some(info.uplink.clone());
                 st.veth_intf = Some(info.veth_intf.clone());
-                st.restart_uplink_called = true;
+                st.restart = RestartStage::Done;
                 return;
             }
-            st.restart_in_progress = true;
+            st.restart = RestartStage::Running;
         }
         log::info!("Error case removing the uplink {} from bridge", info.uplink);
         self.host.delete_uplink_and_flows(&info.uplink);
-        let mut st = self.state.lock();
-        st.restart_in_progress = false;
-        st.restart_uplink_called = true;
+        self.state.lock().restart = RestartStage::Done;
     }
 }
 

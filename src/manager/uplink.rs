@@ -31,7 +31,7 @@ impl VdpMgr {
     /// `vdp_uplink_proc`: one round of uplink detection.
     /// Gates: OpenStack bridges present (checked until first seen), stored
     /// uplink obtained (`restart_uplink_called`), no uplink message in
-    /// flight (`process_uplink_ongoing`). Then the detection result drives
+    /// flight (`UplinkStage::Ongoing`). Then the detection result drives
     /// the stage: down (debounced in auto mode), none (report "not yet
     /// discovered"), normal (bond check, re-create setup after restart, bulk
     /// safety net), or a new uplink (save + queue "up").
@@ -46,17 +46,17 @@ impl VdpMgr {
         }
         let veth = {
             let mut st = self.state.lock();
-            if !st.restart_uplink_called || st.process_uplink_ongoing {
+            if st.restart != RestartStage::Done || st.uplink.ongoing() {
                 log::debug!(
-                    "Uplink before restart not refreshed yet, states {} {}",
-                    st.restart_uplink_called,
-                    st.process_uplink_ongoing
+                    "Uplink before restart not refreshed yet, states {:?} {:?}",
+                    st.restart,
+                    st.uplink
                 );
                 return;
             }
             if let Some(phy) = st.phy_uplink.clone() {
                 let set_up_veth = st.set_up.get(&phy).cloned();
-                if st.uplink_det_compl && set_up_veth.is_none() {
+                if st.uplink.det_compl() && set_up_veth.is_none() {
                     log::error!("Not Initialized for phy {phy}");
                     return;
                 }
@@ -89,10 +89,9 @@ impl VdpMgr {
                         log::info!("uplink {phy} down {} time(s)", st.uplink_down_cnt);
                         return;
                     }
-                    st.process_uplink_ongoing = true;
+                    st.uplink = UplinkStage::Ongoing { set_up: false };
                     let veth = st.veth_intf.take();
                     st.phy_uplink = None;
-                    st.uplink_det_compl = false;
                     st.uplink_down_cnt = 0;
                     self.uplink_msg(UplinkStatus::Down, phy, veth)
                 };
@@ -118,12 +117,12 @@ impl VdpMgr {
                 let bond_det = self.uplink_bond_intf_process();
                 let msg = {
                     let mut st = self.state.lock();
-                    if !st.uplink_det_compl && !bond_det {
+                    if !st.uplink.det_compl() && !bond_det {
                         let Some(phy) = st.phy_uplink.clone() else {
                             log::error!("Incorrect state, no uplink in normal stage");
                             return;
                         };
-                        st.process_uplink_ongoing = true;
+                        st.uplink = UplinkStage::Ongoing { set_up: false };
                         Some(self.uplink_msg(UplinkStatus::Up, phy, None))
                     } else {
                         None
@@ -149,7 +148,7 @@ impl VdpMgr {
                 {
                     let mut st = self.state.lock();
                     st.phy_uplink = Some(uplink.clone());
-                    st.process_uplink_ongoing = true;
+                    st.uplink = UplinkStage::Ongoing { set_up: false };
                 }
                 self.que
                     .enqueue(Q_UPL_PRIO, self.uplink_msg(UplinkStatus::Up, uplink, None));
@@ -200,10 +199,9 @@ impl VdpMgr {
         self.save_uplink("", "", PORT_TRANSITION_BOND_DOWN_REASON);
         let down = {
             let mut st = self.state.lock();
-            st.process_uplink_ongoing = true;
+            st.uplink = UplinkStage::Ongoing { set_up: false };
             let veth = st.veth_intf.take();
             st.phy_uplink = None;
-            st.uplink_det_compl = false;
             self.uplink_msg(UplinkStatus::Down, phy, veth)
         };
         self.que.enqueue(Q_UPL_PRIO, down);
@@ -211,7 +209,7 @@ impl VdpMgr {
         {
             let mut st = self.state.lock();
             st.phy_uplink = Some(bond.clone());
-            st.process_uplink_ongoing = true;
+            st.uplink = UplinkStage::Ongoing { set_up: false };
         }
         self.que
             .enqueue(Q_UPL_PRIO, self.uplink_msg(UplinkStatus::Up, bond, None));

@@ -68,7 +68,12 @@ impl VdpMgr {
                     Ok(veth) => {
                         {
                             let mut st = self.state.lock();
-                            st.uplink_det_compl = true;
+                            st.uplink = match st.uplink {
+                                UplinkStage::Ongoing { .. } => {
+                                    UplinkStage::Ongoing { set_up: true }
+                                }
+                                _ => UplinkStage::Ready,
+                            };
                             st.set_up.insert(phy.clone(), veth.clone());
                             st.veth_intf = Some(veth.clone());
                         }
