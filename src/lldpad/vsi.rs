@@ -239,13 +239,21 @@ impl LldpadDriver {
 
     /// A refusal or failure text of lldpad/vdptool as a reply: "not ready"
     /// (transient) or a verdict.
-    fn refused(&self, refusal: vdptool::Refusal) -> VdpReply {
+    /// What a refused associate means. A verdict from a vdptool that
+    /// exited non-zero is reported with the original's text ("Incorrect
+    /// Reply,no mode information found: None": its vdptool wrapper returned
+    /// no reply then); lldpad's own text goes to the log.
+    fn refused(&self, refusal: vdptool::Refusal, exit_code: i32) -> VdpReply {
         use vdptool::Refusal;
         let settling = Instant::now() < *self.settle_until.lock();
         match refusal {
             Refusal::Busy => VdpReply::pending(),
             Refusal::NotReady(t) => VdpReply::not_ready(t),
             Refusal::InvalidParameters(t) if settling => VdpReply::not_ready(t),
+            Refusal::InvalidParameters(t) | Refusal::Other(t) if exit_code != 0 => {
+                log::warn!("vdptool exited with {exit_code}: {}", t.trim());
+                VdpReply::failed(vdptool::mode_failure_reason("None"))
+            }
             Refusal::InvalidParameters(t) | Refusal::Other(t) => VdpReply::failed(t),
         }
     }

@@ -214,7 +214,9 @@ impl LldpadDriver {
         match vdptool::assoc_outcome(&out, &req.port_uuid, &req.vm_mac) {
             AssocOutcome::Associated { vlan } => VdpReply::associated(vlan),
             AssocOutcome::NoVlanYet => VdpReply::no_vlan_yet(),
-            AssocOutcome::Failed { reason } => self.refused(vdptool::Refusal::classify(reason)),
+            AssocOutcome::Failed { reason } => {
+                self.refused(vdptool::Refusal::classify(reason), out.code)
+            }
             AssocOutcome::Pending => VdpReply::pending(),
             AssocOutcome::NotOurs { other_uuid } => {
                 // -W printed another VSI's event: ask lldpad about ours.
@@ -246,7 +248,7 @@ impl LldpadDriver {
         match self.run(&argv, CMD_TIMEOUT) {
             Ok(out) => match vdptool::request_result(&out) {
                 Ok(()) => VdpReply::pending(),
-                Err(r) => self.refused(r),
+                Err(r) => self.refused(r, out.code),
             },
             Err(e) => VdpReply::not_ready(e),
         }
