@@ -35,6 +35,7 @@ pub mod model;
 pub mod ovs;
 pub mod queue;
 pub mod sdnotify;
+pub mod serve;
 pub mod shutdown;
 pub mod status;
 pub mod task;

@@ -25,7 +25,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -176,48 +176,25 @@ impl StatusServer {
         doc: &StatusFn,
         stop: Option<std::os::fd::BorrowedFd<'_>>,
     ) -> io::Result<bool> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        use std::os::fd::AsFd;
-        let ms = wait.as_millis().min(u16::MAX as u128) as u16;
-        let mut fds = vec![PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
-        fds.extend(stop.map(|s| PollFd::new(s, PollFlags::POLLIN)));
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) => return Ok(false),
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => return Ok(false),
-            Err(e) => return Err(io::Error::from(e)),
-        }
-        let listener_ready = fds[0]
-            .revents()
-            .is_some_and(|r| r.intersects(PollFlags::POLLIN));
-        if !listener_ready {
-            return Ok(false);
-        }
-        let (stream, _) = match self.listener.accept() {
-            Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
+        let srv = crate::serve::Server {
+            listener: &self.listener,
+            active: &self.active,
+            max: MAX_CLIENTS,
+            name: "status-client",
         };
-        if self.active.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
-            self.active.fetch_sub(1, Ordering::SeqCst);
-            log::debug!("status: {MAX_CLIENTS} clients already being served; connection closed");
-            return Ok(true);
-        }
-        let (doc, active) = (doc.clone(), self.active.clone());
-        let spawned = std::thread::Builder::new()
-            .name("status-client".into())
-            .spawn(move || {
+        let doc = doc.clone();
+        crate::serve::accept_one(
+            &srv,
+            wait,
+            stop,
+            |l| l.accept().map(|(s, _)| s),
+            move |stream| {
                 if let Err(e) = answer(&stream, &*doc) {
                     // A client that went away is its own problem.
                     log::debug!("status client: {e}");
                 }
-                active.fetch_sub(1, Ordering::SeqCst);
-            });
-        if let Err(e) = spawned {
-            self.active.fetch_sub(1, Ordering::SeqCst);
-            log::warn!("status: cannot start a client thread: {e}");
-        }
-        Ok(true)
+            },
+        )
     }
 }
 

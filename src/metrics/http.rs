@@ -16,7 +16,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -216,47 +216,24 @@ impl MetricsServer {
         render: &RenderFn,
         stop: Option<std::os::fd::BorrowedFd<'_>>,
     ) -> io::Result<bool> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        use std::os::fd::AsFd;
-        let ms = wait.as_millis().min(u16::MAX as u128) as u16;
-        let mut fds = vec![PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
-        fds.extend(stop.map(|s| PollFd::new(s, PollFlags::POLLIN)));
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) => return Ok(false),
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => return Ok(false),
-            Err(e) => return Err(io::Error::from(e)),
-        }
-        let listener_ready = fds[0]
-            .revents()
-            .is_some_and(|r| r.intersects(PollFlags::POLLIN));
-        if !listener_ready {
-            return Ok(false);
-        }
-        let (stream, _) = match self.listener.accept() {
-            Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
+        let srv = crate::serve::Server {
+            listener: &self.listener,
+            active: &self.active,
+            max: MAX_CLIENTS,
+            name: "metrics-client",
         };
-        if self.active.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
-            self.active.fetch_sub(1, Ordering::SeqCst);
-            log::debug!("metrics: {MAX_CLIENTS} clients already being served; connection closed");
-            return Ok(true);
-        }
-        let (render, active) = (render.clone(), self.active.clone());
-        let spawned = std::thread::Builder::new()
-            .name("metrics-client".into())
-            .spawn(move || {
+        let render = render.clone();
+        crate::serve::accept_one(
+            &srv,
+            wait,
+            stop,
+            |l| l.accept().map(|(s, _)| s),
+            move |stream| {
                 if let Err(e) = serve_client(&stream, &*render) {
                     log::debug!("metrics client: {e}");
                 }
-                active.fetch_sub(1, Ordering::SeqCst);
-            });
-        if let Err(e) = spawned {
-            self.active.fetch_sub(1, Ordering::SeqCst);
-            log::warn!("metrics: cannot start a client thread: {e}");
-        }
-        Ok(true)
+            },
+        )
     }
 }
 
