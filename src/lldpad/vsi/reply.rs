@@ -73,9 +73,9 @@ impl VdpReply {
             ..Default::default()
         }
     }
-    pub(super) fn not_ready(reason: impl Into<String>) -> VdpReply {
+    pub(super) fn not_ready(reason: impl std::fmt::Display) -> VdpReply {
         VdpReply {
-            fail_reason: Some(reason.into()),
+            fail_reason: Some(reason.to_string()),
             transient: true,
             ..Default::default()
         }
@@ -95,6 +95,32 @@ impl VdpReply {
     /// verdict possible yet)?
     pub fn awaiting_verdict(&self) -> bool {
         self.pending || self.transient
+    }
+}
+
+/// Why lldpad could not be asked about VSIs (a query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryError {
+    /// The request could not be built (a bad value).
+    Arg(vdptool::ArgError),
+    /// vdptool could not run or timed out.
+    Exec(crate::exec::ExecError),
+    /// vdptool failed without an answer (its text).
+    Failed(String),
+    /// lldpad answered with a non-zero status.
+    Status(u8),
+    /// The answer could not be read (the original's reason text).
+    Unreadable(String),
+}
+
+impl std::fmt::Display for QueryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryError::Arg(e) => write!(f, "{e}"),
+            QueryError::Exec(e) => write!(f, "{e}"),
+            QueryError::Failed(t) | QueryError::Unreadable(t) => f.write_str(t),
+            QueryError::Status(s) => write!(f, "FAILED: {}", vdptool::status_text(*s)),
+        }
     }
 }
 

@@ -22,28 +22,30 @@ impl LldpadDriver {
         })
     }
 
-    pub(super) fn run(&self, argv: &[String], timeout: Duration) -> Result<CmdOutput, String> {
+    pub(super) fn run(
+        &self,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<CmdOutput, crate::exec::ExecError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        self.runner
-            .run_any_timeout(argv, timeout)
-            .map_err(|e| e.to_string())
+        self.runner.run_any_timeout(argv, timeout)
     }
 
     /// Per-VSI query: `Ok(None)` = lldpad does not hold the VSI.
-    pub(super) fn query_state(&self, req: &VsiRequest) -> Result<Option<VsiState>, String> {
+    pub(super) fn query_state(&self, req: &VsiRequest) -> Result<Option<VsiState>, QueryError> {
         Ok(self
             .query_record(req)?
             .map(|r| vdptool::record_state(&r, &req.vm_mac, req.segmentation_id)))
     }
 
     /// lldpad's record of the VSI (one query).
-    pub(super) fn query_record(&self, req: &VsiRequest) -> Result<Option<VsiRecord>, String> {
+    pub(super) fn query_record(&self, req: &VsiRequest) -> Result<Option<VsiRecord>, QueryError> {
         #[cfg(test)]
         if super::tests::PANIC_NEXT_QUERY.with(|c| c.replace(false)) {
             panic!("injected panic in query_state");
         }
         let cmd = vdptool::query_command(&self.port, &self.cfg, &req.port_uuid)
-            .map_err(|e| e.to_string())?;
+            .map_err(QueryError::Arg)?;
         let q = self.query_reply(&cmd)?;
         Ok(q.records
             .into_iter()
@@ -51,32 +53,36 @@ impl LldpadDriver {
     }
 
     /// List query of every associated VSI.
-    pub(super) fn list(&self) -> Result<Vec<VsiRecord>, String> {
-        let cmd = vdptool::list_command(&self.port).map_err(|e| e.to_string())?;
+    pub(super) fn list(&self) -> Result<Vec<VsiRecord>, QueryError> {
+        let cmd = vdptool::list_command(&self.port).map_err(QueryError::Arg)?;
         Ok(self.query_reply(&cmd)?.records)
     }
 
     /// A `vdptool -t ... -R` query, over the control socket when enabled
     /// and usable, else as a vdptool process. `Err` unless status 0.
-    pub(super) fn query_reply(&self, cmd: &Command) -> Result<vdptool::QueryReply, String> {
+    pub(super) fn query_reply(&self, cmd: &Command) -> Result<vdptool::QueryReply, QueryError> {
         let r = self.query_reply_inner(cmd);
         crate::metrics::vdp_reply("query", r.is_ok(), false);
         r
     }
 
-    fn query_reply_inner(&self, cmd: &Command) -> Result<vdptool::QueryReply, String> {
+    fn query_reply_inner(&self, cmd: &Command) -> Result<vdptool::QueryReply, QueryError> {
         let q = match self.socket_query(cmd) {
-            Some(line) => vdptool::parse_query(&line)?,
+            Some(line) => vdptool::parse_query(&line).map_err(QueryError::Unreadable)?,
             None => {
-                let out = self.run(&cmd.argv(), CMD_TIMEOUT)?;
+                let out = self
+                    .run(&cmd.argv(), CMD_TIMEOUT)
+                    .map_err(QueryError::Exec)?;
                 if out.code != 0 && !out.stdout.contains('R') {
-                    return Err(vdptool::command_failure(&out).unwrap_or_default());
+                    return Err(QueryError::Failed(
+                        vdptool::command_failure(&out).unwrap_or_default(),
+                    ));
                 }
-                vdptool::parse_query(&out.stdout)?
+                vdptool::parse_query(&out.stdout).map_err(QueryError::Unreadable)?
             }
         };
         if q.status != 0 {
-            return Err(format!("FAILED: {}", vdptool::status_text(q.status)));
+            return Err(QueryError::Status(q.status));
         }
         Ok(q)
     }
@@ -145,7 +151,7 @@ impl LldpadDriver {
     pub(super) fn request_for_state(
         &self,
         req: &VsiRequest,
-        state: Result<Option<VsiState>, String>,
+        state: Result<Option<VsiState>, QueryError>,
         wait: bool,
     ) -> VdpReply {
         let assoc = |raw_vlan: u16| {
@@ -266,7 +272,7 @@ impl LldpadDriver {
             .map_err(|e| Refusal::Other(e.to_string()))?;
         let r = self
             .run(&argv, CMD_TIMEOUT)
-            .map_err(Refusal::NotReady)
+            .map_err(|e| Refusal::NotReady(e.to_string()))
             .and_then(|out| vdptool::request_result(&out));
         let busy = matches!(&r, Err(Refusal::Busy));
         crate::metrics::vdp_reply("deassoc", r.is_ok(), busy);
