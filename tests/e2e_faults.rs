@@ -1,7 +1,8 @@
 //! Faults never disturb traffic whose VLAN did not change (real station
 //! lldpad, the project's leaf, real userspace OVS, agent, reference
 //! controller). Every test samples the translation flows every 50 ms for
-//! the whole fault (`FlowSampler`) and pings where it can:
+//! the whole fault and watches OVS's flow monitor for any change of them
+//! (`FlowSampler`), and pings where it can:
 //! - two VMs sent right after the uplink came up both succeed on the first
 //!   answer (no start-up race with lldpad's EVB/group-id negotiation);
 //! - station lldpad restart: no sample with a flow missing, VSIs back in
@@ -9,8 +10,9 @@
 //! - the leaf deassociates a VSI: no sample missing, re-associated within 2 s;
 //! - ovs-vswitchd restart with `flow_check_s: 60`: flows back within 3 s of
 //!   the new vswitchd running;
-//! - agent SIGKILL + start: no sample missing, no deassociation at the
-//!   leaf, every port re-reported SUCCESS within 10 s.
+//! - agent SIGKILL + start, then SIGTERM + start: no sample missing, no
+//!   flow-mod of a standing flow, no deassociation at the leaf, every port
+//!   re-reported SUCCESS within 10 s each time.
 
 mod common;
 
@@ -25,6 +27,13 @@ fn assert_no_gap(what: &str, s: &common::FlowSamples, lab: &Lab) {
         s.missing.len()
     );
     assert!(s.samples >= 10, "{what}: too few samples ({})", s.samples);
+    assert!(
+        s.rewrites.is_empty(),
+        "{what}: OVS saw {} flow-mod(s) of flows whose VLAN did not change: {:?}\n{}",
+        s.rewrites.len(),
+        s.rewrites,
+        lab.diag()
+    );
     assert!(
         s.missing.is_empty(),
         "{what}: {} of {} samples missed a translation flow; first: {:?}\n{}",
@@ -167,7 +176,7 @@ fn vswitchd_restart_flows_back_within_three_seconds() {
 }
 
 #[test]
-fn agent_sigkill_and_start_disturbs_nothing() {
+fn agent_sigkill_or_sigterm_and_start_disturb_nothing() {
     if skip() {
         return;
     }
@@ -176,10 +185,23 @@ fn agent_sigkill_and_start_disturbs_nothing() {
     let v = lab.bring_up(&[&vms[0], &vms[1]]);
     let want = lab.expected_flows(&[(11, v[0]), (12, v[1])]);
     let stats0 = lab.leaf_stats();
-    let since = lab.last_call_id();
     let pinger = lab.pinger(&vms[0]);
     let sampler = lab.sample_flows(&want);
     common::pause(Duration::from_millis(500));
+    // Every port re-reported SUCCESS after the start: how long it took.
+    let reported = |since: u64, t0: Instant| {
+        wait_for(Duration::from_secs(20), || {
+            vms.iter()
+                .all(|vm| {
+                    lab.results_for(&vm.port_uuid, since)
+                        .iter()
+                        .any(|c| c["status"] == 200 && c["args"]["result"] == "SUCCESS")
+                })
+                .then(|| t0.elapsed())
+        })
+        .unwrap_or_else(|| panic!("not re-reported\n{}", lab.diag()))
+    };
+    let since = lab.last_call_id();
     let pid = lab.agent_pid().expect("agent pid");
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -191,22 +213,23 @@ fn agent_sigkill_and_start_disturbs_nothing() {
     );
     let t0 = Instant::now();
     lab.start_agent();
-    let reported = wait_for(Duration::from_secs(20), || {
-        vms.iter()
-            .all(|vm| {
-                lab.results_for(&vm.port_uuid, since)
-                    .iter()
-                    .any(|c| c["status"] == 200 && c["args"]["result"] == "SUCCESS")
-            })
-            .then(|| t0.elapsed())
-    });
+    let after_kill = reported(since, t0);
+    common::pause(Duration::from_secs(1));
+    // The clean stop (SIGTERM) leaves everything in place too.
+    let since = lab.last_call_id();
+    lab.stop_agent();
+    let t0 = Instant::now();
+    lab.start_agent();
+    let after_term = reported(since, t0);
     common::pause(Duration::from_secs(1));
     let s = sampler.finish();
     let (tx, rx, summary) = pinger.finish();
-    let reported = reported.unwrap_or_else(|| panic!("not re-reported\n{}", lab.diag()));
-    eprintln!("every port re-reported SUCCESS {reported:?} after the start; ping {rx}/{tx}");
-    assert_no_gap("agent SIGKILL + start", &s, &lab);
-    assert!(reported < Duration::from_secs(10), "took {reported:?}");
+    eprintln!(
+        "every port re-reported SUCCESS {after_kill:?} after the start (SIGKILL), {after_term:?} (SIGTERM); ping {rx}/{tx}"
+    );
+    assert_no_gap("agent SIGKILL/SIGTERM + start", &s, &lab);
+    assert!(after_kill < Duration::from_secs(10), "took {after_kill:?}");
+    assert!(after_term < Duration::from_secs(10), "took {after_term:?}");
     assert!(tx >= 5 && rx == tx, "ping lost packets: {summary}");
     let stats = lab.leaf_stats();
     assert_eq!(stats["deassoc"], stats0["deassoc"], "{stats}");

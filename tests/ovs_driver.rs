@@ -234,8 +234,27 @@ fn bridges_and_uplink_setup_restart_teardown() {
     );
     assert_eq!(lab.ovs.flows("br-ethd", None).unwrap(), ex_before);
     assert_eq!(lab.ovs.flows("br-int", None).unwrap(), int_before);
-    // ip -j link (1) + ovs-vsctl snapshot (1) + dump-flows (1), nothing changed.
-    assert_eq!(runner.spawned(), 3);
+    // ip -j link (1) + ovs-vsctl snapshot (1) + a dump of each bridge (2),
+    // nothing changed.
+    assert_eq!(runner.spawned(), 4);
+
+    // The bulk resync announces the port again with the VLAN it had: the
+    // flows the previous run left are adopted, not written again (an
+    // identical add-flow would still replace the rules in OVS).
+    let update = d2.add_vm_port(NET_A, 5, P1, Some(3003), None).unwrap();
+    assert!(update.error.is_none(), "{update:?}");
+    assert_eq!(
+        runner.spawned(),
+        4,
+        "no ovs-ofctl for flows already in place"
+    );
+    assert_eq!(lab.ovs.flows("br-ethd", None).unwrap(), ex_before);
+    assert_eq!(lab.ovs.flows("br-int", None).unwrap(), int_before);
+    assert_eq!(d2.net_vdp_vlan(NET_A), Some(3003));
+    // A second port of the network changes nothing either.
+    d2.add_vm_port(NET_A, 5, P2, Some(3003), None).unwrap();
+    assert_eq!(runner.spawned(), 4);
+    d2.remove_vm_port(NET_A, P2).unwrap();
 
     // Restored knowledge after restart, then teardown removes what setup made.
     d2.restore_vm_port(NET_A, 5, P1, Some(3003));

@@ -213,16 +213,28 @@ fn start_sampler(lab: &Lab) -> Sampler {
         s.stop.clone(),
         s.samples.clone(),
     );
+    // OVS's flow monitor: a flow deleted and put back between two samples,
+    // or written again unchanged, shows here.
+    let watch = lab.watch_flow_mods();
     std::thread::spawn(move || {
+        let mut seen_mods = 0;
         while !stop.load(Ordering::SeqCst) {
             let next = Instant::now() + Duration::from_millis(50);
             let w = want.lock().unwrap().clone();
             let ex = excused.load(Ordering::SeqCst);
             let seen = Lab::fast_translation_flows(&name, &dir);
+            let mods = watch.since(seen_mods);
+            seen_mods += mods.len();
             *samples.lock().unwrap() += 1;
             // Excused at the start or the end of the sample: no verdict.
             let ex = ex || excused.load(Ordering::SeqCst);
             if !ex && !w.is_empty() {
+                for m in common::rewrites_of(&w, &mods) {
+                    missing
+                        .lock()
+                        .unwrap()
+                        .push((m.at, format!("flow-mod on {}: {}", m.bridge, m.line)));
+                }
                 let gone: Vec<&String> = match &seen {
                     Some(f) => w.iter().filter(|x| !f.contains(x)).collect(),
                     None => w.iter().collect(),
@@ -597,7 +609,7 @@ fn soak() {
             sampler.missing.lock().unwrap()[missing_before..].to_vec();
         if !new_missing.is_empty() {
             violations.push(format!(
-                "#{n} {}: {} flow sample(s) missed a flow of an unchanged VLAN, first {:.1} s after the fault began: {:?}",
+                "#{n} {}: {} flow sample(s) missed (or OVS saw a flow-mod of) a flow of an unchanged VLAN, first {:.1} s after the fault began: {:?}",
                 fault.name(),
                 new_missing.len(),
                 new_missing[0].0.saturating_duration_since(t0).as_secs_f64(),

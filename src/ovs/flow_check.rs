@@ -21,6 +21,8 @@ impl OvsDriver {
     /// `ovs-vsctl`, one dump per bridge, at most one fix per bridge.
     pub fn check_flows(&self) -> Result<FlowCheck, OvsError> {
         let mut st = self.lock_state();
+        // From here on OVS itself is compared with the table.
+        st.adoptable.clear();
         if st.uplink.is_none() && st.table.is_empty() && st.leftovers.is_empty() {
             return Ok(FlowCheck::default());
         }

@@ -36,7 +36,7 @@ use crate::shutdown::Shutdown;
 use local_vlan::{FlowChange, LocalVlanTable, PortVlan, TableError};
 use ofctl::{Flow, FlowOp, OfctlOpts, FLOW_COOKIE};
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -262,6 +262,13 @@ struct State {
     table: LocalVlanTable,
     /// Flows whose deletion failed: (bridge, flow); retried by check_flows.
     leftovers: Vec<(String, Flow)>,
+    /// Our VM translation flows found in OVS when the uplink was set up
+    /// (left by the previous run of the agent): (bridge, flow). A network's
+    /// first install of exactly such a flow adopts it instead of writing it
+    /// again (an identical `add-flow` still replaces the rule in OVS, resets
+    /// its counters and makes the datapath revalidate). Emptied by the flow
+    /// check, which compares with OVS itself, and by a teardown.
+    adoptable: BTreeSet<(String, Flow)>,
 }
 
 /// What readers see without waiting for OVS commands (`status`, the VLAN

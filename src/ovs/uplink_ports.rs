@@ -164,12 +164,36 @@ impl OvsDriver {
         &self,
         lldp_ofport: u32,
         uplink_ofport: u32,
-    ) -> Result<(usize, usize), OvsError> {
+    ) -> Result<(usize, usize, Vec<Flow>), OvsError> {
         let present = self.dump_flows(&self.br_ex, None)?;
         let want = flows::passthrough_flows(lldp_ofport, uplink_ofport);
         let ops = flows::reconcile(&present, &want, flows::is_passthrough_class);
         self.run_ops(&self.br_ex, &ops)?;
-        Ok(count_ops(&ops))
+        let (added, removed) = count_ops(&ops);
+        Ok((added, removed, present))
+    }
+
+    /// Our VM translation flows present on both bridges when the uplink is
+    /// set up (`ex_present`: the external bridge's dump already taken; one
+    /// more dump of the integration bridge), for [`State::adoptable`].
+    fn adoptable_flows(&self, ex_present: Vec<Flow>) -> BTreeSet<(String, Flow)> {
+        let int_present = self
+            .dump_flows(&self.br_int, Some(&ofctl::our_cookie_filter()))
+            .map_err(|e| log::warn!("ovs: reading {}'s flows: {e}", self.br_int))
+            .unwrap_or_default();
+        let mut set = BTreeSet::new();
+        for (br, prio, present) in [
+            (&self.br_ex, flows::VM_EX_PRIO, ex_present),
+            (&self.br_int, flows::VM_INT_PRIO, int_present),
+        ] {
+            set.extend(
+                present
+                    .into_iter()
+                    .filter(|f| f.cookie == FLOW_COOKIE && f.priority == prio)
+                    .map(|f| (br.clone(), f)),
+            );
+        }
+        set
     }
 
     /// Set the uplink up on the OVS side: veth pair (reused when present),
@@ -194,7 +218,9 @@ impl OvsDriver {
         let veth_created = self.ensure_veth(&ovs_veth, &lldp_veth)?;
         let (uplink_ofport, ovs_veth_ofport, _) =
             self.ensure_ports(&snap, uplink, &ovs_veth, veth_created)?;
-        let (added, removed) = self.ensure_passthrough(ovs_veth_ofport, uplink_ofport)?;
+        let (added, removed, ex_present) =
+            self.ensure_passthrough(ovs_veth_ofport, uplink_ofport)?;
+        st.adoptable = self.adoptable_flows(ex_present);
         log::info!(
             "ovs: uplink {uplink} set up (veth {lldp_veth}/{ovs_veth} {}; ofports uplink {uplink_ofport} veth {ovs_veth_ofport}; passthrough +{added} -{removed})",
             if veth_created { "created" } else { "reused" }
@@ -236,6 +262,7 @@ impl OvsDriver {
             return self.delete_uplink_and_flows(uplink);
         }
         let (ovs_veth, _) = veth::veth_names(uplink);
+        st.adoptable.clear();
         let mut first: Option<OvsError> = None;
         let mut ex_ops = flows::passthrough_glob_deletes();
         ex_ops.push(FlowOp::Delete(ofctl::our_cookie_filter()));

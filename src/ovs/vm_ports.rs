@@ -167,7 +167,11 @@ impl OvsDriver {
                 .filter(|o| !new.as_ref().is_some_and(|n| n.same_match(o)))
                 .cloned();
             if let Some(new) = new {
-                ops.push(FlowOp::Add(new));
+                // A flow the previous run left exactly as wanted is
+                // adopted, not written again.
+                if !st.adoptable.remove(&(br.to_string(), new.clone())) {
+                    ops.push(FlowOp::Add(new));
+                }
             }
             if let Some(old) = replaced {
                 ops.push(FlowOp::DeleteStrict(old));

@@ -762,10 +762,16 @@ pub fn exists(p: &Path) -> bool {
 /// Samples the translation flows of a lab every 50 ms in a background
 /// thread until `finish`, recording every sample in which a wanted flow was
 /// missing (or OVS did not answer): a fault test's continuous view of the
-/// data path, not one read at the end.
+/// data path, not one read at the end. Between samples OVS's own flow
+/// monitor ([`FlowModWatch`]) reports every change of a wanted flow, so a
+/// flow deleted and put back within a few milliseconds (which a 20 Hz
+/// sample would not see, and a 10 ms ping would) is caught too.
 pub struct FlowSampler {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     handle: Option<std::thread::JoinHandle<FlowSamples>>,
+    watch: FlowModWatch,
+    want: Vec<String>,
+    t0: Instant,
 }
 
 /// What a `FlowSampler` saw.
@@ -775,6 +781,137 @@ pub struct FlowSamples {
     /// (time since start, the flows seen or None when OVS did not answer)
     /// of every sample missing a wanted flow.
     pub missing: Vec<(Duration, Option<Vec<String>>)>,
+    /// (time since start, OVS's monitor line) of every flow-mod that added,
+    /// modified or deleted a wanted flow (even one put back at once).
+    pub rewrites: Vec<(Duration, String)>,
+}
+
+/// Key of a translation flow: (bridge, matched VLAN, VLAN it is rewritten
+/// to). Of a `dump-flows` line (the bridge told by the priority: 4 on
+/// br-ethd, 3 on br-int) with `bridge` None, or of an `ovs-ofctl monitor`
+/// line of `bridge`.
+pub fn translation_key(bridge: Option<&str>, line: &str) -> Option<(String, u16, u16)> {
+    let bridge = match bridge {
+        Some(b) => b.to_string(),
+        None if line.contains("priority=4,") => "br-ethd".to_string(),
+        None if line.contains("priority=3,") => "br-int".to_string(),
+        None => return None,
+    };
+    let num = |key: &str| -> Option<u16> {
+        let rest = &line[line.find(key)? + key.len()..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    Some((bridge, num("dl_vlan=")?, num("mod_vlan_vid:")?))
+}
+
+/// One flow-mod OVS reported for a flow of ours.
+#[derive(Debug, Clone)]
+pub struct FlowMod {
+    pub at: Instant,
+    pub bridge: String,
+    /// The monitor's event line (` event=ADDED table=0 cookie=... ...`).
+    pub line: String,
+}
+
+impl FlowMod {
+    pub fn key(&self) -> Option<(String, u16, u16)> {
+        translation_key(Some(&self.bridge), &self.line)
+    }
+}
+
+/// `ovs-ofctl monitor BR watch:!initial` on both bridges of a lab: every
+/// flow-mod of a flow with the agent's cookie, timestamped as it arrives.
+pub struct FlowModWatch {
+    _children: Vec<ChildGuard>,
+    events: std::sync::Arc<std::sync::Mutex<Vec<FlowMod>>>,
+}
+
+impl FlowModWatch {
+    /// Every flow-mod seen so far, oldest first.
+    pub fn events(&self) -> Vec<FlowMod> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// The flow-mods from index `from` on (for a caller that keeps its place).
+    pub fn since(&self, from: usize) -> Vec<FlowMod> {
+        self.events
+            .lock()
+            .unwrap()
+            .get(from..)
+            .unwrap_or_default()
+            .to_vec()
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.lock().unwrap().len()
+    }
+}
+
+impl Lab {
+    /// Start OVS's flow monitors (returns once both are attached).
+    pub fn watch_flow_mods(&self) -> FlowModWatch {
+        use std::io::BufRead;
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut children = Vec::new();
+        let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+        for br in ["br-ethd", "br-int"] {
+            // ovs-ofctl prints the updates on stderr: both streams are read.
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", &format!("{}-host", self.name), "env"])
+                .arg(format!("OVS_RUNDIR={}", self.dir.join("ovs").display()))
+                .args([
+                    "sh",
+                    "-c",
+                    &format!("exec ovs-ofctl monitor {br} 'watch:!initial' 2>&1"),
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("ovs-ofctl monitor");
+            let out = child.stdout.take().expect("monitor stdout");
+            let (ev, ready, br) = (events.clone(), ready_tx.clone(), br.to_string());
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if line.contains("NXST_FLOW_MONITOR reply") {
+                        let _ = ready.send(());
+                    }
+                    if line.contains("event=") && line.contains("cookie=0x7664706167656e74") {
+                        ev.lock().unwrap().push(FlowMod {
+                            at: Instant::now(),
+                            bridge: br.clone(),
+                            line: line.trim().to_string(),
+                        });
+                    }
+                }
+            });
+            children.push(ChildGuard(Some(child)));
+        }
+        for _ in 0..2 {
+            ready_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("ovs-ofctl monitor attached");
+        }
+        FlowModWatch {
+            _children: children,
+            events,
+        }
+    }
+}
+
+/// The flow-mods of `mods` that touch a flow of `want` (dump-flows lines).
+pub fn rewrites_of(want: &[String], mods: &[FlowMod]) -> Vec<FlowMod> {
+    let keys: Vec<(String, u16, u16)> = want
+        .iter()
+        .filter_map(|w| translation_key(None, w))
+        .collect();
+    mods.iter()
+        .filter(|m| m.key().is_some_and(|k| keys.contains(&k)))
+        .cloned()
+        .collect()
 }
 
 impl Lab {
@@ -805,6 +942,9 @@ impl Lab {
 
     /// Start sampling: every sample must hold every flow of `want`.
     pub fn sample_flows(&self, want: &[String]) -> FlowSampler {
+        let watch = self.watch_flow_mods();
+        let t0 = Instant::now();
+        let kept = want.to_vec();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (name, dir, want) = (self.name.clone(), self.dir.clone(), want.to_vec());
         let s = stop.clone();
@@ -828,6 +968,9 @@ impl Lab {
         FlowSampler {
             stop,
             handle: Some(handle),
+            watch,
+            want: kept,
+            t0,
         }
     }
 }
@@ -835,11 +978,17 @@ impl Lab {
 impl FlowSampler {
     pub fn finish(mut self) -> FlowSamples {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.handle
+        let mut r = self
+            .handle
             .take()
             .expect("sampler thread")
             .join()
-            .expect("sampler")
+            .expect("sampler");
+        r.rewrites = rewrites_of(&self.want, &self.watch.events())
+            .into_iter()
+            .map(|m| (m.at.saturating_duration_since(self.t0), m.line))
+            .collect();
+        r
     }
 }
 
