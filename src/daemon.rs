@@ -122,12 +122,11 @@ mod notify;
 mod registry;
 mod signals;
 mod tasks;
-pub use files::{LogFile, LogWriter, PidFile};
+pub use files::{LogFile, PidFile};
+pub use registry::ThreadRegistry;
 use registry::{periodic_after_first_period, spawn_task};
-pub use registry::{ThreadRegistry, STUCK_AFTER};
 pub use signals::block_signals;
 use signals::signal_task;
-pub use tasks::{dispatch_event, MIN_POLL_GAP, OVS_WATCH_PERIOD, PENDING_RECHECK};
 use tasks::{event_poller_task, flow_check_task, heartbeat_task, lldpad_client_task};
 
 // ----- the daemon --------------------------------------------------------------------

@@ -17,31 +17,37 @@
 //! - `lab` (cargo feature `lab`, on by default; off in the packaged
 //!   daemon): the lab tools behind `vdp-lab` (reference controller, leaf
 //!   simulator, netns harness). Nothing outside `lab` uses it.
+//!
+//! Every module above except `lab` is crate-private: what leaves the crate
+//! (for `src/main.rs`, `vdp-lab` and the integration tests) is named in the
+//! facade [`api`].
 
-pub mod config;
-pub mod controller;
-pub mod daemon;
-pub mod exec;
-pub mod fsutil;
-pub mod health;
-pub mod host;
-pub mod journal;
+pub(crate) mod config;
+pub(crate) mod controller;
+pub(crate) mod daemon;
+pub(crate) mod exec;
+pub(crate) mod fsutil;
+pub(crate) mod health;
+pub(crate) mod host;
+pub(crate) mod journal;
 #[cfg(feature = "lab")]
 pub mod lab;
-pub mod lldpad;
-pub mod manager;
-pub mod metrics;
-pub mod model;
-pub mod ovs;
-pub mod queue;
-pub mod sdnotify;
-pub mod serve;
-pub mod shutdown;
-pub mod status;
-pub mod task;
-pub mod topology;
-pub mod uplink;
-pub mod validate;
+
+pub mod api;
+pub(crate) mod lldpad;
+pub(crate) mod manager;
+pub(crate) mod metrics;
+pub(crate) mod model;
+pub(crate) mod ovs;
+pub(crate) mod queue;
+pub(crate) mod sdnotify;
+pub(crate) mod serve;
+pub(crate) mod shutdown;
+pub(crate) mod status;
+pub(crate) mod task;
+pub(crate) mod topology;
+pub(crate) mod uplink;
+pub(crate) mod validate;
 
 /// Version string reported by `--version` and `status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

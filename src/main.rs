@@ -16,10 +16,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use vdp_agent::config::{Config, DEFAULT_CONFIG};
-use vdp_agent::daemon::{self, LogFile, RunOptions};
-use vdp_agent::manager::host::HostDriver;
-use vdp_agent::manager::link::ControllerLink;
+use vdp_agent::api::config::{Config, DEFAULT_CONFIG};
+use vdp_agent::api::daemon::{self, LogFile, RunOptions};
+use vdp_agent::api::manager::host::HostDriver;
+use vdp_agent::api::manager::link::ControllerLink;
 
 const USAGE: &str = "\
 usage: vdp-agent [-c FILE] [--pid-file FILE]      run the daemon in the foreground
@@ -168,12 +168,12 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
 /// anything (`--check-config` and the daemon's start both run it): the
 /// controller link's URL, token and CA files, and the log file.
 fn preflight(cfg: &Config) -> Result<(), String> {
-    vdp_agent::controller::preflight(cfg).map_err(|e| e.to_string())?;
+    vdp_agent::api::controller::preflight(cfg).map_err(|e| e.to_string())?;
     for (key, dir) in [
         ("paths.run_dir", &cfg.paths.run_dir),
         ("paths.state_dir", &cfg.paths.state_dir),
     ] {
-        vdp_agent::fsutil::check_private_dir(dir).map_err(|e| format!("{key}: {e}"))?;
+        vdp_agent::api::fsutil::check_private_dir(dir).map_err(|e| format!("{key}: {e}"))?;
     }
     if let Some(f) = &cfg.log.file {
         match std::fs::metadata(f) {
@@ -203,12 +203,12 @@ fn init_logging(cfg: &Config) -> Result<Option<Arc<LogFile>>, String> {
         b.parse_filters(&spec);
     }
     // stderr that is the journal: `<N>` priority prefix, no timestamp.
-    let journal = cfg.log.file.is_none() && vdp_agent::journal::stderr_is_journal();
+    let journal = cfg.log.file.is_none() && vdp_agent::api::journal::stderr_is_journal();
     b.format(move |buf, rec| {
         let th = std::thread::current();
         let th = th.name().unwrap_or("?");
         if journal {
-            let prio = vdp_agent::journal::priority(rec.level());
+            let prio = vdp_agent::api::journal::priority(rec.level());
             return writeln!(
                 buf,
                 "<{prio}>{:<5} [{th}] {}: {}",
@@ -256,9 +256,9 @@ const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn build_host_and_link(
     cfg: &Config,
-    shutdown: &vdp_agent::shutdown::Shutdown,
+    shutdown: &vdp_agent::api::shutdown::Shutdown,
 ) -> Result<HostAndLink, (i32, String)> {
-    use vdp_agent::controller::{Controller, ControllerError};
+    use vdp_agent::api::controller::{Controller, ControllerError};
     let link = Controller::new(cfg, cfg.host_id()).map_err(|e| {
         let code = if matches!(e, ControllerError::StateDir { .. }) {
             1
@@ -267,11 +267,11 @@ fn build_host_and_link(
         };
         (code, format!("controller link: {e}"))
     })?;
-    let runner = Arc::new(vdp_agent::exec::Runner::new(
+    let runner = Arc::new(vdp_agent::api::exec::Runner::new(
         cfg.root_helper_argv(),
         COMMAND_TIMEOUT,
     ));
-    let host = vdp_agent::host::LinuxHost::new(cfg, runner, shutdown.clone());
+    let host = vdp_agent::api::host::LinuxHost::new(cfg, runner, shutdown.clone());
     Ok((Arc::new(host), Arc::new(link)))
 }
 
@@ -306,7 +306,7 @@ fn real_main() -> i32 {
             }
         }
         Command::Status { check: true, .. } => {
-            use vdp_agent::health::{judge, line, Health};
+            use vdp_agent::api::health::{judge, line, Health};
             let cfg = match load_config(cli.config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -314,7 +314,7 @@ fn real_main() -> i32 {
                     return Health::Unknown.exit_code();
                 }
             };
-            let (state, what) = match vdp_agent::status::query_raw(&cfg.status_socket()) {
+            let (state, what) = match vdp_agent::api::status::query_raw(&cfg.status_socket()) {
                 Ok((_, v)) => judge(&v),
                 Err(e) => (Health::Critical, format!("daemon not answering: {e}")),
             };
@@ -329,12 +329,12 @@ fn real_main() -> i32 {
                     return 2;
                 }
             };
-            match vdp_agent::status::query_raw(&cfg.status_socket()) {
+            match vdp_agent::api::status::query_raw(&cfg.status_socket()) {
                 Ok((raw, v)) => {
                     if json {
                         println!("{raw}");
                     } else {
-                        print!("{}", vdp_agent::status::render_table(&v));
+                        print!("{}", vdp_agent::api::status::render_table(&v));
                     }
                     0
                 }
@@ -373,15 +373,15 @@ fn real_main() -> i32 {
             });
             // systemd's notify socket, taken out of the environment while
             // this process has one thread (children do not inherit it).
-            let notify = vdp_agent::sdnotify::Notifier::from_env().map(Arc::new);
-            vdp_agent::sdnotify::Notifier::clear_env();
+            let notify = vdp_agent::api::sdnotify::Notifier::from_env().map(Arc::new);
+            vdp_agent::api::sdnotify::Notifier::clear_env();
             // Signals are blocked before any thread exists (run_with does it
             // first thing); build_host_and_link must not spawn threads.
             if let Err(e) = daemon::block_signals() {
                 eprintln!("vdp-agent: {e}");
                 return 1;
             }
-            let shutdown = vdp_agent::shutdown::Shutdown::new();
+            let shutdown = vdp_agent::api::shutdown::Shutdown::new();
             let (host, link) = match build_host_and_link(&cfg, &shutdown) {
                 Ok(x) => x,
                 Err((code, e)) => {

@@ -18,9 +18,7 @@ pub mod http;
 mod registry;
 mod text;
 
-pub use registry::{
-    Metrics, BUCKETS, EVENT_KINDS, FLOW_REASONS, METHODS, TOOLS, VDP_MODES, VDP_OUTCOMES,
-};
+pub use registry::Metrics;
 pub use text::{render, Snapshot, FAMILIES};
 
 use std::time::{Duration, Instant};
@@ -47,12 +45,6 @@ pub fn rpc_done(method: &str, elapsed: Duration, ok: bool) {
 /// `status` (`health.controller_error_age_s`) and `status --check`.
 pub fn controller_error_age() -> Option<Duration> {
     METRICS.rpc_error_age(Instant::now())
-}
-
-/// A VDP request to lldpad: `mode` assoc, deassoc or query; `outcome`
-/// success, pending or failed.
-pub fn vdp_request(mode: &str, outcome: &str) {
-    METRICS.vdp_request(mode, outcome);
 }
 
 /// A VDP request's reply: `ok` (associated with a VLAN, deassociated,

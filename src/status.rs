@@ -154,16 +154,13 @@ impl StatusServer {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Wait up to `wait` for one client and hand it to a short-lived
     /// `status-client` thread that serves it with `doc()`. One idle or
     /// dribbling client never holds the others: each has
     /// [`CLIENT_DEADLINE`] for its request line, and at most
     /// [`MAX_CLIENTS`] are served at once (beyond that a new connection is
     /// closed at once). Returns Ok(false) when no client came.
+    #[cfg(test)]
     pub fn serve_one(&self, wait: Duration, doc: &StatusFn) -> io::Result<bool> {
         self.serve_one_until(wait, doc, None)
     }
@@ -247,13 +244,9 @@ impl Drop for StatusServer {
     }
 }
 
-/// Ask the daemon listening on `path` for its status document.
-pub fn query(path: &Path) -> Result<Value, StatusError> {
-    query_raw(path).map(|(_, v)| v)
-}
-
-/// Like [`query`], also returning the document exactly as the daemon wrote
-/// it (pretty-printed, keys in docs/protocol.md order) for `status --json`.
+/// Ask the daemon listening on `path` for its status document: the text
+/// exactly as the daemon wrote it (pretty-printed, keys in
+/// docs/protocol.md order, for `status --json`) and its parsed value.
 pub fn query_raw(path: &Path) -> Result<(String, Value), StatusError> {
     let stream = UnixStream::connect(path).map_err(|err| StatusError::NotRunning {
         path: path.to_path_buf(),
@@ -373,6 +366,10 @@ pub fn render_table(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn query(path: &Path) -> Result<Value, StatusError> {
+        query_raw(path).map(|(_, v)| v)
+    }
 
     fn doc() -> StatusDoc {
         StatusDoc {

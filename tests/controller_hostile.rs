@@ -11,10 +11,10 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vdp_agent::config::Config;
-use vdp_agent::controller::Controller;
-use vdp_agent::manager::link::{ControllerLink, LinkFailure};
-use vdp_agent::model::VmResult;
+use vdp_agent::api::config::Config;
+use vdp_agent::api::controller::Controller;
+use vdp_agent::api::manager::link::{ControllerLink, LinkFailure};
+use vdp_agent::api::model::VmResult;
 
 mod http_common;
 

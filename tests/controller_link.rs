@@ -5,12 +5,12 @@
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use vdp_agent::config::Config;
-use vdp_agent::controller::Controller;
+use vdp_agent::api::config::Config;
+use vdp_agent::api::controller::Controller;
+use vdp_agent::api::manager::host::TopoReport;
+use vdp_agent::api::manager::link::{ControllerLink, LinkFailure};
+use vdp_agent::api::model::{UplinkInfo, VmResult};
 use vdp_agent::lab::server::LabServer;
-use vdp_agent::manager::host::TopoReport;
-use vdp_agent::manager::link::{ControllerLink, LinkFailure};
-use vdp_agent::model::{UplinkInfo, VmResult};
 
 mod http_common;
 
@@ -414,7 +414,7 @@ fn after_acknowledges_and_unacked_events_are_retained() {
     let s1 = add_port(&s, "compute1", P1, 30001);
     let s2 = add_port(&s, "compute1", P2, 30002);
     add_port(&s, "other", "33333333-2222-3333-4444-555555555555", 30003);
-    let seqs = |v: Vec<vdp_agent::manager::link::ControllerEvent>| {
+    let seqs = |v: Vec<vdp_agent::api::manager::link::ControllerEvent>| {
         v.iter().map(|e| e.seq).collect::<Vec<_>>()
     };
     assert_eq!(seqs(c.poll_events(0).unwrap()), vec![s1, s2]);

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use vdp_agent::config::Config;
+use vdp_agent::api::config::Config;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vdp-agent");
 

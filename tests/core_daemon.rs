@@ -10,10 +10,10 @@ use core_fakes::{FakeHost, FakeLink};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vdp_agent::config::Config;
-use vdp_agent::daemon::{Daemon, RunOptions};
-use vdp_agent::manager::link::{ControllerEvent, LinkError};
-use vdp_agent::model::{TopoReport, UplinkInfo};
+use vdp_agent::api::config::Config;
+use vdp_agent::api::daemon::{Daemon, RunOptions};
+use vdp_agent::api::manager::link::{ControllerEvent, LinkError};
+use vdp_agent::api::model::{TopoReport, UplinkInfo};
 
 const P1: &str = "11111111-2222-3333-4444-000000000001";
 const P2: &str = "11111111-2222-3333-4444-000000000002";

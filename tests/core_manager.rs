@@ -8,14 +8,14 @@ mod core_fakes;
 use core_fakes::{FakeHost, FakeLink};
 use std::sync::Arc;
 use std::time::Duration;
-use vdp_agent::manager::host::{PortOutcome, UplinkDetect, VsiChange};
-use vdp_agent::manager::{
+use vdp_agent::api::manager::host::{PortOutcome, UplinkDetect, VsiChange};
+use vdp_agent::api::manager::{
     MgrConfig, VdpMgr, VmNotice, PORT_TRANSITION_BOND_DOWN_REASON, PORT_TRANSITION_BOND_UP_REASON,
     UPLINK_NOT_RECEIVED_REASON, UPLINK_UNDISCOVERED_REASON,
 };
-use vdp_agent::model::{PortStatus, UplinkInfo, VmPort};
-use vdp_agent::queue::VdpQueMsg;
-use vdp_agent::shutdown::Shutdown;
+use vdp_agent::api::model::{PortStatus, UplinkInfo, VmPort};
+use vdp_agent::api::queue::VdpQueMsg;
+use vdp_agent::api::shutdown::Shutdown;
 
 struct T {
     mgr: Arc<VdpMgr>,
@@ -385,7 +385,7 @@ fn stale_uplink_retry_is_dropped() {
     // simulate: the state moved to another uplink
     t.mgr.que().dequeue_nonblock().unwrap();
     t.mgr.process_msg(VdpQueMsg::Uplink {
-        status: vdp_agent::queue::UplinkStatus::Up,
+        status: vdp_agent::api::queue::UplinkStatus::Up,
         phy_uplink: "eth7".into(),
         veth_intf: None,
     });
@@ -622,7 +622,7 @@ fn panic_in_uplink_processing_resets_ongoing() {
     t.mgr.que().enqueue(
         1,
         VdpQueMsg::Uplink {
-            status: vdp_agent::queue::UplinkStatus::Up,
+            status: vdp_agent::api::queue::UplinkStatus::Up,
             phy_uplink: "eth2".into(),
             veth_intf: None,
         },

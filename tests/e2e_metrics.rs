@@ -46,7 +46,7 @@ fn scrape(lab: &Lab) -> Exposition {
     );
     let e =
         promtext::parse(body).unwrap_or_else(|err| panic!("not Prometheus text: {err}\n{body}"));
-    for (name, kind, _) in vdp_agent::metrics::FAMILIES {
+    for (name, kind, _) in vdp_agent::api::metrics::FAMILIES {
         let f = e
             .families
             .get(name)

@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use vdp_agent::metrics::{render, Metrics, Snapshot, FAMILIES};
+use vdp_agent::api::metrics::{render, Metrics, Snapshot, FAMILIES};
 
 /// Labels every Prometheus series may carry besides the agent's own.
 const TARGET_LABELS: [&str; 3] = ["instance", "job", "le"];

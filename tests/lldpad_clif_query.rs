@@ -12,11 +12,11 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vdp_agent::config::VdpConfig;
+use vdp_agent::api::config::VdpConfig;
+use vdp_agent::api::lldpad::clif::{self, ClifQuery};
+use vdp_agent::api::lldpad::vdptool;
+use vdp_agent::api::lldpad::wire::Command;
 use vdp_agent::lab::netns::{self, Netns, StationBridgeLab};
-use vdp_agent::lldpad::clif::{self, ClifQuery};
-use vdp_agent::lldpad::vdptool;
-use vdp_agent::lldpad::wire::Command;
 
 /// A get of every VSI with the identity keys but no uuid.
 fn keys_only(ifname: &str) -> Command {
@@ -31,7 +31,7 @@ fn keys_only(ifname: &str) -> Command {
         ],
     )
 }
-use vdp_agent::lldpad::vsi::{LldpadDriver, VsiRequest};
+use vdp_agent::api::lldpad::vsi::{LldpadDriver, VsiRequest};
 
 macro_rules! need_root {
     () => {
@@ -302,7 +302,7 @@ fn set_datagrams_are_vdptools_byte_for_byte() {
         .expect("bind in netns");
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let cfg = VdpConfig::default();
-    let oui = vdp_agent::model::Oui {
+    let oui = vdp_agent::api::model::Oui {
         oui_id: "cisco".into(),
         vm_name: Some("web 01".into()),
         ip_addr: Some("10.0.0.5".parse().unwrap()),

@@ -7,14 +7,14 @@
 use crossbeam_channel::{unbounded, Receiver};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use vdp_agent::api::lldpad::events::{
+    parse_event, EventClient, LldpadNotice, LldpadWatch, VdpEvent, VdpEventKind,
+};
+use vdp_agent::api::shutdown::Shutdown;
 use vdp_agent::lab::netns::{
     enable_station, lldpad_lab_ok, unique, vdptool_set_argv, veth, wait_evb_bridge, LldpadInstance,
     LldpadRole, Netns, TempDir,
 };
-use vdp_agent::lldpad::events::{
-    parse_event, EventClient, LldpadNotice, LldpadWatch, VdpEvent, VdpEventKind,
-};
-use vdp_agent::shutdown::Shutdown;
 
 fn fixture(name: &str) -> Vec<u8> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clif");

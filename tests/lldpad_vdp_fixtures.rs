@@ -4,8 +4,8 @@
 //! their headers). No root needed.
 
 use std::time::Duration;
-use vdp_agent::exec::CmdOutput;
-use vdp_agent::lldpad::vdptool::{self, AssocOutcome, VsiState};
+use vdp_agent::api::exec::CmdOutput;
+use vdp_agent::api::lldpad::vdptool::{self, AssocOutcome, VsiState};
 
 const U1: &str = "7af441dd-253b-4772-8cf1-a4cfef18efe5";
 const MAC1: &str = "fa:16:3e:00:00:01";
@@ -64,7 +64,7 @@ fn failed(reason: &str) -> AssocOutcome {
 fn captured_argv_is_what_we_build() {
     // The assoc fixture was produced by exactly the argv the builder makes.
     let f = fixture("assoc_bridge_vlan0");
-    let oui = vdp_agent::model::Oui {
+    let oui = vdp_agent::api::model::Oui {
         oui_id: "cisco".into(),
         vm_name: Some("vm-1".into()),
         vm_uuid: Some("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into()),
@@ -78,7 +78,7 @@ fn captured_argv_is_what_we_build() {
         vlan: 0,
         oui: Some(&oui),
     };
-    let cfg = vdp_agent::config::VdpConfig::default();
+    let cfg = vdp_agent::api::config::VdpConfig::default();
     let argv = vdptool::request_argv("vdS0", &cfg, vdptool::Mode::Assoc, &v, true).unwrap();
     assert_eq!(argv.join(" "), f.argv);
     let q = fixture("query_one");
@@ -460,7 +460,7 @@ fn leaf_oui_records_parse_exactly() {
             oui.vm_uuid,
             Some(format!("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1{n:02x}"))
         );
-        let mut want = vdp_agent::model::Oui {
+        let mut want = vdp_agent::api::model::Oui {
             oui_id: "cisco".into(),
             vm_name: oui.vm_name.clone(),
             vm_uuid: oui.vm_uuid.clone(),

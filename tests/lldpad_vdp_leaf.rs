@@ -7,10 +7,10 @@
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vdp_agent::config::VdpConfig;
+use vdp_agent::api::config::VdpConfig;
+use vdp_agent::api::lldpad::vdptool::DEASSOC_NO_REASON;
+use vdp_agent::api::lldpad::vsi::{LldpadDriver, VsiRequest};
 use vdp_agent::lab::netns::{self, LldpadInstance, LldpadRole, Netns, NsChild, TempDir};
-use vdp_agent::lldpad::vdptool::DEASSOC_NO_REASON;
-use vdp_agent::lldpad::vsi::{LldpadDriver, VsiRequest};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vdp-lab");
 
@@ -226,8 +226,8 @@ fn vlans_rejects_keep_reload_and_bridge_deassoc_with_leaf_simulator() {
 /// writes this run's outputs there.
 #[test]
 fn oui_records_from_the_leaf_parse_exactly() {
-    use vdp_agent::lldpad::vdptool;
-    use vdp_agent::model::Oui;
+    use vdp_agent::api::lldpad::vdptool;
+    use vdp_agent::api::model::Oui;
     if !netns::lldpad_lab_ok() {
         return;
     }
@@ -329,7 +329,7 @@ fn oui_records_from_the_leaf_parse_exactly() {
         )
         .unwrap(),
     );
-    let out = vdp_agent::exec::CmdOutput {
+    let out = vdp_agent::api::exec::CmdOutput {
         code: 0,
         stdout: wait.clone(),
         stderr: String::new(),

@@ -10,10 +10,10 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vdp_agent::config::VdpConfig;
+use vdp_agent::api::config::VdpConfig;
+use vdp_agent::api::lldpad::vsi::{LldpadDriver, VsiRequest, REASON_VSI_LOST};
+use vdp_agent::api::model::Oui;
 use vdp_agent::lab::netns::{self, StationBridgeLab};
-use vdp_agent::lldpad::vsi::{LldpadDriver, VsiRequest, REASON_VSI_LOST};
-use vdp_agent::model::Oui;
 
 macro_rules! need_root {
     () => {

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use vdp_agent::exec::ExecError;
+use vdp_agent::api::exec::ExecError;
+use vdp_agent::api::lldpad::lldptool as lt;
+use vdp_agent::api::lldpad::LldpadError;
 use vdp_agent::lab::netns::{self, veth_with_mac, LldpadInstance, LldpadRole, Netns, TempDir};
-use vdp_agent::lldpad::lldptool as lt;
-use vdp_agent::lldpad::LldpadError;
 
 #[test]
 fn enable_settings_read_back_idempotent_and_lost_settings() {

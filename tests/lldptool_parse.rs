@@ -1,7 +1,7 @@
 //! Parser tests on lldptool output captured live (tests/fixtures/lldptool/,
 //! see its README for the lab and argv of each capture).
 
-use vdp_agent::lldpad::lldptool::{config_value, parse_tlvs, NeighborTlvs};
+use vdp_agent::api::lldpad::lldptool::{config_value, parse_tlvs, NeighborTlvs};
 
 fn fixture(name: &str, ext: &str) -> String {
     let p = format!(

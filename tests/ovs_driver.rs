@@ -9,11 +9,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vdp_agent::exec::Runner;
+use vdp_agent::api::exec::Runner;
+use vdp_agent::api::ovs::{OvsDriver, OvsError};
+use vdp_agent::api::shutdown::Shutdown;
 use vdp_agent::lab::netns::{Netns, TempDir};
 use vdp_agent::lab::ovs_instance::{NeutronTopology, OvsInstance, VmPortSpec};
-use vdp_agent::ovs::{OvsDriver, OvsError};
-use vdp_agent::shutdown::Shutdown;
 
 const COOKIE: &str = "cookie=0x7664706167656e74/-1";
 const NET_A: &str = "aaaaaaaa-0000-4000-8000-00000000000a";
@@ -720,7 +720,7 @@ fn concurrent_port_events_and_flow_check() {
 /// prints the VLAN rewrite as `set_field:..->vlan_vid` there).
 #[test]
 fn openflow13_only_bridges() {
-    use vdp_agent::ovs::{ofctl::OfctlOpts, OvsOptions};
+    use vdp_agent::api::ovs::{ofctl::OfctlOpts, OvsOptions};
     let Some(lab) = Lab::with_topology("g") else {
         return;
     };
@@ -882,7 +882,7 @@ fn vm_frames_translated_between_local_and_vdp_vlan() {
 #[test]
 #[ignore]
 fn capture_fixtures() {
-    use vdp_agent::ovs::{ofctl, vsctl};
+    use vdp_agent::api::ovs::{ofctl, vsctl};
     let Some(lab) = Lab::with_topology("f") else {
         return;
     };

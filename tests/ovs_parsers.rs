@@ -1,10 +1,10 @@
 //! The OVS driver's parsers on outputs captured live from OVS 3.1 and
 //! iproute2 (tests/fixtures/ovs/, see its README for the exact argv).
 
-use vdp_agent::ovs::flows;
-use vdp_agent::ovs::ofctl::{self, FLOW_COOKIE};
-use vdp_agent::ovs::veth;
-use vdp_agent::ovs::vsctl;
+use vdp_agent::api::ovs::flows;
+use vdp_agent::api::ovs::ofctl::{self, FLOW_COOKIE};
+use vdp_agent::api::ovs::veth;
+use vdp_agent::api::ovs::vsctl;
 
 fn fixture(name: &str) -> String {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

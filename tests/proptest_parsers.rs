@@ -9,9 +9,9 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use vdp_agent::exec::CmdOutput;
-use vdp_agent::lldpad::{events, lldptool, vdptool, wire};
-use vdp_agent::ovs::{ofctl, veth, vsctl};
+use vdp_agent::api::exec::CmdOutput;
+use vdp_agent::api::lldpad::{events, lldptool, vdptool, wire};
+use vdp_agent::api::ovs::{ofctl, veth, vsctl};
 
 /// Generous: a parser call must finish well inside this (debug build).
 const BOUND: Duration = Duration::from_millis(500);
@@ -189,13 +189,13 @@ proptest! {
     #[test]
     fn controller_json(v in json_value(), after in any::<u64>()) {
         timed(|| {
-            let _ = vdp_agent::controller::parse_events(&v, after);
-            let _ = vdp_agent::controller::parse_uplink_result(&v);
-            let _ = vdp_agent::validate::validate_vm(&v);
-            let _ = vdp_agent::validate::validate_vm_event(&v);
-            let _ = vdp_agent::validate::validate_uplink(&v);
+            let _ = vdp_agent::api::controller::parse_events(&v, after);
+            let _ = vdp_agent::api::controller::parse_uplink_result(&v);
+            let _ = vdp_agent::api::validate::validate_vm(&v);
+            let _ = vdp_agent::api::validate::validate_vm_event(&v);
+            let _ = vdp_agent::api::validate::validate_uplink(&v);
             let wrapped = json!({"events": [{"seq": after, "type": "vm_info", "payload": v}]});
-            let _ = vdp_agent::controller::parse_events(&wrapped, after / 2);
+            let _ = vdp_agent::api::controller::parse_events(&wrapped, after / 2);
         });
     }
 
@@ -203,8 +203,8 @@ proptest! {
     fn controller_raw_bytes(b in bytes()) {
         timed(|| {
             if let Ok(v) = serde_json::from_slice::<Value>(&b) {
-                let _ = vdp_agent::controller::parse_events(&v, 0);
-                let _ = vdp_agent::validate::validate_vm_event(&v);
+                let _ = vdp_agent::api::controller::parse_events(&v, 0);
+                let _ = vdp_agent::api::validate::validate_vm_event(&v);
             }
         });
     }
@@ -216,7 +216,7 @@ proptest! {
         "(host_id|root_helper|server|bridges|vdp|intervals|paths|log|url|timeout_s|heartbeat_s)(: |:\n  )(null|~|-1|18446744073709551615|'x'|\\[\\]|\\{\\}|[0-9]{1,22})\n{0,3}",
     ]) {
         timed(|| {
-            let _ = vdp_agent::config::Config::from_yaml(&s, Path::new("p.yaml"));
+            let _ = vdp_agent::api::config::Config::from_yaml(&s, Path::new("p.yaml"));
         });
     }
 

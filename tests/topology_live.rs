@@ -5,13 +5,13 @@
 use std::fs;
 use std::sync::Arc;
 use std::time::Duration;
+use vdp_agent::api::lldpad::lldptool as lt;
+use vdp_agent::api::manager::host::TopoReport;
+use vdp_agent::api::topology::{TopoDisc, TOPO_DISC_SEND_THRESHOLD};
+use vdp_agent::api::uplink::SysNet;
 use vdp_agent::lab::netns::{
     self, bridge_config_with_info, veth_with_mac, LldpadInstance, LldpadRole, Netns, TempDir,
 };
-use vdp_agent::lldpad::lldptool as lt;
-use vdp_agent::manager::host::TopoReport;
-use vdp_agent::topology::{TopoDisc, TOPO_DISC_SEND_THRESHOLD};
-use vdp_agent::uplink::SysNet;
 
 #[test]
 fn reports_neighbour_facts_threshold_and_changes() {

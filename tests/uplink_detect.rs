@@ -6,13 +6,13 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vdp_agent::api::lldpad::lldptool as lt;
+use vdp_agent::api::manager::host::UplinkDetect;
+use vdp_agent::api::shutdown::Shutdown;
+use vdp_agent::api::uplink::{SysNet, UplinkDetector};
 use vdp_agent::lab::netns::{
     self, veth_with_mac, LldpadInstance, LldpadRole, Netns, TempDir, STATION_TX_CONFIG,
 };
-use vdp_agent::lldpad::lldptool as lt;
-use vdp_agent::manager::host::UplinkDetect;
-use vdp_agent::shutdown::Shutdown;
-use vdp_agent::uplink::{SysNet, UplinkDetector};
 
 fn sysnet() -> SysNet {
     SysNet::new(
@@ -118,7 +118,7 @@ fn detects_the_bridge_neighbour_among_three_candidates() {
 
 #[test]
 fn no_candidates_is_not_found_at_once() {
-    let r = Arc::new(vdp_agent::exec::Runner::direct());
+    let r = Arc::new(vdp_agent::api::exec::Runner::direct());
     let det = UplinkDetector::new(r, sysnet(), Some(vec![]));
     let t = Instant::now();
     assert_eq!(det.detect(None, &Shutdown::new()), UplinkDetect::NotFound);

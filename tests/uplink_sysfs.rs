@@ -7,8 +7,8 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use vdp_agent::api::uplink::SysNet;
 use vdp_agent::lab::netns::{self, Netns};
-use vdp_agent::uplink::SysNet;
 
 struct Tree {
     root: PathBuf,

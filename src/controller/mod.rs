@@ -26,7 +26,7 @@
 mod answers;
 pub mod pending;
 mod setup;
-pub use answers::{parse_events, parse_uplink_result, MAX_SEQ, MAX_SEQ_LEAP};
+pub use answers::{parse_events, parse_uplink_result};
 pub use setup::preflight;
 use setup::{check_url, read_token, tls_config};
 

@@ -1,3 +1,4 @@
+use super::answers::MAX_SEQ_LEAP;
 use super::*;
 
 #[test]

@@ -1,3 +1,4 @@
+use super::registry::STUCK_AFTER;
 use super::*;
 
 /// A step that does not come back (a hung command before the runner's

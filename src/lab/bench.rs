@@ -19,7 +19,7 @@
 //! `1..=nets` round robin.
 //!
 //! Owns nothing persistent. Calls the controller's admin API (ureq), the
-//! agent's status socket (`crate::status::query`), the leaf's control socket
+//! agent's status socket (`crate::status::query_raw`), the leaf's control socket
 //! (`lab::leaf::control::request`), `/proc`, and `exec::Runner` for the
 //! trigger commands.
 
@@ -262,7 +262,9 @@ fn write_part(path: &Path, v: &Value) -> Res<()> {
 }
 
 fn agent_status(sock: &Path) -> Res<Value> {
-    crate::status::query(sock).map_err(|e| BenchError::Status(e.to_string()))
+    crate::status::query_raw(sock)
+        .map(|(_, v)| v)
+        .map_err(|e| BenchError::Status(e.to_string()))
 }
 
 fn leaf_request(sock: &Path, line: &str) -> Res<Value> {

@@ -36,14 +36,14 @@ use crate::exec::ExecError;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-pub use super::clif::{LLDPAD_CLIF_SOCKET, LLDP_MOD_VDP22, REPLY_TIMEOUT};
+pub use super::clif::{LLDP_MOD_VDP22, REPLY_TIMEOUT};
 /// `LldpadWatch` liveness probe period.
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 
 mod watch;
 use super::wire::status_text;
-pub use super::wire::{describe_status, parse_event, VdpEvent, VdpEventKind};
-pub use watch::{LldpadNotice, LldpadWatch, WatchStatus, PANIC_BACKOFF};
+pub use super::wire::{parse_event, VdpEvent, VdpEventKind};
+pub use watch::{LldpadNotice, LldpadWatch};
 
 /// A client of lldpad's control interface, attached to VDP22 events.
 ///

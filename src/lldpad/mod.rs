@@ -20,8 +20,6 @@ pub mod vdptool;
 pub mod vsi;
 pub mod wire;
 
-pub use vsi::LldpadDriver;
-
 use std::fmt;
 
 /// Errors of the lldpad driver, with the command's context.

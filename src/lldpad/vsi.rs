@@ -70,7 +70,7 @@ mod reply;
 mod requests;
 mod settle;
 use reply::*;
-pub use reply::{not_ready_reason, QueryError, VdpReply, VsiRequest, REASON_VSI_LOST, SETTLE_TIME};
+pub use reply::{QueryError, VdpReply, VsiRequest, REASON_VSI_LOST, SETTLE_TIME};
 use settle::*;
 
 /// Queries over lldpad's control socket (see `set_query_via_socket`).

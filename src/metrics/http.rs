@@ -198,12 +198,14 @@ impl MetricsServer {
         })
     }
 
+    #[cfg(test)]
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
     /// Wait up to `wait` for one connection and hand it to a short-lived
     /// `metrics-client` thread. Ok(false) when none came.
+    #[cfg(test)]
     pub fn serve_one(&self, wait: Duration, render: &RenderFn) -> io::Result<bool> {
         self.serve_one_until(wait, render, None)
     }

@@ -1,3 +1,4 @@
+use super::registry::{BUCKETS, TOOLS};
 use super::*;
 use std::collections::BTreeMap;
 

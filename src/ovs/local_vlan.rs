@@ -173,10 +173,12 @@ pub struct LocalVlanTable {
 }
 
 impl LocalVlanTable {
+    #[cfg(test)]
     pub fn new() -> LocalVlanTable {
         LocalVlanTable::default()
     }
 
+    #[cfg(test)]
     pub fn get(&self, net_uuid: &str) -> Option<&LocalVlan> {
         self.nets.get(net_uuid)
     }

@@ -41,8 +41,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use local_vlan::valid_vlan;
-
 /// Errors of the OVS driver. `Display` of the setup errors is the
 /// original's fail reason text (it goes to the controller as is).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,12 +6,12 @@ use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use vdp_agent::manager::host::{
+use vdp_agent::api::manager::host::{
     HostDriver, NoLocalVlan, PortOutcome, TopoReport, UplinkDetect, VsiChange, VsiStatus,
 };
-use vdp_agent::manager::link::{ControllerEvent, ControllerLink, LinkError, LinkStatus};
-use vdp_agent::model::{UplinkInfo, VmPort, VmResult};
-use vdp_agent::shutdown::Shutdown;
+use vdp_agent::api::manager::link::{ControllerEvent, ControllerLink, LinkError, LinkStatus};
+use vdp_agent::api::model::{UplinkInfo, VmPort, VmResult};
+use vdp_agent::api::shutdown::Shutdown;
 
 #[derive(Default)]
 pub struct FakeHost {

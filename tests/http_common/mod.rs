@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use vdp_agent::config::Config;
+use vdp_agent::api::config::Config;
 use vdp_agent::lab::netns::TempDir;
 use vdp_agent::lab::server::{LabServer, ServerOptions};
 

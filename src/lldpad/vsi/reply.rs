@@ -128,14 +128,6 @@ impl std::fmt::Display for QueryError {
 /// `Invalid parameters` refusal counts as "not ready yet".
 pub const SETTLE_TIME: Duration = Duration::from_secs(20);
 
-/// Does this refusal text of lldpad mean "not ready / unreachable"?
-pub fn not_ready_reason(reason: &str) -> bool {
-    matches!(
-        vdptool::Refusal::classify(reason.to_string()),
-        vdptool::Refusal::NotReady(_)
-    )
-}
-
 /// Reason reported when a VSI lldpad held (or was still waiting for) is no
 /// longer in lldpad and a new request got no answer yet.
 pub const REASON_VSI_LOST: &str =
