@@ -6,14 +6,14 @@
 
 mod core_fakes;
 
-use core_fakes::{FakeHost, FakeLink};
+use core_fakes::{FakeHost, FakeLink, HostCall, LinkCall};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdp_agent::api::config::Config;
 use vdp_agent::api::daemon::{Daemon, RunOptions};
 use vdp_agent::api::manager::link::{ControllerEvent, LinkError};
-use vdp_agent::api::model::{TopoReport, UplinkInfo};
+use vdp_agent::api::model::{TopoReport, UplinkInfo, VmResult};
 
 const P1: &str = "11111111-2222-3333-4444-000000000001";
 const P2: &str = "11111111-2222-3333-4444-000000000002";
@@ -113,42 +113,48 @@ fn events_are_validated_dispatched_and_acknowledged() {
     wait_until("all events acknowledged", || {
         link.polled.lock().last() == Some(&7)
     });
-    wait_until("VM event processed", || {
-        link.calls().iter().any(|c| c.contains(P4))
-    });
-    let calls: Vec<String> = link
+    wait_until("VM event processed", || !link.results_for(P4).is_empty());
+    let calls: Vec<LinkCall> = link
         .calls()
         .into_iter()
-        .filter(|c| c.starts_with("update_vm_result"))
+        .filter(|c| matches!(c, LinkCall::UpdateVmResult { .. }))
         .collect();
-    let for_port =
-        |p: &str| -> Vec<String> { calls.iter().filter(|c| c.contains(p)).cloned().collect() };
+    let for_port = |p: &str| link.results_for(p);
+    // A failure report: `result`, with a reason that mentions `why`.
+    let failed = |c: &LinkCall, want: VmResult, why: &str| {
+        matches!(c, LinkCall::UpdateVmResult { result, fail_reason: Some(r), .. }
+            if *result == want && r.contains(why))
+    };
     let p1 = for_port(P1);
     assert_eq!(p1.len(), 2, "{calls:?}");
     assert!(
-        p1[0].contains("CREATE:FAIL") && p1[0].contains("invalid vm_mac"),
+        failed(&p1[0], VmResult::CreateFail, "invalid vm_mac"),
         "{p1:?}"
     );
     let p3 = for_port(P3);
     assert_eq!(p3.len(), 1);
     assert!(
-        p3[0].contains("CREATE:FAIL") && p3[0].contains("invalid status"),
+        failed(&p3[0], VmResult::CreateFail, "invalid status"),
         "{p3:?}"
     );
     let p5 = for_port(P5);
     assert_eq!(p5.len(), 1);
     assert!(
-        p5[0].contains("DELETE:FAIL") && p5[0].contains("invalid segmentation_id"),
+        failed(&p5[0], VmResult::DeleteFail, "invalid segmentation_id"),
         "{p5:?}"
     );
     // valid single VM before the uplink is ready
     let p4 = for_port(P4);
     assert_eq!(p4.len(), 1);
-    assert!(p4[0].contains("CREATE:FAIL") && p4[0].contains("Uplink Port Event not received yet"));
+    assert!(failed(
+        &p4[0],
+        VmResult::CreateFail,
+        "Uplink Port Event not received yet"
+    ));
     // valid bulk entry: remembered, not reported; nothing reached the host
     assert!(for_port(P2).is_empty());
     assert!(
-        host.calls().iter().all(|c| !c.starts_with("port_")),
+        host.calls().iter().all(|c| c.port().is_none()),
         "{:?}",
         host.calls()
     );
@@ -162,7 +168,7 @@ fn events_are_validated_dispatched_and_acknowledged() {
     let requests = link
         .calls()
         .iter()
-        .filter(|c| *c == "request_uplink_info")
+        .filter(|c| **c == LinkCall::RequestUplinkInfo)
         .count();
     assert_eq!(requests, 2);
 
@@ -198,7 +204,7 @@ fn events_are_validated_dispatched_and_acknowledged() {
     assert!(host
         .calls()
         .iter()
-        .all(|c| !c.starts_with("uplink_down") && !c.starts_with("port_down")));
+        .all(|c| !matches!(c, HostCall::UplinkDown(_) | HostCall::PortDown(_))));
     assert!(!dir.0.join("run/vdp-agent.sock").exists());
 }
 
@@ -220,13 +226,13 @@ fn topology_starts_first_and_refused_reports_are_sent_again() {
     let mut cfg = config(&dir.0);
     cfg.intervals.topo_disc_s = 1;
     let d = Daemon::start(cfg, host.clone(), link.clone(), RunOptions::default()).unwrap();
-    assert_eq!(host.calls().first().map(String::as_str), Some("topo_start"));
+    assert_eq!(host.calls().first(), Some(&HostCall::TopoStart));
     wait_until("refused report handed back", || {
-        host.calls().iter().any(|c| c == "topo_send_failed eth9")
+        host.calls()
+            .contains(&HostCall::TopoSendFailed("eth9".into()))
     });
     assert!(link
         .calls()
-        .iter()
-        .any(|c| c == "save_topo_disc_params eth9"));
+        .contains(&LinkCall::SaveTopoDiscParams("eth9".into())));
     d.stop();
 }

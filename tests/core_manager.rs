@@ -5,7 +5,7 @@
 
 mod core_fakes;
 
-use core_fakes::{FakeHost, FakeLink};
+use core_fakes::{result, save, FakeHost, FakeLink, HostCall, LinkCall};
 use std::sync::Arc;
 use std::time::Duration;
 use vdp_agent::api::manager::host::{PortOutcome, UplinkDetect, VsiChange};
@@ -13,7 +13,7 @@ use vdp_agent::api::manager::{
     MgrConfig, VdpMgr, VmNotice, PORT_TRANSITION_BOND_DOWN_REASON, PORT_TRANSITION_BOND_UP_REASON,
     UPLINK_NOT_RECEIVED_REASON, UPLINK_UNDISCOVERED_REASON,
 };
-use vdp_agent::api::model::{PortStatus, UplinkInfo, VmPort};
+use vdp_agent::api::model::{PortStatus, UplinkInfo, VmPort, VmResult};
 use vdp_agent::api::queue::VdpQueMsg;
 use vdp_agent::api::shutdown::Shutdown;
 
@@ -79,13 +79,6 @@ fn vm(port: &str, status: PortStatus) -> VmPort {
     }
 }
 
-fn save(uplink: &str, veth: &str, members: Option<&str>, reason: &str) -> String {
-    format!(
-        "save_uplink {uplink}|{veth}|{:?}|{reason}",
-        members.map(String::from)
-    )
-}
-
 #[test]
 fn nothing_before_restart_or_bridges() {
     let t = setup(None);
@@ -102,7 +95,7 @@ fn nothing_before_restart_or_bridges() {
     t.restart("", "");
     assert!(t.mgr.is_uplink_received());
     t.mgr.vdp_uplink_proc();
-    assert_eq!(t.host.calls(), vec!["detect_uplink None"]);
+    assert_eq!(t.host.calls(), vec![HostCall::DetectUplink(None)]);
     // none stage: uplink not discovered yet
     assert_eq!(
         t.link.calls(),
@@ -124,14 +117,17 @@ fn fresh_auto_detection_up() {
     assert!(t.mgr.state_view().process_uplink_ongoing);
     // while the uplink message is in flight the periodic task does nothing
     t.mgr.vdp_uplink_proc();
-    assert_eq!(t.host.take(), vec!["detect_uplink None"]);
+    assert_eq!(t.host.take(), vec![HostCall::DetectUplink(None)]);
     t.drain();
     assert_eq!(
         t.host.take(),
         vec![
-            "uplink_up eth2",
-            "topo_uncfg_intf eth2",
-            "topo_cfg_intf LLDPLeth2 eth2"
+            HostCall::UplinkUp("eth2".into()),
+            HostCall::TopoUncfgIntf("eth2".into()),
+            HostCall::TopoCfgIntf {
+                intf: "LLDPLeth2".into(),
+                phy: "eth2".into()
+            }
         ]
     );
     assert_eq!(t.link.take(), vec![save("eth2", "LLDPLeth2", None, "")]);
@@ -143,7 +139,10 @@ fn fresh_auto_detection_up() {
     assert!(s.detected);
     // next round: normal, detection is asked with the veth
     t.mgr.vdp_uplink_proc();
-    assert_eq!(t.host.take(), vec!["detect_uplink Some(\"LLDPLeth2\")"]);
+    assert_eq!(
+        t.host.take(),
+        vec![HostCall::DetectUplink(Some("LLDPLeth2".into()))]
+    );
 }
 
 #[test]
@@ -158,12 +157,17 @@ fn restart_with_stored_uplink_and_veth() {
     t.restart("eth9", "LLDPLeth9");
     assert_eq!(t.mgr.state_view().phy_uplink.as_deref(), Some("eth2"));
     t.mgr.vdp_uplink_proc();
-    assert_eq!(t.host.take(), vec!["detect_uplink Some(\"LLDPLeth2\")"]);
+    assert_eq!(
+        t.host.take(),
+        vec![HostCall::DetectUplink(Some("LLDPLeth2".into()))]
+    );
     assert!(t.mgr.state_view().process_uplink_ongoing);
     t.drain();
     let calls = t.host.take();
-    assert_eq!(calls[0], "uplink_up eth2");
-    assert!(!calls.iter().any(|c| c.starts_with("delete_uplink")));
+    assert_eq!(calls[0], HostCall::UplinkUp("eth2".into()));
+    assert!(!calls
+        .iter()
+        .any(|c| matches!(c, HostCall::DeleteUplinkAndFlows(_))));
     assert_eq!(t.link.take(), vec![save("eth2", "LLDPLeth2", None, "")]);
     assert!(t.mgr.state_view().uplink_det_compl);
 }
@@ -172,12 +176,15 @@ fn restart_with_stored_uplink_and_veth() {
 fn restart_with_stored_uplink_without_veth() {
     let t = setup(None);
     t.restart("eth2", "");
-    assert_eq!(t.host.take(), vec!["delete_uplink_and_flows eth2"]);
+    assert_eq!(
+        t.host.take(),
+        vec![HostCall::DeleteUplinkAndFlows("eth2".into())]
+    );
     let v = t.mgr.state_view();
     assert!(v.restart_uplink_called);
     assert_eq!(v.phy_uplink, None);
     t.mgr.vdp_uplink_proc();
-    assert_eq!(t.host.take(), vec!["detect_uplink None"]);
+    assert_eq!(t.host.take(), vec![HostCall::DetectUplink(None)]);
 }
 
 #[test]
@@ -194,16 +201,19 @@ fn static_uplink_changed_across_restart_goes_down_at_once() {
     assert_eq!(
         t.host.take(),
         vec![
-            "delete_uplink_and_flows eth2",
-            "topo_uncfg_intf LLDPLeth2",
-            "topo_cfg_intf eth2 eth2"
+            HostCall::DeleteUplinkAndFlows("eth2".into()),
+            HostCall::TopoUncfgIntf("LLDPLeth2".into()),
+            HostCall::TopoCfgIntf {
+                intf: "eth2".into(),
+                phy: "eth2".into()
+            }
         ]
     );
     assert_eq!(t.link.take(), vec![save("", "", None, "")]);
     t.mgr.vdp_uplink_proc();
     assert_eq!(t.link.take(), vec![save("eth3", "", None, "")]);
     t.drain();
-    assert_eq!(t.host.take()[0], "uplink_up eth3");
+    assert_eq!(t.host.take()[0], HostCall::UplinkUp("eth3".into()));
     assert_eq!(t.link.take(), vec![save("eth3", "LLDPLeth3", None, "")]);
     // then normal
     t.mgr.vdp_uplink_proc();
@@ -217,7 +227,7 @@ fn static_uplink_unchanged_across_restart_is_normal() {
     t.restart("eth2", "LLDPLeth2");
     t.mgr.vdp_uplink_proc();
     t.drain();
-    assert_eq!(t.host.take()[0], "uplink_up eth2");
+    assert_eq!(t.host.take()[0], HostCall::UplinkUp("eth2".into()));
     assert_eq!(t.link.take(), vec![save("eth2", "LLDPLeth2", None, "")]);
 }
 
@@ -249,15 +259,18 @@ fn down_debounce_three_periods_in_auto_mode() {
     assert_eq!(
         t.host.take(),
         vec![
-            "uplink_down eth2",
-            "topo_uncfg_intf LLDPLeth2",
-            "topo_cfg_intf eth2 eth2"
+            HostCall::UplinkDown("eth2".into()),
+            HostCall::TopoUncfgIntf("LLDPLeth2".into()),
+            HostCall::TopoCfgIntf {
+                intf: "eth2".into(),
+                phy: "eth2".into()
+            }
         ]
     );
     assert_eq!(t.link.take(), vec![save("", "", None, "")]);
     // afterwards: detection without veth again
     t.mgr.vdp_uplink_proc();
-    assert_eq!(t.host.take(), vec!["detect_uplink None"]);
+    assert_eq!(t.host.take(), vec![HostCall::DetectUplink(None)]);
 }
 
 #[test]
@@ -288,8 +301,11 @@ fn bond_transition_down_then_up() {
     t.host.take();
     t.drain();
     let calls = t.host.take();
-    assert_eq!(calls[0], "uplink_down eth2");
-    assert!(calls.contains(&"uplink_up bond0".to_string()), "{calls:?}");
+    assert_eq!(calls[0], HostCall::UplinkDown("eth2".into()));
+    assert!(
+        calls.contains(&HostCall::UplinkUp("bond0".into())),
+        "{calls:?}"
+    );
     let saves = t.link.take();
     assert_eq!(
         saves,
@@ -310,7 +326,7 @@ fn member_found_by_detection_is_resolved_to_its_bond() {
     t.mgr.vdp_uplink_proc();
     assert_eq!(t.link.take(), vec![save("bond0", "", None, "")]);
     t.drain();
-    assert_eq!(t.host.take()[1], "uplink_up bond0");
+    assert_eq!(t.host.take()[1], HostCall::UplinkUp("bond0".into()));
 }
 
 #[test]
@@ -364,7 +380,7 @@ fn error_queue_retries_failed_uplink() {
     assert_eq!(t.mgr.err_que().len(), 0);
     assert_eq!(t.mgr.que().len(), 1);
     t.drain();
-    assert_eq!(t.host.take()[0], "uplink_up eth2");
+    assert_eq!(t.host.take()[0], HostCall::UplinkUp("eth2".into()));
     assert_eq!(t.link.take(), vec![save("eth2", "LLDPLeth2", None, "")]);
     assert!(t.mgr.state_view().uplink_det_compl);
     assert_eq!(t.mgr.uplink_snapshot().fail_reason, "");
@@ -389,7 +405,7 @@ fn stale_uplink_retry_is_dropped() {
         phy_uplink: "eth7".into(),
         veth_intf: None,
     });
-    assert!(!t.host.calls().contains(&"uplink_up eth7".to_string()));
+    assert!(!t.host.calls().contains(&HostCall::UplinkUp("eth7".into())));
 }
 
 #[test]
@@ -402,11 +418,19 @@ fn vm_event_before_uplink_fails_and_is_replayed_after_bulk() {
     assert_eq!(
         t.link.take(),
         vec![
-            format!(
-                "update_vm_result {P1} CREATE:FAIL None None Some({UPLINK_NOT_RECEIVED_REASON:?})"
+            result(
+                P1,
+                VmResult::CreateFail,
+                None,
+                None,
+                Some(UPLINK_NOT_RECEIVED_REASON)
             ),
-            format!(
-                "update_vm_result {P2} DELETE:FAIL None None Some({UPLINK_NOT_RECEIVED_REASON:?})"
+            result(
+                P2,
+                VmResult::DeleteFail,
+                None,
+                None,
+                Some(UPLINK_NOT_RECEIVED_REASON)
             ),
         ]
     );
@@ -423,17 +447,27 @@ fn vm_event_before_uplink_fails_and_is_replayed_after_bulk() {
     assert_eq!(
         t.host.take(),
         vec![
-            format!("restore_port {P2} Some(5) Some(3003)"),
-            format!("port_down {P2}"),
-            format!("port_local_vlan {P1} 7"),
-            format!("port_up {P1} 5"),
+            HostCall::RestorePort {
+                port: P2.into(),
+                local_vlan: Some(5),
+                vdp_vlan: Some(3003)
+            },
+            HostCall::PortDown(P2.into()),
+            HostCall::PortLocalVlan {
+                port: P1.into(),
+                wait_s: 7
+            },
+            HostCall::PortUp {
+                port: P1.into(),
+                local_vlan: 5
+            },
         ]
     );
     assert_eq!(
         t.link.take(),
         vec![
-            format!("update_vm_result {P2} SUCCESS Some(5) Some(3003) None"),
-            format!("update_vm_result {P1} SUCCESS Some(5) Some(3003) None"),
+            result(P2, VmResult::Success, Some(5), Some(3003), None),
+            result(P1, VmResult::Success, Some(5), Some(3003), None),
         ]
     );
     assert!(t.mgr.state_view().early_ports.is_empty());
@@ -461,15 +495,19 @@ fn vm_up_waits_for_local_vlan_and_reports_both_vlans() {
     assert_eq!(
         t.host.take(),
         vec![
-            format!("port_local_vlan {P1} 7"),
-            format!("port_up {P1} 12")
+            HostCall::PortLocalVlan {
+                port: P1.into(),
+                wait_s: 7
+            },
+            HostCall::PortUp {
+                port: P1.into(),
+                local_vlan: 12
+            }
         ]
     );
     assert_eq!(
         t.link.take(),
-        vec![format!(
-            "update_vm_result {P1} SUCCESS Some(12) Some(3003) None"
-        )]
+        vec![result(P1, VmResult::Success, Some(12), Some(3003), None)]
     );
 }
 
@@ -479,12 +517,21 @@ fn vm_up_without_local_vlan_is_create_fail() {
     t.bring_up_eth2();
     t.mgr.vdp_vm_event(VmNotice::Single(vm(P1, PortStatus::Up)));
     t.drain();
-    assert_eq!(t.host.take(), vec![format!("port_local_vlan {P1} 7")]);
+    assert_eq!(
+        t.host.take(),
+        vec![HostCall::PortLocalVlan {
+            port: P1.into(),
+            wait_s: 7
+        }]
+    );
     assert_eq!(
         t.link.take(),
-        vec![format!(
-            "update_vm_result {P1} CREATE:FAIL None None Some(\"Invalid OVS VLAN for port tap-{}\")",
-            &P1[..8]
+        vec![result(
+            P1,
+            VmResult::CreateFail,
+            None,
+            None,
+            Some(&format!("Invalid OVS VLAN for port tap-{}", &P1[..8]))
         )]
     );
 }
@@ -505,8 +552,12 @@ fn vm_up_association_failure_is_create_fail_with_reason() {
     t.drain();
     assert_eq!(
         t.link.take(),
-        vec![format!(
-            "update_vm_result {P1} CREATE:FAIL None None Some(\"VDP association rejected\")"
+        vec![result(
+            P1,
+            VmResult::CreateFail,
+            None,
+            None,
+            Some("VDP association rejected")
         )]
     );
 }
@@ -527,7 +578,7 @@ fn vm_up_pending_association_reports_nothing_until_the_verdict() {
     t.drain();
     assert_eq!(
         t.link.take(),
-        Vec::<String>::new(),
+        Vec::<LinkCall>::new(),
         "pending is not a failure"
     );
 }
@@ -539,10 +590,10 @@ fn vm_down_success_and_failure() {
     t.mgr
         .vdp_vm_event(VmNotice::Single(vm(P1, PortStatus::Down)));
     t.drain();
-    assert_eq!(t.host.take(), vec![format!("port_down {P1}")]);
+    assert_eq!(t.host.take(), vec![HostCall::PortDown(P1.into())]);
     assert_eq!(
         t.link.take(),
-        vec![format!("update_vm_result {P1} SUCCESS None None None")]
+        vec![result(P1, VmResult::Success, None, None, None)]
     );
     *t.host.port_down.lock() = Some(PortOutcome {
         ok: false,
@@ -554,8 +605,12 @@ fn vm_down_success_and_failure() {
     t.drain();
     assert_eq!(
         t.link.take(),
-        vec![format!(
-            "update_vm_result {P2} DELETE:FAIL None None Some(\"Local VLAN Map not available in port_down\")"
+        vec![result(
+            P2,
+            VmResult::DeleteFail,
+            None,
+            None,
+            Some("Local VLAN Map not available in port_down")
         )]
     );
 }
@@ -577,13 +632,14 @@ fn vsi_change_is_applied_and_reported() {
     t.drain();
     assert_eq!(
         t.host.take(),
-        vec![format!("apply_vsi_change {P1} Some(3010)")]
+        vec![HostCall::ApplyVsiChange {
+            port: P1.into(),
+            vdp_vlan: Some(3010)
+        }]
     );
     assert_eq!(
         t.link.take(),
-        vec![format!(
-            "update_vm_result {P1} SUCCESS Some(5) Some(3010) None"
-        )]
+        vec![result(P1, VmResult::Success, Some(5), Some(3010), None)]
     );
 }
 
@@ -601,7 +657,7 @@ fn uplink_messages_overtake_vm_messages() {
     let l = t.link.take();
     assert_eq!(
         l.last().unwrap(),
-        &format!("update_vm_result {P1} SUCCESS Some(5) Some(3003) None")
+        &result(P1, VmResult::Success, Some(5), Some(3003), None)
     );
 }
 
@@ -648,6 +704,6 @@ fn static_member_of_stored_bond_is_not_a_change() {
     t.restart("bond0", "LLDPLbond0");
     t.mgr.vdp_uplink_proc();
     t.drain();
-    assert_eq!(t.host.take()[0], "uplink_up bond0");
+    assert_eq!(t.host.take()[0], HostCall::UplinkUp("bond0".into()));
     assert_eq!(t.link.take(), vec![save("bond0", "LLDPLbond0", None, "")]);
 }

@@ -1,5 +1,6 @@
 //! Recording fakes of `HostDriver` and `ControllerLink` shared by the
-//! core tests (`mod core_fakes;`).
+//! core tests (`mod core_fakes;`). Each call is recorded as a value
+//! ([`HostCall`], [`LinkCall`]) with its arguments as they were passed.
 #![allow(dead_code)]
 
 use parking_lot::Mutex;
@@ -13,9 +14,104 @@ use vdp_agent::api::manager::link::{ControllerEvent, ControllerLink, LinkError, 
 use vdp_agent::api::model::{UplinkInfo, VmPort, VmResult};
 use vdp_agent::api::shutdown::Shutdown;
 
+/// A `HostDriver` call the manager made, with its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostCall {
+    DetectUplink(Option<String>),
+    UplinkUp(String),
+    UplinkDown(String),
+    DeleteUplinkAndFlows(String),
+    PortLocalVlan {
+        port: String,
+        wait_s: u64,
+    },
+    PortUp {
+        port: String,
+        local_vlan: u16,
+    },
+    PortDown(String),
+    RestorePort {
+        port: String,
+        local_vlan: Option<u16>,
+        vdp_vlan: Option<u16>,
+    },
+    ApplyVsiChange {
+        port: String,
+        vdp_vlan: Option<u16>,
+    },
+    TopoCfgIntf {
+        intf: String,
+        phy: String,
+    },
+    TopoUncfgIntf(String),
+    TopoStart,
+    TopoSendFailed(String),
+}
+
+impl HostCall {
+    /// The port a per-port call is about.
+    pub fn port(&self) -> Option<&str> {
+        match self {
+            HostCall::PortLocalVlan { port, .. }
+            | HostCall::PortUp { port, .. }
+            | HostCall::PortDown(port)
+            | HostCall::RestorePort { port, .. }
+            | HostCall::ApplyVsiChange { port, .. } => Some(port),
+            _ => None,
+        }
+    }
+}
+
+/// A `ControllerLink` call the manager made, with its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkCall {
+    RequestUplinkInfo,
+    SaveUplink {
+        uplink: String,
+        veth: String,
+        members: Option<String>,
+        fail_reason: String,
+    },
+    UpdateVmResult {
+        port: String,
+        result: VmResult,
+        local_vlan: Option<u16>,
+        vdp_vlan: Option<u16>,
+        fail_reason: Option<String>,
+    },
+    SaveTopoDiscParams(String),
+}
+
+/// `update_vm_result` as [`LinkCall`] (the tests' shorthand).
+pub fn result(
+    port: &str,
+    result: VmResult,
+    local_vlan: Option<u16>,
+    vdp_vlan: Option<u16>,
+    fail_reason: Option<&str>,
+) -> LinkCall {
+    LinkCall::UpdateVmResult {
+        port: port.to_string(),
+        result,
+        local_vlan,
+        vdp_vlan,
+        fail_reason: fail_reason.map(String::from),
+    }
+}
+
+/// `save_uplink` as [`LinkCall`] (the tests' shorthand).
+pub fn save(uplink: &str, veth: &str, members: Option<&str>, fail_reason: &str) -> LinkCall {
+    LinkCall::SaveUplink {
+        uplink: uplink.to_string(),
+        veth: veth.to_string(),
+        members: members.map(String::from),
+        fail_reason: fail_reason.to_string(),
+    }
+}
+
 #[derive(Default)]
 pub struct FakeHost {
-    pub calls: Mutex<Vec<String>>,
+    pub calls: Mutex<Vec<HostCall>>,
     pub bridges: Mutex<bool>,
     pub detect: Mutex<VecDeque<UplinkDetect>>,
     pub bonds: Mutex<HashMap<String, String>>,
@@ -35,13 +131,13 @@ impl FakeHost {
         *h.bridges.lock() = true;
         Arc::new(h)
     }
-    pub fn rec(&self, s: String) {
-        self.calls.lock().push(s);
+    pub fn rec(&self, c: HostCall) {
+        self.calls.lock().push(c);
     }
-    pub fn calls(&self) -> Vec<String> {
+    pub fn calls(&self) -> Vec<HostCall> {
         self.calls.lock().clone()
     }
-    pub fn take(&self) -> Vec<String> {
+    pub fn take(&self) -> Vec<HostCall> {
         std::mem::take(&mut *self.calls.lock())
     }
     pub fn script(&self, d: &[UplinkDetect]) {
@@ -54,7 +150,7 @@ impl HostDriver for FakeHost {
         *self.bridges.lock()
     }
     fn detect_uplink(&self, veth: Option<&str>) -> UplinkDetect {
-        self.rec(format!("detect_uplink {veth:?}"));
+        self.rec(HostCall::DetectUplink(veth.map(String::from)));
         self.detect.lock().pop_front().unwrap_or(if veth.is_some() {
             UplinkDetect::Normal
         } else {
@@ -68,7 +164,7 @@ impl HostDriver for FakeHost {
         self.members.lock().get(intf).cloned()
     }
     fn uplink_up(&self, uplink: &str) -> Result<String, String> {
-        self.rec(format!("uplink_up {uplink}"));
+        self.rec(HostCall::UplinkUp(uplink.to_string()));
         if *self.panic_uplink_up.lock() {
             panic!("boom in uplink_up");
         }
@@ -78,10 +174,10 @@ impl HostDriver for FakeHost {
         }
     }
     fn uplink_down(&self, uplink: &str) {
-        self.rec(format!("uplink_down {uplink}"));
+        self.rec(HostCall::UplinkDown(uplink.to_string()));
     }
     fn delete_uplink_and_flows(&self, uplink: &str) {
-        self.rec(format!("delete_uplink_and_flows {uplink}"));
+        self.rec(HostCall::DeleteUplinkAndFlows(uplink.to_string()));
     }
     fn port_local_vlan(
         &self,
@@ -89,7 +185,10 @@ impl HostDriver for FakeHost {
         wait: Duration,
         _s: &Shutdown,
     ) -> Result<u16, NoLocalVlan> {
-        self.rec(format!("port_local_vlan {port_uuid} {}", wait.as_secs()));
+        self.rec(HostCall::PortLocalVlan {
+            port: port_uuid.to_string(),
+            wait_s: wait.as_secs(),
+        });
         self.local_vlans
             .lock()
             .get(port_uuid)
@@ -99,7 +198,10 @@ impl HostDriver for FakeHost {
             })
     }
     fn port_up(&self, vm: &VmPort, local_vlan: u16) -> PortOutcome {
-        self.rec(format!("port_up {} {local_vlan}", vm.port_uuid));
+        self.rec(HostCall::PortUp {
+            port: vm.port_uuid.clone(),
+            local_vlan,
+        });
         self.port_up.lock().clone().unwrap_or(PortOutcome {
             ok: true,
             local_vlan: Some(local_vlan),
@@ -109,7 +211,7 @@ impl HostDriver for FakeHost {
         })
     }
     fn port_down(&self, vm: &VmPort) -> PortOutcome {
-        self.rec(format!("port_down {}", vm.port_uuid));
+        self.rec(HostCall::PortDown(vm.port_uuid.clone()));
         self.port_down.lock().clone().unwrap_or(PortOutcome {
             ok: true,
             local_vlan: vm.local_vlan,
@@ -119,16 +221,17 @@ impl HostDriver for FakeHost {
         })
     }
     fn restore_port(&self, vm: &VmPort) {
-        self.rec(format!(
-            "restore_port {} {:?} {:?}",
-            vm.port_uuid, vm.local_vlan, vm.vdp_vlan
-        ));
+        self.rec(HostCall::RestorePort {
+            port: vm.port_uuid.clone(),
+            local_vlan: vm.local_vlan,
+            vdp_vlan: vm.vdp_vlan,
+        });
     }
     fn apply_vsi_change(&self, change: &VsiChange) -> PortOutcome {
-        self.rec(format!(
-            "apply_vsi_change {} {:?}",
-            change.port_uuid, change.vdp_vlan
-        ));
+        self.rec(HostCall::ApplyVsiChange {
+            port: change.port_uuid.clone(),
+            vdp_vlan: change.vdp_vlan,
+        });
         PortOutcome {
             ok: true,
             local_vlan: change.local_vlan,
@@ -142,19 +245,22 @@ impl HostDriver for FakeHost {
     }
     fn check_flows(&self) {}
     fn topo_cfg_intf(&self, intf: &str, phy: &str) {
-        self.rec(format!("topo_cfg_intf {intf} {phy}"));
+        self.rec(HostCall::TopoCfgIntf {
+            intf: intf.to_string(),
+            phy: phy.to_string(),
+        });
     }
     fn topo_uncfg_intf(&self, intf: &str) {
-        self.rec(format!("topo_uncfg_intf {intf}"));
+        self.rec(HostCall::TopoUncfgIntf(intf.to_string()));
     }
     fn topo_poll(&self) -> Vec<TopoReport> {
         self.topo_reports.lock().clone()
     }
     fn topo_start(&self) {
-        self.rec("topo_start".into());
+        self.rec(HostCall::TopoStart);
     }
     fn topo_send_failed(&self, intf: &str) {
-        self.rec(format!("topo_send_failed {intf}"));
+        self.rec(HostCall::TopoSendFailed(intf.to_string()));
     }
     fn vsis(&self) -> Vec<VsiStatus> {
         vec![]
@@ -163,7 +269,7 @@ impl HostDriver for FakeHost {
 
 #[derive(Default)]
 pub struct FakeLink {
-    pub calls: Mutex<Vec<String>>,
+    pub calls: Mutex<Vec<LinkCall>>,
     /// Answers of `request_uplink_info`, in order; when empty: `Ok(None)`.
     pub uplink_info: Mutex<VecDeque<Result<Option<UplinkInfo>, LinkError>>>,
     /// Every event the "controller" holds; `poll_events(after)` returns
@@ -176,11 +282,18 @@ pub struct FakeLink {
 }
 
 impl FakeLink {
-    pub fn take(&self) -> Vec<String> {
+    pub fn take(&self) -> Vec<LinkCall> {
         std::mem::take(&mut *self.calls.lock())
     }
-    pub fn calls(&self) -> Vec<String> {
+    pub fn calls(&self) -> Vec<LinkCall> {
         self.calls.lock().clone()
+    }
+    /// The `update_vm_result` calls for `port`, oldest first.
+    pub fn results_for(&self, port: &str) -> Vec<LinkCall> {
+        self.calls()
+            .into_iter()
+            .filter(|c| matches!(c, LinkCall::UpdateVmResult { port: p, .. } if p == port))
+            .collect()
     }
 }
 
@@ -189,7 +302,7 @@ impl ControllerLink for FakeLink {
         Ok(())
     }
     fn request_uplink_info(&self) -> Result<Option<UplinkInfo>, LinkError> {
-        self.calls.lock().push("request_uplink_info".into());
+        self.calls.lock().push(LinkCall::RequestUplinkInfo);
         self.uplink_info.lock().pop_front().unwrap_or(Ok(None))
     }
     fn save_uplink(
@@ -199,8 +312,11 @@ impl ControllerLink for FakeLink {
         memb_port_list: Option<String>,
         fail_reason: &str,
     ) -> Result<bool, LinkError> {
-        self.calls.lock().push(format!(
-            "save_uplink {uplink}|{veth_intf}|{memb_port_list:?}|{fail_reason}"
+        self.calls.lock().push(save(
+            uplink,
+            veth_intf,
+            memb_port_list.as_deref(),
+            fail_reason,
         ));
         Ok(true)
     }
@@ -212,15 +328,19 @@ impl ControllerLink for FakeLink {
         vdp_vlan: Option<u16>,
         fail_reason: Option<&str>,
     ) -> Result<(), LinkError> {
-        self.calls.lock().push(format!(
-            "update_vm_result {port_uuid} {result} {local_vlan:?} {vdp_vlan:?} {fail_reason:?}"
+        self.calls.lock().push(crate::core_fakes::result(
+            port_uuid,
+            result,
+            local_vlan,
+            vdp_vlan,
+            fail_reason,
         ));
         Ok(())
     }
     fn save_topo_disc_params(&self, r: &TopoReport) -> Result<bool, LinkError> {
         self.calls
             .lock()
-            .push(format!("save_topo_disc_params {}", r.protocol_interface));
+            .push(LinkCall::SaveTopoDiscParams(r.protocol_interface.clone()));
         Ok(!*self.topo_refuse.lock())
     }
     fn poll_events(&self, after: u64) -> Result<Vec<ControllerEvent>, LinkError> {
