@@ -107,7 +107,9 @@ pub mod metrics {
 
 /// The shared vocabulary.
 pub mod model {
-    pub use crate::model::{Oui, PortStatus, TopoReport, UplinkInfo, VmPort, VmResult};
+    pub use crate::model::{
+        Oui, PortStatus, TopoReport, UplinkInfo, UplinkSetupError, VmPort, VmResult,
+    };
 }
 
 /// OVS: the pure parsers and flow texts whole, the driver by name.

@@ -77,21 +77,43 @@ pub fn remove_stale_temps(path: &Path) -> usize {
     n
 }
 
+/// Why a directory the daemon writes into is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirRefused {
+    NotADirectory(PathBuf),
+    WorldWritable(PathBuf),
+}
+
+impl std::fmt::Display for DirRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DirRefused::NotADirectory(p) => write!(f, "{} is not a directory", p.display()),
+            DirRefused::WorldWritable(p) => write!(f, "{} is world-writable", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for DirRefused {}
+
 /// An existing directory the daemon writes into must not be writable by
 /// everyone (a local user could plant files or links there). A missing
 /// one is fine (the daemon creates it 0750).
-pub fn check_private_dir(path: &Path) -> Result<(), String> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => match std::fs::metadata(path) {
-            Ok(t) if t.is_dir() && t.permissions().mode() & 0o002 == 0 => Ok(()),
-            Ok(t) if t.is_dir() => Err(format!("{} is world-writable", path.display())),
-            _ => Err(format!("{} is not a directory", path.display())),
-        },
-        Ok(m) if !m.is_dir() => Err(format!("{} is not a directory", path.display())),
-        Ok(m) if m.permissions().mode() & 0o002 != 0 => {
-            Err(format!("{} is world-writable", path.display()))
+pub fn check_private_dir(path: &Path) -> Result<(), DirRefused> {
+    let world_writable = |m: &std::fs::Metadata| m.permissions().mode() & 0o002 != 0;
+    let meta = match std::fs::symlink_metadata(path) {
+        // A link is judged by what it points to.
+        Ok(m) if m.file_type().is_symlink() => std::fs::metadata(path),
+        other => other,
+    };
+    match meta {
+        Ok(m) if !m.is_dir() => Err(DirRefused::NotADirectory(path.to_path_buf())),
+        Ok(m) if world_writable(&m) => Err(DirRefused::WorldWritable(path.to_path_buf())),
+        Ok(_) => Ok(()),
+        // A dangling link is no directory; a missing path is created later.
+        Err(_) if std::fs::symlink_metadata(path).is_ok() => {
+            Err(DirRefused::NotADirectory(path.to_path_buf()))
         }
-        _ => Ok(()),
+        Err(_) => Ok(()),
     }
 }
 
@@ -136,10 +158,27 @@ mod tests {
         let d = dir("ww");
         assert!(check_private_dir(&d).is_ok());
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(check_private_dir(&d)
-            .unwrap_err()
-            .contains("world-writable"));
+        assert_eq!(
+            check_private_dir(&d),
+            Err(DirRefused::WorldWritable(d.clone()))
+        );
         assert!(check_private_dir(&d.join("missing")).is_ok());
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let file = d.join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert_eq!(
+            check_private_dir(&file),
+            Err(DirRefused::NotADirectory(file.clone()))
+        );
+        let dangling = d.join("dangling");
+        std::os::unix::fs::symlink(d.join("nowhere"), &dangling).unwrap();
+        assert_eq!(
+            check_private_dir(&dangling),
+            Err(DirRefused::NotADirectory(dangling.clone()))
+        );
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&d, &link).unwrap();
+        assert!(check_private_dir(&link).is_ok());
         let _ = std::fs::remove_dir_all(&d);
     }
 }

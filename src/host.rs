@@ -18,9 +18,9 @@ use crate::config::{Config, VdpConfig};
 use crate::exec::Runner;
 use crate::lldpad::events::{LldpadNotice, LldpadWatch, VdpEventKind};
 use crate::lldpad::lldptool;
-use crate::lldpad::vsi::{LldpadDriver, VdpReply, VsiRequest};
+use crate::lldpad::vsi::{EventVerdict, LldpadDriver, VdpReply, VsiRequest};
 use crate::manager::host::{HostDriver, NoLocalVlan, PortOutcome, VsiSink};
-use crate::model::{TopoReport, UplinkDetect, VmPort, VsiChange, VsiStatus};
+use crate::model::{TopoReport, UplinkDetect, UplinkSetupError, VmPort, VsiChange, VsiStatus};
 use crate::ovs::{OvsDriver, OvsError};
 use crate::shutdown::Shutdown;
 use crate::topology::TopoDisc;
@@ -34,17 +34,14 @@ use std::time::Duration;
 /// `DfaAgentFailed`, whose text wraps the reason in "Openstck is not
 /// running: ...." (the original's spelling, kept byte for byte for
 /// controllers that match it); the other failures are the reason alone.
-pub fn uplink_fail_reason(e: &OvsError) -> String {
+pub fn uplink_fail_reason(e: &OvsError) -> UplinkSetupError {
     match e {
         OvsError::BridgesMissing { .. } | OvsError::PatchPortsMissing { .. } => {
-            format!("Openstck is not running: {e}.")
+            UplinkSetupError::OpenStackNotRunning(e.to_string())
         }
-        other => other.to_string(),
+        other => UplinkSetupError::Ovs(other.to_string()),
     }
 }
-
-/// The original's `evb_cfg_fail_reason`.
-pub const EVB_CFG_FAIL_REASON: &str = "Unable to cfg EVB";
 /// The original's reason when no lldpad port exists yet.
 pub const NO_LLDPAD_PORT_REASON: &str = "There is no LLDPad port available.";
 
@@ -178,7 +175,7 @@ impl HostDriver for LinuxHost {
         self.sysnet.bond_members(intf)
     }
 
-    fn uplink_up(&self, uplink: &str) -> Result<String, String> {
+    fn uplink_up(&self, uplink: &str) -> Result<String, UplinkSetupError> {
         let ports = self.ovs.setup_uplink(uplink).map_err(|e| {
             log::error!("host: uplink {uplink} setup failed: {e}");
             uplink_fail_reason(&e)

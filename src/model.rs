@@ -172,6 +172,35 @@ mod tests {
 
 // ---- vocabulary shared by the manager and the drivers ----
 
+/// Why the host could not set an uplink up (`HostDriver::uplink_up`). Its
+/// text (`Display`) is the reason sent with `save_uplink`, worded as the
+/// original's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UplinkSetupError {
+    /// The OpenStack bridges or their patch ports are missing (the OVS
+    /// driver's description of what is missing).
+    OpenStackNotRunning(String),
+    /// Another OVS failure (the OVS driver's error text).
+    Ovs(String),
+    /// LLDP, EVB or group ids could not be enabled on lldpad's veth.
+    Evb,
+}
+
+/// The original's `evb_cfg_fail_reason`.
+pub const EVB_CFG_FAIL_REASON: &str = "Unable to cfg EVB";
+
+impl fmt::Display for UplinkSetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UplinkSetupError::OpenStackNotRunning(what) => {
+                write!(f, "Openstck is not running: {what}.")
+            }
+            UplinkSetupError::Ovs(e) => f.write_str(e),
+            UplinkSetupError::Evb => f.write_str(EVB_CFG_FAIL_REASON),
+        }
+    }
+}
+
 /// One step of uplink detection (the original's `detect_uplink` /
 /// `static_uplink_detect` return values).
 #[derive(Debug, Clone, PartialEq, Eq)]

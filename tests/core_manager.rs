@@ -13,7 +13,7 @@ use vdp_agent::api::manager::{
     MgrConfig, VdpMgr, VmNotice, PORT_TRANSITION_BOND_DOWN_REASON, PORT_TRANSITION_BOND_UP_REASON,
     UPLINK_NOT_RECEIVED_REASON, UPLINK_UNDISCOVERED_REASON,
 };
-use vdp_agent::api::model::{PortStatus, UplinkInfo, VmPort, VmResult};
+use vdp_agent::api::model::{PortStatus, UplinkInfo, UplinkSetupError, VmPort, VmResult};
 use vdp_agent::api::queue::VdpQueMsg;
 use vdp_agent::api::shutdown::Shutdown;
 
@@ -355,7 +355,7 @@ fn bulk_safety_net_resends_save_uplink() {
 fn error_queue_retries_failed_uplink() {
     let t = setup(None);
     t.restart("", "");
-    *t.host.uplink_up_err.lock() = Some("Unable to cfg EVB".into());
+    *t.host.uplink_up_err.lock() = Some(UplinkSetupError::Evb);
     t.host.script(&[UplinkDetect::Up("eth2".into())]);
     t.mgr.vdp_uplink_proc();
     t.drain();
@@ -390,7 +390,7 @@ fn error_queue_retries_failed_uplink() {
 fn stale_uplink_retry_is_dropped() {
     let t = setup(None);
     t.restart("", "");
-    *t.host.uplink_up_err.lock() = Some("x".into());
+    *t.host.uplink_up_err.lock() = Some(UplinkSetupError::Ovs("x".into()));
     t.host.script(&[UplinkDetect::Up("eth2".into())]);
     t.mgr.vdp_uplink_proc();
     t.drain();

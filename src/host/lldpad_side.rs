@@ -38,13 +38,13 @@ impl Shared {
 
     /// LLDP, EVB and group ids on the lldpad-side veth (the original's
     /// `enable_lldp` + `enable_evb` + `enable_gpid`).
-    pub(super) fn enable_port(&self, veth: &str) -> Result<(), String> {
+    pub(super) fn enable_port(&self, veth: &str) -> Result<(), UplinkSetupError> {
         lldptool::enable_lldp(&self.runner, veth)
             .and_then(|_| lldptool::enable_evb(&self.runner, veth))
             .and_then(|_| lldptool::enable_gpid(&self.runner, veth))
             .map_err(|e| {
                 log::error!("host: cannot enable LLDP/EVB on {veth}: {e}");
-                EVB_CFG_FAIL_REASON.to_string()
+                UplinkSetupError::Evb
             })
     }
 
@@ -126,7 +126,7 @@ impl Shared {
                 match ev.kind {
                     VdpEventKind::Associated => {
                         if let Some(vlan) = ev.vlan {
-                            if let Some(c) = d.apply_event(&ev.uuid, Ok(vlan)) {
+                            if let Some(c) = d.apply_event(&ev.uuid, EventVerdict::Vlan(vlan)) {
                                 sink(c);
                             }
                         }
@@ -138,7 +138,7 @@ impl Shared {
                         let held = d.vsis().into_iter().find_map(|(r, reply)| {
                             (r.port_uuid == ev.uuid).then_some(reply.vdp_vlan)
                         });
-                        let lost = d.apply_event(&ev.uuid, Err(reason.clone()));
+                        let lost = d.apply_event(&ev.uuid, EventVerdict::Ended(reason.clone()));
                         let reasserting = d.reasserting(&ev.uuid);
                         if lost.is_none() && reasserting.is_none() {
                             return;

@@ -73,6 +73,15 @@ use reply::*;
 pub use reply::{QueryError, VdpReply, VsiRequest, REASON_VSI_LOST, SETTLE_TIME};
 use settle::*;
 
+/// What an lldpad event says of one VSI ([`LldpadDriver::apply_event`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventVerdict {
+    /// The bridge confirmed it with this VLAN field (0 = no VLAN yet).
+    Vlan(u16),
+    /// It ended or was refused; lldpad's reason text.
+    Ended(String),
+}
+
 /// Queries over lldpad's control socket (see `set_query_via_socket`).
 #[derive(Default)]
 struct QuerySocket {
@@ -592,7 +601,7 @@ impl LldpadDriver {
     /// not ours, a request for it is running (its own answer decides), it is
     /// only waiting for deassociation, or nothing changed. The next
     /// `refresh` re-associates a lost VSI.
-    pub fn apply_event(&self, port_uuid: &str, result: Result<u16, String>) -> Option<VsiChange> {
+    pub fn apply_event(&self, port_uuid: &str, verdict: EventVerdict) -> Option<VsiChange> {
         let mut t = self.table.lock();
         let version = t.bump();
         let e = t.vsis.get_mut(port_uuid)?;
@@ -601,8 +610,8 @@ impl LldpadDriver {
         }
         e.quiet_send = None;
         let held = e.reply.vdp_vlan.or(e.reasserting).is_some();
-        let new = match result {
-            Ok(v) => match v & 0x0fff {
+        let new = match verdict {
+            EventVerdict::Vlan(v) => match v & 0x0fff {
                 vlan @ 1..=4094 => VdpReply::associated(vlan),
                 0 => VdpReply::no_vlan_yet(),
                 other => VdpReply::failed(vdptool::invalid_vlan_reason(u32::from(other))),
@@ -610,8 +619,8 @@ impl LldpadDriver {
             // A VSI that held a VLAN was ended (switch deassociation,
             // keep-alive timeout): re-asserted, not a verdict. A VSI still
             // waiting for its first VLAN was refused: that is the verdict.
-            Err(reason) if held => VdpReply::not_ready(reason),
-            Err(reason) => VdpReply::failed(reason),
+            EventVerdict::Ended(reason) if held => VdpReply::not_ready(reason),
+            EventVerdict::Ended(reason) => VdpReply::failed(reason),
         };
         e.version = version;
         settle(e, new, Rereport::Never)

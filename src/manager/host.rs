@@ -7,8 +7,8 @@
 //! asynchronous changes (VSI refresh, lldpad events) as values returned to the
 //! caller, which turns them into queue messages.
 
-use crate::model::VmPort;
 pub use crate::model::{TopoReport, UplinkDetect, VsiChange, VsiStatus};
+use crate::model::{UplinkSetupError, VmPort};
 use crate::shutdown::Shutdown;
 use std::time::Duration;
 
@@ -66,7 +66,7 @@ pub trait HostDriver: Send + Sync {
     /// EVB on the veth. Must not remove existing VM translation flows (a
     /// restart must not disturb traffic). Ok = the lldpad-side veth name;
     /// Err = the fail reason sent to the controller.
-    fn uplink_up(&self, uplink: &str) -> Result<String, String>;
+    fn uplink_up(&self, uplink: &str) -> Result<String, UplinkSetupError>;
 
     /// Tear the uplink down (`clear_obj_params`): flows, ports, VSI table.
     fn uplink_down(&self, uplink: &str);

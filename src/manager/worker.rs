@@ -87,7 +87,7 @@ impl VdpMgr {
                     Err(reason) => {
                         log::error!("UP Event Processing NOT Complete for {phy}: {reason}");
                         self.err_que.enqueue(Q_UPL_PRIO, msg.clone());
-                        self.save_uplink(&phy, "", &reason);
+                        self.save_uplink(&phy, "", &reason.to_string());
                     }
                 }
             }

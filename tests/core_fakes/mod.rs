@@ -11,7 +11,7 @@ use vdp_agent::api::manager::host::{
     HostDriver, NoLocalVlan, PortOutcome, TopoReport, UplinkDetect, VsiChange, VsiStatus,
 };
 use vdp_agent::api::manager::link::{ControllerEvent, ControllerLink, LinkError, LinkStatus};
-use vdp_agent::api::model::{UplinkInfo, VmPort, VmResult};
+use vdp_agent::api::model::{UplinkInfo, UplinkSetupError, VmPort, VmResult};
 use vdp_agent::api::shutdown::Shutdown;
 
 /// A `HostDriver` call the manager made, with its arguments.
@@ -116,7 +116,7 @@ pub struct FakeHost {
     pub detect: Mutex<VecDeque<UplinkDetect>>,
     pub bonds: Mutex<HashMap<String, String>>,
     pub members: Mutex<HashMap<String, String>>,
-    pub uplink_up_err: Mutex<Option<String>>,
+    pub uplink_up_err: Mutex<Option<UplinkSetupError>>,
     pub local_vlans: Mutex<HashMap<String, u16>>,
     pub port_up: Mutex<Option<PortOutcome>>,
     pub port_down: Mutex<Option<PortOutcome>>,
@@ -163,7 +163,7 @@ impl HostDriver for FakeHost {
     fn bond_members(&self, intf: &str) -> Option<String> {
         self.members.lock().get(intf).cloned()
     }
-    fn uplink_up(&self, uplink: &str) -> Result<String, String> {
+    fn uplink_up(&self, uplink: &str) -> Result<String, UplinkSetupError> {
         self.rec(HostCall::UplinkUp(uplink.to_string()));
         if *self.panic_uplink_up.lock() {
             panic!("boom in uplink_up");

@@ -204,7 +204,10 @@ fn no_associate_storm_while_lldpad_holds_nothing() {
     assert_eq!(sent(), 2, "after an lldpad start: at once");
     d.refresh();
     assert_eq!(sent(), 2);
-    let _ = d.apply_event(&req().port_uuid, Err("Keepalive Timeout".into()));
+    let _ = d.apply_event(
+        &req().port_uuid,
+        EventVerdict::Ended("Keepalive Timeout".into()),
+    );
     d.refresh();
     assert_eq!(sent(), 3, "after an event about the VSI: at once");
 }
@@ -293,19 +296,21 @@ fn events_update_the_table() {
         r_line("0", "3003-fa:16:3e:00:00:01-20000")
     ));
     assert!(
-        d.apply_event(&req().port_uuid, Ok(5)).is_none(),
+        d.apply_event(&req().port_uuid, EventVerdict::Vlan(5))
+            .is_none(),
         "unknown VSI"
     );
     assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
     assert!(
-        d.apply_event(&req().port_uuid, Ok(3003)).is_none(),
+        d.apply_event(&req().port_uuid, EventVerdict::Vlan(3003))
+            .is_none(),
         "no change"
     );
     // Lost (keep-alive timeout): re-asserted, nothing reported, so
     // its flows stay (flows follow VLANs, not events).
     let lost = d.apply_event(
         &req().port_uuid,
-        Err("Internal Error : Keepalive Timeout".into()),
+        EventVerdict::Ended("Internal Error : Keepalive Timeout".into()),
     );
     assert_eq!(lost, None);
     assert_eq!(d.reasserting(&req().port_uuid), Some(3003));
@@ -316,14 +321,21 @@ fn events_update_the_table() {
         Some("Internal Error : Keepalive Timeout")
     );
     // A second loss event while re-asserting: still nothing.
-    assert_eq!(d.apply_event(&req().port_uuid, Err("again".into())), None);
+    assert_eq!(
+        d.apply_event(&req().port_uuid, EventVerdict::Ended("again".into())),
+        None
+    );
     // 48059 = PS/PCP bits + 3003: back with the VLAN it held.
-    let back = d.apply_event(&req().port_uuid, Ok(48059)).unwrap();
+    let back = d
+        .apply_event(&req().port_uuid, EventVerdict::Vlan(48059))
+        .unwrap();
     assert_eq!((back.old_vdp_vlan, back.vdp_vlan), (Some(3003), Some(3003)));
     assert_eq!(back.fail_reason, None);
     assert_eq!(d.reasserting(&req().port_uuid), None);
     // VLAN 0: "no VLAN yet" from the bridge, a verdict without a reason.
-    let zero = d.apply_event(&req().port_uuid, Ok(0)).unwrap();
+    let zero = d
+        .apply_event(&req().port_uuid, EventVerdict::Vlan(0))
+        .unwrap();
     assert_eq!(
         (zero.old_vdp_vlan, zero.vdp_vlan, zero.fail_reason),
         (Some(3003), None, None)
