@@ -137,6 +137,11 @@ pub mod status {
     pub use crate::status::{query_raw, render_table};
 }
 
+/// Thread names (as `status`, `/metrics` and gdb show them).
+pub mod task {
+    pub use crate::task::ThreadName;
+}
+
 /// Topology reports (LLDP neighbours of the physical NICs).
 pub mod topology {
     pub use crate::topology::{TopoDisc, TOPO_DISC_SEND_THRESHOLD};

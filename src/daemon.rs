@@ -47,6 +47,7 @@ use crate::model::{UplinkInfo, VmPort, VmResult};
 use crate::shutdown::Shutdown;
 use crate::status::{QueueLens, StatusDoc, StatusServer};
 use crate::task::panic_message;
+use crate::task::ThreadName;
 use crate::validate::{self, VmEvent, VmRejection};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -71,7 +72,7 @@ pub const STOP_TIMEOUT: Duration = Duration::from_millis(3500);
 /// long-poll (up to `events_wait_s`) and hold nothing that needs finishing.
 /// Events they receive after the stop are neither processed nor
 /// acknowledged, so the controller delivers them again after the restart.
-pub const NOT_AWAITED_AT_STOP: &[&str] = &["event-poller"];
+pub const NOT_AWAITED_AT_STOP: &[&str] = &[ThreadName::EventPoller.as_str()];
 /// Longest wait between retries of `request_uplink_info` / event polls.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
 
@@ -218,7 +219,7 @@ impl Daemon {
         {
             let (m, h) = (mgr.clone(), host.clone());
             tasks.push(periodic_after_first_period(
-                "topo-disc",
+                ThreadName::TopoDisc,
                 Duration::from_secs(cfg.intervals.topo_disc_s),
                 move || {
                     for report in h.topo_poll() {
@@ -232,7 +233,7 @@ impl Daemon {
         {
             let l = link.clone();
             tasks.push(Task {
-                name: "result-retry",
+                name: ThreadName::ResultRetry,
                 step: Box::new(move || {
                     let left = l.retry_pending();
                     if left > 0 {
@@ -258,7 +259,7 @@ impl Daemon {
         {
             let stop = shutdown.clone();
             tasks.push(Task {
-                name: "status-server",
+                name: ThreadName::StatusServer,
                 step: Box::new(move || {
                     // Woken at once by a client or by shutdown (self-pipe).
                     if let Err(e) = status_server.serve_one_until(SERVE_WAIT, &doc, stop.wake_fd())
@@ -275,7 +276,7 @@ impl Daemon {
         }
         let mut threads = Vec::new();
         for t in tasks {
-            let name = t.name;
+            let name = t.name.as_str();
             match spawn_task(t, &registry, &shutdown, &done_tx) {
                 Ok(h) => threads.push((name, h)),
                 Err(e) => {

@@ -6,6 +6,7 @@
 //! `libc::killpg`. Every driver (lldpad, OVS, uplink, topology) runs its
 //! commands through a `Runner`.
 
+use crate::task::ThreadName;
 use std::fmt;
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -251,7 +252,7 @@ impl Runner {
         let started = (|| -> io::Result<()> {
             if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
                 std::thread::Builder::new()
-                    .name("exec-io".into())
+                    .name(ThreadName::ExecIo.to_string())
                     .spawn(move || {
                         use std::io::Write;
                         // A child that does not read gets EPIPE / is killed.
@@ -266,7 +267,7 @@ impl Runner {
             }
             let tx = tx.clone();
             std::thread::Builder::new()
-                .name("exec-wait".into())
+                .name(ThreadName::ExecWait.to_string())
                 .spawn(move || {
                     let _ = tx.send(Io::Exit(child.wait()));
                 })?;
@@ -372,7 +373,7 @@ fn spawn_reader(
     tx: crossbeam_channel::Sender<Io>,
 ) -> io::Result<()> {
     std::thread::Builder::new()
-        .name("exec-io".into())
+        .name(ThreadName::ExecIo.to_string())
         .spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             loop {

@@ -6,6 +6,7 @@
 //! Owns nothing (the caller owns the listener and the client counter).
 //! Calls `poll`/`accept` and spawns the client thread.
 
+use crate::task::ThreadName;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +20,7 @@ pub struct Server<'a, L: AsFd> {
     pub active: &'a Arc<AtomicUsize>,
     pub max: usize,
     /// The client thread's name (and the log prefix).
-    pub name: &'static str,
+    pub name: ThreadName,
 }
 
 /// Wait up to `wait` (or until `stop` is readable) for one connection,
@@ -64,7 +65,7 @@ pub fn accept_one<L: AsFd, S: Send + 'static>(
     }
     let active = srv.active.clone();
     let spawned = std::thread::Builder::new()
-        .name(srv.name.into())
+        .name(srv.name.to_string())
         .spawn(move || {
             serve(stream);
             active.fetch_sub(1, Ordering::SeqCst);

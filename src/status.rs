@@ -17,6 +17,7 @@
 use crate::manager::link::LinkStatus;
 use crate::manager::UplinkSnapshot;
 use crate::model::VsiStatus;
+use crate::task::ThreadName;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -177,7 +178,7 @@ impl StatusServer {
             listener: &self.listener,
             active: &self.active,
             max: MAX_CLIENTS,
-            name: "status-client",
+            name: ThreadName::StatusClient,
         };
         let doc = doc.clone();
         crate::serve::accept_one(

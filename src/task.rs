@@ -19,10 +19,95 @@ pub enum Step {
     Stop,
 }
 
+/// The name of every thread the agent starts, as `status`, `/metrics`,
+/// the logs and gdb (`info threads`) show it. One list, shared by the
+/// runner, the status and the tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ThreadName {
+    QueueWorker,
+    ErrQueue,
+    UplinkDetect,
+    Heartbeat,
+    EventPoller,
+    LldpadClient,
+    LldpadEvents,
+    LldpadNotify,
+    FlowCheck,
+    TopoDisc,
+    ResultRetry,
+    StatusServer,
+    StatusClient,
+    MetricsServer,
+    MetricsClient,
+    SdNotify,
+    Signal,
+    /// Short-lived helpers of the command runner (stdin feeder, reader,
+    /// waiter) and of lldpad's control socket in another netns.
+    ExecIo,
+    ExecWait,
+    LldpadNetns,
+}
+
+impl ThreadName {
+    pub const ALL: [ThreadName; 20] = [
+        ThreadName::QueueWorker,
+        ThreadName::ErrQueue,
+        ThreadName::UplinkDetect,
+        ThreadName::Heartbeat,
+        ThreadName::EventPoller,
+        ThreadName::LldpadClient,
+        ThreadName::LldpadEvents,
+        ThreadName::LldpadNotify,
+        ThreadName::FlowCheck,
+        ThreadName::TopoDisc,
+        ThreadName::ResultRetry,
+        ThreadName::StatusServer,
+        ThreadName::StatusClient,
+        ThreadName::MetricsServer,
+        ThreadName::MetricsClient,
+        ThreadName::SdNotify,
+        ThreadName::Signal,
+        ThreadName::ExecIo,
+        ThreadName::ExecWait,
+        ThreadName::LldpadNetns,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ThreadName::QueueWorker => "queue-worker",
+            ThreadName::ErrQueue => "err-queue",
+            ThreadName::UplinkDetect => "uplink-detect",
+            ThreadName::Heartbeat => "heartbeat",
+            ThreadName::EventPoller => "event-poller",
+            ThreadName::LldpadClient => "lldpad-client",
+            ThreadName::LldpadEvents => "lldpad-events",
+            ThreadName::LldpadNotify => "lldpad-notify",
+            ThreadName::FlowCheck => "flow-check",
+            ThreadName::TopoDisc => "topo-disc",
+            ThreadName::ResultRetry => "result-retry",
+            ThreadName::StatusServer => "status-server",
+            ThreadName::StatusClient => "status-client",
+            ThreadName::MetricsServer => "metrics-server",
+            ThreadName::MetricsClient => "metrics-client",
+            ThreadName::SdNotify => "sd-notify",
+            ThreadName::Signal => "signal",
+            ThreadName::ExecIo => "exec-io",
+            ThreadName::ExecWait => "exec-wait",
+            ThreadName::LldpadNetns => "lldpad-netns",
+        }
+    }
+}
+
+impl std::fmt::Display for ThreadName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One named unit of work run by a daemon thread: the runner calls `step`
 /// in a loop (catching panics) and obeys the returned [`Step`].
 pub struct Task {
-    pub name: &'static str,
+    pub name: ThreadName,
     pub step: Box<dyn FnMut() -> Step + Send>,
 }
 

@@ -14,6 +14,7 @@ use vdp_agent::api::config::Config;
 use vdp_agent::api::daemon::{Daemon, RunOptions};
 use vdp_agent::api::manager::link::{ControllerEvent, LinkError};
 use vdp_agent::api::model::{TopoReport, UplinkInfo, VmResult};
+use vdp_agent::api::task::ThreadName;
 
 const P1: &str = "11111111-2222-3333-4444-000000000001";
 const P2: &str = "11111111-2222-3333-4444-000000000002";
@@ -174,25 +175,25 @@ fn events_are_validated_dispatched_and_acknowledged() {
 
     let threads = d.threads();
     for t in [
-        "queue-worker",
-        "uplink-detect",
-        "err-queue",
-        "heartbeat",
-        "event-poller",
-        "lldpad-client",
-        "flow-check",
-        "topo-disc",
-        "result-retry",
-        "status-server",
+        ThreadName::QueueWorker,
+        ThreadName::UplinkDetect,
+        ThreadName::ErrQueue,
+        ThreadName::Heartbeat,
+        ThreadName::EventPoller,
+        ThreadName::LldpadClient,
+        ThreadName::FlowCheck,
+        ThreadName::TopoDisc,
+        ThreadName::ResultRetry,
+        ThreadName::StatusServer,
     ] {
         assert_eq!(
-            threads.get(t).map(String::as_str),
+            threads.get(t.as_str()).map(String::as_str),
             Some("alive"),
             "{t}: {threads:?}"
         );
     }
     assert!(
-        !threads.contains_key("signal"),
+        !threads.contains_key(ThreadName::Signal.as_str()),
         "no signal thread in-process"
     );
 

@@ -15,6 +15,7 @@
 use super::*;
 use crate::metrics::http::{MetricsServer, RenderFn};
 use crate::metrics::{Snapshot, METRICS};
+use crate::task::ThreadName;
 
 /// Bind the endpoint when `metrics.listen` is set (checked by config).
 pub(super) fn bind(cfg: &Config) -> Result<Option<MetricsServer>, DaemonError> {
@@ -64,7 +65,7 @@ pub(super) fn task(
     let render: RenderFn =
         Arc::new(move || crate::metrics::render(&METRICS, &snapshot(&mgr, &*host, &registry)));
     Task {
-        name: "metrics-server",
+        name: ThreadName::MetricsServer,
         step: Box::new(move || {
             if let Err(e) = server.serve_one_until(super::SERVE_WAIT, &render, stop.wake_fd()) {
                 log::warn!("metrics socket: {e}");

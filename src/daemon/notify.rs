@@ -11,6 +11,7 @@
 use super::*;
 use crate::health;
 use crate::sdnotify::{ping_interval, Notifier};
+use crate::task::ThreadName;
 
 /// How often `STATUS=` is refreshed when there is no watchdog.
 pub const STATUS_PERIOD: Duration = Duration::from_secs(10);
@@ -45,7 +46,7 @@ pub(super) fn notify_task(n: Arc<Notifier>, doc: crate::status::StatusFn) -> Tas
     let period = n.watchdog().map(ping_interval).unwrap_or(STATUS_PERIOD);
     let mut held = false;
     Task {
-        name: "sd-notify",
+        name: ThreadName::SdNotify,
         step: Box::new(move || {
             let (text, ping) = notify_round(&n, &doc());
             if n.watchdog().is_some() {

@@ -4,6 +4,7 @@
 //! Owns: the registry. Calls `crate::shutdown`.
 
 use super::*;
+use crate::task::ThreadName;
 
 // ----- thread registry ------------------------------------------------------
 
@@ -63,7 +64,7 @@ pub(super) fn spawn_task(
     shutdown: &Shutdown,
     done: &crossbeam_channel::Sender<&'static str>,
 ) -> Result<std::thread::JoinHandle<()>, DaemonError> {
-    let name = task.name;
+    let name = task.name.as_str();
     let registry = registry.clone();
     let shutdown = shutdown.clone();
     let done = done.clone();
@@ -110,7 +111,7 @@ pub(super) fn spawn_task(
 /// A step that does nothing the first time (waits one period), then runs
 /// `f` every `period`.
 pub(super) fn periodic_after_first_period(
-    name: &'static str,
+    name: ThreadName,
     period: Duration,
     mut f: impl FnMut() + Send + 'static,
 ) -> Task {

@@ -4,6 +4,7 @@
 //! Owns: the signal mask. Calls `nix::sys::signal`.
 
 use super::*;
+use crate::task::ThreadName;
 
 // ----- signals ---------------------------------------------------------------------
 
@@ -27,7 +28,7 @@ pub fn block_signals() -> Result<(), DaemonError> {
 pub(super) fn signal_task(shutdown: Shutdown, on_hup: Option<Arc<dyn Fn() + Send + Sync>>) -> Task {
     let set = handled_signals();
     Task {
-        name: "signal",
+        name: ThreadName::Signal,
         step: Box::new(move || {
             let ts = libc::timespec {
                 tv_sec: 0,

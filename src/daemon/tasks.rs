@@ -5,6 +5,7 @@
 //! Owns nothing. Calls the manager, the host driver, the controller link.
 
 use super::*;
+use crate::task::ThreadName;
 
 /// Shortest gap between two event polls whose answer was empty (a
 /// controller that does not hold polls, `events_wait_s: 0`).
@@ -22,7 +23,7 @@ pub(super) fn flow_check_task(host: Arc<dyn HostDriver>, period: Duration) -> Ta
     let mut since = Duration::ZERO;
     let tick = OVS_WATCH_PERIOD.min(period).max(Duration::from_millis(100));
     Task {
-        name: "flow-check",
+        name: ThreadName::FlowCheck,
         step: Box::new(move || {
             since = since.saturating_add(tick);
             if since >= period || host.ovs_needs_repair() {
@@ -49,7 +50,7 @@ pub(super) fn lldpad_client_task(
 ) -> Task {
     let mut since = Duration::ZERO;
     Task {
-        name: "lldpad-client",
+        name: ThreadName::LldpadClient,
         step: Box::new(move || {
             let pending = host.pending_vsis() > 0;
             if since >= period || (pending && since >= PENDING_RECHECK) {
@@ -162,7 +163,7 @@ pub(super) fn heartbeat_task(
     let mut next_hb = Instant::now();
     let mut retry = Duration::from_secs(1);
     Task {
-        name: "heartbeat",
+        name: ThreadName::Heartbeat,
         step: Box::new(move || {
             let now = Instant::now();
             if now >= next_hb {
@@ -201,7 +202,7 @@ pub(super) fn event_poller_task(mgr: Arc<VdpMgr>, link: Arc<dyn ControllerLink>)
     let mut after: u64 = 0;
     let mut retry = Duration::from_secs(1);
     Task {
-        name: "event-poller",
+        name: ThreadName::EventPoller,
         step: Box::new(move || {
             if mgr.que().is_full() {
                 // Backpressure: leave the events with the controller until

@@ -1,5 +1,6 @@
 use super::registry::STUCK_AFTER;
 use super::*;
+use crate::task::ThreadName;
 
 /// A step that does not come back (a hung command before the runner's
 /// timeout held) is shown as `stuck`, not `alive`.
@@ -79,7 +80,7 @@ fn panicking_step_is_caught_and_thread_goes_on() {
     let count = Arc::new(Mutex::new(0u32));
     let c2 = count.clone();
     let task = Task {
-        name: "co-panicky",
+        name: ThreadName::TopoDisc,
         step: Box::new(move || {
             let mut n = c2.lock();
             *n += 1;
@@ -96,14 +97,14 @@ fn panicking_step_is_caught_and_thread_goes_on() {
         sd.wait(Duration::from_millis(10));
     }
     assert!(*count.lock() >= 3, "loop did not go on after the panic");
-    assert_eq!(reg.snapshot()["co-panicky"], "alive");
+    assert_eq!(reg.snapshot()["topo-disc"], "alive");
     sd.trigger();
     assert_eq!(
         rx.recv_timeout(Duration::from_secs(2)).unwrap(),
-        "co-panicky"
+        "topo-disc"
     );
     h.join().unwrap();
-    assert_eq!(reg.snapshot()["co-panicky"], "stopped");
+    assert_eq!(reg.snapshot()["topo-disc"], "stopped");
 }
 
 /// The watchdog is pinged while every thread makes progress and held back

@@ -21,6 +21,7 @@
 
 use super::LldpadError;
 use crate::exec::ExecError;
+use crate::task::ThreadName;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
@@ -74,7 +75,7 @@ impl ClifSocket {
         let path = format!("/run/netns/{ns}");
         let tag = tag.to_string();
         let handle = std::thread::Builder::new()
-            .name("lldpad-netns".into())
+            .name(ThreadName::LldpadNetns.to_string())
             .spawn(move || {
                 let f = std::fs::File::open(&path)
                     .map_err(|e| sock_err("setns", format!("{path}: {e}")))?;

@@ -51,6 +51,7 @@ use crate::queue::{
     UplinkStatus, VdpMsgPriQue, VdpQueMsg, Q_UPL_PRIO, Q_VM_PRIO, Q_VSI_PRIO, Q_VSI_REREPORT_PRIO,
 };
 use crate::shutdown::Shutdown;
+use crate::task::ThreadName;
 use host::{HostDriver, PortOutcome, TopoReport, UplinkDetect, VsiChange};
 use link::ControllerLink;
 use parking_lot::Mutex;
@@ -350,7 +351,7 @@ impl VdpMgr {
         let upl = self.clone();
         vec![
             Task {
-                name: "queue-worker",
+                name: ThreadName::QueueWorker,
                 step: Box::new(move || {
                     if worker.process_one() {
                         Step::Again
@@ -360,14 +361,14 @@ impl VdpMgr {
                 }),
             },
             Task {
-                name: "err-queue",
+                name: ThreadName::ErrQueue,
                 step: Box::new(move || {
                     errq.process_err_queue();
                     Step::Wait(errq.cfg.err_queue)
                 }),
             },
             Task {
-                name: "uplink-detect",
+                name: ThreadName::UplinkDetect,
                 step: Box::new(move || {
                     // Until the stored uplink has been obtained there is
                     // nothing to do (as the original); look again every

@@ -13,6 +13,7 @@
 //! Owns: the listening socket. Calls the render closure it is handed.
 //! [`parse_head`] is pure (property-tested).
 
+use crate::task::ThreadName;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -222,7 +223,7 @@ impl MetricsServer {
             listener: &self.listener,
             active: &self.active,
             max: MAX_CLIENTS,
-            name: "metrics-client",
+            name: ThreadName::MetricsClient,
         };
         let render = render.clone();
         crate::serve::accept_one(

@@ -10,6 +10,7 @@
 
 use super::{EventClient, VdpEvent, PING_INTERVAL};
 use crate::shutdown::Shutdown;
+use crate::task::ThreadName;
 use crate::task::{Step, Task};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
@@ -64,8 +65,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const SLICE: Duration = Duration::from_millis(250);
 
 /// Task names (as in `status` and gdb).
-pub const EVENTS_TASK: &str = "lldpad-events";
-pub const NOTIFY_TASK: &str = "lldpad-notify";
+pub const EVENTS_TASK: ThreadName = ThreadName::LldpadEvents;
+pub const NOTIFY_TASK: ThreadName = ThreadName::LldpadNotify;
 
 impl LldpadWatch {
     /// The watch of the current network namespace's lldpad as two tasks
@@ -160,7 +161,7 @@ impl LldpadWatch {
             let stop = watch.stop.clone();
             let daemon = shutdown.clone();
             let h = std::thread::Builder::new()
-                .name(t.name.into())
+                .name(t.name.to_string())
                 .spawn(move || run_task(&mut t, &stop, &daemon))?;
             watch.threads.push(h);
         }
