@@ -187,45 +187,15 @@ impl Drop for LldpadInstance {
 }
 
 /// Enable the station side on `ifname` the way the agent does (LLDP rxtx,
-/// EVB TX, group ids): plain lldptool calls through `exec::Runner` in `ns`.
+/// EVB TX, group ids): the agent's own `lldpad::lldptool` calls, through an
+/// `exec::Runner` in `ns`.
 pub fn enable_station(ns: &Netns, ifname: &str) -> io::Result<()> {
+    use crate::lldpad::lldptool;
     let r = ns.runner(Duration::from_secs(10));
-    let fail = |e: crate::exec::ExecError| io::Error::other(e.to_string());
-    r.run(&[
-        "lldptool",
-        "-L",
-        "-i",
-        ifname,
-        "-g",
-        "ncb",
-        "adminStatus=rxtx",
-    ])
-    .map_err(fail)?;
-    // rc 1 "Failed" when already enabled: ignore.
-    let _ = r.run_any(&[
-        "lldptool",
-        "-T",
-        "-i",
-        ifname,
-        "-g",
-        "ncb",
-        "-V",
-        "evb",
-        "enableTx=yes",
-    ]);
-    r.run(&[
-        "lldptool",
-        "-T",
-        "-i",
-        ifname,
-        "-g",
-        "ncb",
-        "-V",
-        "evb",
-        "-c",
-        "evbgpid=yes",
-    ])
-    .map_err(fail)?;
+    let fail = |e: crate::lldpad::LldpadError| io::Error::other(e.to_string());
+    lldptool::enable_lldp(&r, ifname).map_err(fail)?;
+    lldptool::enable_evb(&r, ifname).map_err(fail)?;
+    lldptool::enable_gpid(&r, ifname).map_err(fail)?;
     Ok(())
 }
 
