@@ -196,6 +196,22 @@ impl UplinkStage {
     }
 }
 
+/// Whether the controller's bulk resync has come since the uplink was
+/// saved (the original's `bulk_vm_rcvd_flag` with its `bulk_vm_check_cnt`).
+/// In the "normal" uplink stage the safety net sends `save_uplink` again
+/// every second round without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BulkStage {
+    /// Not received; `rounds` safety-net rounds since the last resend.
+    /// (The original kept its count across a receipt; a bulk list that
+    /// came before the uplink starts it from 0 here: at most one round
+    /// later resend.)
+    Awaited {
+        rounds: u32,
+    },
+    Received,
+}
+
 #[derive(Debug)]
 struct MgrState {
     phy_uplink: Option<String>,
@@ -205,8 +221,7 @@ struct MgrState {
     uplink_down_cnt: u32,
     is_os_run: bool,
     static_uplink_first: bool,
-    bulk_vm_rcvd_flag: bool,
-    bulk_vm_check_cnt: u32,
+    bulk: BulkStage,
     /// The original's `ovs_vdp_obj_dict`: uplinks set up on the host, with
     /// their lldpad-side veth.
     set_up: HashMap<String, String>,
@@ -278,8 +293,7 @@ impl VdpMgr {
                 uplink_down_cnt: 0,
                 is_os_run: false,
                 static_uplink_first: true,
-                bulk_vm_rcvd_flag: false,
-                bulk_vm_check_cnt: 0,
+                bulk: BulkStage::Awaited { rounds: 0 },
                 set_up: HashMap::new(),
                 fail_reason: String::new(),
                 early_ports: BTreeMap::new(),
@@ -334,8 +348,11 @@ impl VdpMgr {
             process_uplink_ongoing: st.uplink.ongoing(),
             uplink_down_cnt: st.uplink_down_cnt,
             is_os_run: st.is_os_run,
-            bulk_vm_rcvd_flag: st.bulk_vm_rcvd_flag,
-            bulk_vm_check_cnt: st.bulk_vm_check_cnt,
+            bulk_vm_rcvd_flag: st.bulk == BulkStage::Received,
+            bulk_vm_check_cnt: match st.bulk {
+                BulkStage::Awaited { rounds } => rounds,
+                BulkStage::Received => 0,
+            },
             early_ports: st.early_ports.keys().cloned().collect(),
         }
     }
@@ -470,11 +487,11 @@ impl VdpMgr {
     // ----- producers --------------------------------------------------------
 
     /// `vdp_vm_event`: queue a (validated) VM event or bulk list. A bulk
-    /// list marks the bulk resync as received (`bulk_vm_rcvd_flag`).
+    /// list marks the bulk resync as received (`BulkStage::Received`).
     pub fn vdp_vm_event(&self, notice: VmNotice) {
         let msg = match notice {
             VmNotice::Bulk(vms) => {
-                self.state.lock().bulk_vm_rcvd_flag = true;
+                self.state.lock().bulk = BulkStage::Received;
                 VdpQueMsg::VmBulk { vms }
             }
             VmNotice::Single(vm) => VdpQueMsg::Vm { vm },

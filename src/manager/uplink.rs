@@ -222,18 +222,20 @@ impl VdpMgr {
     pub fn check_periodic_bulk_vm_notif_rcvd(&self) {
         let resend = {
             let mut st = self.state.lock();
-            if st.bulk_vm_rcvd_flag {
-                None
-            } else if st.bulk_vm_check_cnt >= 1 {
-                st.bulk_vm_check_cnt = 0;
-                Some((
-                    st.phy_uplink.clone().unwrap_or_default(),
-                    st.veth_intf.clone().unwrap_or_default(),
-                ))
-            } else {
-                log::info!("Bulk VM not received, incrementing count");
-                st.bulk_vm_check_cnt += 1;
-                None
+            match st.bulk {
+                BulkStage::Received => None,
+                BulkStage::Awaited { rounds } if rounds >= 1 => {
+                    st.bulk = BulkStage::Awaited { rounds: 0 };
+                    Some((
+                        st.phy_uplink.clone().unwrap_or_default(),
+                        st.veth_intf.clone().unwrap_or_default(),
+                    ))
+                }
+                BulkStage::Awaited { rounds } => {
+                    log::info!("Bulk VM not received, incrementing count");
+                    st.bulk = BulkStage::Awaited { rounds: rounds + 1 };
+                    None
+                }
             }
         };
         if let Some((uplink, veth)) = resend {

@@ -221,7 +221,7 @@ impl VdpMgr {
                 for vm in vms {
                     remember_early(&mut st.early_ports, vm);
                 }
-                st.bulk_vm_rcvd_flag = false;
+                st.bulk = BulkStage::Awaited { rounds: 0 };
                 return;
             }
         }
