@@ -64,7 +64,7 @@ pub const RESULT_RETRY_PERIOD: Duration = Duration::from_millis(250);
 /// client or shutdown (the self-pipe) wakes them earlier.
 pub const SERVE_WAIT: Duration = Duration::from_secs(5);
 /// Pause after a panic before the step runs again.
-pub const PANIC_BACKOFF: Duration = Duration::from_secs(1);
+pub use crate::task::PANIC_BACKOFF;
 /// How long shutdown waits for threads (SIGTERM must finish within 5 s).
 pub const STOP_TIMEOUT: Duration = Duration::from_millis(3500);
 

@@ -75,22 +75,21 @@ pub(super) fn spawn_task(
             registry.set(name, "alive");
             loop {
                 registry.step(name, Some(Instant::now()));
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (task.step)()));
+                let r = crate::task::run_step(&mut task);
                 registry.step(name, None);
                 match r {
-                    Ok(Step::Wait(d)) => {
+                    Some(Step::Wait(d)) => {
                         if shutdown.wait(d) {
                             break;
                         }
                     }
-                    Ok(Step::Again) => {
+                    Some(Step::Again) => {
                         if shutdown.is_set() {
                             break;
                         }
                     }
-                    Ok(Step::Stop) => break,
-                    Err(p) => {
-                        log::error!("thread {name}: panic caught: {}", panic_message(&*p));
+                    Some(Step::Stop) => break,
+                    None => {
                         registry.set(name, "restarting");
                         if shutdown.wait(PANIC_BACKOFF) {
                             break;

@@ -14,7 +14,6 @@ use crate::task::ThreadName;
 use crate::task::{Step, Task};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -56,9 +55,7 @@ pub struct LldpadWatch {
     threads: Vec<JoinHandle<()>>,
 }
 
-/// Pause after a caught panic before a task's next step (the daemon's task
-/// runner uses the same figure).
-pub const PANIC_BACKOFF: Duration = Duration::from_secs(1);
+use crate::task::PANIC_BACKOFF;
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Longest uninterrupted wait of one step, so shutdown is seen quickly.
@@ -210,22 +207,17 @@ impl Drop for LldpadWatch {
 fn run_task(t: &mut Task, stop: &Shutdown, daemon: &Shutdown) {
     let stopping = || stop.is_set() || daemon.is_set();
     loop {
-        match catch_unwind(AssertUnwindSafe(|| (t.step)())) {
-            Ok(Step::Wait(d)) => {
+        match crate::task::run_step(t) {
+            Some(Step::Wait(d)) => {
                 if stop.wait(d) || stopping() {
                     break;
                 }
             }
             // Each task returns Stop itself once asked to stop (the notifier
             // only after the notices already queued are delivered).
-            Ok(Step::Again) => {}
-            Ok(Step::Stop) => break,
-            Err(p) => {
-                log::error!(
-                    "thread {}: panic caught: {}",
-                    t.name,
-                    crate::task::panic_message(&*p)
-                );
+            Some(Step::Again) => {}
+            Some(Step::Stop) => break,
+            None => {
                 if stop.wait(PANIC_BACKOFF) || stopping() {
                     break;
                 }
