@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 /// lldpad's abstract control socket name (without the leading NUL).
 pub const LLDPAD_CLIF_SOCKET: &str = "/com/intel/lldpad";
-use super::wire::{is_event, reply_status, Command};
+use super::wire::{is_event, reply_status, Command, VdpEvent};
 pub use super::wire::{LLDP_MOD_VDP22, STATUS_NO_ACCESS};
 /// How long to wait for lldpad's answer to one request (clif's
 /// `CMD_RESPONSE_TIMEOUT` is 2 s).
@@ -327,6 +327,186 @@ impl ClifQuery {
                 return Ok(text);
             }
             log::debug!("lldpad control socket: ignoring unmatched answer {text:?}");
+        }
+    }
+}
+
+/// What lldpad did with an associate / deassociate sent over its control
+/// socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetReply {
+    /// lldpad refused the command (nothing was sent to the bridge): its
+    /// status and the line vdptool prints for it (`FAILED: <status text>`).
+    Refused { status: u8, text: String },
+    /// lldpad took it. `event` = the VSI's first event within the wait
+    /// (a `-W` request), None without `-W` or when none came in time (as
+    /// vdptool's empty `-W` output).
+    Taken { event: Option<VdpEvent> },
+}
+
+/// How long a `-W` request waits for the VSI's event (vdptool's 5 s).
+pub const EVENT_WAIT: Duration = Duration::from_secs(5);
+
+/// A clif client for VDP22 "set" requests (associate / deassociate): the
+/// exact datagram `vdptool -T` sends (`Command::datagram`), the verdict
+/// from lldpad's reply and, with `-W`, from the VSI's own event (matched
+/// by uuid, unlike vdptool which prints the interface's first event).
+/// Each request uses its own socket, attached to VDP22 events only while
+/// it waits and detached (`D`) at the end, so no attached socket is ever
+/// left unread (an unread attached client can hang lldpad, see `events`).
+/// Requests of different VSIs may run at once.
+#[derive(Debug, Clone)]
+pub struct ClifSet {
+    netns: Option<String>,
+    reply_timeout: Duration,
+    event_wait: Duration,
+}
+
+impl ClifSet {
+    /// Client of the lldpad in the current network namespace (production).
+    pub fn new() -> ClifSet {
+        ClifSet {
+            netns: None,
+            reply_timeout: REPLY_TIMEOUT,
+            event_wait: EVENT_WAIT,
+        }
+    }
+
+    /// Client of the lldpad in `/run/netns/<netns>` (tests, labs).
+    pub fn in_netns(netns: &str) -> ClifSet {
+        ClifSet {
+            netns: Some(netns.to_string()),
+            ..ClifSet::new()
+        }
+    }
+
+    /// Same, with another event wait for `-W` requests.
+    pub fn with_event_wait(mut self, wait: Duration) -> ClifSet {
+        self.event_wait = wait;
+        self
+    }
+
+    /// Send a set (`Command::set`) for VSI `uuid`. `Err`: the socket
+    /// could not be used (lldpad not running here, no reply in time, `R0a`
+    /// no access: see `is_no_access`), so vdptool should be tried.
+    pub fn send(&self, cmd: &Command, uuid: &str) -> Result<SetReply, LldpadError> {
+        let what = format!("set {} (VDP22)", cmd.mode.as_str());
+        let dgram = cmd.datagram().ok_or_else(|| LldpadError::Reply {
+            what: "clif set".into(),
+            reply: format!("cannot encode a request for {:?}", cmd.ifname),
+        })?;
+        let sock = ClifSocket::open(self.netns.as_deref(), "s")?;
+        sock.connect()?;
+        let mut held = AttachedSocket {
+            sock,
+            attached: false,
+        };
+        if cmd.wait {
+            let attach = format!("A{LLDP_MOD_VDP22:x}");
+            held.sock.send(attach.as_bytes(), "A (attach)")?;
+            held.attached = true;
+            let r = self.reply(&held.sock, b"A", "A (attach)", uuid, &mut None)?;
+            if let Some(status) = reply_status(&r).filter(|s| *s != 0) {
+                return Err(refusal("A (attach)", status, &r));
+            }
+        }
+        held.sock.send(dgram.as_bytes(), &what)?;
+        let iflen = dgram
+            .get(21..23)
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+        let echo = dgram.as_bytes().get(9..23 + iflen).unwrap_or_default();
+        let mut event = None;
+        let r = self.reply(&held.sock, echo, &what, uuid, &mut event)?;
+        let status = reply_status(&r).unwrap_or(0xff);
+        if r.len() == 3 && status == STATUS_NO_ACCESS {
+            return Err(refusal(&what, status, &r));
+        }
+        if status != 0 {
+            return Ok(SetReply::Refused {
+                status,
+                text: format!("FAILED: {}", super::wire::status_text(status)),
+            });
+        }
+        if cmd.wait && event.is_none() {
+            let deadline = Instant::now() + self.event_wait;
+            while event.is_none() {
+                let Some(d) = held.sock.read_until(deadline)? else {
+                    break;
+                };
+                event = own_event(&d, uuid);
+            }
+        }
+        Ok(SetReply::Taken { event })
+    }
+
+    /// lldpad's `R` answer whose text after the status starts with
+    /// `echo` (or a status-only answer); the VSI's event, should it come
+    /// first, goes to `event`.
+    fn reply(
+        &self,
+        sock: &ClifSocket,
+        echo: &[u8],
+        what: &str,
+        uuid: &str,
+        event: &mut Option<VdpEvent>,
+    ) -> Result<Vec<u8>, LldpadError> {
+        let deadline = Instant::now() + self.reply_timeout;
+        loop {
+            let Some(d) = sock.read_until(deadline)? else {
+                return Err(LldpadError::Exec(ExecError::Timeout {
+                    cmd: format!("lldpad control socket {what}"),
+                    after: self.reply_timeout,
+                }));
+            };
+            if is_event(&d) {
+                if event.is_none() {
+                    *event = own_event(&d, uuid);
+                }
+                continue;
+            }
+            if d.len() < 3 || d[0] != b'R' {
+                continue;
+            }
+            if d.len() == 3 || d[3..].starts_with(echo) {
+                return Ok(d);
+            }
+        }
+    }
+}
+
+impl Default for ClifSet {
+    fn default() -> Self {
+        ClifSet::new()
+    }
+}
+
+fn own_event(d: &[u8], uuid: &str) -> Option<VdpEvent> {
+    super::wire::parse_event(d).filter(|ev| ev.uuid.eq_ignore_ascii_case(uuid))
+}
+
+fn refusal(what: &str, status: u8, reply: &[u8]) -> LldpadError {
+    let text = String::from_utf8_lossy(reply);
+    LldpadError::Refused {
+        what: format!("clif {what}"),
+        status,
+        reply: match status {
+            STATUS_NO_ACCESS => format!("{text} (no access: lldpad serves uid 0 only)"),
+            _ => text.into_owned(),
+        },
+    }
+}
+
+/// A request's socket; detaches from events when dropped.
+struct AttachedSocket {
+    sock: ClifSocket,
+    attached: bool,
+}
+
+impl Drop for AttachedSocket {
+    fn drop(&mut self) {
+        if self.attached {
+            let _ = self.sock.send(b"D", "D (detach)");
         }
     }
 }
