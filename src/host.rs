@@ -514,6 +514,10 @@ impl HostDriver for LinuxHost {
             "socket_queries".into(),
             self.lldpad().map_or(0, |d| d.socket_queries()).into(),
         );
+        m.insert(
+            "socket_requests".into(),
+            self.lldpad().map_or(0, |d| d.socket_requests()).into(),
+        );
         m.insert("pending_vsis".into(), self.pending_vsis().into());
         let events = match self.watch.lock().as_ref() {
             Some(w) => {

@@ -341,7 +341,7 @@ pub enum SetReply {
     /// lldpad took it. `event` = the VSI's first event within the wait
     /// (a `-W` request), None without `-W` or when none came in time (as
     /// vdptool's empty `-W` output).
-    Taken { event: Option<VdpEvent> },
+    Taken { event: Option<Box<VdpEvent>> },
 }
 
 /// How long a `-W` request waits for the VSI's event (vdptool's 5 s).
@@ -449,7 +449,7 @@ impl ClifSet {
         echo: &[u8],
         what: &str,
         uuid: &str,
-        event: &mut Option<VdpEvent>,
+        event: &mut Option<Box<VdpEvent>>,
     ) -> Result<Vec<u8>, LldpadError> {
         let deadline = Instant::now() + self.reply_timeout;
         loop {
@@ -481,8 +481,43 @@ impl Default for ClifSet {
     }
 }
 
-fn own_event(d: &[u8], uuid: &str) -> Option<VdpEvent> {
-    super::wire::parse_event(d).filter(|ev| ev.uuid.eq_ignore_ascii_case(uuid))
+/// The VSI's own event, its error text as vdptool prints it (so a verdict
+/// reads the same whichever way the request went).
+fn own_event(d: &[u8], uuid: &str) -> Option<Box<VdpEvent>> {
+    let mut ev = super::wire::parse_event(d).filter(|ev| ev.uuid.eq_ignore_ascii_case(uuid))?;
+    ev.error = vdptool_error_text(ev.hints.unwrap_or(0));
+    Some(Box::new(ev))
+}
+
+/// The error lines vdptool prints for a VSI status (`print_vsi_err_msg`),
+/// joined by "; " as `vdptool::parse_events` joins them: the bridge's
+/// code 1..5 only when no HARD/KEEP bit is set (vdptool does not mask
+/// them), then the internal errors.
+pub fn vdptool_error_text(status: u32) -> Option<String> {
+    use super::wire::{ERR_ACKTO, ERR_KATO, ERR_TXERR};
+    let mut lines: Vec<&str> = Vec::new();
+    let bridge = match status & 0xff {
+        1 => Some("VDP TLV Format is Invalid"),
+        2 => Some("Insufficient resources at bridge"),
+        3 => Some("Unable to contact VSI Mgr"),
+        4 => Some("Other Failures"),
+        5 => Some("Invalid VID, GroupID or MAC address field"),
+        _ => None,
+    };
+    let bridge = bridge.map(|t| format!("Error returned by Bridge: {t}"));
+    if let Some(b) = &bridge {
+        lines.push(b);
+    }
+    for (bit, text) in [
+        (ERR_KATO, "Internal Error : Keepalive Timeout"),
+        (ERR_ACKTO, "Internal Error : Ack not received from bridge"),
+        (ERR_TXERR, "Internal Error : Transmission Error"),
+    ] {
+        if status & bit != 0 {
+            lines.push(text);
+        }
+    }
+    (!lines.is_empty()).then(|| lines.join("; "))
 }
 
 fn refusal(what: &str, status: u8, reply: &[u8]) -> LldpadError {
@@ -533,6 +568,23 @@ pub fn is_no_access(e: &LldpadError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_text_reads_like_vdptool() {
+        assert_eq!(vdptool_error_text(0), None);
+        assert_eq!(
+            vdptool_error_text(2).as_deref(),
+            Some("Error returned by Bridge: Insufficient resources at bridge")
+        );
+        // HARD bit set: vdptool prints no bridge line
+        assert_eq!(vdptool_error_text(0x12), None);
+        assert_eq!(
+            vdptool_error_text((1 << 8) | (2 << 8)).as_deref(),
+            Some(
+                "Internal Error : Keepalive Timeout; Internal Error : Ack not received from bridge"
+            )
+        );
+    }
 
     #[test]
     fn no_access_is_recognised() {

@@ -53,7 +53,7 @@
 
 use crate::config::VdpConfig;
 use crate::exec::{CmdOutput, Runner};
-use crate::lldpad::clif::{self, ClifQuery};
+use crate::lldpad::clif::{self, ClifQuery, ClifSet, SetReply};
 use crate::lldpad::vdptool::{
     self, AssocOutcome, Mode, VsiArgs, VsiRecord, VsiState, CALLBACK_THRESHOLD,
 };
@@ -77,6 +77,15 @@ use settle::*;
 #[derive(Default)]
 struct QuerySocket {
     client: Option<Arc<ClifQuery>>,
+    /// Socket path suspended until then (after a failure).
+    retry_at: Option<Instant>,
+}
+
+/// Associate / deassociate over lldpad's control socket (see
+/// `set_requests_via_socket`).
+#[derive(Default)]
+struct SetSocket {
+    client: Option<Arc<ClifSet>>,
     /// Socket path suspended until then (after a failure).
     retry_at: Option<Instant>,
 }
@@ -147,6 +156,9 @@ pub struct LldpadDriver {
     /// Query lldpad over its control socket instead of spawning vdptool.
     query_socket: Mutex<QuerySocket>,
     socket_queries: AtomicU64,
+    /// Send associate / deassociate over the control socket.
+    set_socket: Mutex<SetSocket>,
+    socket_requests: AtomicU64,
     /// Until then lldpad's `Invalid parameters` means "not ready yet"
     /// (see [`SETTLE_TIME`]).
     settle_until: Mutex<Instant>,
@@ -205,6 +217,8 @@ impl LldpadDriver {
             events_attached: AtomicBool::new(false),
             query_socket: Mutex::new(QuerySocket::default()),
             socket_queries: AtomicU64::new(0),
+            set_socket: Mutex::new(SetSocket::default()),
+            socket_requests: AtomicU64::new(0),
             settle_until: Mutex::new(Instant::now() + SETTLE_TIME),
         }
     }
@@ -263,7 +277,7 @@ impl LldpadDriver {
     /// (same command bytes, same `R` line, no process). Falls back to vdptool
     /// per query when the socket fails, and for good when lldpad refuses the
     /// client (`R0a`: the daemon is not root and uses a root helper).
-    /// Associate / deassociate requests always use vdptool.
+    /// Associate / deassociate requests: `set_requests_via_socket`.
     pub fn set_query_via_socket(&self, on: bool) {
         self.set_query_socket(on.then(ClifQuery::new));
     }
@@ -275,6 +289,32 @@ impl LldpadDriver {
             client: client.map(Arc::new),
             retry_at: None,
         };
+    }
+
+    /// Send associate / deassociate requests (`vdptool -T [-W]`) straight
+    /// to the lldpad of the current network namespace over its control
+    /// socket: the same datagram vdptool sends, lldpad's status for a
+    /// refusal, the VSI's own event for the verdict (matched by uuid), no
+    /// process. Falls back to vdptool (the documented argv) per request
+    /// when the socket fails (suspended for `SOCKET_RETRY_AFTER`), and for
+    /// good when lldpad refuses the client (`R0a`: not root).
+    pub fn set_requests_via_socket(&self, on: bool) {
+        self.set_request_socket(on.then(ClifSet::new));
+    }
+
+    /// Same with a given client (e.g. `ClifSet::in_netns` in tests);
+    /// `None` = vdptool processes only (the default).
+    pub fn set_request_socket(&self, client: Option<ClifSet>) {
+        *self.set_socket.lock() = SetSocket {
+            client: client.map(Arc::new),
+            retry_at: None,
+        };
+    }
+
+    /// Associate / deassociate requests sent over lldpad's control socket
+    /// (not counted in `vdptool_calls`).
+    pub fn socket_requests(&self) -> u64 {
+        self.socket_requests.load(Ordering::Relaxed)
     }
 
     /// Queries answered over lldpad's control socket (not counted in

@@ -5,7 +5,8 @@
 //! datagram `vdptool -T -W` sends over lldpad's control socket
 //! (`clif::ClifSet`, the agent's own path); `--via vdptool` runs `vdptool`
 //! (the primitive of the original agent). The VSIs are deassociated
-//! afterwards (not timed), so the agent's and the leaf's state is as before.
+//! afterwards over the socket, each waiting for its event (timed apart),
+//! so the agent's and the leaf's state is as before.
 //!
 //! Owns nothing persistent. Calls `crate::lldpad::{clif, vdptool}` and
 //! `exec::Runner` (vdptool).
@@ -48,27 +49,28 @@ fn request(
         vlan,
         oui: None,
     };
-    let wait = mode == Mode::Assoc;
     let cmd =
-        vdptool::request_command(iface, &cfg, mode, &args, wait).map_err(|e| e.to_string())?;
+        vdptool::request_command(iface, &cfg, mode, &args, true).map_err(|e| e.to_string())?;
+    let want = match mode {
+        Mode::Assoc => VdpEventKind::Associated,
+        Mode::Deassoc => VdpEventKind::Deassociated,
+    };
     match via {
         Via::Socket(c) => match c.send(&cmd, uuid).map_err(|e| e.to_string())? {
             SetReply::Refused { text, .. } => Err(text),
-            SetReply::Taken { event: None } if !wait => Ok(vlan),
             SetReply::Taken { event: None } => Err("no event within the wait".into()),
-            SetReply::Taken { event: Some(ev) } => match (ev.kind, ev.vlan) {
-                (VdpEventKind::Associated, Some(v)) if v != 0 => Ok(v),
-                _ => Err(format!("event {:?} vlan {:?}", ev.kind, ev.vlan)),
-            },
+            SetReply::Taken { event: Some(ev) } => {
+                let vlan = ev.vlan.unwrap_or(0);
+                if ev.kind == want && (vlan != 0 || mode == Mode::Deassoc) {
+                    Ok(vlan)
+                } else {
+                    Err(format!("event {:?} vlan {:?}", ev.kind, ev.vlan))
+                }
+            }
         },
         Via::Vdptool(r) => {
             let out = r.run_any_timeout(&cmd.argv(), Duration::from_secs(15));
             let out = out.map_err(|e| e.to_string())?;
-            if !wait {
-                return vdptool::request_result(&out)
-                    .map(|_| vlan)
-                    .map_err(|e| e.text());
-            }
             match vdptool::assoc_outcome(&out, uuid, mac) {
                 AssocOutcome::Associated { vlan } => Ok(vlan),
                 o => Err(format!("{o:?}")),
@@ -109,11 +111,14 @@ pub(super) fn cmd_floor(o: &Opts) -> Res<()> {
         }
     }
     let total = started.elapsed();
-    // Clean up: remove them again (repeat the VLAN lldpad holds).
+    // Clean up: remove them again (repeat the VLAN lldpad holds), each
+    // waiting for its event, so no event of this phase is left for a
+    // later `vdptool -W` (which prints the interface's first event).
     let t_de = Instant::now();
     let mut de_failed = 0;
+    let cleanup = Via::Socket(ClifSet::new());
     for (v, vlan) in &done {
-        if let Err(e) = request(&via, &iface, Mode::Deassoc, v, *vlan) {
+        if let Err(e) = request(&cleanup, &iface, Mode::Deassoc, v, *vlan) {
             log::warn!("floor: deassoc {}: {e}", v.0);
             de_failed += 1;
         }
