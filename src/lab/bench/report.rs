@@ -116,6 +116,19 @@ pub(super) fn cmd_report(o: &Opts) -> Res<()> {
                 burst["rate_per_s"], burst["latency"]["p50_ms"]
             ),
         ),
+        (
+            "processes spawned per VM port (host.commands_spawned): latency / burst / scale".into(),
+            format!(
+                "{} / {} / {}",
+                lat["host"]["commands_per_port"],
+                burst["host"]["commands_per_port"],
+                scale["host"]["commands_per_port"]
+            ),
+            format!(
+                "burst: vdptool {} /port, socket requests {} /port",
+                burst["host"]["vdptool_per_port"], burst["host"]["socket_requests_per_port"]
+            ),
+        ),
         floor_row(&fs, "over lldpad's control socket"),
         floor_row(&fv, "with vdptool"),
         (

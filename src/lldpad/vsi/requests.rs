@@ -216,8 +216,14 @@ impl LldpadDriver {
             st.retry_at = None;
             st.client.clone()?
         };
+        let t0 = Instant::now();
         match client.send(cmd, uuid) {
             Ok(r) => {
+                log::debug!(
+                    "lldpad socket: {} {uuid} in {:?}",
+                    cmd.mode.as_str(),
+                    t0.elapsed()
+                );
                 self.socket_requests.fetch_add(1, Ordering::Relaxed);
                 Some(r)
             }
