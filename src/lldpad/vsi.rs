@@ -1,12 +1,16 @@
 //! `LldpadDriver`: the VSI table of one lldpad-side interface (`LLDPL...`),
-//! VDP associate / deassociate through `vdptool`, and the periodic refresh
-//! that finds VLAN changes, late verdicts and lost associations.
+//! VDP associate / deassociate (over lldpad's control socket when enabled,
+//! `set_requests_via_socket`, else or as the fallback through `vdptool`),
+//! and the periodic refresh that finds VLAN changes, late verdicts and
+//! lost associations. Layout: `requests` (the requests), `reply`,
+//! `settle`, `sockets` (the socket switches and counters).
 //!
 //! Owns: the VSI table (port UUID -> request, last known reply, in-flight
 //! marker) and a short list of deassociations lldpad could not take yet.
 //! Calls: `crate::lldpad::vdptool` (argv + parsing), `crate::exec::Runner`
-//! (every command) and, when enabled (`set_query_via_socket`),
-//! `crate::lldpad::clif::ClifQuery` for the queries. Never calls back into
+//! (every command) and, when enabled (`set_query_via_socket`,
+//! `set_requests_via_socket`), `crate::lldpad::clif::ClifQuery` for the
+//! queries and `clif::ClifSet` for the requests. Never calls back into
 //! the manager: changes are returned.
 //!
 //! Behaviour (original `lldpad.py`, with its weaknesses fixed):
@@ -69,6 +73,7 @@ use std::time::{Duration, Instant};
 mod reply;
 mod requests;
 mod settle;
+mod sockets;
 use reply::*;
 pub use reply::{not_ready_reason, QueryError, VdpReply, VsiRequest, REASON_VSI_LOST, SETTLE_TIME};
 use settle::*;
@@ -270,57 +275,6 @@ impl LldpadDriver {
             }
             Refusal::InvalidParameters(t) | Refusal::Other(t) => VdpReply::failed(t),
         }
-    }
-
-    /// Send the list and per-VSI queries (`vdptool -t ... -R`) straight to
-    /// the lldpad of the current network namespace over its control socket
-    /// (same command bytes, same `R` line, no process). Falls back to vdptool
-    /// per query when the socket fails, and for good when lldpad refuses the
-    /// client (`R0a`: the daemon is not root and uses a root helper).
-    /// Associate / deassociate requests: `set_requests_via_socket`.
-    pub fn set_query_via_socket(&self, on: bool) {
-        self.set_query_socket(on.then(ClifQuery::new));
-    }
-
-    /// Same with a given client (e.g. `ClifQuery::in_netns` in tests);
-    /// `None` = vdptool processes only (the default).
-    pub fn set_query_socket(&self, client: Option<ClifQuery>) {
-        *self.query_socket.lock() = QuerySocket {
-            client: client.map(Arc::new),
-            retry_at: None,
-        };
-    }
-
-    /// Send associate / deassociate requests (`vdptool -T [-W]`) straight
-    /// to the lldpad of the current network namespace over its control
-    /// socket: the same datagram vdptool sends, lldpad's status for a
-    /// refusal, the VSI's own event for the verdict (matched by uuid), no
-    /// process. Falls back to vdptool (the documented argv) per request
-    /// when the socket fails (suspended for `SOCKET_RETRY_AFTER`), and for
-    /// good when lldpad refuses the client (`R0a`: not root).
-    pub fn set_requests_via_socket(&self, on: bool) {
-        self.set_request_socket(on.then(ClifSet::new));
-    }
-
-    /// Same with a given client (e.g. `ClifSet::in_netns` in tests);
-    /// `None` = vdptool processes only (the default).
-    pub fn set_request_socket(&self, client: Option<ClifSet>) {
-        *self.set_socket.lock() = SetSocket {
-            client: client.map(Arc::new),
-            retry_at: None,
-        };
-    }
-
-    /// Associate / deassociate requests sent over lldpad's control socket
-    /// (not counted in `vdptool_calls`).
-    pub fn socket_requests(&self) -> u64 {
-        self.socket_requests.load(Ordering::Relaxed)
-    }
-
-    /// Queries answered over lldpad's control socket (not counted in
-    /// `vdptool_calls`).
-    pub fn socket_queries(&self) -> u64 {
-        self.socket_queries.load(Ordering::Relaxed)
     }
 
     /// Tell the driver whether an lldpad event client is attached (see the
