@@ -167,6 +167,9 @@ pub struct LldpadDriver {
     /// Until then lldpad's `Invalid parameters` means "not ready yet"
     /// (see [`SETTLE_TIME`]).
     settle_until: Mutex<Instant>,
+    /// When the last refresh round that counted toward the unchanged
+    /// re-reports started (see `refresh`).
+    counted_round: Mutex<Option<Instant>>,
 }
 
 /// Clears a VSI's busy mark when the request marked busy unwinds (a panic
@@ -225,6 +228,7 @@ impl LldpadDriver {
             set_socket: Mutex::new(SetSocket::default()),
             socket_requests: AtomicU64::new(0),
             settle_until: Mutex::new(Instant::now() + SETTLE_TIME),
+            counted_round: Mutex::new(None),
         }
     }
 
@@ -493,15 +497,29 @@ impl LldpadDriver {
     /// `local_vlan` is left `None` for the caller to fill.
     pub fn refresh(&self) -> Vec<VsiChange> {
         self.retry_later_deassocs();
-        let (work, generation) = {
+        let (work, generation, recheck) = {
             let t = self.table.lock();
+            // The daemon re-checks every second while a VSI awaits its
+            // verdict: such a round is not a refresh period, so it does not
+            // count toward the unchanged re-reports (else every VSI would
+            // be re-reported every few seconds while one is pending).
+            let pending = t.vsis.values().any(|e| e.reply.awaiting_verdict());
             let work: Vec<(VsiRequest, u64)> = t
                 .vsis
                 .values()
                 .filter(|e| !e.busy && !e.restored)
                 .map(|e| (e.req.clone(), e.version))
                 .collect();
-            (work, t.generation)
+            (work, t.generation, pending)
+        };
+        let counts = {
+            let mut last = self.counted_round.lock();
+            let period = Duration::from_secs(self.cfg.sync_timeout_s);
+            let due = !recheck || last.is_none_or(|t| t.elapsed() + RECHECK_SLACK >= period);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
         };
         if work.is_empty() {
             return Vec::new();
@@ -576,7 +594,12 @@ impl LldpadDriver {
             results.push((req.port_uuid.clone(), version, reply));
         }
         self.idle.notify_all();
-        self.apply_refresh(results, generation)
+        let rereport = if counts {
+            Rereport::AfterThreshold
+        } else {
+            Rereport::Never
+        };
+        self.apply_refresh(results, generation, rereport)
     }
 
     /// A VDP event from lldpad for `port_uuid` (lldpad event client):
@@ -622,6 +645,7 @@ impl LldpadDriver {
         &self,
         results: Vec<(String, u64, VdpReply)>,
         generation: u64,
+        rereport: Rereport,
     ) -> Vec<VsiChange> {
         let mut changes = Vec::new();
         let mut t = self.table.lock();
@@ -643,7 +667,7 @@ impl LldpadDriver {
                 }
                 continue;
             }
-            if let Some(c) = settle(e, new, Rereport::AfterThreshold) {
+            if let Some(c) = settle(e, new, rereport) {
                 changes.push(c);
             }
         }
