@@ -512,15 +512,7 @@ impl LldpadDriver {
                 .collect();
             (work, t.generation, pending)
         };
-        let counts = {
-            let mut last = self.counted_round.lock();
-            let period = Duration::from_secs(self.cfg.sync_timeout_s);
-            let due = !recheck || last.is_none_or(|t| t.elapsed() + RECHECK_SLACK >= period);
-            if due {
-                *last = Some(Instant::now());
-            }
-            due
-        };
+        let rereport = self.round_rereport(recheck);
         if work.is_empty() {
             return Vec::new();
         }
@@ -594,11 +586,6 @@ impl LldpadDriver {
             results.push((req.port_uuid.clone(), version, reply));
         }
         self.idle.notify_all();
-        let rereport = if counts {
-            Rereport::AfterThreshold
-        } else {
-            Rereport::Never
-        };
         self.apply_refresh(results, generation, rereport)
     }
 
