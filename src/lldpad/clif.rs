@@ -3,9 +3,11 @@
 //! Owns: `ClifSocket`, the datagram socket shared by the event client
 //! (`events.rs`) and `ClifQuery` (bound to `@/com/intel/lldpad/<pid>-<tag><n>`,
 //! connected to lldpad's `@/com/intel/lldpad`, optionally created inside
-//! `/run/netns/<ns>`), and `ClifQuery`, which sends the exact "get" datagram
+//! `/run/netns/<ns>`), `ClifQuery`, which sends the exact "get" datagram
 //! `vdptool -t ... -R` sends (`wire::Command`) and returns lldpad's `R`
-//! line, without spawning a process.
+//! line, and `ClifSet`, which sends the exact "set" datagram of
+//! `vdptool -T [-W]` and returns lldpad's status and, for `-W`, the VSI's
+//! own event (`SetReply`), all without spawning a process.
 //! Calls: libc/nix socket calls and `setns` only (no external commands).
 //!
 //! Transport facts (openlldp `clif.c` `clif_request`, `ctrl_iface.c`
