@@ -62,7 +62,9 @@ pub mod lldpad {
 
     /// lldpad's control socket.
     pub mod clif {
-        pub use crate::lldpad::clif::{is_no_access, ClifQuery, LLDPAD_CLIF_SOCKET};
+        pub use crate::lldpad::clif::{
+            is_no_access, ClifQuery, ClifSet, SetReply, LLDPAD_CLIF_SOCKET,
+        };
     }
 
     /// lldpad's event client and watcher.
@@ -114,7 +116,7 @@ pub mod model {
 
 /// OVS: the pure parsers and flow texts whole, the driver by name.
 pub mod ovs {
-    pub use crate::ovs::{flows, ofctl, veth, vsctl, OvsDriver, OvsError, OvsOptions};
+    pub use crate::ovs::{flows, ofctl, ovsdb, veth, vsctl, OvsDriver, OvsError, OvsOptions};
 }
 
 /// The message queue.

@@ -3,8 +3,11 @@
 //! (`send_vdp_port_event`, `port_up_segment_mode`, `port_down_segment_mode`,
 //! `vdp_vlan_change_internal`, `is_lldpad_setup_done`) on top of:
 //! - `ovs::OvsDriver`: bridges, veth pair, pass-through and translation
-//!   flows, the LocalVlan table, the flow check;
-//! - `lldpad::LldpadDriver`: the VSIs of the lldpad-side veth (vdptool);
+//!   flows, the LocalVlan table, the flow check; VM port tags through its
+//!   OVSDB monitor on `{OVS run dir}/db.sock` (processes as the fallback);
+//! - `lldpad::LldpadDriver`: the VSIs of the lldpad-side veth: queries and
+//!   associate/deassociate over lldpad's control socket, vdptool as the
+//!   fallback;
 //! - `lldpad::lldptool`: LLDP/EVB/group-id settings on the veth;
 //! - `uplink::{UplinkDetector, SysNet}`: uplink detection and bonds;
 //! - `topology::TopoDisc`: LLDP neighbour reports.
@@ -97,11 +100,15 @@ impl LinuxHost {
         };
         LinuxHost {
             vdp_cfg: cfg.vdp.clone(),
-            ovs: OvsDriver::new(
-                runner.clone(),
-                &cfg.bridges.integration,
-                &cfg.bridges.external,
-            ),
+            ovs: {
+                let ovs = OvsDriver::new(
+                    runner.clone(),
+                    &cfg.bridges.integration,
+                    &cfg.bridges.external,
+                );
+                let db = ovs.default_db_socket();
+                ovs.with_ovsdb_monitor(db)
+            },
             detector: UplinkDetector::new(runner.clone(), sysnet(), cfg.uplink.candidates.clone()),
             topo: TopoDisc::new(runner.clone(), sysnet()),
             sysnet: sysnet(),
@@ -193,6 +200,7 @@ impl HostDriver for LinuxHost {
         if !keep {
             let d = LldpadDriver::new(self.runner.clone(), &veth, self.vdp_cfg.clone());
             d.set_query_via_socket(true);
+            d.set_requests_via_socket(true);
             d.set_events_attached(
                 self.shared
                     .events_attached
@@ -510,6 +518,10 @@ impl HostDriver for LinuxHost {
         m.insert(
             "socket_queries".into(),
             self.lldpad().map_or(0, |d| d.socket_queries()).into(),
+        );
+        m.insert(
+            "socket_requests".into(),
+            self.lldpad().map_or(0, |d| d.socket_requests()).into(),
         );
         m.insert("pending_vsis".into(), self.pending_vsis().into());
         let events = match self.watch.lock().as_ref() {

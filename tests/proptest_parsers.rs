@@ -2,7 +2,7 @@
 //! arbitrary structured values close to the real formats) without
 //! panicking and in bounded time. Inputs: lldpad clif datagrams and VSI
 //! records, vdptool replies, lldptool output, ovs-vsctl / ovsdb-client /
-//! ovs-ofctl / ip output, controller JSON (events, VM objects, uplink
+//! ovs-ofctl / ip output, the OVSDB JSON-RPC stream and monitor updates, controller JSON (events, VM objects, uplink
 //! answers), agent.yaml, and the leaf's LLDP / ECP / VDP frame decoders.
 
 use proptest::prelude::*;
@@ -122,6 +122,55 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// Table updates close to ovsdb-server's: Interface/Port rows whose
+/// columns are arbitrary JSON or the OVSDB atom forms.
+fn ovsdb_updates() -> impl Strategy<Value = Value> {
+    let atom = prop_oneof![
+        json_value(),
+        (0i64..5000).prop_map(Value::from),
+        Just(json!(["set", []])),
+        Just(json!(["uuid", "i1"])),
+        Just(json!(["set", [["uuid", "i1"], ["uuid", "i2"], 7]])),
+        Just(json!(["map", [["iface-id", "P1"], ["iface-id"]]])),
+    ];
+    let row = proptest::collection::btree_map(
+        prop_oneof![
+            Just("name".to_string()),
+            Just("external_ids".to_string()),
+            Just("tag".to_string()),
+            Just("interfaces".to_string()),
+        ],
+        atom,
+        0..4,
+    )
+    .prop_map(|m| Value::Object(m.into_iter().collect()));
+    let update = prop_oneof![
+        row.clone().prop_map(|r| json!({"new": r})),
+        row.prop_map(|r| json!({"old": r})),
+        json_value(),
+    ];
+    let rows = proptest::collection::btree_map(
+        prop_oneof![
+            Just("i1".to_string()),
+            Just("i2".to_string()),
+            Just("p1".to_string())
+        ],
+        update,
+        0..4,
+    )
+    .prop_map(|m| Value::Object(m.into_iter().collect()));
+    proptest::collection::btree_map(
+        prop_oneof![
+            Just("Interface".to_string()),
+            Just("Port".to_string()),
+            any::<String>()
+        ],
+        rows,
+        0..3,
+    )
+    .prop_map(|m| Value::Object(m.into_iter().collect()))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -184,6 +233,29 @@ proptest! {
             let _ = vsctl::parse_iface_names(&s);
             let _ = vsctl::parse_tag(&s);
         });
+    }
+
+    #[test]
+    fn ovsdb_stream_and_updates(b in bytes(), cut in any::<usize>(), v in ovsdb_updates()) {
+        use vdp_agent::api::ovs::ovsdb::{classify, Framer, View};
+        timed(|| {
+            let _ = Framer::default().push(&b);
+            // A valid stream cut anywhere gives the same values.
+            let text = format!("{}{}", json!({"id": 1, "result": v}), json!({"method": "update", "params": [null, v]}));
+            let at = cut % (text.len() + 1);
+            let mut f = Framer::default();
+            let mut got = f.push(&text.as_bytes()[..at]).unwrap();
+            got.extend(f.push(&text.as_bytes()[at..]).unwrap());
+            prop_assert_eq!(got.len(), 2);
+            let mut view = View::new();
+            for m in &got {
+                let _ = classify(m);
+            }
+            view.apply(&v);
+            view.apply(&json!({"Interface": v.clone(), "Port": v.clone()}));
+            let _ = view.lookup("P1");
+            Ok(())
+        })?;
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //!
 //! ```text
 //! vdp-lab bench gen     --first I --count N --nets K        port lines for `scripts/lab ports-add`
-//! vdp-lab bench adds    --first I --count N --nets K --host H [--burst] [--timeout S] [--name P] --out F
+//! vdp-lab bench adds    --first I --count N --nets K --host H [--burst] [--timeout S] [--name P] [--sock PATH] --out F
 //! vdp-lab bench uplink  --sock PATH [--timeout S] --out F -- CMD...   (CMD starts the leaf)
 //! vdp-lab bench idle    --sock PATH --pid PID [--secs S] [--lldpad-pid P] --out F
 //! vdp-lab bench deassoc --leaf-sock PATH [--samples N] [--spacing-ms M] [--cap-s S] --out F
 //! vdp-lab bench resync  --sock PATH --expect N [--timeout S] --out F -- CMD...  (CMD starts the agent)
+//! vdp-lab bench floor   --iface LLDPL... --first I --count N --nets K [--via socket|vdptool] --out F
 //! vdp-lab bench report  --dir DIR --out F [--meta K=V]...
 //! vdp-lab bench plot    --dir DIR --out-dir D        D/latency.svg, D/resync.svg
 //! ```
@@ -20,8 +21,9 @@
 //!
 //! Owns nothing persistent. Calls the controller's admin API (ureq), the
 //! agent's status socket (`crate::status::query_raw`), the leaf's control socket
-//! (`lab::leaf::control::request`), `/proc`, and `exec::Runner` for the
-//! trigger commands.
+//! (`lab::leaf::control::request`), `/proc`, `exec::Runner` for the
+//! trigger commands, and the station lldpad (`floor`: control socket or
+//! vdptool).
 
 use crate::exec::Runner;
 use crate::lab::leaf::control;
@@ -36,7 +38,7 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9696";
 
 const USAGE: &str =
-    "usage: vdp-lab bench gen|adds|uplink|idle|deassoc|resync|report|plot ... (see src/lab/bench.rs)";
+    "usage: vdp-lab bench gen|adds|uplink|idle|deassoc|resync|floor|report|plot ... (see src/lab/bench.rs)";
 
 /// What can go wrong in a bench step.
 #[derive(Debug)]
@@ -423,9 +425,11 @@ fn host_counter(status: &Value, key: &str) -> Option<u64> {
     status.get("host")?.get(key)?.as_u64()
 }
 
+mod floor;
 mod measure;
 pub mod plot;
 mod report;
+use floor::cmd_floor;
 use measure::*;
 use plot::cmd_plot;
 use report::*;
@@ -445,6 +449,7 @@ pub fn main(args: &[String]) -> i32 {
         "idle" => cmd_idle(&o),
         "deassoc" => cmd_deassoc(&o),
         "resync" => cmd_resync(&o),
+        "floor" => cmd_floor(&o),
         "report" => cmd_report(&o),
         "plot" => cmd_plot(&o),
         _ => Err(BenchError::Usage(format!("unknown command {sub}"))),

@@ -3,9 +3,11 @@
 //! Owns: `ClifSocket`, the datagram socket shared by the event client
 //! (`events.rs`) and `ClifQuery` (bound to `@/com/intel/lldpad/<pid>-<tag><n>`,
 //! connected to lldpad's `@/com/intel/lldpad`, optionally created inside
-//! `/run/netns/<ns>`), and `ClifQuery`, which sends the exact "get" datagram
+//! `/run/netns/<ns>`), `ClifQuery`, which sends the exact "get" datagram
 //! `vdptool -t ... -R` sends (`wire::Command`) and returns lldpad's `R`
-//! line, without spawning a process.
+//! line, and `ClifSet`, which sends the exact "set" datagram of
+//! `vdptool -T [-W]` and returns lldpad's status and, for `-W`, the VSI's
+//! own event (`SetReply`), all without spawning a process.
 //! Calls: libc/nix socket calls and `setns` only (no external commands).
 //!
 //! Transport facts (openlldp `clif.c` `clif_request`, `ctrl_iface.c`
@@ -36,7 +38,7 @@ use std::time::{Duration, Instant};
 
 /// lldpad's abstract control socket name (without the leading NUL).
 pub const LLDPAD_CLIF_SOCKET: &str = "/com/intel/lldpad";
-use super::wire::{is_event, reply_status, Command};
+use super::wire::{is_event, reply_status, Command, VdpEvent};
 pub use super::wire::{LLDP_MOD_VDP22, STATUS_NO_ACCESS};
 /// How long to wait for lldpad's answer to one request (clif's
 /// `CMD_RESPONSE_TIMEOUT` is 2 s).
@@ -332,6 +334,221 @@ impl ClifQuery {
     }
 }
 
+/// What lldpad did with an associate / deassociate sent over its control
+/// socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetReply {
+    /// lldpad refused the command (nothing was sent to the bridge): its
+    /// status and the line vdptool prints for it (`FAILED: <status text>`).
+    Refused { status: u8, text: String },
+    /// lldpad took it. `event` = the VSI's first event within the wait
+    /// (a `-W` request), None without `-W` or when none came in time (as
+    /// vdptool's empty `-W` output).
+    Taken { event: Option<Box<VdpEvent>> },
+}
+
+/// How long a `-W` request waits for the VSI's event (vdptool's 5 s).
+pub const EVENT_WAIT: Duration = Duration::from_secs(5);
+
+/// A clif client for VDP22 "set" requests (associate / deassociate): the
+/// exact datagram `vdptool -T` sends (`Command::datagram`), the verdict
+/// from lldpad's reply and, with `-W`, from the VSI's own event (matched
+/// by uuid, unlike vdptool which prints the interface's first event).
+/// Each request uses its own socket, attached to VDP22 events only while
+/// it waits and detached (`D`) at the end, so no attached socket is ever
+/// left unread (an unread attached client can hang lldpad, see `events`).
+/// Requests of different VSIs may run at once.
+#[derive(Debug, Clone)]
+pub struct ClifSet {
+    netns: Option<String>,
+    reply_timeout: Duration,
+    event_wait: Duration,
+}
+
+impl ClifSet {
+    /// Client of the lldpad in the current network namespace (production).
+    pub fn new() -> ClifSet {
+        ClifSet {
+            netns: None,
+            reply_timeout: REPLY_TIMEOUT,
+            event_wait: EVENT_WAIT,
+        }
+    }
+
+    /// Client of the lldpad in `/run/netns/<netns>` (tests, labs).
+    pub fn in_netns(netns: &str) -> ClifSet {
+        ClifSet {
+            netns: Some(netns.to_string()),
+            ..ClifSet::new()
+        }
+    }
+
+    /// Same, with another event wait for `-W` requests.
+    pub fn with_event_wait(mut self, wait: Duration) -> ClifSet {
+        self.event_wait = wait;
+        self
+    }
+
+    /// Send a set (`Command::set`) for VSI `uuid`. `Err`: the socket
+    /// could not be used (lldpad not running here, no reply in time, `R0a`
+    /// no access: see `is_no_access`), so vdptool should be tried.
+    pub fn send(&self, cmd: &Command, uuid: &str) -> Result<SetReply, LldpadError> {
+        let what = format!("set {} (VDP22)", cmd.mode.as_str());
+        let dgram = cmd.datagram().ok_or_else(|| LldpadError::Reply {
+            what: "clif set".into(),
+            reply: format!("cannot encode a request for {:?}", cmd.ifname),
+        })?;
+        let sock = ClifSocket::open(self.netns.as_deref(), "s")?;
+        sock.connect()?;
+        let mut held = AttachedSocket {
+            sock,
+            attached: false,
+        };
+        if cmd.wait {
+            let attach = format!("A{LLDP_MOD_VDP22:x}");
+            held.sock.send(attach.as_bytes(), "A (attach)")?;
+            held.attached = true;
+            let r = self.reply(&held.sock, b"A", "A (attach)", uuid, &mut None)?;
+            if let Some(status) = reply_status(&r).filter(|s| *s != 0) {
+                return Err(refusal("A (attach)", status, &r));
+            }
+        }
+        held.sock.send(dgram.as_bytes(), &what)?;
+        let iflen = dgram
+            .get(21..23)
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+        let echo = dgram.as_bytes().get(9..23 + iflen).unwrap_or_default();
+        let mut event = None;
+        let r = self.reply(&held.sock, echo, &what, uuid, &mut event)?;
+        let status = reply_status(&r).unwrap_or(0xff);
+        if r.len() == 3 && status == STATUS_NO_ACCESS {
+            return Err(refusal(&what, status, &r));
+        }
+        if status != 0 {
+            return Ok(SetReply::Refused {
+                status,
+                text: format!("FAILED: {}", super::wire::status_text(status)),
+            });
+        }
+        if cmd.wait && event.is_none() {
+            let deadline = Instant::now() + self.event_wait;
+            while event.is_none() {
+                let Some(d) = held.sock.read_until(deadline)? else {
+                    break;
+                };
+                event = own_event(&d, uuid);
+            }
+        }
+        Ok(SetReply::Taken { event })
+    }
+
+    /// lldpad's `R` answer whose text after the status starts with
+    /// `echo` (or a status-only answer); the VSI's event, should it come
+    /// first, goes to `event`.
+    fn reply(
+        &self,
+        sock: &ClifSocket,
+        echo: &[u8],
+        what: &str,
+        uuid: &str,
+        event: &mut Option<Box<VdpEvent>>,
+    ) -> Result<Vec<u8>, LldpadError> {
+        let deadline = Instant::now() + self.reply_timeout;
+        loop {
+            let Some(d) = sock.read_until(deadline)? else {
+                return Err(LldpadError::Exec(ExecError::Timeout {
+                    cmd: format!("lldpad control socket {what}"),
+                    after: self.reply_timeout,
+                }));
+            };
+            if is_event(&d) {
+                if event.is_none() {
+                    *event = own_event(&d, uuid);
+                }
+                continue;
+            }
+            if d.len() < 3 || d[0] != b'R' {
+                continue;
+            }
+            if d.len() == 3 || d[3..].starts_with(echo) {
+                return Ok(d);
+            }
+        }
+    }
+}
+
+impl Default for ClifSet {
+    fn default() -> Self {
+        ClifSet::new()
+    }
+}
+
+/// The VSI's own event, its error text as vdptool prints it (so a verdict
+/// reads the same whichever way the request went).
+fn own_event(d: &[u8], uuid: &str) -> Option<Box<VdpEvent>> {
+    let mut ev = super::wire::parse_event(d).filter(|ev| ev.uuid.eq_ignore_ascii_case(uuid))?;
+    ev.error = vdptool_error_text(ev.hints.unwrap_or(0));
+    Some(Box::new(ev))
+}
+
+/// The error lines vdptool prints for a VSI status (`print_vsi_err_msg`),
+/// joined by "; " as `vdptool::parse_events` joins them: the bridge's
+/// code 1..5 only when no HARD/KEEP bit is set (vdptool does not mask
+/// them), then the internal errors.
+pub fn vdptool_error_text(status: u32) -> Option<String> {
+    use super::wire::{ERR_ACKTO, ERR_KATO, ERR_TXERR};
+    let mut lines: Vec<&str> = Vec::new();
+    let bridge = match status & 0xff {
+        1 => Some("VDP TLV Format is Invalid"),
+        2 => Some("Insufficient resources at bridge"),
+        3 => Some("Unable to contact VSI Mgr"),
+        4 => Some("Other Failures"),
+        5 => Some("Invalid VID, GroupID or MAC address field"),
+        _ => None,
+    };
+    let bridge = bridge.map(|t| format!("Error returned by Bridge: {t}"));
+    if let Some(b) = &bridge {
+        lines.push(b);
+    }
+    for (bit, text) in [
+        (ERR_KATO, "Internal Error : Keepalive Timeout"),
+        (ERR_ACKTO, "Internal Error : Ack not received from bridge"),
+        (ERR_TXERR, "Internal Error : Transmission Error"),
+    ] {
+        if status & bit != 0 {
+            lines.push(text);
+        }
+    }
+    (!lines.is_empty()).then(|| lines.join("; "))
+}
+
+fn refusal(what: &str, status: u8, reply: &[u8]) -> LldpadError {
+    let text = String::from_utf8_lossy(reply);
+    LldpadError::Refused {
+        what: format!("clif {what}"),
+        status,
+        reply: match status {
+            STATUS_NO_ACCESS => format!("{text} (no access: lldpad serves uid 0 only)"),
+            _ => text.into_owned(),
+        },
+    }
+}
+
+/// A request's socket; detaches from events when dropped.
+struct AttachedSocket {
+    sock: ClifSocket,
+    attached: bool,
+}
+
+impl Drop for AttachedSocket {
+    fn drop(&mut self) {
+        if self.attached {
+            let _ = self.sock.send(b"D", "D (detach)");
+        }
+    }
+}
+
 impl Default for ClifQuery {
     fn default() -> Self {
         ClifQuery::new()
@@ -354,6 +571,23 @@ pub fn is_no_access(e: &LldpadError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_text_reads_like_vdptool() {
+        assert_eq!(vdptool_error_text(0), None);
+        assert_eq!(
+            vdptool_error_text(2).as_deref(),
+            Some("Error returned by Bridge: Insufficient resources at bridge")
+        );
+        // HARD bit set: vdptool prints no bridge line
+        assert_eq!(vdptool_error_text(0x12), None);
+        assert_eq!(
+            vdptool_error_text((1 << 8) | (2 << 8)).as_deref(),
+            Some(
+                "Internal Error : Keepalive Timeout; Internal Error : Ack not received from bridge"
+            )
+        );
+    }
 
     #[test]
     fn no_access_is_recognised() {

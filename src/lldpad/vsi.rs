@@ -1,12 +1,16 @@
 //! `LldpadDriver`: the VSI table of one lldpad-side interface (`LLDPL...`),
-//! VDP associate / deassociate through `vdptool`, and the periodic refresh
-//! that finds VLAN changes, late verdicts and lost associations.
+//! VDP associate / deassociate (over lldpad's control socket when enabled,
+//! `set_requests_via_socket`, else or as the fallback through `vdptool`),
+//! and the periodic refresh that finds VLAN changes, late verdicts and
+//! lost associations. Layout: `requests` (the requests), `reply`,
+//! `settle`, `sockets` (the socket switches and counters).
 //!
 //! Owns: the VSI table (port UUID -> request, last known reply, in-flight
 //! marker) and a short list of deassociations lldpad could not take yet.
 //! Calls: `crate::lldpad::vdptool` (argv + parsing), `crate::exec::Runner`
-//! (every command) and, when enabled (`set_query_via_socket`),
-//! `crate::lldpad::clif::ClifQuery` for the queries. Never calls back into
+//! (every command) and, when enabled (`set_query_via_socket`,
+//! `set_requests_via_socket`), `crate::lldpad::clif::ClifQuery` for the
+//! queries and `clif::ClifSet` for the requests. Never calls back into
 //! the manager: changes are returned.
 //!
 //! Behaviour (original `lldpad.py`, with its weaknesses fixed):
@@ -53,7 +57,7 @@
 
 use crate::config::VdpConfig;
 use crate::exec::{CmdOutput, Runner};
-use crate::lldpad::clif::{self, ClifQuery};
+use crate::lldpad::clif::{self, ClifQuery, ClifSet, SetReply};
 use crate::lldpad::vdptool::{
     self, AssocOutcome, Mode, VsiArgs, VsiRecord, VsiState, CALLBACK_THRESHOLD,
 };
@@ -69,6 +73,7 @@ use std::time::{Duration, Instant};
 mod reply;
 mod requests;
 mod settle;
+mod sockets;
 use reply::*;
 pub use reply::{QueryError, VdpReply, VsiRequest, REASON_VSI_LOST, SETTLE_TIME};
 use settle::*;
@@ -86,6 +91,15 @@ pub enum EventVerdict {
 #[derive(Default)]
 struct QuerySocket {
     client: Option<Arc<ClifQuery>>,
+    /// Socket path suspended until then (after a failure).
+    retry_at: Option<Instant>,
+}
+
+/// Associate / deassociate over lldpad's control socket (see
+/// `set_requests_via_socket`).
+#[derive(Default)]
+struct SetSocket {
+    client: Option<Arc<ClifSet>>,
     /// Socket path suspended until then (after a failure).
     retry_at: Option<Instant>,
 }
@@ -156,9 +170,15 @@ pub struct LldpadDriver {
     /// Query lldpad over its control socket instead of spawning vdptool.
     query_socket: Mutex<QuerySocket>,
     socket_queries: AtomicU64,
+    /// Send associate / deassociate over the control socket.
+    set_socket: Mutex<SetSocket>,
+    socket_requests: AtomicU64,
     /// Until then lldpad's `Invalid parameters` means "not ready yet"
     /// (see [`SETTLE_TIME`]).
     settle_until: Mutex<Instant>,
+    /// When the last refresh round that counted toward the unchanged
+    /// re-reports started (see `refresh`).
+    counted_round: Mutex<Option<Instant>>,
 }
 
 /// Clears a VSI's busy mark when the request marked busy unwinds (a panic
@@ -214,7 +234,10 @@ impl LldpadDriver {
             events_attached: AtomicBool::new(false),
             query_socket: Mutex::new(QuerySocket::default()),
             socket_queries: AtomicU64::new(0),
+            set_socket: Mutex::new(SetSocket::default()),
+            socket_requests: AtomicU64::new(0),
             settle_until: Mutex::new(Instant::now() + SETTLE_TIME),
+            counted_round: Mutex::new(None),
         }
     }
 
@@ -265,31 +288,6 @@ impl LldpadDriver {
             }
             Refusal::InvalidParameters(t) | Refusal::Other(t) => VdpReply::failed(t),
         }
-    }
-
-    /// Send the list and per-VSI queries (`vdptool -t ... -R`) straight to
-    /// the lldpad of the current network namespace over its control socket
-    /// (same command bytes, same `R` line, no process). Falls back to vdptool
-    /// per query when the socket fails, and for good when lldpad refuses the
-    /// client (`R0a`: the daemon is not root and uses a root helper).
-    /// Associate / deassociate requests always use vdptool.
-    pub fn set_query_via_socket(&self, on: bool) {
-        self.set_query_socket(on.then(ClifQuery::new));
-    }
-
-    /// Same with a given client (e.g. `ClifQuery::in_netns` in tests);
-    /// `None` = vdptool processes only (the default).
-    pub fn set_query_socket(&self, client: Option<ClifQuery>) {
-        *self.query_socket.lock() = QuerySocket {
-            client: client.map(Arc::new),
-            retry_at: None,
-        };
-    }
-
-    /// Queries answered over lldpad's control socket (not counted in
-    /// `vdptool_calls`).
-    pub fn socket_queries(&self) -> u64 {
-        self.socket_queries.load(Ordering::Relaxed)
     }
 
     /// Tell the driver whether an lldpad event client is attached (see the
@@ -508,16 +506,22 @@ impl LldpadDriver {
     /// `local_vlan` is left `None` for the caller to fill.
     pub fn refresh(&self) -> Vec<VsiChange> {
         self.retry_later_deassocs();
-        let (work, generation) = {
+        let (work, generation, recheck) = {
             let t = self.table.lock();
+            // The daemon re-checks every second while a VSI awaits its
+            // verdict: such a round is not a refresh period, so it does not
+            // count toward the unchanged re-reports (else every VSI would
+            // be re-reported every few seconds while one is pending).
+            let pending = t.vsis.values().any(|e| e.reply.awaiting_verdict());
             let work: Vec<(VsiRequest, u64)> = t
                 .vsis
                 .values()
                 .filter(|e| !e.busy && !e.restored)
                 .map(|e| (e.req.clone(), e.version))
                 .collect();
-            (work, t.generation)
+            (work, t.generation, pending)
         };
+        let rereport = self.round_rereport(recheck);
         if work.is_empty() {
             return Vec::new();
         }
@@ -591,7 +595,7 @@ impl LldpadDriver {
             results.push((req.port_uuid.clone(), version, reply));
         }
         self.idle.notify_all();
-        self.apply_refresh(results, generation)
+        self.apply_refresh(results, generation, rereport)
     }
 
     /// A VDP event from lldpad for `port_uuid` (lldpad event client):
@@ -637,6 +641,7 @@ impl LldpadDriver {
         &self,
         results: Vec<(String, u64, VdpReply)>,
         generation: u64,
+        rereport: Rereport,
     ) -> Vec<VsiChange> {
         let mut changes = Vec::new();
         let mut t = self.table.lock();
@@ -658,7 +663,7 @@ impl LldpadDriver {
                 }
                 continue;
             }
-            if let Some(c) = settle(e, new, Rereport::AfterThreshold) {
+            if let Some(c) = settle(e, new, rereport) {
                 changes.push(c);
             }
         }

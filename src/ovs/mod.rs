@@ -9,11 +9,15 @@
 //! ports, all behind one mutex. Calls: `ip`, `ovs-vsctl` and `ovs-ofctl`
 //! through `exec::Runner` only (the environment passes through, so
 //! `OVS_RUNDIR` labs work); flow-mods go to `ovs-ofctl add-flows BR -` on
-//! stdin (no files).
+//! stdin (no files). With `with_ovsdb_monitor` (the daemon), VM port tags
+//! come from `ovsdb::Monitor`, an OVSDB JSON-RPC `monitor` on the
+//! database's unix socket (no process per VM event; the processes stay as
+//! the fallback).
 //!
 //! Public submodules are pure: `veth` (names, `ip -j link` parser), `vsctl`
 //! (argv + JSON parsers), `ofctl` (flow value, `dump-flows` parser, flow
-//! text), `flows` (the flows we own, reconcile), `local_vlan` (the table).
+//! text), `flows` (the flows we own, reconcile), `local_vlan` (the table),
+//! `ovsdb` (RFC 7047 framer and monitor view; its `client` has the socket).
 //! The driver's methods are split by concern: this file (errors, options,
 //! the command helpers), `uplink_ports`, `vm_ports`, `flow_check`.
 //!
@@ -28,6 +32,7 @@
 pub mod flows;
 pub mod local_vlan;
 pub mod ofctl;
+pub mod ovsdb;
 pub mod veth;
 pub mod vsctl;
 
@@ -342,6 +347,9 @@ pub struct OvsDriver {
     opts: OvsOptions,
     state: Mutex<State>,
     view: Mutex<Arc<View>>,
+    /// OVSDB monitor for VM port tags (`with_ovsdb_monitor`); None: the
+    /// `ovsdb-client` / `ovs-vsctl` processes.
+    ovsdb: Option<ovsdb::Monitor>,
 }
 
 impl fmt::Debug for OvsDriver {
@@ -391,7 +399,22 @@ impl OvsDriver {
             opts,
             state: Mutex::new(State::default()),
             view: Mutex::new(Arc::new(View::default())),
+            ovsdb: None,
         }
+    }
+
+    /// Look VM port tags up through an OVSDB `monitor` on the database's
+    /// unix socket (`ovsdb::Monitor`, no process per VM event), falling
+    /// back to the `ovsdb-client` / `ovs-vsctl` processes when the socket
+    /// cannot be used.
+    pub fn with_ovsdb_monitor(mut self, db_socket: impl Into<std::path::PathBuf>) -> OvsDriver {
+        self.ovsdb = Some(ovsdb::Monitor::new(db_socket));
+        self
+    }
+
+    /// The database socket of OVS's run directory (`{run_dir}/db.sock`).
+    pub fn default_db_socket(&self) -> std::path::PathBuf {
+        self.opts.run_dir.join("db.sock")
     }
 
     /// Take the state lock for one operation (see the struct doc).

@@ -17,6 +17,12 @@ impl OvsDriver {
         &self,
         port_uuid: &str,
     ) -> Result<Option<(String, Option<u16>)>, OvsError> {
+        if let Some(m) = &self.ovsdb {
+            match m.lookup(port_uuid) {
+                Ok(r) => return Ok(r),
+                Err(e) => log::debug!("ovs: {e}; using ovsdb-client"),
+            }
+        }
         let parse_err = |detail| OvsError::Parse {
             cmd: "ovsdb-client transact (local VLAN lookup)".into(),
             detail,
@@ -72,13 +78,29 @@ impl OvsDriver {
         if !valid_port_id(port_uuid) {
             return Err(OvsError::BadPortId(port_uuid.to_string()));
         }
+        let deadline = Instant::now() + wait;
+        // With the OVSDB monitor: the tag the moment Neutron sets it.
+        if let Some(m) = &self.ovsdb {
+            let t0 = Instant::now();
+            let r = m.wait_tag(port_uuid, deadline, shutdown);
+            log::debug!(
+                "ovs: ovsdb monitor tag of {port_uuid} in {:?}",
+                t0.elapsed()
+            );
+            match r {
+                Ok(Some((_, Some(tag)))) => return Ok(tag),
+                Ok(Some((name, None))) => return Err(OvsError::InvalidPortVlan(name)),
+                Ok(None) => return Err(OvsError::UnknownPortName(port_uuid.to_string())),
+                Err(_) if shutdown.is_set() => return Err(OvsError::Shutdown),
+                Err(e) => log::debug!("ovs: {e}; using ovsdb-client / ovs-vsctl"),
+            }
+        }
         // Fast path: the port is normally plugged and tagged by now.
         match self.quick_local_vlan(port_uuid) {
             Ok(Some((_, Some(tag)))) => return Ok(tag),
             Ok(_) => {}
             Err(e) => log::debug!("ovs: quick local VLAN lookup of {port_uuid}: {e}"),
         }
-        let deadline = Instant::now() + wait;
         let name = loop {
             if let Some(n) = self.find_iface(port_uuid)? {
                 break n;

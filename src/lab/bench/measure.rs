@@ -35,6 +35,18 @@ pub(super) fn cmd_adds(o: &Opts) -> Res<()> {
     let timeout: u64 = o.num("timeout", Some(30))?;
     let burst = o.flags.contains("burst");
     let nets: u32 = o.num("nets", None)?;
+    // --sock: the agent's status socket, for host.commands_spawned per port.
+    let sock = o.get("sock").map(PathBuf::from);
+    let counters = |s: &Option<PathBuf>| -> Res<Option<(u64, u64, u64)>> {
+        let Some(s) = s else { return Ok(None) };
+        let st = agent_status(s)?;
+        Ok(Some((
+            host_counter(&st, "commands_spawned").unwrap_or(0),
+            host_counter(&st, "vdptool_calls").unwrap_or(0),
+            host_counter(&st, "socket_requests").unwrap_or(0),
+        )))
+    };
+    let c0 = counters(&sock)?;
     let started = Instant::now();
     let mut lat = Vec::new();
     let mut failed: Vec<Value> = Vec::new();
@@ -117,7 +129,19 @@ pub(super) fn cmd_adds(o: &Opts) -> Res<()> {
     }
     let total = started.elapsed();
     let ok = lat.len();
+    let c1 = counters(&sock)?;
+    let per_port = |a: u64, b: u64| round2(b.saturating_sub(a) as f64 / ports.len().max(1) as f64);
+    let spawned = match (c0, c1) {
+        (Some(a), Some(b)) => json!({
+            "commands_spawned": b.0.saturating_sub(a.0),
+            "commands_per_port": per_port(a.0, b.0),
+            "vdptool_per_port": per_port(a.1, b.1),
+            "socket_requests_per_port": per_port(a.2, b.2),
+        }),
+        _ => Value::Null,
+    };
     let mut v = json!({
+        "host": spawned,
         "name": o.get("name").unwrap_or(if burst { "burst" } else { "latency" }),
         "mode": if burst { "burst" } else { "sequential" },
         "ports": ports.len(),

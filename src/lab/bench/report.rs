@@ -36,6 +36,8 @@ pub(super) fn cmd_report(o: &Opts) -> Res<()> {
         "deassoc",
         "resync",
         "latency_scale",
+        "floor_socket",
+        "floor_vdptool",
     ];
     let mut parts = serde_json::Map::new();
     for n in names {
@@ -51,6 +53,35 @@ pub(super) fn cmd_report(o: &Opts) -> Res<()> {
         p("resync"),
         p("latency_scale"),
     );
+    let (fs, fv) = (p("floor_socket"), p("floor_vdptool"));
+    // burst / floor: time per port of the burst over time per VSI of the
+    // bare associate loop (same leaf, same run).
+    let burst_per_port = match (burst["total_s"].as_f64(), burst["ports"].as_f64()) {
+        (Some(t), Some(n)) if n > 0.0 => Some(t * 1000.0 / n),
+        _ => None,
+    };
+    let ratio = |f: &Value| {
+        let r = burst_per_port.zip(f["per_vsi_ms"].as_f64().filter(|x| *x > 0.0))?;
+        Some(round2(r.0 / r.1))
+    };
+    let ratios = json!({
+        "burst_per_port_ms": burst_per_port.map(round2),
+        "burst_over_floor_socket": ratio(&fs),
+        "burst_over_floor_vdptool": ratio(&fv),
+    });
+    let floor_row = |f: &Value, how: &str| {
+        (
+            format!(
+                "floor: {} bare associations {how}, per VSI",
+                f["associated"]
+            ),
+            fmt_num(&f["per_vsi_ms"], "ms"),
+            format!(
+                "p50 {} ms, p99 {} ms, failed {}",
+                f["latency"]["p50_ms"], f["latency"]["p99_ms"], f["failed"]
+            ),
+        )
+    };
     let rows: Vec<(String, String, String)> = vec![
         (
             format!(
@@ -83,6 +114,29 @@ pub(super) fn cmd_report(o: &Opts) -> Res<()> {
             format!(
                 "{} ports/s, p50 {} ms",
                 burst["rate_per_s"], burst["latency"]["p50_ms"]
+            ),
+        ),
+        (
+            "processes spawned per VM port (host.commands_spawned): latency / burst / scale".into(),
+            format!(
+                "{} / {} / {}",
+                lat["host"]["commands_per_port"],
+                burst["host"]["commands_per_port"],
+                scale["host"]["commands_per_port"]
+            ),
+            format!(
+                "burst: vdptool {} /port, socket requests {} /port",
+                burst["host"]["vdptool_per_port"], burst["host"]["socket_requests_per_port"]
+            ),
+        ),
+        floor_row(&fs, "over lldpad's control socket"),
+        floor_row(&fv, "with vdptool"),
+        (
+            "burst / floor (socket; vdptool)".into(),
+            fmt_num(&ratios["burst_over_floor_socket"], "x"),
+            format!(
+                "{} x; burst {} ms per port",
+                ratios["burst_over_floor_vdptool"], ratios["burst_per_port_ms"]
             ),
         ),
         (
@@ -158,6 +212,7 @@ pub(super) fn cmd_report(o: &Opts) -> Res<()> {
     meta.insert("loadavg_at_report".into(), json!(loadavg.trim()));
     let doc = json!({
         "meta": meta,
+        "ratios": ratios,
         "results": parts,
     });
     let out = o.out()?;

@@ -173,6 +173,9 @@ pub struct EcpTx {
     pub dropped: u64,
     /// Retransmissions sent.
     pub retransmits: u64,
+    /// Least gap between two new ECPDUs (`--ecp-gap-ms`); None: the ack
+    /// wait, never less than `MIN_GAP`.
+    pub gap: Option<Duration>,
 }
 
 impl EcpTx {
@@ -185,6 +188,7 @@ impl EcpTx {
             last_new: None,
             dropped: 0,
             retransmits: 0,
+            gap: None,
         }
     }
 
@@ -236,7 +240,8 @@ impl EcpTx {
         if self.queue.is_empty() {
             return None;
         }
-        if self.last_new.is_some_and(|t| now < t + wait.max(MIN_GAP)) {
+        let gap = self.gap.unwrap_or(wait.max(MIN_GAP));
+        if self.last_new.is_some_and(|t| now < t + gap) {
             return None;
         }
         let ulp = self.queue.pop_front()?;
@@ -257,7 +262,7 @@ impl EcpTx {
             Some(o) => Some(o.sent_at + wait),
             None if !self.queue.is_empty() => Some(
                 self.last_new
-                    .map_or_else(Instant::now, |t| t + wait.max(MIN_GAP)),
+                    .map_or_else(Instant::now, |t| t + self.gap.unwrap_or(wait.max(MIN_GAP))),
             ),
             None => None,
         }
@@ -330,5 +335,9 @@ mod tests {
         assert_eq!(tx.poll(t1 + w, w, 3), Some((2, vec![3])));
         tx.on_ack(2);
         assert_eq!(tx.poll(t1 + w * 3, w, 3), None);
+        // --ecp-gap-ms 0: the next one goes as soon as the last is acked
+        tx.gap = Some(Duration::ZERO);
+        tx.enqueue(vec![4]);
+        assert_eq!(tx.poll(t1 + w, w, 3), Some((3, vec![4])));
     }
 }

@@ -125,6 +125,11 @@ impl Leaf {
         self.cfg.evb.effective(self.station_evb())
     }
 
+    /// `--ecp-gap-ms`: least gap between two new ECPDUs (None: default).
+    pub fn set_ecp_gap(&mut self, gap: Option<Duration>) {
+        self.ecp_tx.gap = gap;
+    }
+
     /// 10 µs·2^RTE with the values in use.
     pub fn ack_wait(&self) -> Duration {
         ecp::ack_wait(self.effective().rte)

@@ -37,10 +37,12 @@ pub const USAGE: &str = "\
 usage: vdp-lab leaf --iface IF [--vlan-pool LO-HI] [--system-name NAME] [--control PATH]
                     [--system-desc TEXT] [--mgmt-addr IPV4] [--gateway GID=IP]...
                     [--retries R] [--rte N] [--rwd N] [--rka N] [--no-bgid]
-                    [--tx-interval SECS]
+                    [--tx-interval SECS] [--ecp-gap-ms MS]
        vdp-lab leaf-ctl --control PATH COMMAND...
 defaults: --vlan-pool 3000-3099 --system-name vdp-lab-leaf --mgmt-addr 10.10.0.101
           --retries 3 --rte 10 --rwd 20 --rka 20 --tx-interval 30 (TTL = 4 x interval)
+          --ecp-gap-ms: least gap between two new ECPDUs of the leaf (default: the
+          ack wait, at least 10 ms; 0 = only stop-and-wait)
 commands: status | stats | drop-ecp N | drop-ecp-share PCT | reject-next CODE [hard] [keep] |
           reload |
           lldp stop|start | deassoc UUID|all | ka-ignore on|off | delay-ms N | gateway GID IP|off";
@@ -63,6 +65,8 @@ pub struct LeafArgs {
     pub gateways: Vec<(u32, Ipv4Addr)>,
     pub evb: EvbParams,
     pub tx_interval: Duration,
+    /// `--ecp-gap-ms` (None: the ack wait, at least `ecp::MIN_GAP`).
+    pub ecp_gap: Option<Duration>,
 }
 
 /// A bad command line or a runtime failure.
@@ -126,6 +130,7 @@ pub fn parse_args(args: &[String]) -> Result<LeafArgs, LeafError> {
         gateways: Vec::new(),
         evb: EvbParams::default(),
         tx_interval: Duration::from_secs(30),
+        ecp_gap: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -173,6 +178,14 @@ pub fn parse_args(args: &[String]) -> Result<LeafArgs, LeafError> {
                     .filter(|s| (1..=3600).contains(s))
                     .ok_or_else(|| usage("--tx-interval: expected 1..3600 seconds"))?;
                 a.tx_interval = Duration::from_secs(s);
+            }
+            "--ecp-gap-ms" => {
+                let ms: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|ms| *ms <= 1000)
+                    .ok_or_else(|| usage("--ecp-gap-ms: expected 0..1000"))?;
+                a.ecp_gap = Some(Duration::from_millis(ms));
             }
             x => return Err(usage(format!("unknown option {x:?}\n{USAGE}"))),
         }
@@ -321,6 +334,7 @@ pub fn run(a: &LeafArgs) -> Result<(), LeafError> {
         vlan_hi: a.vlan_pool.1,
     };
     let mut engine = Leaf::new(local, cfg, random_seq(), Instant::now());
+    engine.set_ecp_gap(a.ecp_gap);
     for (g, ip) in &a.gateways {
         engine.vdp.gateways.insert(*g, *ip);
     }
@@ -484,5 +498,9 @@ mod tests {
         assert!(parse_args(&s(&["--iface", "x", "--vlan-pool", "1-4095"])).is_err());
         assert!(parse_args(&s(&["--iface", "x", "--bogus", "1"])).is_err());
         assert!(parse_args(&s(&["--iface"])).is_err());
+        assert_eq!(parse_args(&s(&["--iface", "x"])).unwrap().ecp_gap, None);
+        let a = parse_args(&s(&["--iface", "x", "--ecp-gap-ms", "0"])).unwrap();
+        assert_eq!(a.ecp_gap, Some(Duration::ZERO));
+        assert!(parse_args(&s(&["--iface", "x", "--ecp-gap-ms", "-1"])).is_err());
     }
 }

@@ -144,3 +144,8 @@ pub(super) const DEASSOC_RETRY_ROUNDS: u32 = 8;
 /// After a failed socket query (lldpad unreachable or not answering), the
 /// queries go through vdptool for this long before the socket is tried again.
 pub(super) const SOCKET_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// A refresh round started this much before a full `vdp.sync_timeout_s`
+/// since the last counted one still counts toward the unchanged re-reports
+/// (the daemon's rounds come in 1 s steps).
+pub(super) const RECHECK_SLACK: Duration = Duration::from_secs(1);

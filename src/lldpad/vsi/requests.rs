@@ -3,7 +3,8 @@
 //! deassociations postponed until lldpad answers.
 //!
 //! Owns nothing of its own (the driver's table). Calls `vdptool` through
-//! the driver's runner and `clif` for socket queries.
+//! the driver's runner and `clif` for socket queries and, when enabled,
+//! socket requests (`clif::ClifSet`, vdptool as the fallback).
 
 use super::*;
 
@@ -204,15 +205,76 @@ impl LldpadDriver {
         }
     }
 
-    /// `vdptool -T -W` assoc and its interpretation.
+    /// lldpad's answer to a set over the control socket; `None` when the
+    /// socket path is off, suspended or failed (use vdptool).
+    pub(super) fn socket_set(&self, cmd: &Command, uuid: &str) -> Option<SetReply> {
+        let client = {
+            let mut st = self.set_socket.lock();
+            if st.retry_at.is_some_and(|t| Instant::now() < t) {
+                return None;
+            }
+            st.retry_at = None;
+            st.client.clone()?
+        };
+        let t0 = Instant::now();
+        match client.send(cmd, uuid) {
+            Ok(r) => {
+                log::debug!(
+                    "lldpad socket: {} {uuid} in {:?}",
+                    cmd.mode.as_str(),
+                    t0.elapsed()
+                );
+                self.socket_requests.fetch_add(1, Ordering::Relaxed);
+                Some(r)
+            }
+            Err(e) if clif::is_no_access(&e) => {
+                log::warn!("lldpad refuses control socket requests ({e}); using vdptool");
+                self.set_socket.lock().client = None;
+                None
+            }
+            Err(e) => {
+                log::warn!(
+                    "lldpad control socket request failed ({e}); using vdptool for {}s",
+                    SOCKET_RETRY_AFTER.as_secs()
+                );
+                self.set_socket.lock().retry_at = Some(Instant::now() + SOCKET_RETRY_AFTER);
+                None
+            }
+        }
+    }
+
+    /// `vdptool -T -W` assoc and its interpretation (over the control
+    /// socket when enabled: the same verdicts and texts; a refusal reads
+    /// as vdptool's `FAILED:` line with its exit code 1).
     pub(super) fn assoc_wait(&self, req: &VsiRequest, raw_vlan: u16) -> VdpReply {
-        let argv = match self
+        let cmd = match self
             .args(req, raw_vlan)
-            .and_then(|a| vdptool::request_argv(&self.port, &self.cfg, Mode::Assoc, &a, true))
+            .and_then(|a| vdptool::request_command(&self.port, &self.cfg, Mode::Assoc, &a, true))
         {
-            Ok(a) => a,
+            Ok(c) => c,
             Err(e) => return VdpReply::failed(e.to_string()),
         };
+        match self.socket_set(&cmd, &req.port_uuid) {
+            Some(SetReply::Refused { text, .. }) => {
+                return match vdptool::Refusal::classify(text) {
+                    vdptool::Refusal::Busy => VdpReply::pending(),
+                    r => self.refused(r, 1),
+                };
+            }
+            Some(SetReply::Taken { event: None }) => return VdpReply::pending(),
+            Some(SetReply::Taken { event: Some(ev) }) => {
+                return match vdptool::event_outcome(&ev, &req.vm_mac, &ev.raw) {
+                    AssocOutcome::Associated { vlan } => VdpReply::associated(vlan),
+                    AssocOutcome::NoVlanYet => VdpReply::no_vlan_yet(),
+                    AssocOutcome::Failed { reason } => {
+                        self.refused(vdptool::Refusal::classify(reason), 0)
+                    }
+                    AssocOutcome::Pending | AssocOutcome::NotOurs { .. } => VdpReply::pending(),
+                };
+            }
+            None => {}
+        }
+        let argv = cmd.argv();
         let out = match self.run(&argv, WAIT_TIMEOUT) {
             Ok(o) => o,
             Err(e) => return VdpReply::not_ready(e),
@@ -244,14 +306,21 @@ impl LldpadDriver {
 
     /// Assoc without `-W` (refresh, bridge silent): pending unless refused.
     pub(super) fn send_assoc_nowait(&self, req: &VsiRequest, raw_vlan: u16) -> VdpReply {
-        let argv = match self
+        let cmd = match self
             .args(req, raw_vlan)
-            .and_then(|a| vdptool::request_argv(&self.port, &self.cfg, Mode::Assoc, &a, false))
+            .and_then(|a| vdptool::request_command(&self.port, &self.cfg, Mode::Assoc, &a, false))
         {
-            Ok(a) => a,
+            Ok(c) => c,
             Err(e) => return VdpReply::failed(e.to_string()),
         };
-        match self.run(&argv, CMD_TIMEOUT) {
+        match self.socket_set(&cmd, &req.port_uuid) {
+            Some(SetReply::Refused { text, .. }) => {
+                return self.refused(vdptool::Refusal::classify(text), 1)
+            }
+            Some(SetReply::Taken { .. }) => return VdpReply::pending(),
+            None => {}
+        }
+        match self.run(&cmd.argv(), CMD_TIMEOUT) {
             Ok(out) => match vdptool::request_result(&out) {
                 Ok(()) => VdpReply::pending(),
                 Err(r) => self.refused(r, out.code),
@@ -266,14 +335,18 @@ impl LldpadDriver {
         raw_vlan: u16,
     ) -> Result<(), vdptool::Refusal> {
         use vdptool::Refusal;
-        let argv = self
+        let cmd = self
             .args(req, raw_vlan)
-            .and_then(|a| vdptool::request_argv(&self.port, &self.cfg, Mode::Deassoc, &a, false))
+            .and_then(|a| vdptool::request_command(&self.port, &self.cfg, Mode::Deassoc, &a, false))
             .map_err(|e| Refusal::Other(e.to_string()))?;
-        let r = self
-            .run(&argv, CMD_TIMEOUT)
-            .map_err(|e| Refusal::NotReady(e.to_string()))
-            .and_then(|out| vdptool::request_result(&out));
+        let r = match self.socket_set(&cmd, &req.port_uuid) {
+            Some(SetReply::Refused { text, .. }) => Err(Refusal::classify(text)),
+            Some(SetReply::Taken { .. }) => Ok(()),
+            None => self
+                .run(&cmd.argv(), CMD_TIMEOUT)
+                .map_err(|e| Refusal::NotReady(e.to_string()))
+                .and_then(|out| vdptool::request_result(&out)),
+        };
         let busy = matches!(&r, Err(Refusal::Busy));
         crate::metrics::vdp_reply("deassoc", r.is_ok(), busy);
         r

@@ -1,7 +1,8 @@
 //! How a new reply for a VSI is put into its table entry, following the rule
 //! "flows follow VLANs", and what change (if any) is reported for it.
 //!
-//! Owns the rule. Pure: calls nothing.
+//! Owns the rule, and which refresh rounds count toward the unchanged
+//! re-reports (`round_rereport`). Calls nothing.
 
 use super::*;
 
@@ -27,6 +28,22 @@ pub(super) enum Rereport {
     AfterThreshold,
     /// Events: only changes.
     Never,
+}
+
+impl LldpadDriver {
+    /// Does this refresh round count toward the unchanged re-reports? Not a
+    /// `recheck` (a VSI awaits its verdict: the daemon's 1 s re-check)
+    /// unless a refresh period passed since the last counted round.
+    pub(super) fn round_rereport(&self, recheck: bool) -> Rereport {
+        let mut last = self.counted_round.lock();
+        let period = Duration::from_secs(self.cfg.sync_timeout_s);
+        if !recheck || last.is_none_or(|t| t.elapsed() + RECHECK_SLACK >= period) {
+            *last = Some(Instant::now());
+            Rereport::AfterThreshold
+        } else {
+            Rereport::Never
+        }
+    }
 }
 
 /// Put a new reply into an entry, following the rule "flows follow VLANs":

@@ -137,6 +137,44 @@ fn callback_threshold_rereports() {
     assert_eq!(reported, vec![6, 13]);
 }
 
+#[test]
+fn rechecks_while_pending_do_not_count_as_refresh_rounds() {
+    let (d, _dir) = fake(&format!(
+        "echo M00; echo '{}'",
+        r_line("0", "3003-fa:16:3e:00:00:01-20000")
+    ));
+    assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
+    // Another VSI awaits its verdict (its request is in flight).
+    {
+        let mut t = d.table.lock();
+        let mut e = Entry {
+            req: VsiRequest {
+                port_uuid: "7af441dd-0000-4772-8cf1-a4cfef18efe5".into(),
+                ..req()
+            },
+            reply: VdpReply::pending(),
+            busy: true,
+            deassociating: false,
+            restored: false,
+            unchanged_rounds: 0,
+            version: 0,
+            reasserting: None,
+            quiet_send: None,
+        };
+        e.version = t.bump();
+        t.vsis.insert(e.req.port_uuid.clone(), e);
+    }
+    // The daemon's 1 s re-checks: the first counts (none before), the
+    // others come before a refresh period: nothing re-reported.
+    for _ in 0..14 {
+        assert!(d.refresh().is_empty());
+    }
+    // Nothing pending any more: every round counts again.
+    d.table.lock().vsis.retain(|_, e| !e.busy);
+    let reported: Vec<u32> = (0..14).filter(|_| !d.refresh().is_empty()).collect();
+    assert_eq!(reported.len(), 2, "{reported:?}");
+}
+
 thread_local! {
     /// Make the next `query_state` on this thread panic.
     pub(super) static PANIC_NEXT_QUERY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
