@@ -345,6 +345,7 @@ fn real_main() -> i32 {
             }
         }
         Command::Run { ref pid_file } => {
+            limit_malloc_arenas();
             let pid_file = pid_file.clone();
             let cfg = match load_config_with(&cli).and_then(|cfg| preflight(&cfg).map(|_| cfg)) {
                 Ok(c) => c,
@@ -405,6 +406,25 @@ fn real_main() -> i32 {
                     1
                 }
             }
+        }
+    }
+}
+
+/// Malloc arenas the daemon's allocator may use (glibc's default is eight
+/// per core, one per thread that allocates): the daemon allocates little
+/// and rarely, so per-thread arenas only hold memory (bench: RSS with 1000
+/// VSIs 20.2 MB with the default, 15.3 MB with 2). `MALLOC_ARENA_MAX` in
+/// the environment, when set, wins. (glibc only.)
+#[cfg(target_env = "gnu")]
+const MALLOC_ARENAS: i32 = 2;
+
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called once,
+        // before the daemon starts any thread.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
         }
     }
 }
