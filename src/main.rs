@@ -412,11 +412,12 @@ fn real_main() -> i32 {
 
 /// Malloc arenas the daemon's allocator may use (glibc's default is eight
 /// per core, one per thread that allocates): the daemon allocates little
-/// and rarely, so per-thread arenas only hold memory (bench: RSS with 1000
-/// VSIs 20.2 MB with the default, 15.3 MB with 2). `MALLOC_ARENA_MAX` in
-/// the environment, when set, wins. (glibc only.)
+/// and rarely, so per-thread arenas only hold memory, and one shared arena
+/// costs no measurable latency (docs/bench.md runs I, J, K: RSS with 1000
+/// VSIs 20.2 MB with the default, 15.3 MB with 2 arenas, 14.7 MB with 1).
+/// `MALLOC_ARENA_MAX` in the environment, when set, wins. (glibc only.)
 #[cfg(target_env = "gnu")]
-const MALLOC_ARENAS: i32 = 2;
+const MALLOC_ARENAS: i32 = 1;
 
 fn limit_malloc_arenas() {
     #[cfg(target_env = "gnu")]
