@@ -316,7 +316,7 @@ fn ifname_ok(s: &str) -> bool {
 /// The keys whose value may be YAML `null` (it means "not set"); every
 /// other key given as `null`/`~` is an error naming it (serde would read a
 /// null string as the text "null").
-pub const NULLABLE_KEYS: [&str; 7] = [
+pub(crate) const NULLABLE_KEYS: [&str; 7] = [
     "host_id",
     "server.token_file",
     "server.ca_file",
@@ -327,12 +327,12 @@ pub const NULLABLE_KEYS: [&str; 7] = [
 ];
 
 /// Largest config file read, in bytes.
-pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// Upper bounds of the duration keys, in seconds (values above are
 /// refused: they would overflow deadlines or never fire).
-pub const MAX_TIMEOUT_S: u64 = 3600;
-pub const MAX_INTERVAL_S: u64 = 86_400;
+pub(crate) const MAX_TIMEOUT_S: u64 = 3600;
+pub(crate) const MAX_INTERVAL_S: u64 = 86_400;
 
 /// First key path (`a.b`) whose value is null and may not be.
 fn null_key(v: &serde_yaml::Value, prefix: &str) -> Option<String> {

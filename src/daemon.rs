@@ -59,22 +59,22 @@ use std::time::{Duration, Instant};
 
 /// How often kept controller calls are retried (the link applies its own
 /// backoff per call; this is only how often it is asked).
-pub const RESULT_RETRY_PERIOD: Duration = Duration::from_millis(250);
+pub(crate) const RESULT_RETRY_PERIOD: Duration = Duration::from_millis(250);
 /// How long the status and metrics servers block in one `poll(2)`: a
 /// client or shutdown (the self-pipe) wakes them earlier.
-pub const SERVE_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const SERVE_WAIT: Duration = Duration::from_secs(5);
 /// Pause after a panic before the step runs again.
-pub use crate::task::PANIC_BACKOFF;
+pub(crate) use crate::task::PANIC_BACKOFF;
 /// How long shutdown waits for threads (SIGTERM must finish within 5 s).
-pub const STOP_TIMEOUT: Duration = Duration::from_millis(3500);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_millis(3500);
 
 /// Threads not waited for at shutdown: they only sit in a controller
 /// long-poll (up to `events_wait_s`) and hold nothing that needs finishing.
 /// Events they receive after the stop are neither processed nor
 /// acknowledged, so the controller delivers them again after the restart.
-pub const NOT_AWAITED_AT_STOP: &[&str] = &[ThreadName::EventPoller.as_str()];
+pub(crate) const NOT_AWAITED_AT_STOP: &[&str] = &[ThreadName::EventPoller.as_str()];
 /// Longest wait between retries of `request_uplink_info` / event polls.
-pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
 
 /// Why the daemon could not run.
 #[derive(Debug)]
@@ -123,8 +123,9 @@ mod notify;
 mod registry;
 mod signals;
 mod tasks;
-pub use files::{LogFile, PidFile};
-pub use registry::ThreadRegistry;
+pub use files::LogFile;
+pub(crate) use files::PidFile;
+pub(crate) use registry::ThreadRegistry;
 use registry::{periodic_after_first_period, spawn_task};
 pub use signals::block_signals;
 use signals::signal_task;

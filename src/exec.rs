@@ -86,7 +86,7 @@ fn first_line(s: &str) -> &str {
 
 /// Counters, for `scripts/bench` and status: how many processes were spawned.
 #[derive(Debug, Default)]
-pub struct ExecStats {
+pub(crate) struct ExecStats {
     pub spawned: AtomicU64,
 }
 
@@ -347,11 +347,11 @@ impl Runner {
 }
 
 /// Most bytes kept of one output stream; the rest is read and dropped.
-pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 /// How long a killed command's exit is awaited before the call returns.
-pub const KILL_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(1);
 /// How long output pipes may stay open after the command exited.
-pub const EOF_GRACE: Duration = Duration::from_millis(500);
+pub(crate) const EOF_GRACE: Duration = Duration::from_millis(500);
 /// Cap for a deadline that would overflow.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 

@@ -34,7 +34,7 @@ fn random_hex() -> String {
 
 /// Replace `path` with `data` atomically: a fresh private temp file (mode
 /// 0600), fsync, rename. Nothing is left behind on failure.
-pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let prefix = temp_prefix(path)
         .ok_or_else(|| io::Error::other(format!("{}: no file name", path.display())))?;
@@ -58,7 +58,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 
 /// Remove temp files `write_atomic` left for `path` (a crash between
 /// create and rename). Returns how many were removed.
-pub fn remove_stale_temps(path: &Path) -> usize {
+pub(crate) fn remove_stale_temps(path: &Path) -> usize {
     let (Some(dir), Some(prefix)) = (path.parent(), temp_prefix(path)) else {
         return 0;
     };

@@ -49,7 +49,7 @@ pub fn line(state: Health, what: &str) -> String {
 /// OK, `restarting` (after a caught panic) WARNING, anything else
 /// (`stuck`, `stopped`) CRITICAL. The systemd watchdog uses the same rule:
 /// no `WATCHDOG=1` while a thread is critical.
-pub fn thread_health(state: &str) -> Health {
+pub(crate) fn thread_health(state: &str) -> Health {
     match state {
         "alive" | "starting" => Health::Ok,
         "restarting" => Health::Warning,
@@ -59,7 +59,9 @@ pub fn thread_health(state: &str) -> Health {
 
 /// The threads that hold back the systemd watchdog (critical ones), as
 /// `name state` texts; empty = every thread makes progress.
-pub fn watchdog_blockers<'a>(threads: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+pub(crate) fn watchdog_blockers<'a>(
+    threads: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<String> {
     threads
         .into_iter()
         .filter(|(_, st)| thread_health(st) == Health::Critical)
@@ -68,7 +70,7 @@ pub fn watchdog_blockers<'a>(threads: impl IntoIterator<Item = (&'a str, &'a str
 }
 
 /// A controller error younger than this makes a WARNING.
-pub const RECENT_ERROR: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const RECENT_ERROR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Judge a status document.
 pub fn judge(v: &Value) -> (Health, String) {

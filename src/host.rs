@@ -37,7 +37,7 @@ use std::time::Duration;
 /// `DfaAgentFailed`, whose text wraps the reason in "Openstck is not
 /// running: ...." (the original's spelling, kept byte for byte for
 /// controllers that match it); the other failures are the reason alone.
-pub fn uplink_fail_reason(e: &OvsError) -> UplinkSetupError {
+pub(crate) fn uplink_fail_reason(e: &OvsError) -> UplinkSetupError {
     match e {
         OvsError::BridgesMissing { .. } | OvsError::PatchPortsMissing { .. } => {
             UplinkSetupError::OpenStackNotRunning(e.to_string())
@@ -46,11 +46,11 @@ pub fn uplink_fail_reason(e: &OvsError) -> UplinkSetupError {
     }
 }
 /// The original's reason when no lldpad port exists yet.
-pub const NO_LLDPAD_PORT_REASON: &str = "There is no LLDPad port available.";
+pub(crate) const NO_LLDPAD_PORT_REASON: &str = "There is no LLDPad port available.";
 
 /// How long `uplink_up` waits for the bridge's EVB TLV on the veth (VDP is
 /// usable once it is there; lab-facts: about 1-2 s after LLDP is enabled).
-pub const VDP_READY_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const VDP_READY_WAIT: Duration = Duration::from_secs(10);
 
 /// Is lldpad's verdict on this VSI still to come: an association in
 /// flight, one refused only because VDP is not usable yet, or a lost VSI

@@ -21,7 +21,7 @@ pub fn priority(level: Level) -> u8 {
 }
 
 /// `$JOURNAL_STREAM` parsed: `(device, inode)`, both decimal.
-pub fn parse_stream(value: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_stream(value: &str) -> Option<(u64, u64)> {
     let (dev, ino) = value.trim().split_once(':')?;
     Some((dev.parse().ok()?, ino.parse().ok()?))
 }

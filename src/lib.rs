@@ -22,6 +22,10 @@
 //! (for `src/main.rs`, `vdp-lab` and the integration tests) is named in the
 //! facade [`api`].
 
+// What is `pub` must be reachable from outside (through `api` or `lab`);
+// everything else says `pub(crate)` (or narrower).
+#![warn(unreachable_pub)]
+
 pub(crate) mod config;
 pub(crate) mod controller;
 pub(crate) mod daemon;

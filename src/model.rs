@@ -114,7 +114,7 @@ pub struct UplinkInfo {
 
 /// Format a time the way C `ctime()` does, without the trailing newline,
 /// in local time: `Tue Nov 24 22:40:00 2026`.
-pub fn ctime(t: std::time::SystemTime) -> String {
+pub(crate) fn ctime(t: std::time::SystemTime) -> String {
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as libc::time_t)
@@ -142,7 +142,7 @@ pub fn ctime(t: std::time::SystemTime) -> String {
 }
 
 /// `ctime()` of now.
-pub fn ctime_now() -> String {
+pub(crate) fn ctime_now() -> String {
     ctime(std::time::SystemTime::now())
 }
 
@@ -187,7 +187,7 @@ pub enum UplinkSetupError {
 }
 
 /// The original's `evb_cfg_fail_reason`.
-pub const EVB_CFG_FAIL_REASON: &str = "Unable to cfg EVB";
+pub(crate) const EVB_CFG_FAIL_REASON: &str = "Unable to cfg EVB";
 
 impl fmt::Display for UplinkSetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -26,15 +26,15 @@ use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 /// Priority of uplink messages (`constants.Q_UPL_PRIO`).
-pub const Q_UPL_PRIO: u8 = 1;
+pub(crate) const Q_UPL_PRIO: u8 = 1;
 /// Priority of VM and bulk VM messages (`constants.Q_VM_PRIO`).
-pub const Q_VM_PRIO: u8 = 2;
+pub(crate) const Q_VM_PRIO: u8 = 2;
 /// Priority of VSI-change messages (new here; same as VM, see module doc).
-pub const Q_VSI_PRIO: u8 = 2;
+pub(crate) const Q_VSI_PRIO: u8 = 2;
 /// Priority of VSI re-reports that carry no VLAN change (the refresh's
 /// periodic re-confirmation, the original's CALLBACK_THRESHOLD): after VM
 /// events, so a batch of 1000 confirmations never delays a new port.
-pub const Q_VSI_REREPORT_PRIO: u8 = 3;
+pub(crate) const Q_VSI_REREPORT_PRIO: u8 = 3;
 
 /// Uplink state carried by an uplink message (`'up'`/`'down'` strings of
 /// the original).
@@ -145,7 +145,7 @@ impl Inner {
 /// Queue length above which the controller's events are not polled (the
 /// event poller waits until the worker drained below it): with VM events
 /// coalesced per port, memory stays bounded whatever the controller sends.
-pub const HIGH_WATER: usize = 10_000;
+pub(crate) const HIGH_WATER: usize = 10_000;
 
 /// Priority queue of `VdpQueMsg` (`VdpMsgPriQue`). Shared by reference
 /// (`Arc`) between the producers and the worker.

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Longest `STATUS=` text sent (systemd shows one line).
-pub const MAX_STATUS_BYTES: usize = 400;
+pub(crate) const MAX_STATUS_BYTES: usize = 400;
 
 /// Where notifications go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub enum NotifyAddr {
 
 /// `$NOTIFY_SOCKET` as an address: an absolute path or `@name`; anything
 /// else (empty, relative, `vsock:` which we do not speak) is ignored.
-pub fn parse_notify_socket(value: &str) -> Option<NotifyAddr> {
+pub(crate) fn parse_notify_socket(value: &str) -> Option<NotifyAddr> {
     if value.len() > 107 || value.contains('\0') {
         return None; // longer than sun_path
     }
@@ -50,7 +50,11 @@ pub fn parse_notify_socket(value: &str) -> Option<NotifyAddr> {
 
 /// The watchdog period from `$WATCHDOG_USEC`, when it is meant for this
 /// process (`$WATCHDOG_PID` unset or equal to `my_pid`). None = no watchdog.
-pub fn parse_watchdog(usec: Option<&str>, pid: Option<&str>, my_pid: u32) -> Option<Duration> {
+pub(crate) fn parse_watchdog(
+    usec: Option<&str>,
+    pid: Option<&str>,
+    my_pid: u32,
+) -> Option<Duration> {
     let us: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
     if let Some(p) = pid {
         if p.trim().parse::<u32>().ok() != Some(my_pid) {
@@ -62,12 +66,12 @@ pub fn parse_watchdog(usec: Option<&str>, pid: Option<&str>, my_pid: u32) -> Opt
 
 /// How often to ping a watchdog of `period`: half of it (systemd's advice),
 /// at least every 100 ms apart.
-pub fn ping_interval(period: Duration) -> Duration {
+pub(crate) fn ping_interval(period: Duration) -> Duration {
     (period / 2).max(Duration::from_millis(100))
 }
 
 /// `STATUS=` text: one line, control characters replaced, bounded.
-pub fn status_field(text: &str) -> String {
+pub(crate) fn status_field(text: &str) -> String {
     let mut s: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -83,7 +87,7 @@ pub fn status_field(text: &str) -> String {
 }
 
 /// One datagram: the lines, newline-separated.
-pub fn message(lines: &[&str]) -> String {
+pub(crate) fn message(lines: &[&str]) -> String {
     let mut m = lines.join("\n");
     m.push('\n');
     m

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What one server hands to `accept_one`.
-pub struct Server<'a, L: AsFd> {
+pub(crate) struct Server<'a, L: AsFd> {
     pub listener: &'a L,
     /// Clients being served now (shared with the client threads).
     pub active: &'a Arc<AtomicUsize>,
@@ -26,7 +26,7 @@ pub struct Server<'a, L: AsFd> {
 /// Wait up to `wait` (or until `stop` is readable) for one connection,
 /// accept it with `accept` and serve it with `serve` on a `name` thread.
 /// Ok(false) when no client came.
-pub fn accept_one<L: AsFd, S: Send + 'static>(
+pub(crate) fn accept_one<L: AsFd, S: Send + 'static>(
     srv: &Server<'_, L>,
     wait: Duration,
     stop: Option<BorrowedFd<'_>>,

@@ -32,14 +32,14 @@ use std::time::Duration;
 
 /// `queues` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct QueueLens {
+pub(crate) struct QueueLens {
     pub main: usize,
     pub err: usize,
 }
 
 /// The whole status document, in docs/protocol.md key order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StatusDoc {
+pub(crate) struct StatusDoc {
     pub host_id: String,
     pub version: String,
     pub uplink: UplinkSnapshot,
@@ -111,7 +111,7 @@ impl std::error::Error for StatusError {}
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The listening side, owned by the daemon's `status-server` thread.
-pub struct StatusServer {
+pub(crate) struct StatusServer {
     listener: UnixListener,
     path: PathBuf,
     /// Clients being served right now.
@@ -120,7 +120,7 @@ pub struct StatusServer {
 
 impl StatusServer {
     /// Bind `path` (mode 0600), removing a stale socket file first.
-    pub fn bind(path: &Path) -> Result<StatusServer, StatusError> {
+    pub(crate) fn bind(path: &Path) -> Result<StatusServer, StatusError> {
         if path.exists() {
             if UnixStream::connect(path).is_ok() {
                 return Err(StatusError::InUse {
@@ -162,13 +162,13 @@ impl StatusServer {
     /// [`MAX_CLIENTS`] are served at once (beyond that a new connection is
     /// closed at once). Returns Ok(false) when no client came.
     #[cfg(test)]
-    pub fn serve_one(&self, wait: Duration, doc: &StatusFn) -> io::Result<bool> {
+    pub(crate) fn serve_one(&self, wait: Duration, doc: &StatusFn) -> io::Result<bool> {
         self.serve_one_until(wait, doc, None)
     }
 
     /// `serve_one`, returning at once when `stop` (e.g.
     /// `Shutdown::wake_fd`) becomes readable.
-    pub fn serve_one_until(
+    pub(crate) fn serve_one_until(
         &self,
         wait: Duration,
         doc: &StatusFn,
@@ -197,12 +197,12 @@ impl StatusServer {
 }
 
 /// What the status server calls to build the document.
-pub type StatusFn = Arc<dyn Fn() -> StatusDoc + Send + Sync>;
+pub(crate) type StatusFn = Arc<dyn Fn() -> StatusDoc + Send + Sync>;
 
 /// Most status clients served at once.
-pub const MAX_CLIENTS: usize = 16;
+pub(crate) const MAX_CLIENTS: usize = 16;
 /// How long a client may take to send its request line (in total).
-pub const CLIENT_DEADLINE: Duration = Duration::from_secs(1);
+pub(crate) const CLIENT_DEADLINE: Duration = Duration::from_secs(1);
 
 fn answer(stream: &UnixStream, doc: &dyn Fn() -> StatusDoc) -> io::Result<()> {
     stream.set_nonblocking(false)?;

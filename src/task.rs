@@ -114,12 +114,12 @@ pub struct Task {
 /// The one panic policy of every runner (the daemon's and the lldpad
 /// watcher's own threads): a step that panics is caught, the panic logged
 /// with the thread's name, and the next step follows after this pause.
-pub const PANIC_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const PANIC_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Run one step of `task` under the panic policy: the step's answer, or
 /// `None` when it panicked (logged here; the caller waits
 /// [`PANIC_BACKOFF`] before the next step).
-pub fn run_step(task: &mut Task) -> Option<Step> {
+pub(crate) fn run_step(task: &mut Task) -> Option<Step> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (task.step)())) {
         Ok(step) => Some(step),
         Err(p) => {
@@ -130,7 +130,7 @@ pub fn run_step(task: &mut Task) -> Option<Step> {
 }
 
 /// Text of a caught panic payload.
-pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {

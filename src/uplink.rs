@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 /// (msgTxInterval) and usually at once when it sees a new neighbour (lldpad:
 /// 0.2-1.9 s); 35 s covers one full interval. (The original waited 40 s per
 /// candidate, one candidate after the other.)
-pub const DEFAULT_DETECT_WAIT: Duration = Duration::from_secs(35);
+pub(crate) const DEFAULT_DETECT_WAIT: Duration = Duration::from_secs(35);
 
 /// Time between two reads of the candidates' neighbour TLVs.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(300);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(300);
 
 /// The kernel's view of network interfaces: `/sys/class/net` and
 /// `/proc/net/bonding` (or fake trees with the same layout).

@@ -38,9 +38,9 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 /// Longest accepted `oui.vm_name`, in bytes.
-pub const VM_NAME_MAX: usize = 128;
+pub(crate) const VM_NAME_MAX: usize = 128;
 /// Largest segmentation id (24-bit VNI).
-pub const SEGMENTATION_ID_MAX: u64 = 16_777_215;
+pub(crate) const SEGMENTATION_ID_MAX: u64 = 16_777_215;
 
 /// A VM object that failed validation. `port_uuid`/`status` are filled when
 /// they themselves were valid, so the caller can report
@@ -78,7 +78,7 @@ impl fmt::Display for UplinkRejection {
 impl std::error::Error for UplinkRejection {}
 
 /// 8-4-4-4-12 hex digits.
-pub fn is_uuid(s: &str) -> bool {
+pub(crate) fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 36
         && b.iter().enumerate().all(|(i, c)| match i {
@@ -93,7 +93,7 @@ fn is_hex32(s: &str) -> bool {
 }
 
 /// `xx:xx:xx:xx:xx:xx` hex.
-pub fn is_mac(s: &str) -> bool {
+pub(crate) fn is_mac(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 17
         && b.iter().enumerate().all(|(i, c)| {
@@ -106,7 +106,7 @@ pub fn is_mac(s: &str) -> bool {
 }
 
 /// Interface name as the kernel accepts and our commands can carry.
-pub fn is_ifname(s: &str) -> bool {
+pub(crate) fn is_ifname(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15
         && s.bytes()
@@ -122,7 +122,7 @@ fn is_token(s: &str) -> bool {
 
 /// Why a `vm_name` is unsafe, or `None` when it is fine (the one rule:
 /// validation and the vdptool argv builder both use it).
-pub fn vm_name_problem(s: &str) -> Option<&'static str> {
+pub(crate) fn vm_name_problem(s: &str) -> Option<&'static str> {
     if s.len() > VM_NAME_MAX {
         return Some("longer than 128 bytes");
     }

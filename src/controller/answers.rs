@@ -42,10 +42,10 @@ pub fn parse_uplink_result(v: &Value) -> Result<Option<UplinkInfo>, String> {
 }
 
 /// Highest event number accepted (JSON-safe integers: 2^53 - 1).
-pub const MAX_SEQ: u64 = (1 << 53) - 1;
+pub(crate) const MAX_SEQ: u64 = (1 << 53) - 1;
 /// Largest plausible jump of the event number past the cursor in one
 /// answer (once the cursor is past 0).
-pub const MAX_SEQ_LEAP: u64 = 1_000_000;
+pub(crate) const MAX_SEQ_LEAP: u64 = 1_000_000;
 
 /// The `{"events": [...]}` envelope of a long-poll answer, judged against
 /// the cursor `after` (rules in docs/protocol.md, "Event numbering"):

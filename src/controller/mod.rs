@@ -24,7 +24,7 @@
 //!   is known both are left out (as the original agent does).
 
 mod answers;
-pub mod pending;
+pub(crate) mod pending;
 mod setup;
 pub use answers::{parse_events, parse_uplink_result};
 pub use setup::preflight;
@@ -46,13 +46,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Largest response body accepted from the controller.
-pub const MAX_BODY: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_BODY: u64 = 16 * 1024 * 1024;
 /// An empty long-poll answer faster than this (when `wait > 0`) is an error.
-pub const EARLY_EMPTY: Duration = Duration::from_millis(500);
+pub(crate) const EARLY_EMPTY: Duration = Duration::from_millis(500);
 /// First retry delay of kept results after a failure.
-pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest retry delay of kept results.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// Why a `Controller` could not be built.
 #[derive(Debug)]

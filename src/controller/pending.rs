@@ -11,17 +11,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// File name of the pending store inside `state_dir`.
-pub const PENDING_FILE: &str = "pending-results.json";
+pub(crate) const PENDING_FILE: &str = "pending-results.json";
 
 /// Most results kept at once (one per port, plus `uplink`). A compute host
 /// has a few hundred ports; a controller announcing more distinct ports
 /// than this while not taking results is hostile or broken: the oldest VM
 /// result is then dropped (logged) so memory and the file stay bounded.
-pub const MAX_KEPT: usize = 16_384;
+pub(crate) const MAX_KEPT: usize = 16_384;
 
 /// One RPC call kept for retry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PendingCall {
+pub(crate) struct PendingCall {
     /// `uplink` for `save_uplink`, `vm:<port_uuid>` for `update_vm_result`.
     pub key: String,
     pub method: String,
@@ -41,7 +41,7 @@ struct FileFormat {
 
 /// The pending calls, newest per key.
 #[derive(Debug)]
-pub struct PendingStore {
+pub(crate) struct PendingStore {
     path: PathBuf,
     calls: BTreeMap<String, PendingCall>,
 }
@@ -50,7 +50,7 @@ impl PendingStore {
     /// Load `{state_dir}/pending-results.json`. A missing file is an empty
     /// store; an unreadable or corrupt one is moved aside to `*.bad` (logged)
     /// so the daemon still starts.
-    pub fn load(state_dir: &Path) -> PendingStore {
+    pub(crate) fn load(state_dir: &Path) -> PendingStore {
         let path = state_dir.join(PENDING_FILE);
         let removed = crate::fsutil::remove_stale_temps(&path);
         if removed > 0 {
@@ -105,26 +105,26 @@ impl PendingStore {
         store
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.calls.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.calls.is_empty()
     }
 
-    pub fn get(&self, key: &str) -> Option<&PendingCall> {
+    pub(crate) fn get(&self, key: &str) -> Option<&PendingCall> {
         self.calls.get(key)
     }
 
     /// Largest generation stored (0 when empty).
-    pub fn max_gen(&self) -> u64 {
+    pub(crate) fn max_gen(&self) -> u64 {
         self.calls.values().map(|c| c.gen).max().unwrap_or(0)
     }
 
     /// Keep `call` unless a newer one for the same key is already kept.
     /// Returns whether the store changed.
-    pub fn keep(&mut self, call: PendingCall) -> bool {
+    pub(crate) fn keep(&mut self, call: PendingCall) -> bool {
         match self.calls.get(&call.key) {
             Some(old) if old.gen >= call.gen => false,
             old => {
@@ -154,7 +154,7 @@ impl PendingStore {
 
     /// Drop the entry for `key` if it is not newer than `gen` (a call of
     /// generation `gen` was delivered). Returns whether the store changed.
-    pub fn delivered(&mut self, key: &str, gen: u64) -> bool {
+    pub(crate) fn delivered(&mut self, key: &str, gen: u64) -> bool {
         match self.calls.get(key) {
             Some(old) if old.gen <= gen => {
                 self.calls.remove(key);
@@ -166,7 +166,7 @@ impl PendingStore {
     }
 
     /// All kept calls, oldest first.
-    pub fn snapshot(&self) -> Vec<PendingCall> {
+    pub(crate) fn snapshot(&self) -> Vec<PendingCall> {
         let mut v: Vec<PendingCall> = self.calls.values().cloned().collect();
         v.sort_by_key(|c| c.gen);
         v
@@ -174,7 +174,7 @@ impl PendingStore {
 
     /// Write the store atomically (`fsutil::write_atomic`: private temp
     /// file created exclusively, fsync, rename; nothing left on failure).
-    pub fn persist(&self) -> std::io::Result<()> {
+    pub(crate) fn persist(&self) -> std::io::Result<()> {
         let f = FileFormat {
             version: 1,
             calls: self.snapshot(),
@@ -183,7 +183,7 @@ impl PendingStore {
         crate::fsutil::write_atomic(&self.path, &data)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }

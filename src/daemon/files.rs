@@ -13,7 +13,7 @@ use super::*;
 /// locked. Opened with `O_NOFOLLOW`: a symlink planted at the path is
 /// refused, never followed. Removed on clean exit (drop).
 #[derive(Debug)]
-pub struct PidFile {
+pub(crate) struct PidFile {
     path: PathBuf,
     /// Holds the lock.
     _file: std::fs::File,
@@ -21,7 +21,7 @@ pub struct PidFile {
 
 impl PidFile {
     /// Lock `path` (creating it, mode 0644) and write our pid into it.
-    pub fn acquire(path: &Path) -> Result<PidFile, DaemonError> {
+    pub(crate) fn acquire(path: &Path) -> Result<PidFile, DaemonError> {
         use std::io::{Read, Seek};
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::OpenOptionsExt;

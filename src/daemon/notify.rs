@@ -14,7 +14,7 @@ use crate::sdnotify::{ping_interval, Notifier};
 use crate::task::ThreadName;
 
 /// How often `STATUS=` is refreshed when there is no watchdog.
-pub const STATUS_PERIOD: Duration = Duration::from_secs(10);
+pub(crate) const STATUS_PERIOD: Duration = Duration::from_secs(10);
 
 /// One round: the text sent and whether it carried `WATCHDOG=1`.
 pub(super) fn notify_round(n: &Notifier, doc: &StatusDoc) -> (String, bool) {

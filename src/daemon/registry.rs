@@ -13,13 +13,13 @@ use crate::task::ThreadName;
 /// killed after 15 s, a VM's tag wait is at most 3600 s by config but 10 s
 /// by default; a bulk resync of many ports is one long step, so the bound
 /// is generous).
-pub const STUCK_AFTER: Duration = Duration::from_secs(300);
+pub(crate) const STUCK_AFTER: Duration = Duration::from_secs(300);
 
 /// State of every daemon thread, for `status`: `starting`, `alive`,
 /// `restarting` (after a caught panic), `stopped`, or `stuck` (one loop
 /// step has been running for more than [`STUCK_AFTER`]).
 #[derive(Debug, Clone, Default)]
-pub struct ThreadRegistry {
+pub(crate) struct ThreadRegistry {
     inner: Arc<Mutex<BTreeMap<String, ThreadEntry>>>,
 }
 
@@ -27,7 +27,7 @@ pub struct ThreadRegistry {
 pub(super) type ThreadEntry = (String, Option<Instant>);
 
 impl ThreadRegistry {
-    pub fn set(&self, name: &str, state: &str) {
+    pub(crate) fn set(&self, name: &str, state: &str) {
         self.inner
             .lock()
             .insert(name.to_string(), (state.to_string(), None));
@@ -38,7 +38,7 @@ impl ThreadRegistry {
             e.1 = started;
         }
     }
-    pub fn snapshot(&self) -> BTreeMap<String, String> {
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, String> {
         self.snapshot_with(STUCK_AFTER)
     }
     pub(super) fn snapshot_with(&self, stuck_after: Duration) -> BTreeMap<String, String> {

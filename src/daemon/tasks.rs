@@ -9,10 +9,10 @@ use crate::task::ThreadName;
 
 /// Shortest gap between two event polls whose answer was empty (a
 /// controller that does not hold polls, `events_wait_s: 0`).
-pub const MIN_POLL_GAP: Duration = Duration::from_secs(1);
+pub(crate) const MIN_POLL_GAP: Duration = Duration::from_secs(1);
 
 /// How often the flow-check thread asks whether ovs-vswitchd restarted.
-pub const OVS_WATCH_PERIOD: Duration = Duration::from_secs(1);
+pub(crate) const OVS_WATCH_PERIOD: Duration = Duration::from_secs(1);
 
 /// `flow-check` thread: `check_flows` every `intervals.flow_check_s` (the
 /// original's flow check, first after one period), and at once, retried
@@ -36,7 +36,7 @@ pub(super) fn flow_check_task(host: Arc<dyn HostDriver>, period: Duration) -> Ta
 }
 
 /// Re-check period of the lldpad client while VSIs are pending.
-pub const PENDING_RECHECK: Duration = Duration::from_secs(1);
+pub(crate) const PENDING_RECHECK: Duration = Duration::from_secs(1);
 
 /// `lldpad-client` thread (the original's VSI refresh, `_vdp_refrsh_hndlr`):
 /// `refresh_vsis` every `vdp.sync_timeout_s`, or every `PENDING_RECHECK`
@@ -91,7 +91,7 @@ pub(super) fn reject_vm(mgr: &VdpMgr, seq: u64, rej: &VmRejection) {
 /// logged and ignored (the iptables feature is not part of this agent);
 /// unknown types are logged and ignored. Repeated events are harmless: VM
 /// events are idempotent and the uplink restart runs once.
-pub fn dispatch_event(mgr: &VdpMgr, ev: &ControllerEvent) {
+pub(crate) fn dispatch_event(mgr: &VdpMgr, ev: &ControllerEvent) {
     match ev.kind.as_str() {
         "vm_info" => match validate::validate_vm_event(&ev.payload) {
             VmEvent::Single(Ok(vm)) => {

@@ -39,10 +39,10 @@ use std::time::{Duration, Instant};
 /// lldpad's abstract control socket name (without the leading NUL).
 pub const LLDPAD_CLIF_SOCKET: &str = "/com/intel/lldpad";
 use super::wire::{is_event, reply_status, Command, VdpEvent};
-pub use super::wire::{LLDP_MOD_VDP22, STATUS_NO_ACCESS};
+pub(crate) use super::wire::{LLDP_MOD_VDP22, STATUS_NO_ACCESS};
 /// How long to wait for lldpad's answer to one request (clif's
 /// `CMD_RESPONSE_TIMEOUT` is 2 s).
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
 const MAX_DATAGRAM: usize = 8192;
 
@@ -58,7 +58,7 @@ pub(crate) fn sock_err(op: &str, err: impl std::fmt::Display) -> LldpadError {
 /// A clif datagram socket bound to a unique abstract name. Datagrams not
 /// sent by uid 0 are dropped on receipt.
 #[derive(Debug)]
-pub struct ClifSocket {
+pub(crate) struct ClifSocket {
     fd: OwnedFd,
     local_name: String,
 }
@@ -67,7 +67,7 @@ impl ClifSocket {
     /// New socket bound to `@/com/intel/lldpad/<pid>-<tag><n>`, created in
     /// `/run/netns/<netns>` when given (a socket keeps its namespace, so only
     /// creation needs setns). Not connected yet.
-    pub fn open(netns: Option<&str>, tag: &str) -> Result<ClifSocket, LldpadError> {
+    pub(crate) fn open(netns: Option<&str>, tag: &str) -> Result<ClifSocket, LldpadError> {
         let Some(ns) = netns else {
             return Self::open_here(tag);
         };
@@ -116,13 +116,13 @@ impl ClifSocket {
     }
 
     /// Our own abstract socket name (without the leading NUL).
-    pub fn local_name(&self) -> &str {
+    pub(crate) fn local_name(&self) -> &str {
         &self.local_name
     }
 
     /// (Re)connect to whatever lldpad now owns `@/com/intel/lldpad`.
     /// Re-connecting purges the receive queue (read it first if needed).
-    pub fn connect(&self) -> Result<(), LldpadError> {
+    pub(crate) fn connect(&self) -> Result<(), LldpadError> {
         let addr = UnixAddr::new_abstract(LLDPAD_CLIF_SOCKET.as_bytes())
             .map_err(|e| sock_err("address", e))?;
         sock_connect(self.fd.as_raw_fd(), &addr).map_err(|e| {
@@ -138,14 +138,14 @@ impl ClifSocket {
     }
 
     /// Send one datagram without blocking.
-    pub fn send(&self, data: &[u8], what: &str) -> Result<(), LldpadError> {
+    pub(crate) fn send(&self, data: &[u8], what: &str) -> Result<(), LldpadError> {
         send(self.fd.as_raw_fd(), data, MsgFlags::MSG_DONTWAIT)
             .map(|_| ())
             .map_err(|e| sock_err(&format!("send {what}"), e))
     }
 
     /// Next datagram from a uid-0 sender before `deadline`, or None.
-    pub fn read_until(&self, deadline: Instant) -> Result<Option<Vec<u8>>, LldpadError> {
+    pub(crate) fn read_until(&self, deadline: Instant) -> Result<Option<Vec<u8>>, LldpadError> {
         loop {
             if let Some(d) = self.read_one()? {
                 return Ok(Some(d));
@@ -164,7 +164,7 @@ impl ClifSocket {
     }
 
     /// One datagram without blocking; datagrams not sent by root are dropped.
-    pub fn read_one(&self) -> Result<Option<Vec<u8>>, LldpadError> {
+    pub(crate) fn read_one(&self) -> Result<Option<Vec<u8>>, LldpadError> {
         loop {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             let mut cmsg = nix::cmsg_space!(UnixCredentials);
@@ -348,7 +348,7 @@ pub enum SetReply {
 }
 
 /// How long a `-W` request waits for the VSI's event (vdptool's 5 s).
-pub const EVENT_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const EVENT_WAIT: Duration = Duration::from_secs(5);
 
 /// A clif client for VDP22 "set" requests (associate / deassociate): the
 /// exact datagram `vdptool -T` sends (`Command::datagram`), the verdict
@@ -496,7 +496,7 @@ fn own_event(d: &[u8], uuid: &str) -> Option<Box<VdpEvent>> {
 /// joined by "; " as `vdptool::parse_events` joins them: the bridge's
 /// code 1..5 only when no HARD/KEEP bit is set (vdptool does not mask
 /// them), then the internal errors.
-pub fn vdptool_error_text(status: u32) -> Option<String> {
+pub(crate) fn vdptool_error_text(status: u32) -> Option<String> {
     use super::wire::{ERR_ACKTO, ERR_KATO, ERR_TXERR};
     let mut lines: Vec<&str> = Vec::new();
     let bridge = match status & 0xff {

@@ -36,9 +36,9 @@ use crate::exec::ExecError;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-pub use super::clif::{LLDP_MOD_VDP22, REPLY_TIMEOUT};
+pub(crate) use super::clif::{LLDP_MOD_VDP22, REPLY_TIMEOUT};
 /// `LldpadWatch` liveness probe period.
-pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(1);
 
 mod watch;
 use super::wire::status_text;

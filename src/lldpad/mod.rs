@@ -13,11 +13,11 @@
 //! - `vsi`: `LldpadDriver`, the VSI table of one lldpad-side interface with
 //!   its periodic refresh.
 
-pub mod clif;
-pub mod events;
+pub(crate) mod clif;
+pub(crate) mod events;
 pub mod lldptool;
 pub mod vdptool;
-pub mod vsi;
+pub(crate) mod vsi;
 pub mod wire;
 
 use std::fmt;

@@ -75,7 +75,8 @@ mod requests;
 mod settle;
 mod sockets;
 use reply::*;
-pub use reply::{QueryError, VdpReply, VsiRequest, REASON_VSI_LOST, SETTLE_TIME};
+pub(crate) use reply::{QueryError, VdpReply, SETTLE_TIME};
+pub use reply::{VsiRequest, REASON_VSI_LOST};
 use settle::*;
 
 /// What an lldpad event says of one VSI ([`LldpadDriver::apply_event`]).

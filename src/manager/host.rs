@@ -42,7 +42,7 @@ pub enum NoLocalVlan {
 }
 
 /// Where watchers deliver VSI changes (see `HostDriver::start_watchers`).
-pub type VsiSink = std::sync::Arc<dyn Fn(VsiChange) + Send + Sync>;
+pub(crate) type VsiSink = std::sync::Arc<dyn Fn(VsiChange) + Send + Sync>;
 
 /// Everything the manager needs from the host. All methods take `&self`
 /// and are called from several threads; implementations lock internally.

@@ -40,8 +40,8 @@
 //!   is not "changed across restart" (no needless down/up cycle).
 //! - Nothing is torn down on shutdown (no `uplink_down`/`port_down`).
 
-pub mod host;
-pub mod link;
+pub(crate) mod host;
+pub(crate) mod link;
 mod uplink;
 mod worker;
 
@@ -61,7 +61,7 @@ use std::time::Duration;
 
 /// Consecutive "down" periods before an auto-detected uplink is declared
 /// down (`constants.UPLINK_DOWN_THRES`). A static uplink goes down at once.
-pub const UPLINK_DOWN_THRES: u32 = 3;
+pub(crate) const UPLINK_DOWN_THRES: u32 = 3;
 /// `constants.uplink_undiscovered_reason`.
 pub const UPLINK_UNDISCOVERED_REASON: &str = "Uplink not yet discovered";
 /// `constants.port_transition_bond_down_reason`.
@@ -76,12 +76,12 @@ pub const UPLINK_NOT_RECEIVED_REASON: &str = "Uplink Port Event not received yet
 
 /// `fail_reason` when the VM port never got a local VLAN (ovs_vdp.py
 /// `port_up_segment_mode`).
-pub fn invalid_ovs_vlan_reason(port_name: &str) -> String {
+pub(crate) fn invalid_ovs_vlan_reason(port_name: &str) -> String {
     format!("Invalid OVS VLAN for port {port_name}")
 }
 
 /// The original's fail reason for a VM port without a local VLAN.
-pub fn no_local_vlan_reason(port_uuid: &str, e: &host::NoLocalVlan) -> String {
+pub(crate) fn no_local_vlan_reason(port_uuid: &str, e: &host::NoLocalVlan) -> String {
     match e {
         host::NoLocalVlan::UnknownPort => format!("Unknown portname for uuid {port_uuid}"),
         host::NoLocalVlan::NoTag { port_name } => invalid_ovs_vlan_reason(port_name),
@@ -116,7 +116,7 @@ impl MgrConfig {
 
 /// `read_static_uplink`: the original read `node`/`node_uplink` lists from
 /// its ini file; here it is the single `uplink.static` key.
-pub fn read_static_uplink(cfg: &Config) -> Option<String> {
+pub(crate) fn read_static_uplink(cfg: &Config) -> Option<String> {
     cfg.uplink.static_uplink.clone().filter(|s| !s.is_empty())
 }
 
@@ -240,7 +240,7 @@ impl MgrState {
     }
 }
 
-pub use crate::task::{Step, Task};
+pub(crate) use crate::task::{Step, Task};
 
 /// Ends the `Ongoing` stage when dropped (also on unwind), as the original
 /// reset `process_uplink_ongoing` after `process_uplink_event` whatever
@@ -570,7 +570,7 @@ impl VdpMgr {
 /// hundred). Beyond it a new port is not remembered (logged): the bulk
 /// resync the controller sends after `save_uplink` covers it anyway, and a
 /// controller announcing endless distinct ports cannot grow memory.
-pub const MAX_EARLY_PORTS: usize = 16_384;
+pub(crate) const MAX_EARLY_PORTS: usize = 16_384;
 
 fn remember_early(early: &mut BTreeMap<String, VmPort>, vm: &VmPort) {
     if early.len() >= MAX_EARLY_PORTS && !early.contains_key(&vm.port_uuid) {

@@ -22,19 +22,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Largest request head read (request line + headers), bytes.
-pub const MAX_REQUEST: usize = 4096;
+pub(crate) const MAX_REQUEST: usize = 4096;
 /// Time a client has to send its whole request head.
-pub const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
+pub(crate) const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
 /// Time a client has to take the answer.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once.
-pub const MAX_CLIENTS: usize = 8;
+pub(crate) const MAX_CLIENTS: usize = 8;
 /// Longest request target accepted.
-pub const MAX_TARGET: usize = 1024;
+pub(crate) const MAX_TARGET: usize = 1024;
 
 /// The parts of a request head the responder looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
+pub(crate) struct Head {
     pub method: String,
     /// The path, without the query string.
     pub path: String,
@@ -42,7 +42,7 @@ pub struct Head {
 
 /// Why a request head is not (yet) usable.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeadError {
+pub(crate) enum HeadError {
     /// No blank line yet: read more.
     Incomplete,
     /// Longer than [`MAX_REQUEST`] without its end.
@@ -76,7 +76,7 @@ fn is_tchar(b: u8) -> bool {
 }
 
 /// Parse the bytes read so far of one request.
-pub fn parse_head(buf: &[u8]) -> Result<Head, HeadError> {
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Head, HeadError> {
     let end = match head_end(buf) {
         Some(e) if e <= MAX_REQUEST => e,
         Some(_) => return Err(HeadError::TooLarge),
@@ -125,7 +125,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Head, HeadError> {
 
 /// An answer: status code, reason, extra header lines, body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub code: u16,
     pub reason: &'static str,
     pub content_type: &'static str,
@@ -145,7 +145,7 @@ impl Answer {
     }
 
     /// The answer to a parsed head or a head error.
-    pub fn for_head(head: &Result<Head, HeadError>, render: &dyn Fn() -> String) -> Answer {
+    pub(crate) fn for_head(head: &Result<Head, HeadError>, render: &dyn Fn() -> String) -> Answer {
         match head {
             Ok(h) if h.path != "/metrics" => Answer::plain(404, "Not Found", ""),
             Ok(h) if h.method != "GET" => {
@@ -165,7 +165,7 @@ impl Answer {
     }
 
     /// The bytes on the wire.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut out = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
             self.code,
@@ -181,16 +181,16 @@ impl Answer {
 }
 
 /// What the server calls to render the exposition.
-pub type RenderFn = Arc<dyn Fn() -> String + Send + Sync>;
+pub(crate) type RenderFn = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// The listening side, owned by the daemon's `metrics-server` task.
-pub struct MetricsServer {
+pub(crate) struct MetricsServer {
     listener: TcpListener,
     active: Arc<AtomicUsize>,
 }
 
 impl MetricsServer {
-    pub fn bind(addr: SocketAddr) -> io::Result<MetricsServer> {
+    pub(crate) fn bind(addr: SocketAddr) -> io::Result<MetricsServer> {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         Ok(MetricsServer {
@@ -200,20 +200,20 @@ impl MetricsServer {
     }
 
     #[cfg(test)]
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
     /// Wait up to `wait` for one connection and hand it to a short-lived
     /// `metrics-client` thread. Ok(false) when none came.
     #[cfg(test)]
-    pub fn serve_one(&self, wait: Duration, render: &RenderFn) -> io::Result<bool> {
+    pub(crate) fn serve_one(&self, wait: Duration, render: &RenderFn) -> io::Result<bool> {
         self.serve_one_until(wait, render, None)
     }
 
     /// `serve_one`, returning at once when `stop` (e.g.
     /// `Shutdown::wake_fd`) becomes readable.
-    pub fn serve_one_until(
+    pub(crate) fn serve_one_until(
         &self,
         wait: Duration,
         render: &RenderFn,

@@ -19,12 +19,12 @@ fn stamp(now: Instant) -> u64 {
 }
 
 /// Upper bounds (seconds) of every histogram's buckets; `+Inf` follows.
-pub const BUCKETS: [f64; 15] = [
+pub(crate) const BUCKETS: [f64; 15] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// `tool` label values (the programs the agent runs; anything else is `other`).
-pub const TOOLS: [&str; 7] = [
+pub(crate) const TOOLS: [&str; 7] = [
     "ovs-vsctl",
     "ovs-ofctl",
     "ovsdb-client",
@@ -35,7 +35,7 @@ pub const TOOLS: [&str; 7] = [
 ];
 
 /// `method` label values: the controller RPCs, `events` (the long-poll).
-pub const METHODS: [&str; 7] = [
+pub(crate) const METHODS: [&str; 7] = [
     "heartbeat",
     "request_uplink_info",
     "save_uplink",
@@ -46,13 +46,13 @@ pub const METHODS: [&str; 7] = [
 ];
 
 /// `mode` of `vdp_agent_vdp_requests_total`.
-pub const VDP_MODES: [&str; 3] = ["assoc", "deassoc", "query"];
+pub(crate) const VDP_MODES: [&str; 3] = ["assoc", "deassoc", "query"];
 /// `outcome` of `vdp_agent_vdp_requests_total`.
-pub const VDP_OUTCOMES: [&str; 3] = ["success", "pending", "failed"];
+pub(crate) const VDP_OUTCOMES: [&str; 3] = ["success", "pending", "failed"];
 
 /// `kind` of `vdp_agent_lldpad_events_total`: VDP events (associated,
 /// deassociated, failed) and the watcher's own notices.
-pub const EVENT_KINDS: [&str; 7] = [
+pub(crate) const EVENT_KINDS: [&str; 7] = [
     "associated",
     "deassociated",
     "failed",
@@ -64,7 +64,7 @@ pub const EVENT_KINDS: [&str; 7] = [
 
 /// `reason` of `vdp_agent_flow_repairs_total`: flows put back, stale flows
 /// removed, uplink/veth ports re-added, repairs after an ovs-vswitchd restart.
-pub const FLOW_REASONS: [&str; 5] = [
+pub(crate) const FLOW_REASONS: [&str; 5] = [
     "missing_flows",
     "stale_flows",
     "missing_ports",
@@ -75,9 +75,9 @@ pub const FLOW_REASONS: [&str; 5] = [
 /// Most VM-event clocks running at once (ports whose event awaits its
 /// result); beyond it, clocks older than [`CLOCK_STALE`] are dropped and,
 /// if still full, a new event is not timed.
-pub const MAX_CLOCKS: usize = 16_384;
+pub(crate) const MAX_CLOCKS: usize = 16_384;
 /// A clock older than this is dropped when the set is full.
-pub const CLOCK_STALE: Duration = Duration::from_secs(3600);
+pub(crate) const CLOCK_STALE: Duration = Duration::from_secs(3600);
 
 fn index_of(set: &[&str], v: &str) -> usize {
     set.iter()

@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 
 /// A VLAN the switch or Neutron may use (1..=4094); anything else is "none".
-pub fn valid_vlan(v: Option<u16>) -> Option<u16> {
+pub(crate) fn valid_vlan(v: Option<u16>) -> Option<u16> {
     v.filter(|v| (1..=4094).contains(v))
 }
 
@@ -35,7 +35,7 @@ pub struct PortVlan {
 
 /// One network.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LocalVlan {
+pub(crate) struct LocalVlan {
     pub local_vlan: u16,
     pub ports: BTreeMap<String, PortVlan>,
     /// VDP VLAN -> number of ports holding it.
@@ -74,12 +74,12 @@ impl LocalVlan {
     }
 
     /// Some port holds a valid VDP VLAN.
-    pub fn any_valid_vlan(&self) -> bool {
+    pub(crate) fn any_valid_vlan(&self) -> bool {
         !self.vlan_refs.is_empty()
     }
 
     /// The one VDP VLAN all VLAN-holding ports agree on.
-    pub fn consistent_vlan(&self) -> Option<u16> {
+    pub(crate) fn consistent_vlan(&self) -> Option<u16> {
         if self.vlan_refs.len() == 1 {
             self.vlan_refs.keys().next().copied()
         } else {
@@ -131,7 +131,7 @@ impl FlowChange {
 
 /// What `remove_port` found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemovedPort {
+pub(crate) struct RemovedPort {
     pub local_vlan: u16,
     /// The VDP VLAN this port held (updated by VLAN changes).
     pub port_vdp_vlan: Option<u16>,
@@ -168,31 +168,31 @@ impl std::error::Error for TableError {}
 
 /// net_uuid -> LocalVlan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LocalVlanTable {
+pub(crate) struct LocalVlanTable {
     nets: BTreeMap<String, LocalVlan>,
 }
 
 impl LocalVlanTable {
     #[cfg(test)]
-    pub fn new() -> LocalVlanTable {
+    pub(crate) fn new() -> LocalVlanTable {
         LocalVlanTable::default()
     }
 
     #[cfg(test)]
-    pub fn get(&self, net_uuid: &str) -> Option<&LocalVlan> {
+    pub(crate) fn get(&self, net_uuid: &str) -> Option<&LocalVlan> {
         self.nets.get(net_uuid)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &LocalVlan)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &LocalVlan)> {
         self.nets.iter()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.nets.is_empty()
     }
 
     /// Every (net, local VLAN, VDP VLAN) whose flows should be installed.
-    pub fn installed(&self) -> Vec<(String, u16, u16)> {
+    pub(crate) fn installed(&self) -> Vec<(String, u16, u16)> {
         self.nets
             .iter()
             .filter_map(|(n, l)| l.flows().map(|(lv, v)| (n.clone(), lv, v)))
@@ -200,7 +200,7 @@ impl LocalVlanTable {
     }
 
     /// Forget everything (uplink torn down); returns the flows that were installed.
-    pub fn clear(&mut self) -> Vec<(u16, u16)> {
+    pub(crate) fn clear(&mut self) -> Vec<(u16, u16)> {
         let out = self.nets.values().filter_map(LocalVlan::flows).collect();
         self.nets.clear();
         out
@@ -209,7 +209,7 @@ impl LocalVlanTable {
     /// VM port up with the VLAN the switch gave (or none, with a reason).
     /// A repeated call for the same port updates it. A changed local VLAN
     /// (Neutron renumbered the network) moves the flows to it.
-    pub fn add_port(
+    pub(crate) fn add_port(
         &mut self,
         net_uuid: &str,
         local_vlan: u16,
@@ -236,7 +236,7 @@ impl LocalVlanTable {
 
     /// After a restart (`pop_local_cache`): remember a port without touching
     /// flows; a valid VDP VLAN is taken as installed.
-    pub fn restore_port(
+    pub(crate) fn restore_port(
         &mut self,
         net_uuid: &str,
         local_vlan: u16,
@@ -259,7 +259,7 @@ impl LocalVlanTable {
     }
 
     /// VM port down.
-    pub fn remove_port(
+    pub(crate) fn remove_port(
         &mut self,
         net_uuid: &str,
         port_uuid: &str,
@@ -303,7 +303,7 @@ impl LocalVlanTable {
 
     /// The switch changed (or took away) one port's VLAN. Returns the
     /// network's local VLAN and the flow change.
-    pub fn set_port_vlan(
+    pub(crate) fn set_port_vlan(
         &mut self,
         net_uuid: &str,
         port_uuid: &str,

@@ -30,7 +30,7 @@
 //! `ovs-vsctl` snapshot, one dump per bridge and at most one fix per bridge.
 
 pub mod flows;
-pub mod local_vlan;
+pub(crate) mod local_vlan;
 pub mod ofctl;
 pub mod ovsdb;
 pub mod veth;

@@ -62,8 +62,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const SLICE: Duration = Duration::from_millis(250);
 
 /// Task names (as in `status` and gdb).
-pub const EVENTS_TASK: ThreadName = ThreadName::LldpadEvents;
-pub const NOTIFY_TASK: ThreadName = ThreadName::LldpadNotify;
+pub(crate) const EVENTS_TASK: ThreadName = ThreadName::LldpadEvents;
+pub(crate) const NOTIFY_TASK: ThreadName = ThreadName::LldpadNotify;
 
 impl LldpadWatch {
     /// The watch of the current network namespace's lldpad as two tasks

@@ -100,7 +100,7 @@ impl VdpReply {
 
 /// Why lldpad could not be asked about VSIs (a query).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QueryError {
+pub(crate) enum QueryError {
     /// The request could not be built (a bad value).
     Arg(vdptool::ArgError),
     /// vdptool could not run or timed out.
@@ -126,7 +126,7 @@ impl std::fmt::Display for QueryError {
 
 /// How long after the lldpad port is set up (or lldpad restarted) an
 /// `Invalid parameters` refusal counts as "not ready yet".
-pub const SETTLE_TIME: Duration = Duration::from_secs(20);
+pub(crate) const SETTLE_TIME: Duration = Duration::from_secs(20);
 
 /// Reason reported when a VSI lldpad held (or was still waiting for) is no
 /// longer in lldpad and a new request got no answer yet.

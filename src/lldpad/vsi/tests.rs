@@ -64,11 +64,11 @@ fn fake(script: &str) -> (LldpadDriver, tempdir::Dir) {
 }
 
 mod tempdir {
-    pub struct Dir {
+    pub(super) struct Dir {
         pub path: std::path::PathBuf,
     }
     impl Dir {
-        pub fn new() -> Dir {
+        pub(super) fn new() -> Dir {
             use std::sync::atomic::{AtomicU32, Ordering};
             static N: AtomicU32 = AtomicU32::new(0);
             let path = std::env::temp_dir().join(format!(
