@@ -335,7 +335,13 @@ impl Drop for StateGuard<'_> {
 ///
 /// Locks: `state` serialises the operations that change OVS (uplink set
 /// up / torn down, VM flows, the flow check): one operation holds it across
-/// its few commands, so OVS sees them in order; nothing else waits on it.
+/// its few commands, so OVS sees them in order. This is on purpose, not an
+/// oversight: the only threads that ever wait on it are the other writers
+/// (the queue worker, the flow-check thread), and a writer that decided
+/// outside the lock would have to re-read OVS to know its decision still
+/// holds, i.e. run the same commands again; a flow check or an uplink set-up
+/// takes a few tens of milliseconds, a VM's flows one `ovs-ofctl` call.
+/// No reader waits on it and no callback runs under it.
 /// Readers (`status`, `port_vlans`, `net_vdp_vlan`, `local_vlans`,
 /// `uplink`) take only `view`, which the operation replaces when it lets go
 /// of `state` (order: `state`, then `view`, briefly); they never wait for a
