@@ -16,7 +16,7 @@
 
 /// `agent.yaml`: schema, defaults and bounds.
 pub mod config {
-    pub use crate::config::{Config, VdpConfig, DEFAULT_CONFIG};
+    pub use crate::config::{Config, Hints, VdpConfig, DEFAULT_CONFIG};
 }
 
 /// The controller link and its answers.

@@ -316,10 +316,39 @@ fn set_datagrams_are_vdptools_byte_for_byte() {
         vlan: 3001,
         oui,
     };
+    use vdp_agent::api::config::Hints;
+    use vdptool::{request_command_hinted as hinted, Mode};
     for cmd in [
-        vdptool::request_command("eth0", &cfg, vdptool::Mode::Assoc, &vsi(Some(&oui)), false),
-        vdptool::request_command("eth0", &cfg, vdptool::Mode::Assoc, &vsi(None), false),
-        vdptool::request_command("eth0", &cfg, vdptool::Mode::Deassoc, &vsi(None), false),
+        vdptool::request_command("eth0", &cfg, Mode::Assoc, &vsi(Some(&oui)), false),
+        vdptool::request_command("eth0", &cfg, Mode::Assoc, &vsi(None), false),
+        vdptool::request_command("eth0", &cfg, Mode::Deassoc, &vsi(None), false),
+        // A live migration's requests: pre-associations at the destination,
+        // its associate with hint `to`, the source's deassociate with `from`.
+        hinted(
+            "eth0",
+            &cfg,
+            Mode::Preassoc,
+            &vsi(Some(&oui)),
+            false,
+            Hints::None,
+        ),
+        hinted(
+            "eth0",
+            &cfg,
+            Mode::PreassocRr,
+            &vsi(Some(&oui)),
+            false,
+            Hints::None,
+        ),
+        hinted(
+            "eth0",
+            &cfg,
+            Mode::Assoc,
+            &vsi(Some(&oui)),
+            false,
+            Hints::To,
+        ),
+        hinted("eth0", &cfg, Mode::Deassoc, &vsi(None), false, Hints::From),
     ] {
         let cmd = cmd.unwrap();
         let argv = cmd.argv();

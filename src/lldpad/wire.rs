@@ -69,9 +69,14 @@ pub const ERR_KATO: u32 = 1 << 8;
 pub const ERR_ACKTO: u32 = 2 << 8;
 pub const ERR_TXERR: u32 = 4 << 8;
 
-/// VDP request mode (the `-V` TLV and the `mode=` value).
+/// VDP request mode (the `-V` TLV and the `mode=` value). The two
+/// pre-association modes (IEEE 802.1Qbg 41.2.1: the switch prepares the
+/// VSI, with or without reserving its resources, before the VM arrives)
+/// are what a live migration's destination sends ahead of the switchover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    Preassoc,
+    PreassocRr,
     Assoc,
     Deassoc,
 }
@@ -79,16 +84,27 @@ pub enum Mode {
 impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
+            Mode::Preassoc => "preassoc",
+            Mode::PreassocRr => "preassoc-rr",
             Mode::Assoc => "assoc",
             Mode::Deassoc => "deassoc",
         }
     }
-    /// The VDP22 TLV id vdptool looks the name up to.
+    /// The VDP22 TLV id vdptool looks the name up to (lldpad's
+    /// `vdp22_modes`: 1 preassoc, 2 preassoc with resource reservation,
+    /// 3 assoc, 4 deassoc).
     pub fn tlv_id(self) -> u32 {
         match self {
+            Mode::Preassoc => 1,
+            Mode::PreassocRr => 2,
             Mode::Assoc => 3,
             Mode::Deassoc => 4,
         }
+    }
+    /// A request that asks the switch for the VSI's resources (and so
+    /// carries the VM's OUI data): every mode but deassoc.
+    pub fn asks_resources(self) -> bool {
+        self != Mode::Deassoc
     }
 }
 

@@ -5,6 +5,7 @@
 //! Owns the argv format. Calls nothing.
 
 use super::*;
+use crate::config::Hints;
 
 /// Why an argv could not be built. Values reaching here were validated
 /// upstream; this is a cheap second line of defence.
@@ -194,18 +195,33 @@ pub fn request_command(
     vsi: &VsiArgs<'_>,
     wait: bool,
 ) -> Result<Command, ArgError> {
-    check_token("interface", ifname)?;
-    let mut args = key_args(cfg, mode, vsi.uuid)?;
     let hints = cfg
         .hints_value()
         .ok_or_else(|| bad("vdp.hints", &cfg.hints))?;
+    request_command_hinted(ifname, cfg, mode, vsi, wait, hints)
+}
+
+/// [`request_command`] with the migration hint of this one request
+/// (`to` at a migration's destination, `from` at its source) instead of
+/// `vdp.hints`; any mode, pre-associations included (they carry the OUI
+/// data as an associate does).
+pub fn request_command_hinted(
+    ifname: &str,
+    cfg: &VdpConfig,
+    mode: Mode,
+    vsi: &VsiArgs<'_>,
+    wait: bool,
+    hints: Hints,
+) -> Result<Command, ArgError> {
+    check_token("interface", ifname)?;
+    let mut args = key_args(cfg, mode, vsi.uuid)?;
     let fmt = cfg
         .filter_format()
         .ok_or(ArgError::UnsupportedFilter(cfg.filter))?;
     let filter = filter_value(fmt, vsi.vlan, vsi.mac, vsi.gid)?;
     args.push(("hints".into(), hints.as_str().into()));
     args.push(("filter".into(), filter));
-    if mode == Mode::Assoc {
+    if mode.asks_resources() {
         if let Some(oui) = vsi.oui.filter(|o| o.is_cisco()) {
             for item in cisco_oui_items(oui)? {
                 args.push(("oui".into(), item));

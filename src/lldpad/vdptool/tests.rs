@@ -273,3 +273,58 @@ fn refusals_are_classified_once() {
     );
     assert_eq!(Refusal::Busy.text(), "FAILED: VSI association in progress");
 }
+
+#[test]
+fn migration_requests_carry_their_mode_hint_and_oui() {
+    use crate::config::Hints;
+    let oui = Oui {
+        oui_id: "cisco".into(),
+        vm_name: Some("vm-1".into()),
+        ..Default::default()
+    };
+    let v = VsiArgs {
+        uuid: "7af441dd-253b-4772-8cf1-a4cfef18efe5",
+        mac: "fa:16:3e:00:00:01",
+        gid: 20000,
+        vlan: 0,
+        oui: Some(&oui),
+    };
+    let pre = request_command_hinted("IF", &cfg(), Mode::PreassocRr, &v, true, Hints::None)
+        .unwrap()
+        .argv()
+        .join(" ");
+    assert_eq!(
+        pre,
+        "vdptool -T -i IF -W -V preassoc-rr -c mode=preassoc-rr -c mgrid2=0 -c typeid=0 \
+         -c typeidver=0 -c uuid=7af441dd-253b-4772-8cf1-a4cfef18efe5 -c hints=none \
+         -c filter=0-fa:16:3e:00:00:01-20000 -c oui=cisco,vm_name=vm-1"
+    );
+    let pre = request_command_hinted("IF", &cfg(), Mode::Preassoc, &v, false, Hints::None).unwrap();
+    assert!(pre
+        .argv()
+        .join(" ")
+        .contains("-V preassoc -c mode=preassoc "));
+    // The datagram names the mode's TLV id (lldpad: 1 preassoc, 2 with RR).
+    let d = |m: Mode| {
+        request_command_hinted("IF", &cfg(), m, &v, false, Hints::To)
+            .unwrap()
+            .datagram()
+            .unwrap()
+    };
+    assert!(
+        d(Mode::Preassoc).contains("mode0008preassoc"),
+        "{}",
+        d(Mode::Preassoc)
+    );
+    assert!(d(Mode::PreassocRr).contains("mode000bpreassoc-rr"));
+    assert!(d(Mode::Assoc).contains("hints0002to"), "{}", d(Mode::Assoc));
+    let from = request_command_hinted("IF", &cfg(), Mode::Deassoc, &v, false, Hints::From)
+        .unwrap()
+        .argv()
+        .join(" ");
+    assert!(from.contains("-c hints=from"), "{from}");
+    assert!(
+        !from.contains("oui="),
+        "a deassociate carries no OUI: {from}"
+    );
+}
