@@ -154,24 +154,19 @@ pub enum VmNotice {
     Bulk(Vec<VmPort>),
 }
 
-/// Where taking the controller's stored uplink after a (re)start stands
-/// (the original's `restart_uplink_called` and its in-progress guard).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RestartStage {
-    /// `request_uplink_info` not answered yet: the uplink task waits.
-    Waiting,
-    /// Answered with an uplink but no veth: its port and flows are being
-    /// removed from the external bridge.
-    Running,
-    /// Done (`restart_uplink_called`).
-    Done,
-}
-
-/// The uplink's stage (the original's `uplink_det_compl` and
-/// `process_uplink_ongoing`, which were never both set outside the queue
-/// worker's own processing).
+/// Where the uplink stands: the original's `restart_uplink_called`,
+/// `uplink_det_compl` and `process_uplink_ongoing` as one stage. They were
+/// never independent: nothing is detected before the stored uplink is
+/// taken after a (re)start, and the uplink is set up only by the queue
+/// worker while an uplink message is in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum UplinkStage {
+    /// After start: `request_uplink_info` not answered yet; the uplink
+    /// task waits (`restart_uplink_called` false).
+    AwaitingStored,
+    /// Answered with an uplink but no veth: its port and flows are being
+    /// removed from the external bridge.
+    RemovingStale,
     /// No uplink set up, nothing in flight.
     NotReady,
     /// An uplink up/down message is queued or being processed
@@ -183,6 +178,13 @@ enum UplinkStage {
 }
 
 impl UplinkStage {
+    /// The original's `restart_uplink_called`: the stored uplink was taken.
+    fn restored(self) -> bool {
+        !matches!(
+            self,
+            UplinkStage::AwaitingStored | UplinkStage::RemovingStale
+        )
+    }
     /// The original's `uplink_det_compl`.
     fn det_compl(self) -> bool {
         matches!(
@@ -216,7 +218,6 @@ enum BulkStage {
 struct MgrState {
     phy_uplink: Option<String>,
     veth_intf: Option<String>,
-    restart: RestartStage,
     uplink: UplinkStage,
     uplink_down_cnt: u32,
     is_os_run: bool,
@@ -288,8 +289,7 @@ impl VdpMgr {
             state: Mutex::new(MgrState {
                 phy_uplink: None,
                 veth_intf: None,
-                restart: RestartStage::Waiting,
-                uplink: UplinkStage::NotReady,
+                uplink: UplinkStage::AwaitingStored,
                 uplink_down_cnt: 0,
                 is_os_run: false,
                 static_uplink_first: true,
@@ -343,7 +343,7 @@ impl VdpMgr {
         MgrStateView {
             phy_uplink: st.phy_uplink.clone(),
             veth_intf: st.veth_intf.clone(),
-            restart_uplink_called: st.restart == RestartStage::Done,
+            restart_uplink_called: st.uplink.restored(),
             uplink_det_compl: st.uplink.det_compl(),
             process_uplink_ongoing: st.uplink.ongoing(),
             uplink_down_cnt: st.uplink_down_cnt,
@@ -520,7 +520,7 @@ impl VdpMgr {
 
     /// `is_uplink_received`: the stored uplink was obtained after start.
     pub fn is_uplink_received(&self) -> bool {
-        self.state.lock().restart == RestartStage::Done
+        self.state.lock().uplink.restored()
     }
 
     /// `dfa_uplink_restart` / `_dfa_uplink_restart`: take the uplink stored
@@ -534,7 +534,7 @@ impl VdpMgr {
     pub fn dfa_uplink_restart(&self, info: &UplinkInfo) {
         {
             let mut st = self.state.lock();
-            if st.restart != RestartStage::Waiting {
+            if st.uplink != UplinkStage::AwaitingStored {
                 return;
             }
             log::info!("Obtained uplink after restart {info:?}");
@@ -544,7 +544,7 @@ impl VdpMgr {
             }
             if info.uplink.is_empty() {
                 log::info!("uplink not discovered yet");
-                st.restart = RestartStage::Done;
+                st.uplink = UplinkStage::NotReady;
                 return;
             }
             if !info.veth_intf.is_empty() {
@@ -555,14 +555,14 @@ impl VdpMgr {
                 );
                 st.phy_uplink = Some(info.uplink.clone());
                 st.veth_intf = Some(info.veth_intf.clone());
-                st.restart = RestartStage::Done;
+                st.uplink = UplinkStage::NotReady;
                 return;
             }
-            st.restart = RestartStage::Running;
+            st.uplink = UplinkStage::RemovingStale;
         }
         log::info!("Error case removing the uplink {} from bridge", info.uplink);
         self.host.delete_uplink_and_flows(&info.uplink);
-        self.state.lock().restart = RestartStage::Done;
+        self.state.lock().uplink = UplinkStage::NotReady;
     }
 }
 

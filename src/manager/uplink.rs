@@ -30,7 +30,7 @@ impl VdpMgr {
 
     /// `vdp_uplink_proc`: one round of uplink detection.
     /// Gates: OpenStack bridges present (checked until first seen), stored
-    /// uplink obtained (`restart_uplink_called`), no uplink message in
+    /// uplink obtained (past `UplinkStage::AwaitingStored`), no uplink message in
     /// flight (`UplinkStage::Ongoing`). Then the detection result drives
     /// the stage: down (debounced in auto mode), none (report "not yet
     /// discovered"), normal (bond check, re-create setup after restart, bulk
@@ -46,10 +46,9 @@ impl VdpMgr {
         }
         let veth = {
             let mut st = self.state.lock();
-            if st.restart != RestartStage::Done || st.uplink.ongoing() {
+            if !st.uplink.restored() || st.uplink.ongoing() {
                 log::debug!(
-                    "Uplink before restart not refreshed yet, states {:?} {:?}",
-                    st.restart,
+                    "Uplink before restart not refreshed yet, stage {:?}",
                     st.uplink
                 );
                 return;
