@@ -132,9 +132,16 @@ impl Shared {
                         }
                     }
                     VdpEventKind::Deassociated | VdpEventKind::Failed => {
-                        let reason = ev.error.clone().unwrap_or_else(|| {
-                            crate::lldpad::vdptool::DEASSOC_NO_REASON.to_string()
-                        });
+                        // The reason as vdptool prints it (what the controller
+                        // is told when the request went through vdptool),
+                        // whichever way the verdict arrives.
+                        let reason = ev
+                            .hints
+                            .and_then(crate::lldpad::clif::vdptool_error_text)
+                            .or_else(|| ev.error.clone())
+                            .unwrap_or_else(|| {
+                                crate::lldpad::vdptool::DEASSOC_NO_REASON.to_string()
+                            });
                         let held = d.vsis().into_iter().find_map(|(r, reply)| {
                             (r.port_uuid == ev.uuid).then_some(reply.vdp_vlan)
                         });
