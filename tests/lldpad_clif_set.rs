@@ -9,7 +9,6 @@
 //! cannot be used (no lldpad where it is created) falls back to vdptool
 //! with the same results.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdp_agent::api::config::VdpConfig;
@@ -17,81 +16,24 @@ use vdp_agent::api::lldpad::clif::{ClifQuery, ClifSet, SetReply};
 use vdp_agent::api::lldpad::vdptool::{self, DEASSOC_NO_REASON};
 use vdp_agent::api::lldpad::vsi::{LldpadDriver, VsiRequest};
 use vdp_agent::api::lldpad::wire::VdpEventKind;
-use vdp_agent::lab::netns::{self, LldpadInstance, LldpadRole, Netns, NsChild, TempDir};
+use vdp_agent::lab::netns::{self, Netns};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vdp-lab");
+mod leaf_station;
+use leaf_station::{LeafStation as Lab, Tags};
 
-struct Lab {
-    // Drop order: processes, namespaces, files.
-    _leaf: NsChild,
-    _station: LldpadInstance,
-    sta: Netns,
-    _lf: Netns,
-    dir: TempDir,
-    sta_if: String,
-}
+const TAGS: Tags = Tags {
+    sta: "pcs",
+    leaf: "pcl",
+    sta_if: "pcS",
+    leaf_if: "pcL",
+    dir: "pc-leaf",
+};
 
 impl Lab {
-    fn new(n: u32) -> Lab {
-        let sta = Netns::create(&netns::unique("pcs", n)).expect("netns");
-        let lf = Netns::create(&netns::unique("pcl", n)).expect("netns");
-        let sta_if = netns::unique("pcS", n);
-        let lf_if = netns::unique("pcL", n);
-        netns::veth(&sta, &sta_if, &lf, &lf_if).expect("veth");
-        let dir = TempDir::new("pc-leaf").expect("temp dir");
-        let ctl = dir.path().join("leaf.sock").display().to_string();
-        let leaf = lf
-            .spawn(
-                &[
-                    BIN,
-                    "leaf",
-                    "--iface",
-                    &lf_if,
-                    "--vlan-pool",
-                    "3001-3010",
-                    "--control",
-                    &ctl,
-                ],
-                &dir.path().join("leaf.log"),
-            )
-            .expect("vdp-lab leaf");
-        let station =
-            LldpadInstance::start(&sta, LldpadRole::Station, &sta_if, dir.path()).expect("lldpad");
-        let lab = Lab {
-            _leaf: leaf,
-            _station: station,
-            sta,
-            _lf: lf,
-            dir,
-            sta_if,
-        };
-        assert!(
-            netns::wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
-                lab.ctl("status").contains("\"ok\":true").then_some(())
-            })
-            .is_some(),
-            "leaf did not come up"
-        );
-        netns::enable_station(&lab.sta, &lab.sta_if).expect("enable station");
-        assert!(netns::wait_evb_bridge(
-            &lab.sta,
-            &lab.sta_if,
-            Duration::from_secs(10)
-        ));
-        lab
+    fn at(n: u32) -> Lab {
+        Lab::new(&TAGS, n)
     }
 
-    fn ctl(&self, cmd: &str) -> String {
-        let out = Command::new(BIN)
-            .args(["leaf-ctl", "--control"])
-            .arg(self.dir.path().join("leaf.sock"))
-            .args(cmd.split_whitespace())
-            .output()
-            .expect("leaf-ctl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// A driver whose queries and requests go over the socket of `ns`.
     fn driver(&self, ns: &str) -> LldpadDriver {
         let runner = Arc::new(self.sta.runner(Duration::from_secs(10)));
         let d = LldpadDriver::new(runner, &self.sta_if, VdpConfig::default());
@@ -171,7 +113,7 @@ fn associate_and_deassociate_over_the_socket_spawn_no_vdptool() {
     if !netns::lldpad_lab_ok() {
         return;
     }
-    let lab = Lab::new(1);
+    let lab = Lab::at(1);
     let d = lab.driver(lab.sta.name());
     let (calls, requests) = scenario(&lab, &d, 0);
     assert_eq!(calls, 0, "no vdptool process");
@@ -216,7 +158,7 @@ fn an_unusable_socket_falls_back_to_vdptool() {
     if !netns::lldpad_lab_ok() {
         return;
     }
-    let lab = Lab::new(2);
+    let lab = Lab::at(2);
     let empty = Netns::create(&netns::unique("pce", 2)).expect("netns");
     let d = lab.driver(empty.name());
     let (calls, requests) = scenario(&lab, &d, 0x20);

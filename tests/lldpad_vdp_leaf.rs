@@ -4,86 +4,27 @@
 //! bridge-initiated deassoc, all seen through the driver's results and
 //! checked with plain `vdptool` listings.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vdp_agent::api::config::VdpConfig;
 use vdp_agent::api::lldpad::vdptool::DEASSOC_NO_REASON;
 use vdp_agent::api::lldpad::vsi::{LldpadDriver, VsiRequest};
-use vdp_agent::lab::netns::{self, LldpadInstance, LldpadRole, Netns, NsChild, TempDir};
+use vdp_agent::lab::netns::{self};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vdp-lab");
+mod leaf_station;
+use leaf_station::{LeafStation as Lab, Tags};
 
-struct Lab {
-    // Drop order: processes, namespaces, files.
-    _leaf: NsChild,
-    _station: LldpadInstance,
-    sta: Netns,
-    _lf: Netns,
-    dir: TempDir,
-    sta_if: String,
-}
+const TAGS: Tags = Tags {
+    sta: "vds",
+    leaf: "vdl",
+    sta_if: "vdS",
+    leaf_if: "vdL",
+    dir: "vd-leaf",
+};
 
 impl Lab {
-    /// `n`: this test's number, so tests of this file can run side by side.
-    fn new(n: u32) -> Lab {
-        let sta = Netns::create(&netns::unique("vds", n)).expect("netns");
-        let lf = Netns::create(&netns::unique("vdl", n)).expect("netns");
-        let sta_if = netns::unique("vdS", n);
-        let lf_if = netns::unique("vdL", n);
-        netns::veth(&sta, &sta_if, &lf, &lf_if).expect("veth");
-        let dir = TempDir::new("vd-leaf").expect("temp dir");
-        let ctl = dir.path().join("leaf.sock").display().to_string();
-        let leaf = lf
-            .spawn(
-                &[
-                    BIN,
-                    "leaf",
-                    "--iface",
-                    &lf_if,
-                    "--vlan-pool",
-                    "3001-3010",
-                    "--control",
-                    &ctl,
-                ],
-                &dir.path().join("leaf.log"),
-            )
-            .expect("vdp-lab leaf");
-        let station =
-            LldpadInstance::start(&sta, LldpadRole::Station, &sta_if, dir.path()).expect("lldpad");
-        let lab = Lab {
-            _leaf: leaf,
-            _station: station,
-            sta,
-            _lf: lf,
-            dir,
-            sta_if,
-        };
-        assert!(
-            netns::wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
-                lab.ctl("status").contains("\"ok\":true").then_some(())
-            })
-            .is_some(),
-            "leaf did not come up"
-        );
-        // Station side as the agent enables it, through exec::Runner.
-        netns::enable_station(&lab.sta, &lab.sta_if).expect("enable station");
-        assert!(netns::wait_evb_bridge(
-            &lab.sta,
-            &lab.sta_if,
-            Duration::from_secs(10)
-        ));
-        lab
-    }
-
-    fn ctl(&self, cmd: &str) -> String {
-        let out = Command::new(BIN)
-            .args(["leaf-ctl", "--control"])
-            .arg(self.dir.path().join("leaf.sock"))
-            .args(cmd.split_whitespace())
-            .output()
-            .expect("leaf-ctl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    fn at(n: u32) -> Lab {
+        Lab::new(&TAGS, n)
     }
 
     fn driver(&self) -> LldpadDriver {
@@ -111,7 +52,7 @@ fn vlans_rejects_keep_reload_and_bridge_deassoc_with_leaf_simulator() {
     if !netns::lldpad_lab_ok() {
         return;
     }
-    let lab = Lab::new(7);
+    let lab = Lab::at(7);
     let d = lab.driver();
 
     // 1. The leaf assigns one VLAN per group.
@@ -231,7 +172,7 @@ fn oui_records_from_the_leaf_parse_exactly() {
     if !netns::lldpad_lab_ok() {
         return;
     }
-    let lab = Lab::new(8);
+    let lab = Lab::at(8);
     let d = lab.driver();
     let oui = |ip: &str, n: u8| Oui {
         oui_id: "cisco".into(),
