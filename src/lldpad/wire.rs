@@ -72,6 +72,10 @@ pub const ERR_TXERR: u32 = 4 << 8;
 /// VDP request mode (the `-V` TLV and the `mode=` value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Pre-associate (live migration destination, `vdp.preassoc: preassoc`).
+    Preassoc,
+    /// Pre-associate with resource reservation (`preassoc-rr`).
+    PreassocRr,
     Assoc,
     Deassoc,
 }
@@ -79,6 +83,8 @@ pub enum Mode {
 impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
+            Mode::Preassoc => "preassoc",
+            Mode::PreassocRr => "preassoc-rr",
             Mode::Assoc => "assoc",
             Mode::Deassoc => "deassoc",
         }
@@ -86,6 +92,8 @@ impl Mode {
     /// The VDP22 TLV id vdptool looks the name up to.
     pub fn tlv_id(self) -> u32 {
         match self {
+            Mode::Preassoc => 1,
+            Mode::PreassocRr => 2,
             Mode::Assoc => 3,
             Mode::Deassoc => 4,
         }

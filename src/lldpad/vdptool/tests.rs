@@ -273,3 +273,35 @@ fn refusals_are_classified_once() {
     );
     assert_eq!(Refusal::Busy.text(), "FAILED: VSI association in progress");
 }
+
+#[test]
+fn preassoc_modes_and_migration_hints_argv() {
+    let v = VsiArgs {
+        uuid: "7af441dd-253b-4772-8cf1-a4cfef18efe5",
+        mac: "fa:16:3e:00:00:01",
+        gid: 20000,
+        vlan: 0,
+        oui: None,
+    };
+    for (mode, name, hints) in [
+        (Mode::Preassoc, "preassoc", "none"),
+        (Mode::PreassocRr, "preassoc-rr", "none"),
+        (Mode::Assoc, "assoc", "to"),
+        (Mode::Deassoc, "deassoc", "from"),
+    ] {
+        let c = VdpConfig {
+            hints: hints.into(),
+            ..cfg()
+        };
+        let a = request_argv("LLDPLeth2", &c, mode, &v, true).unwrap();
+        assert_eq!(
+            a.join(" "),
+            format!(
+                "vdptool -T -i LLDPLeth2 -W -V {name} -c mode={name} -c mgrid2=0 -c typeid=0 \
+                 -c typeidver=0 -c uuid=7af441dd-253b-4772-8cf1-a4cfef18efe5 -c hints={hints} \
+                 -c filter=0-fa:16:3e:00:00:01-20000"
+            )
+        );
+    }
+    assert_eq!((Mode::Preassoc.tlv_id(), Mode::PreassocRr.tlv_id()), (1, 2));
+}
