@@ -156,5 +156,7 @@ pub mod uplink {
 
 /// Controller input checks.
 pub mod validate {
-    pub use crate::validate::{validate_uplink, validate_vm, validate_vm_event};
+    pub use crate::validate::{
+        validate_migration, validate_uplink, validate_vm, validate_vm_event, MigrationPhase,
+    };
 }

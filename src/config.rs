@@ -101,6 +101,8 @@ pub struct VdpConfig {
     pub vsiidfrmt: u32,
     pub hints: String,
     pub filter: u32,
+    /// `preassoc` or `preassoc-rr` (live migration, docs/protocol.md).
+    pub preassoc: String,
     /// VSI refresh period.
     pub sync_timeout_s: u64,
 }
@@ -173,6 +175,15 @@ impl VdpConfig {
     /// every other key); code reads the value.
     pub fn hints_value(&self) -> Option<Hints> {
         Hints::parse(&self.hints)
+    }
+    /// `vdp.preassoc`: `Some(true)` for `preassoc-rr` (with resource
+    /// reservation), `Some(false)` for `preassoc`, `None` when refused.
+    pub fn preassoc_rr(&self) -> Option<bool> {
+        match self.preassoc.as_str() {
+            "preassoc-rr" => Some(true),
+            "preassoc" => Some(false),
+            _ => None,
+        }
     }
     /// `vdp.filter` as a value; `None` for a number `validate` refuses.
     pub fn filter_format(&self) -> Option<FilterFormat> {
@@ -261,6 +272,7 @@ impl Default for VdpConfig {
             typeidver: 0,
             vsiidfrmt: 5,
             hints: "none".into(),
+            preassoc: "preassoc-rr".into(),
             filter: 4,
             sync_timeout_s: 30,
         }
@@ -462,6 +474,9 @@ impl Config {
         if self.vdp.hints_value().is_none() {
             return bad("vdp.hints", "must be one of none, to, from");
         }
+        if self.vdp.preassoc_rr().is_none() {
+            return bad("vdp.preassoc", "must be preassoc or preassoc-rr");
+        }
         if self.vdp.filter_format().is_none() {
             return bad("vdp.filter", "must be 1..4");
         }
@@ -593,6 +608,7 @@ mod tests {
         assert_eq!(c.uplink.static_uplink.as_deref(), Some("eth2"));
         assert_eq!(c.vdp.sync_timeout_s, 5);
         assert_eq!(c.vdp.hints, "none");
+        assert_eq!(c.vdp.preassoc_rr(), Some(true));
     }
 
     #[test]
@@ -600,6 +616,7 @@ mod tests {
         for (y, key) in [
             ("server:\n  url: ftp://x\n", "server.url"),
             ("vdp:\n  hints: maybe\n", "vdp.hints"),
+            ("vdp:\n  preassoc: assoc\n", "vdp.preassoc"),
             ("vdp:\n  filter: 9\n", "vdp.filter"),
             ("uplink:\n  static: 'eth2 x'\n", "uplink.static"),
             ("log:\n  level: loud\n", "log.level"),

@@ -427,3 +427,86 @@ pub fn validate_uplink(v: &Value) -> Result<UplinkInfo, UplinkRejection> {
 
 #[cfg(test)]
 mod tests;
+
+/// Phase of a `vm_migration` event (docs/protocol.md, live migration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationPhase {
+    /// Destination: the port is about to arrive (inactive binding).
+    Arriving,
+    /// Destination: the binding was activated.
+    Arrived,
+    /// Destination: the migration was aborted.
+    Aborted,
+    /// Source: the port left this host.
+    Left,
+}
+
+impl MigrationPhase {
+    /// The `vm_info` status the phase implies (up on arrival, down otherwise).
+    pub fn status(self) -> PortStatus {
+        match self {
+            MigrationPhase::Arriving | MigrationPhase::Arrived => PortStatus::Up,
+            MigrationPhase::Aborted | MigrationPhase::Left => PortStatus::Down,
+        }
+    }
+}
+
+/// Validate a `vm_migration` payload: a VM object plus `phase`
+/// (`arriving`, `arrived`, `aborted`, `left`). `status` may be absent (the
+/// phase implies it); when present it must agree with the phase.
+pub fn validate_migration(payload: &Value) -> Result<(MigrationPhase, VmPort), VmRejection> {
+    let obj = match payload {
+        Value::Object(o) => o,
+        other => {
+            return Err(VmRejection {
+                port_uuid: None,
+                status: None,
+                field: "payload".into(),
+                reason: format!("not a migration object: {}", show(other)),
+            })
+        }
+    };
+    let port_uuid = obj
+        .get("port_uuid")
+        .and_then(Value::as_str)
+        .filter(|s| is_uuid(s))
+        .map(String::from);
+    let phase = match obj.get("phase").and_then(Value::as_str) {
+        Some("arriving") => MigrationPhase::Arriving,
+        Some("arrived") => MigrationPhase::Arrived,
+        Some("aborted") => MigrationPhase::Aborted,
+        Some("left") => MigrationPhase::Left,
+        _ => {
+            return Err(VmRejection {
+                port_uuid,
+                status: None,
+                field: "phase".into(),
+                reason: format!(
+                    "not arriving/arrived/aborted/left: {}",
+                    show(obj.get("phase").unwrap_or(&Value::Null))
+                ),
+            })
+        }
+    };
+    let want = match phase.status() {
+        PortStatus::Up => "up",
+        PortStatus::Down => "down",
+    };
+    let mut vm = obj.clone();
+    vm.remove("phase");
+    match vm.get("status") {
+        None | Some(Value::Null) => {
+            vm.insert("status".into(), Value::from(want));
+        }
+        Some(Value::String(s)) if s == want => {}
+        Some(other) => {
+            return Err(VmRejection {
+                port_uuid,
+                status: Some(phase.status()),
+                field: "status".into(),
+                reason: format!("disagrees with phase: {}", show(other)),
+            })
+        }
+    }
+    validate_vm(&Value::Object(vm)).map(|p| (phase, p))
+}

@@ -237,3 +237,62 @@ fn topology_starts_first_and_refused_reports_are_sent_again() {
         .contains(&LinkCall::SaveTopoDiscParams("eth9".into())));
     d.stop();
 }
+
+/// `vm_migration` events (docs/protocol.md): until the manager
+/// pre-associates, `arriving` is only logged, `arrived` is handled as a VM
+/// up and `left`/`aborted` as a VM down (here before the uplink is ready,
+/// so they are answered as such a VM event is: CREATE:FAIL / DELETE:FAIL),
+/// and a bad phase is rejected naming the field.
+#[test]
+fn migration_events_act_as_vm_up_and_down() {
+    let dir = Dir(std::env::temp_dir().join(format!("co-daemon-mig-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let host = FakeHost::new();
+    *host.bridges.lock() = false;
+    let link = Arc::new(FakeLink::default());
+    let phase = |port: &str, phase: &str| {
+        let mut v = vm(port, "up");
+        v.as_object_mut().unwrap().remove("status");
+        v["phase"] = json!(phase);
+        v
+    };
+    link.events.lock().extend([
+        ev(1, "vm_migration", phase(P1, "arriving")),
+        ev(2, "vm_migration", phase(P2, "arrived")),
+        ev(3, "vm_migration", phase(P3, "left")),
+        ev(4, "vm_migration", phase(P4, "teleported")),
+    ]);
+    let d = Daemon::start(
+        config(&dir.0),
+        host.clone(),
+        link.clone(),
+        RunOptions::default(),
+    )
+    .unwrap();
+    wait_until("all events acknowledged", || {
+        link.polled.lock().last() == Some(&4)
+    });
+    wait_until("migrations answered", || {
+        [P2, P3, P4].iter().all(|p| !link.results_for(p).is_empty())
+    });
+    let result_of = |p: &str| match link.results_for(p).first() {
+        Some(LinkCall::UpdateVmResult {
+            result,
+            fail_reason,
+            ..
+        }) => (*result, fail_reason.clone().unwrap_or_default()),
+        other => panic!("{p}: {other:?}"),
+    };
+    assert!(link.results_for(P1).is_empty(), "arriving is only logged");
+    let (r, why) = result_of(P2);
+    assert_eq!(r, VmResult::CreateFail);
+    assert!(why.contains("Uplink Port Event not received yet"), "{why}");
+    let (r, why) = result_of(P3);
+    assert_eq!(r, VmResult::DeleteFail);
+    assert!(why.contains("Uplink Port Event not received yet"), "{why}");
+    let (r, why) = result_of(P4);
+    assert_eq!(r, VmResult::CreateFail);
+    assert!(why.contains("phase"), "{why}");
+    assert!(host.calls().iter().all(|c| c.port().is_none()));
+    d.stop();
+}

@@ -265,6 +265,7 @@ proptest! {
             let _ = vdp_agent::api::controller::parse_uplink_result(&v);
             let _ = vdp_agent::api::validate::validate_vm(&v);
             let _ = vdp_agent::api::validate::validate_vm_event(&v);
+            let _ = vdp_agent::api::validate::validate_migration(&v);
             let _ = vdp_agent::api::validate::validate_uplink(&v);
             let wrapped = json!({"events": [{"seq": after, "type": "vm_info", "payload": v}]});
             let _ = vdp_agent::api::controller::parse_events(&wrapped, after / 2);
@@ -277,8 +278,24 @@ proptest! {
             if let Ok(v) = serde_json::from_slice::<Value>(&b) {
                 let _ = vdp_agent::api::controller::parse_events(&v, 0);
                 let _ = vdp_agent::api::validate::validate_vm_event(&v);
+                let _ = vdp_agent::api::validate::validate_migration(&v);
             }
         });
+    }
+
+    #[test]
+    fn migration_payloads(
+        phase in "(arriving|arrived|aborted|left|[a-z]{0,9})",
+        status in prop_oneof![Just(Value::Null), Just(json!("up")), Just(json!("down")), json_value()],
+        extra in json_value(),
+    ) {
+        let v = json!({"phase": phase, "status": status, "extra": extra,
+            "port_uuid": "0b9a1c6e-8a56-4c3e-9f6f-2f7d1a0b1c2d", "vm_mac": "fa:16:3e:00:00:01",
+            "net_uuid": "7e1c0f7a-1111-4c3e-9f6f-2f7d1a0b1c2d", "segmentation_id": 30001});
+        let r = timed(|| vdp_agent::api::validate::validate_migration(&v));
+        if let Ok((p, port)) = r {
+            prop_assert_eq!(port.status, p.status());
+        }
     }
 
     #[test]

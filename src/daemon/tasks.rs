@@ -121,6 +121,20 @@ pub(crate) fn dispatch_event(mgr: &VdpMgr, ev: &ControllerEvent) {
             Ok(info) => mgr.dfa_uplink_restart(&info),
             Err(e) => log::warn!("rejected uplink event seq {}: {e}", ev.seq),
         },
+        "vm_migration" => match validate::validate_migration(&ev.payload) {
+            // Until the manager pre-associates (issue 15), `arriving` is
+            // only logged and the other phases act as plain VM up/down.
+            Ok((validate::MigrationPhase::Arriving, vm)) => log::info!(
+                "vm_migration seq {}: port {} arriving (no pre-association yet)",
+                ev.seq,
+                vm.port_uuid
+            ),
+            Ok((_, vm)) => {
+                crate::metrics::vm_event_received(&vm.port_uuid);
+                mgr.vdp_vm_event(VmNotice::Single(vm))
+            }
+            Err(rej) => reject_vm(mgr, ev.seq, &rej),
+        },
         "ip_rule" => log::debug!("ignoring ip_rule event seq {}", ev.seq),
         other => log::warn!(
             "ignoring controller event seq {} of unknown type {:?}",

@@ -75,7 +75,9 @@ pub const ERR_TXERR: u32 = 4 << 8;
 /// are what a live migration's destination sends ahead of the switchover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Pre-associate (live migration destination, `vdp.preassoc: preassoc`).
     Preassoc,
+    /// Pre-associate with resource reservation (`preassoc-rr`).
     PreassocRr,
     Assoc,
     Deassoc,

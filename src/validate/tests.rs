@@ -300,3 +300,52 @@ fn uplink_object() {
         assert!(e.to_string().contains(field));
     }
 }
+
+fn migration(phase: &str) -> Value {
+    let mut v = without("status");
+    v.as_object_mut()
+        .unwrap()
+        .insert("phase".into(), Value::from(phase));
+    v
+}
+
+#[test]
+fn migration_phases_imply_status() {
+    for (p, phase, status) in [
+        ("arriving", MigrationPhase::Arriving, PortStatus::Up),
+        ("arrived", MigrationPhase::Arrived, PortStatus::Up),
+        ("aborted", MigrationPhase::Aborted, PortStatus::Down),
+        ("left", MigrationPhase::Left, PortStatus::Down),
+    ] {
+        let (got, port) = validate_migration(&migration(p)).unwrap();
+        assert_eq!(got, phase);
+        assert_eq!(port.status, status);
+        assert_eq!(port.port_uuid, PORT);
+        assert_eq!(port.vm_mac, "fa:16:3e:aa:bb:01");
+    }
+}
+
+#[test]
+fn migration_rejects_bad_phase_and_disagreeing_status() {
+    let e = validate_migration(&migration("teleport")).unwrap_err();
+    assert_eq!(e.field, "phase");
+    assert_eq!(e.port_uuid.as_deref(), Some(PORT));
+    let mut v = migration("left");
+    v.as_object_mut()
+        .unwrap()
+        .insert("status".into(), Value::from("up"));
+    let e = validate_migration(&v).unwrap_err();
+    assert_eq!(e.field, "status");
+    let mut v = migration("arrived");
+    v.as_object_mut()
+        .unwrap()
+        .insert("status".into(), Value::from("up"));
+    assert!(validate_migration(&v).is_ok());
+    let e = validate_migration(&json!([1])).unwrap_err();
+    assert_eq!(e.field, "payload");
+    let mut v = migration("arriving");
+    v.as_object_mut()
+        .unwrap()
+        .insert("vm_mac".into(), Value::from("nope"));
+    assert_eq!(validate_migration(&v).unwrap_err().field, "vm_mac");
+}

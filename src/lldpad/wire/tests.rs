@@ -217,3 +217,21 @@ fn status_texts() {
     assert_eq!(classify("deassoc", 0), VdpEventKind::Deassociated);
     assert_eq!(classify("preassoc", 0), VdpEventKind::Associated);
 }
+
+#[test]
+fn preassoc_datagrams_carry_their_tlv_and_mode() {
+    let cfg = VdpConfig::default();
+    for (mode, tlv, name) in [
+        (Mode::Preassoc, "00000001", "04mode0008preassoc"),
+        (Mode::PreassocRr, "00000002", "04mode000bpreassoc-rr"),
+    ] {
+        let mut args = key_args(&cfg, mode, U);
+        args.extend(kv(&[
+            ("hints", "to"),
+            ("filter", "0-fa:16:3e:00:00:01-20000"),
+        ]));
+        let d = Command::set("eth0", mode, true, args).datagram().unwrap();
+        assert!(d.contains(&format!("04eth002{tlv}{name}06mgrid2")), "{d}");
+        assert!(d.contains("05hints0002to06filter"), "{d}");
+    }
+}
