@@ -43,6 +43,16 @@ impl Drop for Dir {
     }
 }
 
+/// A fresh state directory and fakes whose bridges are missing, so the
+/// uplink task stays idle: what every daemon test here starts from.
+fn idle_parts(tag: &str) -> (Dir, Arc<FakeHost>, Arc<FakeLink>) {
+    let dir = Dir(std::env::temp_dir().join(format!("{tag}-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let host = FakeHost::new();
+    *host.bridges.lock() = false;
+    (dir, host, Arc::new(FakeLink::default()))
+}
+
 fn config(dir: &std::path::Path) -> Config {
     let mut cfg = Config {
         host_id: Some("co-host".into()),
@@ -64,11 +74,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn events_are_validated_dispatched_and_acknowledged() {
-    let dir = Dir(std::env::temp_dir().join(format!("co-daemon-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    let host = FakeHost::new();
-    *host.bridges.lock() = false; // keep the uplink task idle
-    let link = Arc::new(FakeLink::default());
+    let (dir, host, link) = idle_parts("co-daemon");
     link.uplink_info.lock().push_back(Err(LinkError::transport(
         "request_uplink_info",
         "controller down",
@@ -213,16 +219,12 @@ fn events_are_validated_dispatched_and_acknowledged() {
 /// the controller answers `false` is handed back for the next round.
 #[test]
 fn topology_starts_first_and_refused_reports_are_sent_again() {
-    let dir = Dir(std::env::temp_dir().join(format!("co-daemon-topo-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    let host = FakeHost::new();
-    *host.bridges.lock() = false;
+    let (dir, host, link) = idle_parts("co-daemon-topo");
     host.topo_reports.lock().push(TopoReport {
         protocol_interface: "eth9".into(),
         phy_interface: "eth9".into(),
         ..TopoReport::default()
     });
-    let link = Arc::new(FakeLink::default());
     *link.topo_refuse.lock() = true;
     let mut cfg = config(&dir.0);
     cfg.intervals.topo_disc_s = 1;
@@ -245,11 +247,7 @@ fn topology_starts_first_and_refused_reports_are_sent_again() {
 /// and a bad phase is rejected naming the field.
 #[test]
 fn migration_events_act_as_vm_up_and_down() {
-    let dir = Dir(std::env::temp_dir().join(format!("co-daemon-mig-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    let host = FakeHost::new();
-    *host.bridges.lock() = false;
-    let link = Arc::new(FakeLink::default());
+    let (dir, host, link) = idle_parts("co-daemon-mig");
     let phase = |port: &str, phase: &str| {
         let mut v = vm(port, "up");
         v.as_object_mut().unwrap().remove("status");

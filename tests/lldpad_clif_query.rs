@@ -317,39 +317,28 @@ fn set_datagrams_are_vdptools_byte_for_byte() {
         oui,
     };
     use vdp_agent::api::config::Hints;
-    use vdptool::{request_command_hinted as hinted, Mode};
-    for cmd in [
-        vdptool::request_command("eth0", &cfg, Mode::Assoc, &vsi(Some(&oui)), false),
-        vdptool::request_command("eth0", &cfg, Mode::Assoc, &vsi(None), false),
-        vdptool::request_command("eth0", &cfg, Mode::Deassoc, &vsi(None), false),
-        // A live migration's requests: pre-associations at the destination,
-        // its associate with hint `to`, the source's deassociate with `from`.
-        hinted(
+    use vdptool::{request_command_hinted, Mode};
+    // (mode, with the OUI, hint): the agent's requests, then a live
+    // migration's: pre-associations at the destination, its associate with
+    // hint `to`, the source's deassociate with `from`.
+    let cases = [
+        (Mode::Assoc, true, Hints::None),
+        (Mode::Assoc, false, Hints::None),
+        (Mode::Deassoc, false, Hints::None),
+        (Mode::Preassoc, true, Hints::None),
+        (Mode::PreassocRr, true, Hints::None),
+        (Mode::Assoc, true, Hints::To),
+        (Mode::Deassoc, false, Hints::From),
+    ];
+    for (mode, with_oui, hint) in cases {
+        let cmd = request_command_hinted(
             "eth0",
             &cfg,
-            Mode::Preassoc,
-            &vsi(Some(&oui)),
+            mode,
+            &vsi(with_oui.then_some(&oui)),
             false,
-            Hints::None,
-        ),
-        hinted(
-            "eth0",
-            &cfg,
-            Mode::PreassocRr,
-            &vsi(Some(&oui)),
-            false,
-            Hints::None,
-        ),
-        hinted(
-            "eth0",
-            &cfg,
-            Mode::Assoc,
-            &vsi(Some(&oui)),
-            false,
-            Hints::To,
-        ),
-        hinted("eth0", &cfg, Mode::Deassoc, &vsi(None), false, Hints::From),
-    ] {
+            hint,
+        );
         let cmd = cmd.unwrap();
         let argv = cmd.argv();
         let mut child = ns

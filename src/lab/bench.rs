@@ -176,7 +176,8 @@ pub fn bench_port(index: u32, nets: u32) -> BenchPort {
     }
 }
 
-fn ports_of(o: &Opts) -> Res<Vec<BenchPort>> {
+/// `--first`, `--count`, `--nets` of a phase, bounded.
+fn port_range(o: &Opts) -> Res<(u32, u32, u32)> {
     let first: u32 = o.num("first", Some(0))?;
     let count: u32 = o.num("count", None)?;
     let nets: u32 = o.num("nets", None)?;
@@ -185,6 +186,11 @@ fn ports_of(o: &Opts) -> Res<Vec<BenchPort>> {
             "need 1 <= nets <= 4000, count/first <= 60000".into(),
         ));
     }
+    Ok((first, count, nets))
+}
+
+fn ports_of(o: &Opts) -> Res<Vec<BenchPort>> {
+    let (first, count, nets) = port_range(o)?;
     Ok((first..first + count)
         .map(|i| bench_port(i, nets))
         .collect())

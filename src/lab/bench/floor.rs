@@ -81,14 +81,7 @@ fn request(
 
 pub(super) fn cmd_floor(o: &Opts) -> Res<()> {
     let iface = o.need("iface")?.to_string();
-    let first: u32 = o.num("first", Some(0))?;
-    let count: u32 = o.num("count", None)?;
-    let nets: u32 = o.num("nets", None)?;
-    if nets == 0 || nets > 4000 || count > 60000 || first > 60000 {
-        return Err(BenchError::Usage(
-            "need 1 <= nets <= 4000, count/first <= 60000".into(),
-        ));
-    }
+    let (first, count, nets) = port_range(o)?;
     let via_name = o.get("via").unwrap_or("socket").to_string();
     let via = match via_name.as_str() {
         "socket" => Via::Socket(ClifSet::new()),

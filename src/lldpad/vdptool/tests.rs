@@ -18,6 +18,17 @@ fn query_and_list_argv() {
     );
 }
 
+/// The VSI of the argv tests (VLAN field 0, as a first associate sends it).
+fn vsi(oui: Option<&Oui>) -> VsiArgs<'_> {
+    VsiArgs {
+        uuid: "7af441dd-253b-4772-8cf1-a4cfef18efe5",
+        mac: "fa:16:3e:00:00:01",
+        gid: 20000,
+        vlan: 0,
+        oui,
+    }
+}
+
 #[test]
 fn assoc_argv_with_cisco_oui() {
     let oui = Oui {
@@ -27,13 +38,7 @@ fn assoc_argv_with_cisco_oui() {
         ip_addr: Some("10.0.0.5".parse().unwrap()),
         ..Default::default()
     };
-    let v = VsiArgs {
-        uuid: "7af441dd-253b-4772-8cf1-a4cfef18efe5",
-        mac: "fa:16:3e:00:00:01",
-        gid: 20000,
-        vlan: 0,
-        oui: Some(&oui),
-    };
+    let v = vsi(Some(&oui));
     let a = request_argv("LLDPLeth2", &cfg(), Mode::Assoc, &v, true).unwrap();
     assert_eq!(
             a.join(" "),
@@ -282,13 +287,7 @@ fn migration_requests_carry_their_mode_hint_and_oui() {
         vm_name: Some("vm-1".into()),
         ..Default::default()
     };
-    let v = VsiArgs {
-        uuid: "7af441dd-253b-4772-8cf1-a4cfef18efe5",
-        mac: "fa:16:3e:00:00:01",
-        gid: 20000,
-        vlan: 0,
-        oui: Some(&oui),
-    };
+    let v = vsi(Some(&oui));
     let pre = request_command_hinted("IF", &cfg(), Mode::PreassocRr, &v, true, Hints::None)
         .unwrap()
         .argv()
