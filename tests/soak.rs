@@ -166,25 +166,44 @@ impl Drop for Pinger {
     }
 }
 
-/// Longest gap between consecutive replies inside [from, to] (the
-/// blackout), when it began (offset from `from`), and the replies lost in
-/// the window.
-fn gap(replies: &[(Instant, u64)], from: Instant, to: Instant) -> (Duration, Duration, u64) {
+/// What one pinger's replies inside a window show.
+struct Gaps {
+    /// The longest gap between consecutive replies (the blackout).
+    worst: Duration,
+    /// When it began (offset from the window's start).
+    began: Duration,
+    /// Replies lost in the window.
+    lost: u64,
+    /// Where they were lost: (offset from the window's start of the reply
+    /// after the hole, pings missing there).
+    holes: Vec<(Duration, u64)>,
+}
+
+/// The replies inside [from, to]; a hole is a jump in icmp_seq.
+fn gap(replies: &[(Instant, u64)], from: Instant, to: Instant) -> Gaps {
     let inside: Vec<&(Instant, u64)> = replies
         .iter()
         .filter(|(t, _)| *t >= from && *t <= to)
         .collect();
-    let (mut worst, mut began) = (Duration::ZERO, Duration::ZERO);
-    let mut lost = 0;
+    let mut g = Gaps {
+        worst: Duration::ZERO,
+        began: Duration::ZERO,
+        lost: 0,
+        holes: Vec::new(),
+    };
     for w in inside.windows(2) {
         let d = w[1].0.duration_since(w[0].0);
-        if d > worst {
-            worst = d;
-            began = w[0].0.duration_since(from);
+        if d > g.worst {
+            g.worst = d;
+            g.began = w[0].0.duration_since(from);
         }
-        lost += w[1].1.saturating_sub(w[0].1 + 1);
+        let missing = w[1].1.saturating_sub(w[0].1 + 1);
+        if missing > 0 {
+            g.lost += missing;
+            g.holes.push((w[1].0.duration_since(from), missing));
+        }
     }
-    (worst, began, lost)
+    g
 }
 
 /// The flow sampler with a target that follows the VLANs (20 Hz).
@@ -570,8 +589,22 @@ fn soak() {
                         continue;
                     }
                     let r = p.replies.lock().unwrap().clone();
-                    let (g, began, lost) = gap(&r, measured_from[i], quiet);
+                    let Gaps {
+                        worst: g,
+                        began,
+                        lost,
+                        holes,
+                    } = gap(&r, measured_from[i], quiet);
                     let began = began + measured_from[i].duration_since(t0);
+                    for (at, k) in holes {
+                        let at = at + measured_from[i].duration_since(t0);
+                        eprintln!(
+                            "soak #{n} {}: {} lost {k} ping(s) before +{:.2} s",
+                            fault.name(),
+                            vms[i].name,
+                            at.as_secs_f64()
+                        );
+                    }
                     each.push(format!(
                         "{} {:.0} ms at {:.2} s",
                         vms[i].name,
