@@ -35,6 +35,8 @@ pub enum ThreadName {
     FlowCheck,
     TopoDisc,
     ResultRetry,
+    /// The delivery round's extra senders (scoped to one round).
+    ResultSend,
     StatusServer,
     StatusClient,
     MetricsServer,
@@ -49,7 +51,7 @@ pub enum ThreadName {
 }
 
 impl ThreadName {
-    pub const ALL: [ThreadName; 20] = [
+    pub const ALL: [ThreadName; 21] = [
         ThreadName::QueueWorker,
         ThreadName::ErrQueue,
         ThreadName::UplinkDetect,
@@ -61,6 +63,7 @@ impl ThreadName {
         ThreadName::FlowCheck,
         ThreadName::TopoDisc,
         ThreadName::ResultRetry,
+        ThreadName::ResultSend,
         ThreadName::StatusServer,
         ThreadName::StatusClient,
         ThreadName::MetricsServer,
@@ -85,6 +88,7 @@ impl ThreadName {
             ThreadName::FlowCheck => "flow-check",
             ThreadName::TopoDisc => "topo-disc",
             ThreadName::ResultRetry => "result-retry",
+            ThreadName::ResultSend => "result-send",
             ThreadName::StatusServer => "status-server",
             ThreadName::StatusClient => "status-client",
             ThreadName::MetricsServer => "metrics-server",
