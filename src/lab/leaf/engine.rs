@@ -305,8 +305,7 @@ impl Leaf {
                 Handled::Reply(r, k) => (Some(r), k),
                 Handled::Silent(k) => (None, k),
             };
-            let names = self.port_names();
-            log_vsi(&names[port], req, reply.as_ref(), kind, &names);
+            log_vsi(&self.ports, port, req, reply.as_ref(), kind);
             match (kind, reply.is_some()) {
                 (Kind::Assoc | Kind::Moved(_), _) => {
                     self.stats.assoc += 1;
@@ -481,7 +480,9 @@ impl Leaf {
     }
 }
 
-fn log_vsi(port: &str, req: &VsiTlv, reply: Option<&VsiTlv>, kind: Kind, names: &[String]) {
+fn log_vsi(ports: &[Port], i: usize, req: &VsiTlv, reply: Option<&VsiTlv>, kind: Kind) {
+    let name = |i: usize| ports.get(i).map_or("?", |p| p.local.ifname.as_str());
+    let port = name(i);
     let id = vdp::id_text(req.id_fmt, &req.id);
     let first = |t: &VsiTlv| t.entries.first().map(|e| (e.gid, e.vlan()));
     let hints = vdp::hints_text(req.status);
@@ -493,7 +494,7 @@ fn log_vsi(port: &str, req: &VsiTlv, reply: Option<&VsiTlv>, kind: Kind, names: 
             first(req),
             r.status,
             first(r),
-            names.get(from).map_or("?", String::as_str)
+            name(from)
         ),
         (_, Some(r)) => log::info!(
             "{port}: {} {id} (hints {hints}) {:?} -> status {:#04x} {:?}",

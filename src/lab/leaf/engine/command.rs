@@ -58,6 +58,7 @@ impl Leaf {
                     .iter()
                     .map(|(_, _, t)| vdp::id_text(t.id_fmt, &t.id))
                     .collect();
+                uuids.sort();
                 uuids.dedup();
                 self.queue_unsolicited(now, list);
                 self.count_moves();
