@@ -5,7 +5,8 @@
 //!   (not forwarding) with hint `to`, then assoc, with the group's VLAN;
 //! - `a_vsi_moves_between_ports_as_a_live_migration_does`: associated on
 //!   port 1, pre-associated (`to`) and associated on port 2, deassociated
-//!   on port 1: the leaf moved it and freed the old copy; then
+//!   on port 1: the leaf moved it and freed the old copy, and its gateway
+//!   answered ARP on the port that forwarded at each step; then
 //!   moved back without a deassociate: the move timer frees the old copy
 //!   (unsolicited DEASSOC, the station drops it).
 //!
@@ -13,7 +14,8 @@
 
 use serde_json::Value;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use vdp_agent::lab::leaf::{gateway, socket};
 use vdp_agent::lab::netns::{self, LldpadInstance, LldpadRole, Netns, NsChild, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vdp-lab");
@@ -156,6 +158,48 @@ impl Lab {
     fn port(&self, h: usize) -> String {
         self.hosts[h].port.clone()
     }
+
+    /// Whether the leaf's gateway 10.0.0.1 answers a tagged ARP request
+    /// sent from host `h` on `vlan` (within 1 s).
+    fn gateway_answers(&self, h: usize, vlan: u16) -> bool {
+        let ifn = self.hosts[h].ifname.clone();
+        self.hosts[h]
+            .ns
+            .run_in("lm-vm", move || {
+                let s = socket::PacketSocket::open(&ifn, &[]).unwrap();
+                let me = socket::iface_mac(&ifn).unwrap();
+                let mut f = vec![0xff; 6];
+                f.extend_from_slice(&me);
+                f.extend_from_slice(&[0x81, 0x00]);
+                f.extend_from_slice(&vlan.to_be_bytes());
+                f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+                f.extend_from_slice(&me);
+                f.extend_from_slice(&[10, 0, 0, 5, 0, 0, 0, 0, 0, 0, 10, 0, 0, 1]);
+                f.resize(64, 0);
+                s.send(&f).unwrap();
+                let t0 = Instant::now();
+                let mut buf = vec![0u8; 2048];
+                while t0.elapsed() < Duration::from_secs(1) {
+                    match s.recv(&mut buf).unwrap() {
+                        Some(m) if !m.outgoing => {
+                            let fr = &buf[..m.len];
+                            let (v, fr) = match gateway::strip_inline_tag(fr) {
+                                Some((v, u)) => (Some(v), u),
+                                None => (m.vlan, fr.to_vec()),
+                            };
+                            if v == Some(vlan) && fr[12..14] == [0x08, 0x06] && fr[20..22] == [0, 2]
+                            {
+                                return true;
+                            }
+                        }
+                        Some(_) => {}
+                        None => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+                false
+            })
+            .unwrap()
+    }
 }
 
 impl Drop for Lab {
@@ -244,6 +288,11 @@ fn a_vsi_moves_between_ports_as_a_live_migration_does() {
             row(&p2, "preassoc-rr", "to", v)
         ]
     );
+    // the gateway answers where the VSI is associated (the source), not
+    // where it is only pre-associated
+    assert_eq!(lab.ctl(&format!("gateway {GID} 10.0.0.1"))["ok"], true);
+    assert!(lab.gateway_answers(0, v));
+    assert!(!lab.gateway_answers(1, v));
     let st = lab.ctl("status");
     assert_eq!(st["vsis"][0]["held_mode"], "assoc", "{st}");
     assert_eq!(st["vsis"][0]["forwarding"], true, "{st}");
