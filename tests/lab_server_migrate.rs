@@ -2,7 +2,8 @@
 //! HTTP on 127.0.0.1: the `vm_migration` events each host's poller sees, in
 //! order, with phase and payload, for a completed migration (switchover on
 //! the destination's report, or by the timer), an aborted one (explicit
-//! step), the reports kept apart during a migration, refusals, and the
+//! step, or the destination's failure), the reports kept apart during a
+//! migration, refusals, and the
 //! `vdp-lab port migrate` command line.
 
 use serde_json::{json, Value};
@@ -320,6 +321,16 @@ fn automatic_switchover_by_the_timer_and_abort_at_the_switchover_point() {
     assert_eq!(phase(&h1.poll(5)[0]), ph("aborted", "h1", "down"));
     assert!(h2.poll(1).is_empty());
     assert_eq!(port(&base)["host"], "h2");
+    // a destination that fails to prepare aborts an automatic migration
+    assert_eq!(migrate(&base, json!({"to": "h1"})).0, 200);
+    assert_eq!(phase(&h1.poll(5)[0]), ph("arriving", "h1", "up"));
+    h1.report("CREATE:FAIL", -1, -1);
+    assert_eq!(phase(&h1.poll(5)[0]), ph("aborted", "h1", "down"));
+    assert!(h2.poll(1).is_empty());
+    let p = port(&base);
+    assert_eq!(p["host"], "h2", "{p}");
+    let (_, m) = http("GET", &format!("{base}/admin/ports/{P1}/migrate"), None);
+    assert_eq!(m["dest_report"]["result"], "CREATE:FAIL", "{m}");
 }
 
 fn lab(args: &[&str]) -> (i32, String, String) {

@@ -57,7 +57,8 @@
 //!   `POST .../migrate/switchover` (`arrived` to H, `left` to the source; the
 //!   port's host becomes H) and `POST .../migrate/abort` (`aborted` to H) are
 //!   the explicit switchover point (automatic unless `manual`: on H's first
-//!   report for the port, at the latest after `wait_s`, default 10 s);
+//!   report for the port, which aborts when it is not SUCCESS, at the
+//!   latest after `wait_s`, default 10 s);
 //!   `GET .../migrate` → rec; `GET .../migrate/wait?until=ready|done&timeout=S`
 //!   → `{"matched","migration"}`; `GET /admin/migrations` → `{"migrations":{uuid:rec}}`.
 //!   During a migration the destination's reports (and the source's after

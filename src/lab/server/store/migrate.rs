@@ -8,7 +8,8 @@
 //! `aborted` to the destination instead (the source hears nothing). The
 //! switchover point is an explicit `switchover`/`abort` step, or (not
 //! `manual`) the destination agent's first report for the port after
-//! `arriving`, at the latest `wait_s` seconds after it (the server's timer).
+//! `arriving` (a result other than SUCCESS aborts), at the latest `wait_s`
+//! seconds after it (the server's timer).
 //!
 //! Owns `Migration` records (persisted with the ports). Calls the store's
 //! queue and `model::ctime_now`.
@@ -249,7 +250,9 @@ impl Store {
             _ => return false,
         };
         if switch {
-            if let Err((_, e)) = self.finish_migration(uuid, None, None) {
+            // A failed preparation on the destination aborts the migration.
+            let failed = args.get("result").and_then(Value::as_str) != Some("SUCCESS");
+            if let Err((_, e)) = self.finish_migration(uuid, None, failed.then_some(true)) {
                 log::warn!("migration of {uuid}: {e}");
             }
         } else {
