@@ -2,7 +2,7 @@
 //! line and answering each with one line of JSON; plus the client used by
 //! `vdp-lab leaf-ctl`.
 //!
-//! Commands: `status`, `stats`, `drop-ecp N`, `drop-ecp-share PCT`, `reject-next CODE [hard] [keep]`,
+//! Commands: `status`, `stats`, `history`, `drop-ecp N`, `drop-ecp-share PCT`, `reject-next CODE [hard] [keep]`,
 //! `reload`, `lldp stop|start`, `deassoc UUID|all`, `ka-ignore on|off`,
 //! `delay-ms N`, `gateway GID IP|off`.
 //!
@@ -24,6 +24,8 @@ use std::time::Duration;
 pub enum Command {
     Status,
     Stats,
+    /// The last VDP operations (not keep-alives), oldest first.
+    History,
     DropEcp(u32),
     /// Drop this percentage (0..=100) of ECP requests, spread evenly.
     DropEcpShare(u8),
@@ -40,7 +42,7 @@ pub enum Command {
 
 /// Every command's usage, for error replies.
 pub const USAGE: &str =
-    "status | stats | drop-ecp N | drop-ecp-share PCT | reject-next CODE [hard] [keep] | reload | \
+    "status | stats | history | drop-ecp N | drop-ecp-share PCT | reject-next CODE [hard] [keep] | reload | \
 lldp stop|start | deassoc UUID|all | ka-ignore on|off | delay-ms N | gateway GID IP|off";
 
 fn num<T: std::str::FromStr>(w: Option<&&str>, what: &str) -> Result<T, String> {
@@ -64,6 +66,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
     let cmd = match w.first().copied() {
         Some("status") => Command::Status,
         Some("stats") => Command::Stats,
+        Some("history") => Command::History,
         Some("reload") => Command::Reload,
         Some("drop-ecp") => Command::DropEcp(num(args.first(), "count")?),
         Some("drop-ecp-share") => {
@@ -210,6 +213,7 @@ mod tests {
     fn parses_every_command() {
         assert_eq!(parse_command("status"), Ok(Command::Status));
         assert_eq!(parse_command(" stats "), Ok(Command::Stats));
+        assert_eq!(parse_command("history"), Ok(Command::History));
         assert_eq!(parse_command("drop-ecp 3"), Ok(Command::DropEcp(3)));
         assert_eq!(
             parse_command("reject-next 2 hard keep"),

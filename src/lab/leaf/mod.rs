@@ -1,14 +1,16 @@
 //! `vdp-lab leaf`: an IEEE 802.1Qbg bridge (EVB/LLDP, ECP22, VDP22) on one
-//! interface, handing out VDP VLANs from a pool keyed by group ID, with
-//! fault knobs and a gateway responder driven over a control socket.
+//! or more host ports (`--iface` repeated), handing out VDP VLANs from one
+//! pool keyed by group ID, with pre-association, migration hints, VSIs that
+//! move between ports, fault knobs and a gateway responder driven over a
+//! control socket.
 //!
 //! Layout: pure protocol code in `lldp`, `ecp`, `vdp`, `gateway`, the
 //! protocol engine in `engine` (frames and time in, frames out), I/O in
 //! `socket` (AF_PACKET) and `control` (unix socket). This file holds the CLI
 //! (`leaf` and `leaf-ctl`), the threads and signal handling.
 //!
-//! Threads: `leaf-io` (poll on the packet socket and a wake pipe, runs the
-//! engine's timers), `leaf-ctl` (control socket), `leaf-signal` (SIGTERM /
+//! Threads: `leaf-io` (poll on every port's packet socket and a wake pipe,
+//! runs the engine's timers), `leaf-ctl` (control socket), `leaf-signal` (SIGTERM /
 //! SIGINT → shutdown). On shutdown an LLDPDU with TTL 0 is sent.
 //!
 //! Owns: the leaf process. Calls its submodules, `shutdown::Shutdown`.
@@ -34,16 +36,18 @@ use std::time::{Duration, Instant};
 
 /// Usage text of `vdp-lab leaf` and `vdp-lab leaf-ctl`.
 pub const USAGE: &str = "\
-usage: vdp-lab leaf --iface IF [--vlan-pool LO-HI] [--system-name NAME] [--control PATH]
-                    [--system-desc TEXT] [--mgmt-addr IPV4] [--gateway GID=IP]...
+usage: vdp-lab leaf --iface IF [--iface IF]... [--vlan-pool LO-HI] [--system-name NAME]
+                    [--control PATH] [--system-desc TEXT] [--mgmt-addr IPV4] [--gateway GID=IP]...
                     [--retries R] [--rte N] [--rwd N] [--rka N] [--no-bgid]
-                    [--tx-interval SECS] [--ecp-gap-ms MS]
+                    [--tx-interval SECS] [--ecp-gap-ms MS] [--move-timeout-s SECS]
        vdp-lab leaf-ctl --control PATH COMMAND...
 defaults: --vlan-pool 3000-3099 --system-name vdp-lab-leaf --mgmt-addr 10.10.0.101
           --retries 3 --rte 10 --rwd 20 --rka 20 --tx-interval 30 (TTL = 4 x interval)
           --ecp-gap-ms: least gap between two new ECPDUs of the leaf (default: the
           ack wait, at least 10 ms; 0 = only stop-and-wait)
-commands: status | stats | drop-ecp N | drop-ecp-share PCT | reject-next CODE [hard] [keep] |
+          --move-timeout-s 30: a moved VSI's old-port copy is freed this long after the
+          VSI was associated on its new port, unless the old port deassociates it first
+commands: status | stats | history | drop-ecp N | drop-ecp-share PCT | reject-next CODE [hard] [keep] |
           reload |
           lldp stop|start | deassoc UUID|all | ka-ignore on|off | delay-ms N | gateway GID IP|off";
 
@@ -56,7 +60,8 @@ pub const DEFAULT_MGMT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 101);
 /// `vdp-lab leaf` options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeafArgs {
-    pub iface: String,
+    /// Host ports, in order (port 0 first).
+    pub ifaces: Vec<String>,
     pub vlan_pool: (u16, u16),
     pub system_name: String,
     pub system_desc: String,
@@ -67,6 +72,8 @@ pub struct LeafArgs {
     pub tx_interval: Duration,
     /// `--ecp-gap-ms` (None: the ack wait, at least `ecp::MIN_GAP`).
     pub ecp_gap: Option<Duration>,
+    /// `--move-timeout-s`.
+    pub move_timeout: Duration,
 }
 
 /// A bad command line or a runtime failure.
@@ -121,7 +128,7 @@ fn parse_exp(flag: &str, v: &str, max: u8) -> Result<u8, LeafError> {
 /// Parse `vdp-lab leaf` arguments (after `leaf`).
 pub fn parse_args(args: &[String]) -> Result<LeafArgs, LeafError> {
     let mut a = LeafArgs {
-        iface: String::new(),
+        ifaces: Vec::new(),
         vlan_pool: DEFAULT_POOL,
         system_name: DEFAULT_SYSTEM_NAME.into(),
         system_desc: DEFAULT_SYSTEM_DESC.into(),
@@ -131,6 +138,7 @@ pub fn parse_args(args: &[String]) -> Result<LeafArgs, LeafError> {
         evb: EvbParams::default(),
         tx_interval: Duration::from_secs(30),
         ecp_gap: None,
+        move_timeout: vdp::DEFAULT_MOVE_TIMEOUT,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -145,7 +153,20 @@ pub fn parse_args(args: &[String]) -> Result<LeafArgs, LeafError> {
             .next()
             .ok_or_else(|| usage(format!("{flag} needs a value")))?;
         match flag.as_str() {
-            "--iface" => a.iface = v.clone(),
+            "--iface" => {
+                if a.ifaces.contains(v) {
+                    return Err(usage(format!("--iface {v} given twice")));
+                }
+                a.ifaces.push(v.clone())
+            }
+            "--move-timeout-s" => {
+                let s: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=3600).contains(s))
+                    .ok_or_else(|| usage("--move-timeout-s: expected 1..3600 seconds"))?;
+                a.move_timeout = Duration::from_secs(s);
+            }
             "--vlan-pool" => a.vlan_pool = parse_pool(v)?,
             "--system-name" => a.system_name = v.clone(),
             "--system-desc" => a.system_desc = v.clone(),
@@ -190,7 +211,7 @@ pub fn parse_args(args: &[String]) -> Result<LeafArgs, LeafError> {
             x => return Err(usage(format!("unknown option {x:?}\n{USAGE}"))),
         }
     }
-    if a.iface.is_empty() {
+    if a.ifaces.is_empty() {
         return Err(usage(format!("--iface is required\n{USAGE}")));
     }
     Ok(a)
@@ -231,15 +252,18 @@ impl Waker {
 }
 
 fn io_loop(
-    sock: &socket::PacketSocket,
+    socks: &[socket::PacketSocket],
     leaf: &Mutex<Leaf>,
     waker: &Waker,
     shutdown: &Shutdown,
 ) -> Result<(), LeafError> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut buf = vec![0u8; 65536];
-    let send_all = |frames: Vec<Vec<u8>>| {
-        for f in frames {
+    let send_all = |frames: Vec<(usize, Vec<u8>)>| {
+        for (port, f) in frames {
+            let Some(sock) = socks.get(port) else {
+                continue;
+            };
             if let Err(e) = sock.send(&f) {
                 log::warn!("{e}");
             }
@@ -252,32 +276,36 @@ fn io_loop(
             .next_deadline(now)
             .saturating_duration_since(now);
         let ms = (wait.as_micros().div_ceil(1000)).min(1000) as u16;
-        let mut fds = [
-            PollFd::new(sock.as_fd(), PollFlags::POLLIN),
-            PollFd::new(waker.r.as_fd(), PollFlags::POLLIN),
-        ];
+        let mut fds: Vec<PollFd> = socks
+            .iter()
+            .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+            .collect();
+        fds.push(PollFd::new(waker.r.as_fd(), PollFlags::POLLIN));
         match poll(&mut fds, PollTimeout::from(ms)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(LeafError::Thread(format!("poll: {e}"))),
         }
+        drop(fds);
         waker.drain();
-        loop {
-            match sock.recv(&mut buf) {
-                Ok(Some(m)) if m.outgoing => {}
-                Ok(Some(m)) => {
-                    let mut l = leaf.lock();
-                    l.on_frame(Instant::now(), &buf[..m.len], m.vlan);
-                    let out = l.take_outbox();
-                    drop(l);
-                    send_all(out);
+        for (port, sock) in socks.iter().enumerate() {
+            loop {
+                match sock.recv(&mut buf) {
+                    Ok(Some(m)) if m.outgoing => {}
+                    Ok(Some(m)) => {
+                        let mut l = leaf.lock();
+                        l.on_port_frame(port, Instant::now(), &buf[..m.len], m.vlan);
+                        let out = l.take_outbox();
+                        drop(l);
+                        send_all(out);
+                    }
+                    Ok(None) => break,
+                    Err(socket::SocketError::Syscall { err, .. })
+                        if err.raw_os_error() == Some(libc::ENETDOWN) =>
+                    {
+                        break
+                    }
+                    Err(e) => return Err(LeafError::Socket(e)),
                 }
-                Ok(None) => break,
-                Err(socket::SocketError::Syscall { err, .. })
-                    if err.raw_os_error() == Some(libc::ENETDOWN) =>
-                {
-                    break
-                }
-                Err(e) => return Err(LeafError::Socket(e)),
             }
         }
         let mut l = leaf.lock();
@@ -286,8 +314,8 @@ fn io_loop(
         drop(l);
         send_all(out);
     }
-    let bye = leaf.lock().shutdown_lldpdu();
-    send_all(vec![bye]);
+    let bye = leaf.lock().shutdown_lldpdus();
+    send_all(bye);
     Ok(())
 }
 
@@ -315,16 +343,24 @@ fn spawn_signal_thread(shutdown: Shutdown, waker: Arc<Waker>) -> Result<(), Leaf
 
 /// Run the leaf until SIGTERM/SIGINT.
 pub fn run(a: &LeafArgs) -> Result<(), LeafError> {
-    let mac = socket::iface_mac(&a.iface).map_err(LeafError::Socket)?;
-    let sock = socket::PacketSocket::open(&a.iface, &[lldp::NCB_MAC]).map_err(LeafError::Socket)?;
-    let local = LocalInfo {
-        mac,
-        ifname: a.iface.clone(),
-        ifindex: sock.ifindex,
-        system_name: a.system_name.clone(),
-        system_desc: a.system_desc.clone(),
-        mgmt_addr: a.mgmt_addr,
-    };
+    let mut socks = Vec::with_capacity(a.ifaces.len());
+    let mut ports = Vec::with_capacity(a.ifaces.len());
+    for ifname in &a.ifaces {
+        let mac = socket::iface_mac(ifname).map_err(LeafError::Socket)?;
+        let sock =
+            socket::PacketSocket::open(ifname, &[lldp::NCB_MAC]).map_err(LeafError::Socket)?;
+        let local = LocalInfo {
+            mac,
+            ifname: ifname.clone(),
+            ifindex: sock.ifindex,
+            system_name: a.system_name.clone(),
+            system_desc: a.system_desc.clone(),
+            mgmt_addr: a.mgmt_addr,
+        };
+        log::info!("port {ifname} ({})", lldp::mac_text(&mac));
+        ports.push((local, random_seq()));
+        socks.push(sock);
+    }
     let ttl = u16::try_from(a.tx_interval.as_secs() * 4).unwrap_or(u16::MAX);
     let cfg = EngineConfig {
         evb: a.evb,
@@ -333,8 +369,9 @@ pub fn run(a: &LeafArgs) -> Result<(), LeafError> {
         vlan_lo: a.vlan_pool.0,
         vlan_hi: a.vlan_pool.1,
     };
-    let mut engine = Leaf::new(local, cfg, random_seq(), Instant::now());
+    let mut engine = Leaf::with_ports(ports, cfg, Instant::now());
     engine.set_ecp_gap(a.ecp_gap);
+    engine.vdp.move_timeout = a.move_timeout;
     for (g, ip) in &a.gateways {
         engine.vdp.gateways.insert(*g, *ip);
     }
@@ -347,9 +384,8 @@ pub fn run(a: &LeafArgs) -> Result<(), LeafError> {
         None => None,
     };
     log::info!(
-        "leaf on {} ({}), VLAN pool {}-{}, control {:?}",
-        a.iface,
-        lldp::mac_text(&mac),
+        "leaf on {}, VLAN pool {}-{}, control {:?}",
+        a.ifaces.join(" "),
         a.vlan_pool.0,
         a.vlan_pool.1,
         a.control
@@ -383,7 +419,7 @@ pub fn run(a: &LeafArgs) -> Result<(), LeafError> {
         std::thread::Builder::new()
             .name("leaf-io".into())
             .spawn(move || {
-                let r = io_loop(&sock, &leaf, &waker, &sd);
+                let r = io_loop(&socks, &leaf, &waker, &sd);
                 sd.trigger();
                 r
             })
@@ -502,5 +538,22 @@ mod tests {
         let a = parse_args(&s(&["--iface", "x", "--ecp-gap-ms", "0"])).unwrap();
         assert_eq!(a.ecp_gap, Some(Duration::ZERO));
         assert!(parse_args(&s(&["--iface", "x", "--ecp-gap-ms", "-1"])).is_err());
+        let a = parse_args(&s(&[
+            "--iface",
+            "a",
+            "--iface",
+            "b",
+            "--move-timeout-s",
+            "5",
+        ]))
+        .unwrap();
+        assert_eq!(a.ifaces, vec!["a", "b"]);
+        assert_eq!(a.move_timeout, Duration::from_secs(5));
+        assert_eq!(
+            parse_args(&s(&["--iface", "a"])).unwrap().move_timeout,
+            Duration::from_secs(30)
+        );
+        assert!(parse_args(&s(&["--iface", "a", "--iface", "a"])).is_err());
+        assert!(parse_args(&s(&["--iface", "a", "--move-timeout-s", "0"])).is_err());
     }
 }

@@ -1,6 +1,7 @@
-//! VDP22 for the leaf: TLV parse/build (Manager ID, VSI TLVs with filter
-//! formats 1-4) and the bridge's VSI table with its VLAN pool, keep-alive
-//! tracking, aging and the fault knobs that act on VDP answers.
+//! VDP22 for the leaf: TLV parse/build (Manager ID, VSI TLVs of the four
+//! modes with filter formats 1-4) and the bridge's VSI table (`table`: VSIs
+//! per port, pre-association, moves between ports, keep-alive tracking,
+//! aging, fault knobs) with its VLAN pool (`pool`) and status JSON (`status`).
 //!
 //! Owns: VDP byte layouts, VSI state, VLAN assignment. Pure code: time is
 //! passed in. Calls nothing.
@@ -263,8 +264,13 @@ pub fn id_text(fmt: u8, id: &[u8; 16]) -> String {
     }
 }
 
+pub mod pool;
+mod status;
 mod table;
+pub use pool::{GroupKey, Pool};
 pub use table::*;
 
+#[cfg(test)]
+mod move_tests;
 #[cfg(test)]
 mod tests;

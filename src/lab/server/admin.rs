@@ -1,5 +1,6 @@
 //! The reference controller's admin routes (`/admin/...`): ports, faults,
-//! events, calls, uplinks, topology, agents, and the port wait.
+//! events, calls, uplinks, topology, agents, and the port wait; the
+//! migration routes are handed to `migrate`.
 //!
 //! Owns the admin request handling. Calls the store.
 
@@ -39,7 +40,7 @@ pub(super) fn port_from(v: &Value) -> Result<PortRec, Reply> {
 }
 
 pub(super) fn admin(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     method: &str,
     segs: &[&str],
     q: &[(String, String)],
@@ -51,6 +52,9 @@ pub(super) fn admin(
     };
     if let ("GET", ["ports", uuid, "wait"]) = (method, segs) {
         return wait_port(shared, uuid, q);
+    }
+    if let ["ports", uuid, "migrate", rest @ ..] = segs {
+        return super::migrate::route(shared, method, uuid, rest, q, &body);
     }
     let mut st = shared.st.lock();
     let reply = match (method, segs) {
@@ -176,6 +180,7 @@ pub(super) fn admin(
             (200, json!({"agents": out}))
         }
         ("GET", ["topology"]) => (200, json!({"topology": to_json(st.topology())})),
+        ("GET", ["migrations"]) => super::migrate::list(&st),
         _ => err(404, "no such admin endpoint"),
     };
     shared.cv.notify_all();

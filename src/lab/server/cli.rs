@@ -8,7 +8,13 @@
 //! vdp-lab port del --port-uuid U [--purge] [--server URL]
 //! vdp-lab port list [--host H] [--json] [--server URL]
 //! vdp-lab port wait --port-uuid U [--result R] [--timeout S] [--server URL]
+//! vdp-lab port migrate UUID --to HOST [--abort] [--manual] [--wait-s S] [--server URL]
+//! vdp-lab port migrate UUID --switchover | --abort | --wait ready|done [--timeout S] | --show
 //! ```
+//! `migrate --to` queues `arriving`; without `--manual` the server makes the
+//! switchover itself (destination's report, at the latest `--wait-s`, default
+//! 10) and the command waits for it and prints the events; with `--manual`
+//! it returns at once and `--switchover` / `--abort` is the switchover point.
 //! `--server` defaults to `http://127.0.0.1:9696`. Exit codes: 0 ok, 1 runtime
 //! failure (server unreachable, `wait` timed out), 2 usage error.
 //!
@@ -26,7 +32,9 @@ const SERVER_USAGE: &str = "usage: vdp-lab server --listen ADDR [--state FILE] [
 const PORT_USAGE: &str = "usage: vdp-lab port add --host H --port-uuid U --mac M --net-uuid N --segment S [--vm-name X] [--vm-uuid V] [--ip A] [--fwd-mod F] [--gw-mac G] [--server URL]
        vdp-lab port del --port-uuid U [--purge] [--server URL]
        vdp-lab port list [--host H] [--json] [--server URL]
-       vdp-lab port wait --port-uuid U [--result SUCCESS|CREATE:FAIL|DELETE:FAIL] [--timeout S] [--server URL]";
+       vdp-lab port wait --port-uuid U [--result SUCCESS|CREATE:FAIL|DELETE:FAIL] [--timeout S] [--server URL]
+       vdp-lab port migrate UUID --to HOST [--abort] [--manual] [--wait-s S] [--server URL]
+       vdp-lab port migrate UUID --switchover | --abort | --wait ready|done [--timeout S] | --show [--server URL]";
 
 /// Parsed `--key value` / `--key=value` options and bare `--flag`s.
 struct Opts {
@@ -233,7 +241,12 @@ pub fn port_main(args: &[String]) -> i32 {
         eprintln!("{PORT_USAGE}");
         return 2;
     };
-    let rest = &args[1..];
+    let mut rest: Vec<String> = args[1..].to_vec();
+    if sub == "migrate" && rest.first().is_some_and(|a| !a.starts_with("--")) {
+        let uuid = rest.remove(0);
+        rest.extend(["--port-uuid".to_string(), uuid]);
+    }
+    let rest = rest.as_slice();
     let (flags, keys): (&[&str], &[&str]) = match sub.as_str() {
         "add" => (
             &[],
@@ -254,6 +267,10 @@ pub fn port_main(args: &[String]) -> i32 {
         "del" => (&["purge"], &["server", "port-uuid"]),
         "list" => (&["json"], &["server", "host"]),
         "wait" => (&[], &["server", "port-uuid", "result", "timeout"]),
+        "migrate" => (
+            &["abort", "manual", "switchover", "show"],
+            &["server", "port-uuid", "to", "wait-s", "wait", "timeout"],
+        ),
         _ => {
             eprintln!("vdp-lab port: unknown command {sub}\n{PORT_USAGE}");
             return 2;
@@ -374,6 +391,95 @@ fn port_cmd(sub: &str, o: &Opts) -> Result<i32, (i32, String)> {
                 Err(rt(format!("no matching result within {timeout} s")))
             }
         }
+        "migrate" => migrate_cmd(&base, o),
         _ => Err(usage(PORT_USAGE.into())),
     }
+}
+
+fn migration_lines(m: &Value) {
+    println!(
+        "migration {} of {}: {} -> {}: {}",
+        text(m, "id"),
+        text(m, "port_uuid"),
+        text(m, "from"),
+        text(m, "to"),
+        text(m, "phase")
+    );
+    for e in m["events"].as_array().into_iter().flatten() {
+        println!(
+            "  vm_migration {} to {} (seq {})",
+            text(e, "phase"),
+            text(e, "host"),
+            text(e, "seq")
+        );
+    }
+}
+
+fn migrate_cmd(base: &str, o: &Opts) -> Result<i32, (i32, String)> {
+    let usage = |e: String| (2, e);
+    let rt = |e: String| (1, e);
+    let uuid = o.need("port-uuid").map_err(usage)?;
+    let url = format!("{base}/admin/ports/{}/migrate", seg(uuid));
+    let t = Duration::from_secs(10);
+    let secs = |k: &str, dflt: u64| -> Result<u64, (i32, String)> {
+        o.get(k).map_or(Ok(dflt), |s| {
+            s.parse()
+                .map_err(|_| usage(format!("--{k} must be seconds")))
+        })
+    };
+    let wait = |until: &str, timeout: u64| -> Result<i32, (i32, String)> {
+        let v = call(
+            "GET",
+            &format!("{url}/wait?until={until}&timeout={timeout}"),
+            None,
+            Duration::from_secs(timeout + 10),
+        )
+        .map_err(rt)?;
+        migration_lines(&v["migration"]);
+        if v["matched"] == true {
+            Ok(0)
+        } else {
+            Err(rt(format!("not {until} within {timeout} s")))
+        }
+    };
+    if let Some(to) = o.get("to") {
+        let body = json!({
+            "to": to,
+            "abort": o.flag("abort"),
+            "manual": o.flag("manual"),
+            "wait_s": secs("wait-s", 10)?,
+        });
+        let v = call("POST", &url, Some(&body), t).map_err(rt)?;
+        let m = &v["migration"];
+        if o.flag("manual") {
+            migration_lines(m);
+            println!("switchover point: vdp-lab port migrate {uuid} --switchover (or --abort)");
+            return Ok(0);
+        }
+        let wait_s = m["wait_s"].as_u64().unwrap_or(10);
+        return wait("done", wait_s + 5);
+    }
+    if o.flag("switchover") || o.flag("abort") {
+        let step = if o.flag("abort") {
+            "abort"
+        } else {
+            "switchover"
+        };
+        let v = call("POST", &format!("{url}/{step}"), Some(&json!({})), t).map_err(rt)?;
+        migration_lines(&v["migration"]);
+        return Ok(0);
+    }
+    if let Some(until) = o.get("wait") {
+        if !matches!(until, "ready" | "done") {
+            return Err(usage("--wait takes ready or done".into()));
+        }
+        return wait(until, secs("timeout", 30)?);
+    }
+    let v = call("GET", &url, None, t).map_err(rt)?;
+    if o.flag("show") {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        migration_lines(&v);
+    }
+    Ok(0)
 }

@@ -50,9 +50,24 @@
 //!   stores it and queues an `uplink` event.
 //! - `GET /admin/agents` → `{"agents":{host:{"last_heartbeat","last_seen","next_seq","retained"}}}`;
 //!   `GET /admin/topology` → `{"topology":{"host/intf": args}}`.
+//! - Live migration (`store::migrate` has the order of events):
+//!   `POST /admin/ports/{uuid}/migrate` `{"to":H,"abort"?:bool,"manual"?:bool,"wait_s"?:N}`
+//!   queues `vm_migration` `arriving` to H → `{"migration":rec}` (409 while
+//!   one is in progress, when the port is down or already on H);
+//!   `POST .../migrate/switchover` (`arrived` to H, `left` to the source; the
+//!   port's host becomes H) and `POST .../migrate/abort` (`aborted` to H) are
+//!   the explicit switchover point (automatic unless `manual`: on H's first
+//!   report for the port, which aborts when it is not SUCCESS, at the
+//!   latest after `wait_s`, default 10 s);
+//!   `GET .../migrate` → rec; `GET .../migrate/wait?until=ready|done&timeout=S`
+//!   → `{"matched","migration"}`; `GET /admin/migrations` → `{"migrations":{uuid:rec}}`.
+//!   During a migration the destination's reports (and the source's after
+//!   `left`) are kept on the migration record (`dest_report`, `source_report`),
+//!   not on the port.
 
 mod admin;
 pub mod cli;
+mod migrate;
 pub mod store;
 
 use crate::model::ctime_now;
@@ -292,7 +307,7 @@ fn delay(shared: &Shared, ms: u64) {
     }
 }
 
-fn handle(shared: &Shared, mut rq: tiny_http::Request) {
+fn handle(shared: &Arc<Shared>, mut rq: tiny_http::Request) {
     let method = rq.method().as_str().to_ascii_uppercase();
     let (segs, q) = split_url(rq.url());
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();

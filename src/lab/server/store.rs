@@ -1,6 +1,7 @@
 //! State of the reference controller: VM ports (with what the agent reported
 //! for them), stored uplinks, topology reports, agents' heartbeats, per-agent
-//! event queues, the recorded RPC calls and the fault-injection settings.
+//! event queues, the recorded RPC calls, the fault-injection settings and
+//! live migrations (`migrate`).
 //! Ports, uplinks, topology, agents and the per-agent sequence counters are
 //! persisted to the `--state` file (temp file + rename) on every change.
 //!
@@ -12,6 +13,9 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+mod migrate;
+pub use migrate::*;
 
 /// Most unacknowledged events kept per agent (oldest dropped beyond).
 pub const MAX_RETAINED: usize = 10_000;
@@ -178,6 +182,9 @@ struct Persisted {
     /// Next event sequence number per agent (so numbers never go back).
     #[serde(default)]
     next_seq: BTreeMap<String, u64>,
+    /// Each port's last live migration.
+    #[serde(default)]
+    migrations: BTreeMap<String, Migration>,
 }
 
 /// Everything the controller knows.
@@ -370,6 +377,7 @@ impl Store {
     /// Forget a port without telling any agent.
     pub fn purge_port(&mut self, uuid: &str) -> bool {
         let found = self.p.ports.remove(uuid).is_some();
+        self.p.migrations.remove(uuid);
         if found {
             self.save();
         }
@@ -381,6 +389,12 @@ impl Store {
         let Some(uuid) = args.get("port_uuid").and_then(Value::as_str) else {
             return false;
         };
+        if !self.p.ports.contains_key(uuid) {
+            return false;
+        }
+        if self.migration_report(agent, uuid, args) {
+            return true;
+        }
         let Some(rec) = self.p.ports.get_mut(uuid) else {
             return false;
         };

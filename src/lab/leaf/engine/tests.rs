@@ -1,4 +1,6 @@
 use super::*;
+use crate::lab::leaf::control::Command;
+use crate::lab::leaf::lldp::EvbTlv;
 use crate::lab::leaf::vdp::{FilterEntry, VsiMode, ST_ACK};
 
 const STA: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
@@ -90,12 +92,12 @@ fn lldp_burst_and_prompt_answer_to_station() {
     let t0 = Instant::now();
     let mut l = leaf(t0);
     l.tick(t0);
-    assert_eq!(l.take_outbox().len(), 1);
+    assert_eq!(frames(&mut l).len(), 1);
     l.tick(t0 + Duration::from_millis(500));
-    assert!(l.take_outbox().is_empty());
+    assert!(frames(&mut l).is_empty());
     l.on_frame(t0 + Duration::from_millis(600), &station_lldp(), None);
     l.tick(t0 + Duration::from_millis(600));
-    let out = l.take_outbox();
+    let out = frames(&mut l);
     assert_eq!(out.len(), 1, "answered at once");
     let n = lldp::parse_lldpdu(&out[0][14..]).unwrap();
     assert_eq!(n.evb.unwrap().to_bytes(), [0x04, 0x08, 0x6a, 0x74, 0x34]);
@@ -108,10 +110,10 @@ fn ecp_ack_deliver_once_reply_and_retransmit() {
     let t0 = Instant::now();
     let mut l = leaf(t0);
     l.tick(t0);
-    l.take_outbox();
+    frames(&mut l);
     l.on_frame(t0, &ecp_req(9, VsiMode::Assoc, 0), None);
     l.tick(t0);
-    let out = l.take_outbox();
+    let out = frames(&mut l);
     assert_eq!(out.len(), 2);
     assert_eq!(&out[0][14..18], &[0x14, 0x01, 0x00, 0x09]);
     let (h, ulp) = ecp::parse(&out[1][14..]).unwrap();
@@ -121,11 +123,11 @@ fn ecp_ack_deliver_once_reply_and_retransmit() {
     assert_eq!(r.vsis[0].entries[0].vid, 3001);
     // duplicate seq: acked, not delivered
     l.on_frame(t0, &ecp_req(9, VsiMode::Assoc, 0), None);
-    assert_eq!(l.take_outbox().len(), 1);
+    assert_eq!(frames(&mut l).len(), 1);
     assert_eq!(l.stats.ecp_duplicates, 1);
     // no ack from the station: retransmitted after 10.24 ms
     l.tick(t0 + Duration::from_millis(11));
-    let out = l.take_outbox();
+    let out = frames(&mut l);
     assert_eq!(out.len(), 1);
     assert_eq!(ecp::parse(&out[0][14..]).unwrap().0.seq, 500);
     // ack, then a keep-alive with the learned VID
@@ -134,20 +136,20 @@ fn ecp_ack_deliver_once_reply_and_retransmit() {
     l.on_frame(t0, &ack, None);
     l.on_frame(t0, &ecp_req(10, VsiMode::Assoc, 3001), None);
     l.tick(t0 + Duration::from_millis(12));
-    let out = l.take_outbox();
+    let out = frames(&mut l);
     assert_eq!(out.len(), 2);
     assert_eq!(ecp::parse(&out[1][14..]).unwrap().0.seq, 501);
     assert_eq!(l.stats.keepalives, 1);
     // drop-ecp knob: no ack at all
     l.command(t0, &Command::DropEcp(1));
     l.on_frame(t0, &ecp_req(11, VsiMode::Assoc, 3001), None);
-    assert!(l.take_outbox().is_empty());
+    assert!(frames(&mut l).is_empty());
     // drop-ecp-share 50: every second request goes unacked
     l.command(t0, &Command::DropEcpShare(50));
     let mut acked = 0;
     for seq in 12..16 {
         l.on_frame(t0, &ecp_req(seq, VsiMode::Assoc, 3001), None);
-        acked += l.take_outbox().len().min(1);
+        acked += frames(&mut l).len().min(1);
     }
     assert_eq!(acked, 2);
 }
@@ -158,14 +160,14 @@ fn aging_sends_unsolicited_deassoc() {
     let mut l = leaf(t0);
     l.on_frame(t0, &ecp_req(1, VsiMode::Assoc, 0), None);
     l.tick(t0);
-    l.take_outbox();
+    frames(&mut l);
     let mut ack = ecp::build_frame(&STA, EcpOp::Ack, 500, &[]);
     ack[6..12].copy_from_slice(&STA);
     l.on_frame(t0, &ack, None);
     let later = t0 + l.ka_timeout();
     assert!(l.next_deadline(t0 + Duration::from_secs(15)) <= later);
     l.tick(later);
-    let out = l.take_outbox();
+    let out = frames(&mut l);
     let f = out
         .iter()
         .find(|f| ethertype(f) == Some(ecp::ETH_P_ECP))
@@ -176,4 +178,150 @@ fn aging_sends_unsolicited_deassoc() {
     assert_eq!(r.vsis[0].status, 0);
     assert_eq!(r.vsis[0].entries[0].vid, 3001);
     assert!(l.vdp.vsis.is_empty());
+}
+
+/// The outbox's frames (all of port 0 in these tests).
+fn frames(l: &mut Leaf) -> Vec<Vec<u8>> {
+    l.take_outbox()
+        .into_iter()
+        .map(|(p, f)| {
+            assert_eq!(p, 0);
+            f
+        })
+        .collect()
+}
+
+fn two_ports(now: Instant) -> Leaf {
+    let port = |i: u8| LocalInfo {
+        mac: [0x02, 0xaa, 0, 0, 0, i],
+        ifname: format!("swp{i}"),
+        ifindex: u32::from(i) + 2,
+        system_name: "leaf".into(),
+        system_desc: "d".into(),
+        mgmt_addr: Ipv4Addr::new(10, 10, 0, 101),
+    };
+    let cfg = leaf(now).cfg.clone();
+    Leaf::with_ports(vec![(port(1), 100), (port(2), 700)], cfg, now)
+}
+
+fn ecp_req_with(seq: u16, mode: VsiMode, hints: u8, vid: u16) -> Vec<u8> {
+    let mut f = ecp_req(seq, mode, vid);
+    // status byte of the VSI TLV: ECP header 4, Manager ID 18, VSI head 2
+    f[14 + 4 + 18 + 2] = hints;
+    f
+}
+
+/// The VDP answers (ECP data frames) of the outbox, by port.
+fn answers(l: &mut Leaf, at: Instant) -> Vec<(usize, u16, VsiTlv)> {
+    l.tick(at);
+    l.take_outbox()
+        .into_iter()
+        .filter(|(_, f)| ethertype(f) == Some(ecp::ETH_P_ECP))
+        .filter_map(|(p, f)| {
+            let (h, ulp) = ecp::parse(&f[14..]).ok()?;
+            (h.op == EcpOp::Request).then(|| (p, h.seq, vdp::parse(ulp).unwrap().vsis[0].clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn two_ports_answer_on_their_own_port_and_a_vsi_moves() {
+    let t0 = Instant::now();
+    let mut l = two_ports(t0);
+    l.on_port_frame(0, t0, &ecp_req(1, VsiMode::Assoc, 0), None);
+    let a = answers(&mut l, t0 + Duration::from_millis(100));
+    assert_eq!(a.len(), 1);
+    assert_eq!((a[0].0, a[0].1, a[0].2.entries[0].vlan()), (0, 100, 3001));
+    // ack it, so the next answer of port 0 can go
+    let mut ack = ecp::build_frame(&STA, EcpOp::Ack, 100, &[]);
+    ack[6..12].copy_from_slice(&STA);
+    l.on_port_frame(0, t0, &ack, None);
+    // the same VSI pre-associated on port 1 (its own ECP sequence)
+    l.on_port_frame(1, t0, &ecp_req_with(1, VsiMode::PreassocRr, 0x10, 0), None);
+    let a = answers(&mut l, t0 + Duration::from_millis(200));
+    assert_eq!(a.len(), 1);
+    assert_eq!((a[0].0, a[0].1), (1, 700));
+    assert_eq!(
+        (a[0].2.mode, a[0].2.entries[0].vlan()),
+        (VsiMode::PreassocRr, 3001)
+    );
+    assert_eq!((l.stats.preassoc, l.stats.moves_started), (1, 1));
+    let st = l.command(t0, &Command::Status);
+    let vsis = st["vsis"].as_array().unwrap();
+    let by_port: Vec<(&str, &str, &str)> = vsis
+        .iter()
+        .map(|v| {
+            (
+                v["port"].as_str().unwrap(),
+                v["mode"].as_str().unwrap(),
+                v["hints"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_port,
+        [("swp1", "moving", "none"), ("swp2", "preassoc-rr", "to")]
+    );
+    assert_eq!(st["iface"], "swp1");
+    assert_eq!(st["ports"][1]["iface"], "swp2");
+    assert_eq!(st["ports"][1]["vsis"], 1);
+    assert_eq!(st["ports"][0]["moving"], 1);
+    // the gateway answers ARP for the group's VLAN only where it is associated
+    l.command(
+        t0,
+        &Command::Gateway(30001, Some(Ipv4Addr::new(10, 0, 0, 1))),
+    );
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&STA);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&STA);
+    arp.extend_from_slice(&[10, 0, 0, 5, 0, 0, 0, 0, 0, 0, 10, 0, 0, 1]);
+    l.on_port_frame(1, t0, &arp, Some(3001));
+    assert!(l.take_outbox().is_empty(), "pre-associated: no answer");
+    l.on_port_frame(0, t0, &arp, Some(3001));
+    let out = l.take_outbox();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, 0);
+    // switchover on port 1, then the source's deassoc with hint "from"
+    let mut ack = ecp::build_frame(&STA, EcpOp::Ack, 700, &[]);
+    ack[6..12].copy_from_slice(&STA);
+    l.on_port_frame(1, t0, &ack, None);
+    l.on_port_frame(1, t0, &ecp_req_with(2, VsiMode::Assoc, 0x10, 3001), None);
+    l.on_port_frame(1, t0, &arp, Some(3001));
+    l.on_port_frame(0, t0, &ecp_req_with(2, VsiMode::Deassoc, 0x20, 3001), None);
+    let a = answers(&mut l, t0 + Duration::from_millis(300));
+    let got: Vec<(usize, VsiMode)> = a.iter().map(|x| (x.0, x.2.mode)).collect();
+    assert_eq!(got, [(0, VsiMode::Deassoc), (1, VsiMode::Assoc)]);
+    assert_eq!(l.stats.moves_completed, 1);
+    assert_eq!(l.stats.arp_replies, 2);
+    let st = l.command(t0, &Command::Status);
+    assert_eq!(st["vsis"].as_array().unwrap().len(), 1);
+    assert_eq!(st["vsis"][0]["port"], "swp2");
+    assert_eq!(st["vsis"][0]["mode"], "assoc");
+    // history: every operation but keep-alives, in order
+    let h = l.command(t0, &Command::History);
+    let ops: Vec<(&str, &str, &str, &str)> = h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["port"].as_str().unwrap(),
+                e["mode"].as_str().unwrap(),
+                e["hints"].as_str().unwrap(),
+                e["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("swp1", "assoc", "none", "assoc"),
+            ("swp2", "preassoc-rr", "to", "moved"),
+            ("swp2", "assoc", "to", "assoc"),
+            ("swp1", "deassoc", "from", "deassoc"),
+        ]
+    );
+    assert_eq!(h["history"][1]["moved_from"], "swp1");
+    assert_eq!(h["history"][2]["vlan"], 3001);
 }

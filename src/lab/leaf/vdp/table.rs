@@ -1,28 +1,36 @@
-//! The bridge's VSI table: VLAN pool per group, associations, keep-alive
-//! tracking, aging, reload, and the fault knobs that act on VDP answers.
+//! The bridge's VSI table: associations and pre-associations per port,
+//! VSIs that move between ports (live migration), keep-alive tracking,
+//! aging, reload, and the fault knobs that act on VDP answers.
 //!
-//! Owns VSI state and VLAN assignment. Pure: time is passed in.
+//! A VSI (keyed by manager ID, type, version, VSI ID, filter format) is held
+//! by one port at a time (`vsis`). When another port associates or
+//! pre-associates it, that port takes it and the old port's copy becomes a
+//! "moving" copy (`moving`): still answered (keep-alives) and still
+//! forwarding if it was associated, until the old port deassociates it, its
+//! keep-alives stop, or `move_timeout` passes after the VSI was associated
+//! on the new port (then an unsolicited DEASSOC goes to the old port). When
+//! the new port's copy goes away first (deassociated, refused, aged out),
+//! the old copy is the VSI again (the move is reverted).
+//!
+//! Owns VSI state and VLAN assignment (through `pool`). Pure: time is passed in.
 
+use super::pool::{group_of, Pool};
 use super::*;
 
-/// What a VLAN from the pool is keyed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum GroupKey {
-    /// Filter formats 3/4: the group ID.
-    Gid(u32),
-    /// Filter formats 1/2: manager ID + type ID.
-    Mgr([u8; 16], u32),
-}
+/// Request status bits carrying the migration hints (IEEE 802.1Qbg 41.2.3):
+/// M (migrate-to, vdptool `hints=to`) and S (suspend/migrate-from, `hints=from`).
+pub const HINT_TO: u8 = 0x10;
+pub const HINT_FROM: u8 = 0x20;
+/// Default `--move-timeout-s`.
+pub const DEFAULT_MOVE_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl GroupKey {
-    fn text(&self) -> String {
-        match self {
-            GroupKey::Gid(g) => g.to_string(),
-            GroupKey::Mgr(m, t) => format!(
-                "mgr:{}/type:{t}",
-                m.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            ),
-        }
+/// The hints of a request status byte as text: `none`, `to`, `from`, `to,from`.
+pub fn hints_text(status: u8) -> &'static str {
+    match status & (HINT_TO | HINT_FROM) {
+        0 => "none",
+        HINT_TO => "to",
+        HINT_FROM => "from",
+        _ => "to,from",
     }
 }
 
@@ -50,22 +58,36 @@ impl VsiKey {
     }
 }
 
-/// An associated VSI.
+/// A VSI held by a port (associated or pre-associated).
 #[derive(Debug, Clone)]
 pub struct Vsi {
     pub mgrid: [u8; 16],
-    /// The last answered request, entries holding the VIDs in use.
+    /// The last answered request, entries holding the VIDs in use; its
+    /// `mode` is the VSI's mode, its `status` the request's hint bits.
     pub tlv: VsiTlv,
+    /// Index of the port (`--iface` order).
+    pub port: usize,
     pub since: Instant,
     pub last_ka: Instant,
     pub keepalives: u64,
 }
 
-pub(super) fn group_of(mgrid: &[u8; 16], fmt: u8, type_id: u32, e: &FilterEntry) -> GroupKey {
-    match (fmt, e.gid) {
-        (3 | 4, Some(g)) => GroupKey::Gid(g),
-        _ => GroupKey::Mgr(*mgrid, type_id),
+impl Vsi {
+    /// Whether the gateway forwards for it (associated, not pre-associated).
+    pub fn forwarding(&self) -> bool {
+        self.tlv.mode == VsiMode::Assoc
     }
+}
+
+/// The old port's copy of a VSI another port took over.
+#[derive(Debug, Clone)]
+pub struct Moving {
+    pub key: VsiKey,
+    pub vsi: Vsi,
+    /// The port holding the VSI now.
+    pub to: usize,
+    /// Freed then (set when the VSI is associated on `to`).
+    pub deadline: Option<Instant>,
 }
 
 /// A one-shot rejection armed by `reject-next`.
@@ -74,61 +96,6 @@ pub struct Reject {
     pub code: u8,
     pub hard: bool,
     pub keep: bool,
-}
-
-/// VLAN pool: groups → VLAN while they have VSIs.
-#[derive(Debug, Clone)]
-pub struct Pool {
-    pub lo: u16,
-    pub hi: u16,
-    /// Start of the search, moved by `reload`.
-    pub offset: u16,
-    pub by_group: HashMap<GroupKey, u16>,
-    /// VLANs groups had before the last reload; avoided when possible.
-    pub stale: HashMap<GroupKey, u16>,
-}
-
-impl Pool {
-    pub fn new(lo: u16, hi: u16) -> Pool {
-        Pool {
-            lo,
-            hi,
-            offset: 0,
-            by_group: HashMap::new(),
-            stale: HashMap::new(),
-        }
-    }
-
-    fn size(&self) -> u16 {
-        self.hi - self.lo + 1
-    }
-
-    pub fn contains(&self, v: u16) -> bool {
-        (self.lo..=self.hi).contains(&v)
-    }
-
-    fn used_by_other(map: &HashMap<GroupKey, u16>, g: &GroupKey, v: u16) -> bool {
-        map.iter().any(|(k, &x)| x == v && k != g)
-    }
-
-    /// Choose a VLAN for `g` in `map` (a trial copy of `by_group`).
-    fn pick(&self, map: &HashMap<GroupKey, u16>, g: &GroupKey) -> Option<u16> {
-        let size = self.size();
-        let free: Vec<u16> = (0..size)
-            .map(|i| self.lo + (self.offset + i) % size)
-            .filter(|v| !map.values().any(|x| x == v))
-            .collect();
-        let avoid = self.stale.get(g);
-        free.iter()
-            .find(|v| Some(*v) != avoid)
-            .or(free.first())
-            .copied()
-    }
-
-    /// Free VLAN count.
-    pub fn free(&self) -> usize {
-        usize::from(self.size()).saturating_sub(self.by_group.len())
-    }
 }
 
 /// Result of handling one VSI TLV.
@@ -144,30 +111,57 @@ pub enum Handled {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Assoc,
+    /// An association or pre-association that took the VSI from this port.
+    Moved(usize),
     Keepalive,
     Deassoc,
     Rejected,
 }
 
+/// Counters of VSI moves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MoveStats {
+    /// VSIs taken over by another port.
+    pub started: u64,
+    /// Old copies freed by the old port's deassociate.
+    pub completed: u64,
+    /// Old copies freed by the move timer (unsolicited DEASSOC).
+    pub timed_out: u64,
+    /// Moves undone: the new port's copy went first, the old one is the VSI again.
+    pub reverted: u64,
+}
+
 /// The bridge's VSI table and VDP fault knobs.
 #[derive(Debug, Clone)]
 pub struct VdpTable {
+    /// The VSIs, each on the port that holds it.
     pub vsis: HashMap<VsiKey, Vsi>,
+    /// Old ports' copies of VSIs that moved.
+    pub moving: Vec<Moving>,
     pub pool: Pool,
     pub reject_next: Option<Reject>,
     pub ka_ignore: bool,
     /// Groups with a gateway IPv4 configured.
     pub gateways: BTreeMap<u32, std::net::Ipv4Addr>,
+    /// `--move-timeout-s`.
+    pub move_timeout: Duration,
+    pub moves: MoveStats,
 }
+
+/// An unsolicited DEASSOC to send: port, manager ID, TLV.
+pub type Unsolicited = (usize, [u8; 16], VsiTlv);
 
 impl VdpTable {
     pub fn new(lo: u16, hi: u16) -> VdpTable {
         VdpTable {
             vsis: HashMap::new(),
+            moving: Vec::new(),
             pool: Pool::new(lo, hi),
             reject_next: None,
             ka_ignore: false,
             gateways: BTreeMap::new(),
+            move_timeout: DEFAULT_MOVE_TIMEOUT,
+            moves: MoveStats::default(),
         }
     }
 
@@ -179,10 +173,26 @@ impl VdpTable {
         }
     }
 
+    /// VSIs known, moving copies included.
+    pub fn len(&self) -> usize {
+        self.vsis.len() + self.moving.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn moving_idx(&self, key: &VsiKey, port: usize) -> Option<usize> {
+        self.moving
+            .iter()
+            .position(|m| m.key == *key && m.vsi.port == port)
+    }
+
     /// Drop pool entries of groups without VSIs.
     fn gc_pool(&mut self) {
-        let mut live: Vec<GroupKey> = Vec::new();
-        for v in self.vsis.values() {
+        let mut live = Vec::new();
+        let copies = self.vsis.values().chain(self.moving.iter().map(|m| &m.vsi));
+        for v in copies {
             for e in &v.tlv.entries {
                 live.push(group_of(&v.mgrid, v.tlv.filter_fmt, v.tlv.type_id, e));
             }
@@ -196,7 +206,7 @@ impl VdpTable {
         &self,
         mgrid: &[u8; 16],
         req: &VsiTlv,
-    ) -> Result<(Vec<FilterEntry>, HashMap<GroupKey, u16>), u8> {
+    ) -> Result<(Vec<FilterEntry>, HashMap<pool::GroupKey, u16>), u8> {
         let mut map = self.pool.by_group.clone();
         let mut out = Vec::with_capacity(req.entries.len());
         for e in &req.entries {
@@ -234,43 +244,130 @@ impl VdpTable {
         Ok((out, map))
     }
 
-    /// Handle one VSI TLV of a request.
+    /// The live copy on `port` went away: an old copy that moved to it is
+    /// the VSI again (the newest one when there are several).
+    fn revert(&mut self, key: &VsiKey, port: usize) {
+        let Some(i) = self
+            .moving
+            .iter()
+            .rposition(|m| m.key == *key && m.to == port)
+        else {
+            return;
+        };
+        let m = self.moving.remove(i);
+        let back = m.vsi.port;
+        for o in self.moving.iter_mut().filter(|o| o.key == *key) {
+            o.to = back;
+        }
+        self.moves.reverted += 1;
+        self.vsis.insert(m.key, m.vsi);
+    }
+
+    /// Handle one VSI TLV of a request received on port 0.
     pub fn handle(&mut self, now: Instant, mgrid: &[u8; 16], req: &VsiTlv) -> Handled {
+        self.handle_on(now, 0, mgrid, req)
+    }
+
+    /// Handle one VSI TLV of a request received on `port`.
+    pub fn handle_on(
+        &mut self,
+        now: Instant,
+        port: usize,
+        mgrid: &[u8; 16],
+        req: &VsiTlv,
+    ) -> Handled {
         let key = VsiKey::of(mgrid, req);
         if req.mode == VsiMode::Deassoc {
-            self.vsis.remove(&key);
+            if let Some(i) = self.moving_idx(&key, port) {
+                self.moving.remove(i);
+                self.moves.completed += 1;
+            } else if self.vsis.get(&key).is_some_and(|v| v.port == port) {
+                self.vsis.remove(&key);
+                self.revert(&key, port);
+            }
+            // Not held on this port: acknowledged, nothing else touched.
             self.gc_pool();
             return Handled::Reply(
                 Self::response(req, ST_ACK, req.entries.clone()),
                 Kind::Deassoc,
             );
         }
-        if let Some(v) = self.vsis.get_mut(&key) {
-            if v.tlv.mode == req.mode && v.tlv.entries == req.entries {
-                if self.ka_ignore {
-                    return Handled::Silent(Kind::Keepalive);
+        // A keep-alive re-sends the identical TLV; for an old copy the hints
+        // must match too (the same request with new hints is a move back).
+        let ka = |v: &mut Vsi, ignore: bool, hints: bool| -> Option<Handled> {
+            if v.tlv.mode != req.mode
+                || v.tlv.entries != req.entries
+                || (hints && v.tlv.status != req.status)
+            {
+                return None;
+            }
+            if ignore {
+                return Some(Handled::Silent(Kind::Keepalive));
+            }
+            v.last_ka = now;
+            v.keepalives += 1;
+            v.tlv.status = req.status;
+            Some(Handled::Reply(
+                Self::response(req, ST_ACK, req.entries.clone()),
+                Kind::Keepalive,
+            ))
+        };
+        let ignore = self.ka_ignore;
+        let old_copy = self.moving_idx(&key, port);
+        if let Some(i) = old_copy {
+            if let Some(h) = ka(&mut self.moving[i].vsi, ignore, true) {
+                return h;
+            }
+        }
+        let here = self.vsis.get(&key).is_some_and(|v| v.port == port);
+        if here {
+            if let Some(h) = self.vsis.get_mut(&key).and_then(|v| ka(v, ignore, false)) {
+                return h;
+            }
+        } else if old_copy.is_none() {
+            if let Some(r) = self.reject_next.take() {
+                let mut st = ST_ACK | (r.code & 0x0f);
+                if r.hard {
+                    st |= ST_HARD;
                 }
-                v.last_ka = now;
-                v.keepalives += 1;
+                if r.keep {
+                    st |= ST_KEEP;
+                }
                 return Handled::Reply(
-                    Self::response(req, ST_ACK, req.entries.clone()),
-                    Kind::Keepalive,
+                    Self::response(req, st, req.entries.clone()),
+                    Kind::Rejected,
                 );
             }
-        } else if let Some(r) = self.reject_next.take() {
-            let mut st = ST_ACK | (r.code & 0x0f);
-            if r.hard {
-                st |= ST_HARD;
-            }
-            if r.keep {
-                st |= ST_KEEP;
-            }
-            return Handled::Reply(Self::response(req, st, req.entries.clone()), Kind::Rejected);
         }
         match self.assign(mgrid, req) {
             Ok((entries, map)) => {
                 let resp = Self::response(req, ST_ACK, entries);
-                let since = self.vsis.get(&key).map_or(now, |v| v.since);
+                let mut kind = Kind::Assoc;
+                let since = match self.vsis.remove(&key) {
+                    Some(v) if v.port == port => v.since,
+                    Some(v) => {
+                        kind = Kind::Moved(v.port);
+                        self.moves.started += 1;
+                        self.moving.push(Moving {
+                            key: key.clone(),
+                            vsi: v,
+                            to: port,
+                            deadline: None,
+                        });
+                        now
+                    }
+                    None => now,
+                };
+                // Our own old copy (a move back) is replaced by the live one.
+                if let Some(i) = self.moving_idx(&key, port) {
+                    self.moving.remove(i);
+                }
+                for m in self.moving.iter_mut().filter(|m| m.key == key) {
+                    m.to = port;
+                    if req.mode == VsiMode::Assoc && m.deadline.is_none() {
+                        m.deadline = Some(now + self.move_timeout);
+                    }
+                }
                 self.vsis.insert(
                     key,
                     Vsi {
@@ -279,6 +376,7 @@ impl VdpTable {
                             status: req.status,
                             ..resp.clone()
                         },
+                        port,
                         since,
                         last_ka: now,
                         keepalives: 0,
@@ -289,10 +387,13 @@ impl VdpTable {
                 }
                 self.pool.by_group = map;
                 self.gc_pool();
-                Handled::Reply(resp, Kind::Assoc)
+                Handled::Reply(resp, kind)
             }
             Err(code) => {
-                self.vsis.remove(&key);
+                if here {
+                    self.vsis.remove(&key);
+                    self.revert(&key, port);
+                }
                 self.gc_pool();
                 Handled::Reply(
                     Self::response(req, ST_ACK | code, req.entries.clone()),
@@ -303,8 +404,9 @@ impl VdpTable {
     }
 
     /// The unsolicited DEASSOC (status 0x00) for a VSI, with its current VIDs.
-    fn unsolicited(v: &Vsi) -> ([u8; 16], VsiTlv) {
+    fn unsolicited(v: &Vsi) -> Unsolicited {
         (
+            v.port,
             v.mgrid,
             VsiTlv {
                 mode: VsiMode::Deassoc,
@@ -314,42 +416,85 @@ impl VdpTable {
         )
     }
 
-    /// Remove VSIs whose keep-alives stopped for `timeout`; returns the
-    /// unsolicited DEASSOCs to send.
-    pub fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<([u8; 16], VsiTlv)> {
+    /// `expire_by` with one keep-alive timeout for every port.
+    pub fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<Unsolicited> {
+        self.expire_by(now, &|_| timeout)
+    }
+
+    /// Remove VSIs whose keep-alives stopped for their port's timeout, and
+    /// moving copies whose move timer ran out; returns the unsolicited
+    /// DEASSOCs to send.
+    pub fn expire_by(
+        &mut self,
+        now: Instant,
+        timeout: &dyn Fn(usize) -> Duration,
+    ) -> Vec<Unsolicited> {
+        let silent = |v: &Vsi| now.saturating_duration_since(v.last_ka) >= timeout(v.port);
         let dead: Vec<VsiKey> = self
             .vsis
             .iter()
-            .filter(|(_, v)| now.saturating_duration_since(v.last_ka) >= timeout)
+            .filter(|(_, v)| silent(v))
             .map(|(k, _)| k.clone())
             .collect();
-        self.remove_keys(&dead)
-    }
-
-    fn remove_keys(&mut self, keys: &[VsiKey]) -> Vec<([u8; 16], VsiTlv)> {
-        let out = keys
-            .iter()
-            .filter_map(|k| self.vsis.remove(k))
-            .map(|v| Self::unsolicited(&v))
-            .collect();
+        let mut out = Vec::new();
+        for k in dead {
+            if let Some(v) = self.vsis.remove(&k) {
+                out.push(Self::unsolicited(&v));
+                self.revert(&k, v.port);
+            }
+        }
+        let mut i = 0;
+        while i < self.moving.len() {
+            let m = &self.moving[i];
+            let timed_out = m.deadline.is_some_and(|d| now >= d);
+            if timed_out || silent(&m.vsi) {
+                if timed_out {
+                    self.moves.timed_out += 1;
+                }
+                let m = self.moving.remove(i);
+                out.push(Self::unsolicited(&m.vsi));
+            } else {
+                i += 1;
+            }
+        }
         self.gc_pool();
         out
     }
 
-    /// Earliest keep-alive expiry.
+    /// `next_expiry_by` with one keep-alive timeout for every port.
     pub fn next_expiry(&self, timeout: Duration) -> Option<Instant> {
-        self.vsis.values().map(|v| v.last_ka + timeout).min()
+        self.next_expiry_by(&|_| timeout)
     }
 
-    /// Bridge-initiated DEASSOC of one VSI (by VSI ID text) or all (`None`).
-    pub fn deassoc(&mut self, uuid: Option<&str>) -> Vec<([u8; 16], VsiTlv)> {
-        let keys: Vec<VsiKey> = self
+    /// Earliest keep-alive expiry or move deadline.
+    pub fn next_expiry_by(&self, timeout: &dyn Fn(usize) -> Duration) -> Option<Instant> {
+        let ka = self
             .vsis
+            .values()
+            .chain(self.moving.iter().map(|m| &m.vsi))
+            .map(|v| v.last_ka + timeout(v.port));
+        ka.chain(self.moving.iter().filter_map(|m| m.deadline))
+            .min()
+    }
+
+    /// Bridge-initiated DEASSOC of one VSI (by VSI ID text) or all (`None`),
+    /// every copy of it on every port.
+    pub fn deassoc(&mut self, uuid: Option<&str>) -> Vec<Unsolicited> {
+        let hit =
+            |k: &VsiKey| uuid.is_none_or(|u| id_text(k.id_fmt, &k.id).eq_ignore_ascii_case(u));
+        let keys: Vec<VsiKey> = self.vsis.keys().filter(|k| hit(k)).cloned().collect();
+        let mut out: Vec<Unsolicited> = keys
             .iter()
-            .filter(|(k, _)| uuid.is_none_or(|u| id_text(k.id_fmt, &k.id).eq_ignore_ascii_case(u)))
-            .map(|(k, _)| k.clone())
+            .filter_map(|k| self.vsis.remove(k))
+            .map(|v| Self::unsolicited(&v))
             .collect();
-        self.remove_keys(&keys)
+        let (gone, kept): (Vec<Moving>, Vec<Moving>) = std::mem::take(&mut self.moving)
+            .into_iter()
+            .partition(|m| hit(&m.key));
+        self.moving = kept;
+        out.extend(gone.iter().map(|m| Self::unsolicited(&m.vsi)));
+        self.gc_pool();
+        out
     }
 
     /// A silent switch reload: forget every VSI and VLAN, hand out other
@@ -360,6 +505,7 @@ impl VdpTable {
             self.pool.stale.insert(g, v);
         }
         self.vsis.clear();
+        self.moving.clear();
         self.pool.offset = (self.pool.offset + n) % self.pool.size();
     }
 
@@ -367,7 +513,7 @@ impl VdpTable {
     pub fn vlan_of_gid(&self, gid: u32) -> Option<u16> {
         self.pool
             .by_group
-            .get(&GroupKey::Gid(gid))
+            .get(&pool::GroupKey::Gid(gid))
             .copied()
             .or_else(|| {
                 // a VSI of that group holding a VID outside the pool
@@ -381,60 +527,19 @@ impl VdpTable {
             })
     }
 
-    /// Status JSON: VSIs and pool.
-    pub fn status(&self, now: Instant) -> (Value, Value) {
-        let mut vsis: Vec<(Instant, Value)> = self
-            .vsis
+    /// Whether `port` forwards `vlan` for group `gid`: it holds an
+    /// associated VSI of that group on that VLAN (a moving copy counts while
+    /// it is held and was associated; pre-associated VSIs do not forward).
+    pub fn forwards(&self, port: usize, gid: u32, vlan: u16) -> bool {
+        self.vsis
             .values()
-            .map(|v| {
-                let first = v.tlv.entries.first();
-                let entries: Vec<Value> = v
-                    .tlv
+            .chain(self.moving.iter().map(|m| &m.vsi))
+            .filter(|v| v.port == port && v.forwarding())
+            .any(|v| {
+                v.tlv
                     .entries
                     .iter()
-                    .map(|e| {
-                        json!({
-                            "mac": e.mac.map(|m| super::super::lldp::mac_text(&m)),
-                            "group_id": e.gid,
-                            "vlan": e.vlan(),
-                        })
-                    })
-                    .collect();
-                (
-                    v.since,
-                    json!({
-                        "uuid": id_text(v.tlv.id_fmt, &v.tlv.id),
-                        "mac": first.and_then(|e| e.mac).map(|m| super::super::lldp::mac_text(&m)),
-                        "group_id": first.and_then(|e| e.gid),
-                        "vlan": first.map(|e| e.vlan()),
-                        "mode": v.tlv.mode.name(),
-                        "filter_format": v.tlv.filter_fmt,
-                        "type_id": v.tlv.type_id,
-                        "entries": entries,
-                        "keepalives": v.keepalives,
-                        "last_keepalive_age_s":
-                            (now.saturating_duration_since(v.last_ka).as_secs_f64() * 1000.0).round() / 1000.0,
-                    }),
-                )
+                    .any(|e| e.gid == Some(gid) && e.vlan() == vlan)
             })
-            .collect();
-        vsis.sort_by_key(|(t, _)| *t);
-        let groups: BTreeMap<String, u16> = self
-            .pool
-            .by_group
-            .iter()
-            .map(|(g, v)| (g.text(), *v))
-            .collect();
-        let pool = json!({
-            "lo": self.pool.lo,
-            "hi": self.pool.hi,
-            "offset": self.pool.offset,
-            "free": self.pool.free(),
-            "groups": groups,
-        });
-        (
-            Value::Array(vsis.into_iter().map(|(_, v)| v).collect()),
-            pool,
-        )
     }
 }

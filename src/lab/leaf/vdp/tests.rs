@@ -160,9 +160,9 @@ fn reject_next_ka_ignore_expire_reload() {
     assert!(t.expire(now + Duration::from_secs(14), to).is_empty());
     let d = t.expire(now + to, to);
     assert_eq!(d.len(), 1);
-    assert_eq!(d[0].1.mode, VsiMode::Deassoc);
-    assert_eq!(d[0].1.status, 0);
-    assert_eq!(d[0].1.entries[0].vid, 3001);
+    assert_eq!(d[0].2.mode, VsiMode::Deassoc);
+    assert_eq!(d[0].2.status, 0);
+    assert_eq!(d[0].2.entries[0].vid, 3001);
     t.ka_ignore = false;
     // reload: silent, next association of the same group gets another VLAN,
     // and a stale keep-alive is refused with code 5
