@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod http_common;
 
-use http_common::{lab_server, temp_dir, NET, P1};
+use http_common::{http, lab_server, temp_dir, NET, P1};
 const LAB: &str = env!("CARGO_BIN_EXE_vdp-lab");
 
 /// A `vdp-lab server` child process, killed on drop.
@@ -43,22 +43,6 @@ fn spawn_server(extra: &[&str]) -> Proc {
         .to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "{line}");
     Proc(child, url)
-}
-
-/// Any HTTP call: (status, JSON body or Null).
-fn http(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let req = ureq::request(method, url).timeout(Duration::from_secs(20));
-    let r = match body {
-        Some(b) => req.send_json(b),
-        None => req.call(),
-    };
-    let resp = match r {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{url}: {e}"),
-    };
-    let code = resp.status();
-    (code, resp.into_json().unwrap_or(Value::Null))
 }
 
 fn rpc(base: &str, method: &str, context: Value, args: Value) -> (u16, Value) {

@@ -12,23 +12,8 @@ use std::time::{Duration, Instant};
 
 mod http_common;
 
-use http_common::{lab_server, NET, P1};
+use http_common::{http, lab_server, NET, P1};
 const LAB: &str = env!("CARGO_BIN_EXE_vdp-lab");
-
-fn http(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let req = ureq::request(method, url).timeout(Duration::from_secs(20));
-    let r = match body {
-        Some(b) => req.send_json(b),
-        None => req.call(),
-    };
-    let resp = match r {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{url}: {e}"),
-    };
-    let code = resp.status();
-    (code, resp.into_json().unwrap_or(Value::Null))
-}
 
 /// An agent's poller: its cursor and what it saw.
 struct Poller {

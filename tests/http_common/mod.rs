@@ -37,3 +37,20 @@ pub fn agent_config(url: &str, dir: &Path, timeout_s: u64, wait_s: u64) -> Confi
     c.paths.state_dir = dir.join("state");
     c
 }
+
+/// Any HTTP call: (status, JSON body or Null); HTTP error statuses are
+/// answers, not panics.
+pub fn http(method: &str, url: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    let req = ureq::request(method, url).timeout(std::time::Duration::from_secs(20));
+    let r = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    let resp = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{url}: {e}"),
+    };
+    let code = resp.status();
+    (code, resp.into_json().unwrap_or(serde_json::Value::Null))
+}
