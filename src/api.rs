@@ -76,7 +76,7 @@ pub mod lldpad {
 
     /// The VSI driver.
     pub mod vsi {
-        pub use crate::lldpad::vsi::{LldpadDriver, VsiRequest, REASON_VSI_LOST};
+        pub use crate::lldpad::vsi::{Intent, LldpadDriver, VsiRequest, REASON_VSI_LOST};
     }
 }
 
@@ -110,7 +110,7 @@ pub mod metrics {
 /// The shared vocabulary.
 pub mod model {
     pub use crate::model::{
-        Oui, PortStatus, TopoReport, UplinkInfo, UplinkSetupError, VmPort, VmResult,
+        MigrationPhase, Oui, PortStatus, TopoReport, UplinkInfo, UplinkSetupError, VmPort, VmResult,
     };
 }
 

@@ -17,13 +17,17 @@
 //! manager. Lock order: `LinuxHost::lldpad` is held only to clone the
 //! `Arc` out; no lock of this module is held while a driver runs a command.
 
+use crate::config::Hints;
 use crate::config::{Config, VdpConfig};
 use crate::exec::Runner;
 use crate::lldpad::events::{LldpadNotice, LldpadWatch, VdpEventKind};
 use crate::lldpad::lldptool;
-use crate::lldpad::vsi::{EventVerdict, LldpadDriver, VdpReply, VsiRequest};
+use crate::lldpad::vsi::{EventVerdict, Intent, LldpadDriver, VdpReply, VsiRequest};
+use crate::lldpad::wire::Mode;
 use crate::manager::host::{HostDriver, NoLocalVlan, PortOutcome, VsiSink};
-use crate::model::{TopoReport, UplinkDetect, UplinkSetupError, VmPort, VsiChange, VsiStatus};
+use crate::model::{
+    MigrationPhase, TopoReport, UplinkDetect, UplinkSetupError, VmPort, VsiChange, VsiStatus,
+};
 use crate::ovs::{OvsDriver, OvsError};
 use crate::shutdown::Shutdown;
 use crate::topology::TopoDisc;
@@ -249,94 +253,24 @@ impl HostDriver for LinuxHost {
     }
 
     fn port_up(&self, vm: &VmPort, local_vlan: u16) -> PortOutcome {
-        let Some(lldpad) = self.lldpad() else {
-            return PortOutcome {
-                fail_reason: Some(NO_LLDPAD_PORT_REASON.into()),
-                ..Default::default()
-            };
-        };
-        let mut reply = lldpad.associate(&VsiRequest::from(vm));
-        if !reply.pending && awaiting_verdict(&reply) {
-            log::info!(
-                "host: VDP not usable on {} yet for {}: pending",
-                lldpad.port(),
-                vm.port_uuid
-            );
-            reply.pending = true;
-        }
-        let vdp_vlan = if reply.pending { None } else { reply.vdp_vlan };
-        // The port joins the network's LocalVlan record even without a VLAN
-        // (as the original does), so a later VSI change or port down finds it.
-        let flows = self.ovs.add_vm_port(
-            &vm.net_uuid,
-            local_vlan,
-            &vm.port_uuid,
-            vdp_vlan,
-            reply.fail_reason.clone(),
-        );
-        let (ok, fail_reason) = match (&flows, vdp_vlan) {
-            (Err(e), _) => (false, Some(e.to_string())),
-            (Ok(u), Some(_)) if u.error.is_some() => {
-                // The table holds the port; the flow check finishes the job.
-                log::warn!("host: flows for {} deferred: {:?}", vm.port_uuid, u.error);
-                (true, reply.fail_reason.clone())
-            }
-            (Ok(_), Some(_)) => (true, reply.fail_reason.clone()),
-            // The bridge's verdict without a VLAN (a reject, VLAN 0, an
-            // unusable answer): SUCCESS with the local VLAN, VDP VLAN -1
-            // and the reason, as the original reports it. The VSI stays in
-            // the table; a later VLAN comes as a VSI change. Still pending:
-            // nothing to report yet.
-            (Ok(_), None) => (!reply.pending, reply.fail_reason.clone()),
-        };
-        PortOutcome {
-            ok,
-            local_vlan: Some(local_vlan),
-            vdp_vlan,
-            fail_reason,
-            // A port the LocalVlan table refused gets no later verdict:
-            // report the failure now even if lldpad is still working.
-            pending: reply.pending && flows.is_ok(),
-        }
+        self.port_up_with(vm, local_vlan, None)
+    }
+
+    fn port_up_migrating(
+        &self,
+        vm: &VmPort,
+        local_vlan: u16,
+        phase: MigrationPhase,
+    ) -> PortOutcome {
+        self.port_up_with(vm, local_vlan, Some(phase))
     }
 
     fn port_down(&self, vm: &VmPort) -> PortOutcome {
-        let Some(lldpad) = self.lldpad() else {
-            return PortOutcome {
-                fail_reason: Some(NO_LLDPAD_PORT_REASON.into()),
-                ..Default::default()
-            };
-        };
-        let _deassoc = lldpad.deassociate(&vm.port_uuid);
-        let restored_without_flows = self.restored_without_flows.lock().remove(&vm.port_uuid);
-        match self.ovs.remove_vm_port(&vm.net_uuid, &vm.port_uuid) {
-            // A bulk down the host held nothing of in OVS: deassociated
-            // (if lldpad held it), nothing else to do; reported once.
-            Err(_) if restored_without_flows => PortOutcome {
-                ok: true,
-                ..Default::default()
-            },
-            // As the original reports a down: the port holds no VDP VLAN
-            // any more (-1), and the local VLAN is -1 too when the
-            // network's last port went.
-            Ok(r) => PortOutcome {
-                ok: true,
-                local_vlan: (!r.net_removed).then_some(r.local_vlan),
-                vdp_vlan: None,
-                fail_reason: None,
-                pending: false,
-            },
-            Err(e) => PortOutcome {
-                ok: false,
-                local_vlan: vm.local_vlan,
-                vdp_vlan: vm.vdp_vlan,
-                // The table's text first, as the original checks its
-                // LocalVlan map before anything else ("Local VLAN Map not
-                // available in port_down" for an unknown network).
-                fail_reason: Some(e.to_string()),
-                pending: false,
-            },
-        }
+        self.port_down_with(vm, None)
+    }
+
+    fn port_down_migrating(&self, vm: &VmPort, phase: MigrationPhase) -> PortOutcome {
+        self.port_down_with(vm, Some(phase))
     }
 
     fn restore_port(&self, vm: &VmPort) {
@@ -567,6 +501,9 @@ impl HostDriver for LinuxHost {
                 } else {
                     "SUCCESS"
                 };
+                let mode = d
+                    .intent_of(&req.port_uuid)
+                    .map_or("assoc", |i| i.mode.as_str());
                 VsiStatus {
                     port_uuid: req.port_uuid,
                     mac: req.vm_mac,
@@ -576,6 +513,7 @@ impl HostDriver for LinuxHost {
                     vdp_vlan: reply.vdp_vlan,
                     result: result.into(),
                     fail_reason: reply.fail_reason,
+                    mode: mode.into(),
                 }
             })
             .collect()
@@ -583,6 +521,135 @@ impl HostDriver for LinuxHost {
 }
 
 impl LinuxHost {
+    /// VM port up, or a migration step that brings the port here:
+    /// `arriving` pre-associates (`vdp.preassoc`, hint `to`) and installs
+    /// the network's flows for the VLAN the switch reserved, ahead of the
+    /// switchover; `arrived` associates with the hint `to` (upgrading the
+    /// pre-association in place).
+    fn port_up_with(
+        &self,
+        vm: &VmPort,
+        local_vlan: u16,
+        phase: Option<MigrationPhase>,
+    ) -> PortOutcome {
+        let Some(lldpad) = self.lldpad() else {
+            return PortOutcome {
+                fail_reason: Some(NO_LLDPAD_PORT_REASON.into()),
+                ..Default::default()
+            };
+        };
+        let want = match phase {
+            Some(MigrationPhase::Arriving) => Intent {
+                mode: if self.vdp_cfg.preassoc_rr() == Some(false) {
+                    Mode::Preassoc
+                } else {
+                    Mode::PreassocRr
+                },
+                hints: Hints::To,
+            },
+            Some(MigrationPhase::Arrived) => Intent {
+                mode: Mode::Assoc,
+                hints: Hints::To,
+            },
+            _ => lldpad.plain(),
+        };
+        let mut reply = lldpad.associate_as(&VsiRequest::from(vm), want);
+        if !reply.pending && awaiting_verdict(&reply) {
+            log::info!(
+                "host: VDP not usable on {} yet for {}: pending",
+                lldpad.port(),
+                vm.port_uuid
+            );
+            reply.pending = true;
+        }
+        let vdp_vlan = if reply.pending { None } else { reply.vdp_vlan };
+        // The port joins the network's LocalVlan record even without a VLAN
+        // (as the original does), so a later VSI change or port down finds it.
+        let flows = self.ovs.add_vm_port(
+            &vm.net_uuid,
+            local_vlan,
+            &vm.port_uuid,
+            vdp_vlan,
+            reply.fail_reason.clone(),
+        );
+        let (ok, fail_reason) = match (&flows, vdp_vlan) {
+            (Err(e), _) => (false, Some(e.to_string())),
+            (Ok(u), Some(_)) if u.error.is_some() => {
+                // The table holds the port; the flow check finishes the job.
+                log::warn!("host: flows for {} deferred: {:?}", vm.port_uuid, u.error);
+                (true, reply.fail_reason.clone())
+            }
+            (Ok(_), Some(_)) => (true, reply.fail_reason.clone()),
+            // The bridge's verdict without a VLAN (a reject, VLAN 0, an
+            // unusable answer): SUCCESS with the local VLAN, VDP VLAN -1
+            // and the reason, as the original reports it. The VSI stays in
+            // the table; a later VLAN comes as a VSI change. Still pending:
+            // nothing to report yet.
+            (Ok(_), None) => (!reply.pending, reply.fail_reason.clone()),
+        };
+        PortOutcome {
+            ok,
+            local_vlan: Some(local_vlan),
+            vdp_vlan,
+            fail_reason,
+            // A port the LocalVlan table refused gets no later verdict:
+            // report the failure now even if lldpad is still working.
+            pending: reply.pending && flows.is_ok(),
+        }
+    }
+
+    /// VM port down, or the end of a migration step on this host: `left`
+    /// deassociates with the hint `from`, `aborted` with none; an aborted
+    /// migration that left nothing here (its `arriving` was never
+    /// processed) is done.
+    fn port_down_with(&self, vm: &VmPort, phase: Option<MigrationPhase>) -> PortOutcome {
+        let Some(lldpad) = self.lldpad() else {
+            return PortOutcome {
+                fail_reason: Some(NO_LLDPAD_PORT_REASON.into()),
+                ..Default::default()
+            };
+        };
+        let hints = match phase {
+            Some(MigrationPhase::Left) => Hints::From,
+            _ => lldpad.plain().hints,
+        };
+        let deassoc = lldpad.deassociate_hinted(&vm.port_uuid, hints);
+        let restored_without_flows = self.restored_without_flows.lock().remove(&vm.port_uuid);
+        let nothing_held = deassoc.fail_reason.is_some() && deassoc.vdp_vlan.is_none();
+        match self.ovs.remove_vm_port(&vm.net_uuid, &vm.port_uuid) {
+            Err(_) if phase == Some(MigrationPhase::Aborted) && nothing_held => PortOutcome {
+                ok: true,
+                ..Default::default()
+            },
+            // A bulk down the host held nothing of in OVS: deassociated
+            // (if lldpad held it), nothing else to do; reported once.
+            Err(_) if restored_without_flows => PortOutcome {
+                ok: true,
+                ..Default::default()
+            },
+            // As the original reports a down: the port holds no VDP VLAN
+            // any more (-1), and the local VLAN is -1 too when the
+            // network's last port went.
+            Ok(r) => PortOutcome {
+                ok: true,
+                local_vlan: (!r.net_removed).then_some(r.local_vlan),
+                vdp_vlan: None,
+                fail_reason: None,
+                pending: false,
+            },
+            Err(e) => PortOutcome {
+                ok: false,
+                local_vlan: vm.local_vlan,
+                vdp_vlan: vm.vdp_vlan,
+                // The table's text first, as the original checks its
+                // LocalVlan map before anything else ("Local VLAN Map not
+                // available in port_down" for an unknown network).
+                fail_reason: Some(e.to_string()),
+                pending: false,
+            },
+        }
+    }
+
     /// Local VLAN of a VM as the host knows it (table first, then what the
     /// controller sent).
     pub fn known_local_vlan(&self, vm: &VmPort) -> Option<u16> {

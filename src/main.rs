@@ -217,7 +217,7 @@ fn init_logging(cfg: &Config) -> Result<Option<Arc<LogFile>>, String> {
                 rec.args()
             );
         }
-        let ts = buf.timestamp_seconds();
+        let ts = buf.timestamp_millis();
         writeln!(
             buf,
             "{ts} {:<5} [{th}] {}: {}",

@@ -104,6 +104,38 @@ pub struct VmPort {
     pub vdp_vlan: Option<u16>,
 }
 
+/// Phase of a `vm_migration` event (docs/protocol.md, live migration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationPhase {
+    /// Destination: the port is about to arrive (inactive binding).
+    Arriving,
+    /// Destination: the binding was activated.
+    Arrived,
+    /// Destination: the migration was aborted.
+    Aborted,
+    /// Source: the port left this host.
+    Left,
+}
+
+impl MigrationPhase {
+    /// The phase as the controller names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationPhase::Arriving => "arriving",
+            MigrationPhase::Arrived => "arrived",
+            MigrationPhase::Aborted => "aborted",
+            MigrationPhase::Left => "left",
+        }
+    }
+    /// The `vm_info` status the phase implies (up on arrival, down otherwise).
+    pub fn status(self) -> PortStatus {
+        match self {
+            MigrationPhase::Arriving | MigrationPhase::Arrived => PortStatus::Up,
+            MigrationPhase::Aborted | MigrationPhase::Left => PortStatus::Down,
+        }
+    }
+}
+
 /// The uplink record stored at the controller (`save_uplink`,
 /// `request_uplink_info`, `uplink` event).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -245,6 +277,9 @@ pub struct VsiStatus {
     /// `SUCCESS`, `CREATE:FAIL`, `PENDING`.
     pub result: String,
     pub fail_reason: Option<String>,
+    /// How lldpad holds the VSI: `assoc`, or `preassoc` / `preassoc-rr`
+    /// at a live migration's destination before the switchover.
+    pub mode: String,
 }
 
 /// LLDP neighbour facts of one interface, as sent by

@@ -18,8 +18,8 @@
 //!   left (shutdown must not start new work). `dequeue_nonblock` still drains
 //!   a closed queue (nothing is lost for the error-queue mover).
 
-use crate::model::VmPort;
 use crate::model::VsiChange;
+use crate::model::{MigrationPhase, VmPort};
 use parking_lot::{Condvar, Mutex};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -61,7 +61,13 @@ pub enum VdpQueMsg {
     /// One VM port event (`construct_vm_msg`). The original also carried
     /// the uplink known when it was queued; the manager checks readiness
     /// against its current state when processing, so it is not kept.
-    Vm { vm: VmPort },
+    /// `migration`: the live migration step it is (a `vm_migration`
+    /// event), `None` for a plain `vm_info`. A newer event of the port
+    /// replaces it in the queue, step included.
+    Vm {
+        vm: VmPort,
+        migration: Option<MigrationPhase>,
+    },
     /// Bulk resync list (`construct_vm_bulk_sync_msg`).
     VmBulk { vms: Vec<VmPort> },
     /// Uplink up/down (`construct_uplink_msg`). `veth_intf` is new: the
@@ -278,7 +284,7 @@ mod tests {
     /// The port uuid of a VM message, the uplink of an uplink message.
     fn key(m: &VdpQueMsg) -> String {
         match m {
-            VdpQueMsg::Vm { vm } => vm.port_uuid.clone(),
+            VdpQueMsg::Vm { vm, .. } => vm.port_uuid.clone(),
             VdpQueMsg::Uplink { phy_uplink, .. } => phy_uplink.clone(),
             other => panic!("unexpected {other:?}"),
         }
@@ -286,7 +292,7 @@ mod tests {
 
     fn status(m: &VdpQueMsg) -> PortStatus {
         match m {
-            VdpQueMsg::Vm { vm } => vm.status,
+            VdpQueMsg::Vm { vm, .. } => vm.status,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -304,6 +310,7 @@ mod tests {
                 local_vlan: None,
                 vdp_vlan: None,
             },
+            migration: None,
         }
     }
 
@@ -333,7 +340,7 @@ mod tests {
         q.enqueue(Q_VM_PRIO, vm("b"));
         for _ in 0..100_000 {
             let mut m = vm("a");
-            if let VdpQueMsg::Vm { vm } = &mut m {
+            if let VdpQueMsg::Vm { vm, .. } = &mut m {
                 vm.status = PortStatus::Down;
             }
             q.enqueue(Q_VM_PRIO, m);

@@ -391,6 +391,7 @@ mod tests {
                 vdp_vlan: Some(3003),
                 result: "SUCCESS".into(),
                 fail_reason: None,
+                mode: "assoc".into(),
             }],
             queues: QueueLens { main: 0, err: 1 },
             threads: [("heartbeat".to_string(), "alive".to_string())].into(),

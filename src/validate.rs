@@ -428,28 +428,7 @@ pub fn validate_uplink(v: &Value) -> Result<UplinkInfo, UplinkRejection> {
 #[cfg(test)]
 mod tests;
 
-/// Phase of a `vm_migration` event (docs/protocol.md, live migration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MigrationPhase {
-    /// Destination: the port is about to arrive (inactive binding).
-    Arriving,
-    /// Destination: the binding was activated.
-    Arrived,
-    /// Destination: the migration was aborted.
-    Aborted,
-    /// Source: the port left this host.
-    Left,
-}
-
-impl MigrationPhase {
-    /// The `vm_info` status the phase implies (up on arrival, down otherwise).
-    pub fn status(self) -> PortStatus {
-        match self {
-            MigrationPhase::Arriving | MigrationPhase::Arrived => PortStatus::Up,
-            MigrationPhase::Aborted | MigrationPhase::Left => PortStatus::Down,
-        }
-    }
-}
+pub use crate::model::MigrationPhase;
 
 /// Validate a `vm_migration` payload: a VM object plus `phase`
 /// (`arriving`, `arrived`, `aborted`, `left`). `status` may be absent (the

@@ -240,13 +240,12 @@ fn topology_starts_first_and_refused_reports_are_sent_again() {
     d.stop();
 }
 
-/// `vm_migration` events (docs/protocol.md): until the manager
-/// pre-associates, `arriving` is only logged, `arrived` is handled as a VM
-/// up and `left`/`aborted` as a VM down (here before the uplink is ready,
-/// so they are answered as such a VM event is: CREATE:FAIL / DELETE:FAIL),
-/// and a bad phase is rejected naming the field.
+/// `vm_migration` events (docs/protocol.md) reach the manager as migration
+/// steps; here before the uplink is ready, so they are answered as a VM
+/// event of the implied status is (CREATE:FAIL / DELETE:FAIL), and a bad
+/// phase is rejected naming the field.
 #[test]
-fn migration_events_act_as_vm_up_and_down() {
+fn migration_events_are_answered_as_vm_up_and_down() {
     let (dir, host, link) = idle_parts("co-daemon-mig");
     let phase = |port: &str, phase: &str| {
         let mut v = vm(port, "up");
@@ -271,7 +270,9 @@ fn migration_events_act_as_vm_up_and_down() {
         link.polled.lock().last() == Some(&4)
     });
     wait_until("migrations answered", || {
-        [P2, P3, P4].iter().all(|p| !link.results_for(p).is_empty())
+        [P1, P2, P3, P4]
+            .iter()
+            .all(|p| !link.results_for(p).is_empty())
     });
     let result_of = |p: &str| match link.results_for(p).first() {
         Some(LinkCall::UpdateVmResult {
@@ -281,7 +282,9 @@ fn migration_events_act_as_vm_up_and_down() {
         }) => (*result, fail_reason.clone().unwrap_or_default()),
         other => panic!("{p}: {other:?}"),
     };
-    assert!(link.results_for(P1).is_empty(), "arriving is only logged");
+    let (r, why) = result_of(P1);
+    assert_eq!(r, VmResult::CreateFail);
+    assert!(why.contains("Uplink Port Event not received yet"), "{why}");
     let (r, why) = result_of(P2);
     assert_eq!(r, VmResult::CreateFail);
     assert!(why.contains("Uplink Port Event not received yet"), "{why}");

@@ -13,7 +13,9 @@ use vdp_agent::api::manager::{
     MgrConfig, VdpMgr, VmNotice, PORT_TRANSITION_BOND_DOWN_REASON, PORT_TRANSITION_BOND_UP_REASON,
     UPLINK_NOT_RECEIVED_REASON, UPLINK_UNDISCOVERED_REASON,
 };
-use vdp_agent::api::model::{PortStatus, UplinkInfo, UplinkSetupError, VmPort, VmResult};
+use vdp_agent::api::model::{
+    MigrationPhase, PortStatus, UplinkInfo, UplinkSetupError, VmPort, VmResult,
+};
 use vdp_agent::api::queue::VdpQueMsg;
 use vdp_agent::api::shutdown::Shutdown;
 
@@ -706,4 +708,100 @@ fn static_member_of_stored_bond_is_not_a_change() {
     t.drain();
     assert_eq!(t.host.take()[0], HostCall::UplinkUp("bond0".into()));
     assert_eq!(t.link.take(), vec![save("bond0", "LLDPLbond0", None, "")]);
+}
+
+// ----- live migration steps (`vm_migration`, docs/protocol.md) -----
+
+fn step(phase: MigrationPhase, port: &str) -> VmNotice {
+    VmNotice::Migration(phase, vm(port, phase.status()))
+}
+
+fn migrating(port: &str, phase: &'static str, local_vlan: Option<u16>) -> HostCall {
+    HostCall::PortMigrating {
+        port: port.into(),
+        phase,
+        local_vlan,
+    }
+}
+
+#[test]
+fn migration_steps_reach_the_host_as_such_and_are_reported() {
+    let t = setup(None);
+    t.bring_up_eth2();
+    t.host.local_vlans.lock().insert(P1.into(), 5);
+    for (phase, name) in [
+        (MigrationPhase::Arriving, "arriving"),
+        (MigrationPhase::Arrived, "arrived"),
+    ] {
+        t.mgr.vdp_vm_event(step(phase, P1));
+        t.drain();
+        assert_eq!(
+            t.host.take(),
+            vec![
+                HostCall::PortLocalVlan {
+                    port: P1.into(),
+                    wait_s: 7
+                },
+                migrating(P1, name, Some(5)),
+            ]
+        );
+        // Reported as any up: for `arriving` it tells the controller the
+        // destination is ready (pre-associated, flows in place).
+        assert_eq!(
+            t.link.take(),
+            vec![result(P1, VmResult::Success, Some(5), Some(3003), None)]
+        );
+    }
+    for (phase, name) in [
+        (MigrationPhase::Left, "left"),
+        (MigrationPhase::Aborted, "aborted"),
+    ] {
+        t.mgr.vdp_vm_event(step(phase, P2));
+        t.drain();
+        assert_eq!(t.host.take(), vec![migrating(P2, name, None)]);
+        assert_eq!(
+            t.link.take(),
+            vec![result(P2, VmResult::Success, None, None, None)]
+        );
+    }
+}
+
+#[test]
+fn arriving_before_the_uplink_is_refused_and_not_replayed() {
+    let t = setup(None);
+    t.mgr.vdp_vm_event(step(MigrationPhase::Arriving, P1));
+    t.mgr.vdp_vm_event(step(MigrationPhase::Arrived, P2));
+    t.drain();
+    assert_eq!(
+        t.link.take(),
+        vec![
+            result(
+                P1,
+                VmResult::CreateFail,
+                None,
+                None,
+                Some(UPLINK_NOT_RECEIVED_REASON)
+            ),
+            result(
+                P2,
+                VmResult::CreateFail,
+                None,
+                None,
+                Some(UPLINK_NOT_RECEIVED_REASON)
+            ),
+        ]
+    );
+    // Replayed later as a plain up, an `arriving` would take the VSI from
+    // the source before the switchover: only the arrival is remembered.
+    assert_eq!(t.mgr.state_view().early_ports, vec![P2.to_string()]);
+}
+
+#[test]
+fn a_queued_arriving_is_replaced_by_its_abort() {
+    let t = setup(None);
+    t.bring_up_eth2();
+    t.mgr.vdp_vm_event(step(MigrationPhase::Arriving, P1));
+    t.mgr.vdp_vm_event(step(MigrationPhase::Aborted, P1));
+    t.drain();
+    assert_eq!(t.host.take(), vec![migrating(P1, "aborted", None)]);
 }

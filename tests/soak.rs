@@ -179,6 +179,23 @@ struct Gaps {
     holes: Vec<(Duration, u64)>,
 }
 
+/// `HH:MM:SS.mmm` UTC of `t`, to line the soak's events up with the
+/// agent's and the leaf's log lines (both log UTC with milliseconds).
+fn utc_clock(t: std::time::SystemTime) -> String {
+    let ms = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        ms % 1000
+    )
+}
+
 /// The replies inside [from, to]; a hole is a jump in icmp_seq.
 fn gap(replies: &[(Instant, u64)], from: Instant, to: Instant) -> Gaps {
     let inside: Vec<&(Instant, u64)> = replies
@@ -455,6 +472,9 @@ fn soak() {
 
     let mut rows: BTreeMap<Fault, (u32, Vec<f64>, Vec<f64>, u64)> = BTreeMap::new();
     let mut violations: Vec<String> = Vec::new();
+    // A ping lost in a fault that changes no VLAN (not a violation below
+    // the blackout bound, but worth the logs).
+    let mut unexcused_loss = false;
     let end = Instant::now() + Duration::from_secs(secs);
     let mut n = 0u32;
     while Instant::now() < end {
@@ -467,9 +487,11 @@ fn soak() {
             sampler.excused.store(true, Ordering::SeqCst);
         }
         let t0 = Instant::now();
+        let wall0 = std::time::SystemTime::now();
         eprintln!(
-            "soak #{n} ({:.0} s left): {}",
+            "soak #{n} ({:.0} s left) at {}: {}",
             end.saturating_duration_since(t0).as_secs_f64(),
+            utc_clock(wall0),
             fault.name()
         );
         // When each VM's traffic is promised from in this window: a VM that
@@ -599,10 +621,11 @@ fn soak() {
                     for (at, k) in holes {
                         let at = at + measured_from[i].duration_since(t0);
                         eprintln!(
-                            "soak #{n} {}: {} lost {k} ping(s) before +{:.2} s",
+                            "soak #{n} {}: {} lost {k} ping(s) before +{:.2} s ({})",
                             fault.name(),
                             vms[i].name,
-                            at.as_secs_f64()
+                            at.as_secs_f64(),
+                            utc_clock(wall0 + at)
                         );
                     }
                     each.push(format!(
@@ -624,6 +647,9 @@ fn soak() {
                 row.2
                     .push((took + fault_end.duration_since(t0)).as_secs_f64());
                 row.3 += lost_total;
+                if lost_total > 0 && !fault.pings_may_go() {
+                    unexcused_loss = true;
+                }
                 if worst.0 >= BLACKOUT && !fault.pings_may_go() {
                     violations.push(format!(
                         "#{n} {}: blackout of {:.0} ms {} ({lost_total} ping(s) lost) though no VLAN changed",
@@ -682,7 +708,7 @@ fn soak() {
     for v in &violations {
         println!("VIOLATION (seed {seed}): {v}");
     }
-    if !violations.is_empty() {
+    if !violations.is_empty() || unexcused_loss || std::env::var_os("SOAK_KEEP_LOGS").is_some() {
         // Keep the logs of the run (the lab is torn down when it ends).
         let keep = common::top().join(format!("target/soak-{seed}"));
         let _ = std::fs::create_dir_all(&keep);

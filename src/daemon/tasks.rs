@@ -122,16 +122,15 @@ pub(crate) fn dispatch_event(mgr: &VdpMgr, ev: &ControllerEvent) {
             Err(e) => log::warn!("rejected uplink event seq {}: {e}", ev.seq),
         },
         "vm_migration" => match validate::validate_migration(&ev.payload) {
-            // Until the manager pre-associates (issue 15), `arriving` is
-            // only logged and the other phases act as plain VM up/down.
-            Ok((validate::MigrationPhase::Arriving, vm)) => log::info!(
-                "vm_migration seq {}: port {} arriving (no pre-association yet)",
-                ev.seq,
-                vm.port_uuid
-            ),
-            Ok((_, vm)) => {
+            Ok((phase, vm)) => {
+                log::info!(
+                    "vm_migration seq {}: port {} {}",
+                    ev.seq,
+                    vm.port_uuid,
+                    phase.as_str()
+                );
                 crate::metrics::vm_event_received(&vm.port_uuid);
-                mgr.vdp_vm_event(VmNotice::Single(vm))
+                mgr.vdp_vm_event(VmNotice::Migration(phase, vm))
             }
             Err(rej) => reject_vm(mgr, ev.seq, &rej),
         },

@@ -419,6 +419,12 @@ pub fn command_failure(out: &CmdOutput) -> Option<String> {
 
 /// Judge the output of `vdptool -T -W -V assoc ...` for VSI `uuid`/`mac`.
 pub fn assoc_outcome(out: &CmdOutput, uuid: &str, mac: &str) -> AssocOutcome {
+    assoc_outcome_in(out, uuid, mac, Mode::Assoc)
+}
+
+/// [`assoc_outcome`] of a request in `mode` (a pre-association's answer
+/// names its own mode; the VLAN it carries is the one the switch reserved).
+pub fn assoc_outcome_in(out: &CmdOutput, uuid: &str, mac: &str, mode: Mode) -> AssocOutcome {
     if let Some(f) = command_failure(out) {
         return match Refusal::classify(f) {
             Refusal::Busy => AssocOutcome::Pending,
@@ -438,11 +444,17 @@ pub fn assoc_outcome(out: &CmdOutput, uuid: &str, mac: &str) -> AssocOutcome {
         let other = events.first().map(|e| e.uuid.clone()).unwrap_or_default();
         return AssocOutcome::NotOurs { other_uuid: other };
     };
-    event_outcome(ev, mac, &out.stdout)
+    event_outcome_in(ev, mac, &out.stdout, mode)
 }
 
 /// Judge one event already matched to our uuid.
 pub fn event_outcome(ev: &VdpEvent, mac: &str, reply: &str) -> AssocOutcome {
+    event_outcome_in(ev, mac, reply, Mode::Assoc)
+}
+
+/// [`event_outcome`] of a request in `mode`: the event confirms it when it
+/// names the same mode.
+pub fn event_outcome_in(ev: &VdpEvent, mac: &str, reply: &str, mode: Mode) -> AssocOutcome {
     if ev.filters.len() > 1 {
         return AssocOutcome::Failed {
             reason: multiple_filter_failure_reason(reply.trim()),
@@ -466,7 +478,7 @@ pub fn event_outcome(ev: &VdpEvent, mac: &str, reply: &str) -> AssocOutcome {
         }
     }
     match ev.mode.as_str() {
-        "assoc" => match filter.valid_vlan() {
+        m if m == mode.as_str() => match filter.valid_vlan() {
             Some(vlan) => AssocOutcome::Associated { vlan },
             None if filter.vlan() == 0 => AssocOutcome::NoVlanYet,
             None => AssocOutcome::Failed {
@@ -481,10 +493,6 @@ pub fn event_outcome(ev: &VdpEvent, mac: &str, reply: &str) -> AssocOutcome {
                 .error
                 .clone()
                 .unwrap_or_else(|| DEASSOC_NO_REASON.to_string()),
-        },
-        #[allow(unreachable_patterns)]
-        _ if false => AssocOutcome::Failed {
-            reason: mode_failure_reason(reply.trim()),
         },
     }
 }

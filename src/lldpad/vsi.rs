@@ -55,7 +55,7 @@
 //! associated (after a restart); `deassociate` of an unknown port only
 //! reports it.
 
-use crate::config::VdpConfig;
+use crate::config::{Hints, VdpConfig};
 use crate::exec::{CmdOutput, Runner};
 use crate::lldpad::clif::{self, ClifQuery, ClifSet, SetReply};
 use crate::lldpad::vdptool::{
@@ -70,13 +70,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod refresh;
 mod reply;
 mod requests;
 mod settle;
 mod sockets;
 use reply::*;
+pub use reply::{Intent, VsiRequest, REASON_VSI_LOST};
 pub(crate) use reply::{QueryError, VdpReply, SETTLE_TIME};
-pub use reply::{VsiRequest, REASON_VSI_LOST};
 use settle::*;
 
 /// What an lldpad event says of one VSI ([`LldpadDriver::apply_event`]).
@@ -116,6 +117,9 @@ struct Entry {
     /// Recorded by `restore` (bulk down entry): only waits for deassociate,
     /// never refreshed.
     restored: bool,
+    /// How lldpad is to hold the VSI (assoc, or a pre-association of a
+    /// migration's destination): refresh queries and re-asserts it so.
+    intent: Intent,
     /// Refresh rounds without change (original `callback_count`).
     unchanged_rounds: u32,
     /// Bumped on every change by associate/restore, so a refresh result
@@ -137,6 +141,9 @@ struct Entry {
 #[derive(Debug)]
 struct LaterDeassoc {
     req: VsiRequest,
+    /// The mode lldpad holds the VSI in, and the hint of the deassociate.
+    mode: Mode,
+    hints: Hints,
     rounds: u32,
 }
 
@@ -310,13 +317,29 @@ impl LldpadDriver {
     /// it. A second call for a VSI whose request is still running returns
     /// its last state with `pending` set, without sending anything.
     pub fn associate(&self, req: &VsiRequest) -> VdpReply {
+        self.associate_as(req, self.plain())
+    }
+
+    /// The intent of a plain associate: assoc with `vdp.hints`.
+    pub fn plain(&self) -> Intent {
+        Intent::assoc(self.cfg.hints_value().unwrap_or(Hints::None))
+    }
+
+    /// [`associate`](Self::associate) in the mode and with the hint of
+    /// `want`: a pre-association at a live migration's destination, or the
+    /// associate of its arrival (which upgrades a pre-associated VSI in
+    /// place, repeating the VLAN lldpad stores). A VSI lldpad already holds
+    /// associated is never asked to step back to a pre-association (lldpad
+    /// refuses it): such a request keeps the association.
+    pub fn associate_as(&self, req: &VsiRequest, want: Intent) -> VdpReply {
         if let Err(e) = self.args(req, 0).and_then(|a| {
-            vdptool::request_argv(&self.port, &self.cfg, Mode::Assoc, &a, true).map(|_| ())
+            vdptool::request_command_hinted(&self.port, &self.cfg, want.mode, &a, true, want.hints)
+                .map(|_| ())
         }) {
             log::error!("associate {}: {e}", req.port_uuid);
             return VdpReply::failed(e.to_string());
         }
-        let generation = {
+        let (generation, held, want) = {
             let mut t = self.table.lock();
             // Up again before a postponed deassoc went out: cancel it.
             t.later.retain(|l| l.req.port_uuid != req.port_uuid);
@@ -333,17 +356,25 @@ impl LldpadDriver {
             }
             let version = t.bump();
             let generation = t.generation;
-            match t.vsis.get_mut(&req.port_uuid) {
+            let (held, want) = match t.vsis.get_mut(&req.port_uuid) {
                 Some(e) if e.busy => {
                     let mut r = e.reply.clone();
                     r.pending = true;
                     return r;
                 }
                 Some(e) => {
+                    let held = if e.restored { want } else { e.intent };
+                    let want = if held.mode == Mode::Assoc && want.is_preassoc() {
+                        held
+                    } else {
+                        want
+                    };
                     e.req = req.clone();
                     e.busy = true;
                     e.restored = false;
                     e.version = version;
+                    e.intent = want;
+                    (held, want)
                 }
                 None => {
                     t.vsis.insert(
@@ -354,25 +385,29 @@ impl LldpadDriver {
                             busy: true,
                             deassociating: false,
                             restored: false,
+                            intent: want,
                             unchanged_rounds: 0,
                             version,
                             reasserting: None,
                             quiet_send: None,
                         },
                     );
+                    (want, want)
                 }
-            }
-            generation
+            };
+            (generation, held, want)
         };
         let guard = BusyGuard::new(self, &req.port_uuid);
-        let reply = self.associate_now(req);
+        let reply = self.associate_now(req, held, want);
         guard.disarm();
         self.note_send(&req.port_uuid, &reply);
         log::info!(
-            "associate {} mac {} gid {}: {:?}",
+            "{} {} mac {} gid {} hints {}: {:?}",
+            want.mode.as_str(),
             req.port_uuid,
             req.vm_mac,
             req.segmentation_id,
+            want.hints.as_str(),
             reply
         );
         let mut t = self.table.lock();
@@ -396,7 +431,14 @@ impl LldpadDriver {
     /// VM port down: deassociate with the filter lldpad stores and forget
     /// the VSI. `vdp_vlan` of the reply = the VLAN that was associated.
     pub fn deassociate(&self, port_uuid: &str) -> VdpReply {
-        let (req, known, generation) = {
+        self.deassociate_hinted(port_uuid, self.plain().hints)
+    }
+
+    /// [`deassociate`](Self::deassociate) with the migration hint of this
+    /// request (`from` when the port left for another host, see [`Intent`]
+    /// for what lldpad 1.1 makes of it).
+    pub fn deassociate_hinted(&self, port_uuid: &str, hints: Hints) -> VdpReply {
+        let (req, known, generation, mode) = {
             let mut t = self.table.lock();
             loop {
                 match t.vsis.get(port_uuid) {
@@ -422,16 +464,21 @@ impl LldpadDriver {
             };
             e.busy = true;
             e.deassociating = true;
-            (e.req.clone(), e.reply.vdp_vlan, generation)
+            (e.req.clone(), e.reply.vdp_vlan, generation, e.intent.mode)
         };
         let guard = BusyGuard::new(self, port_uuid);
-        let mut reply = self.deassociate_now(&req, known);
+        let mut reply = self.deassociate_now(&req, known, mode, hints);
         guard.disarm();
         let mut t = self.table.lock();
         if t.generation == generation {
             t.vsis.remove(port_uuid);
             if reply.pending {
-                t.later.push(LaterDeassoc { req, rounds: 0 });
+                t.later.push(LaterDeassoc {
+                    req,
+                    mode,
+                    hints,
+                    rounds: 0,
+                });
             }
         } else {
             reply.pending = false;
@@ -462,6 +509,7 @@ impl LldpadDriver {
                 busy: false,
                 deassociating: false,
                 restored: true,
+                intent: self.plain(),
                 unchanged_rounds: 0,
                 version,
                 reasserting: None,
@@ -473,7 +521,7 @@ impl LldpadDriver {
     /// The VDP VLAN lldpad holds for the VSI (one query), `None` when it
     /// holds none usable: what a bulk "down" entry without VLANs had.
     pub fn held_vlan(&self, req: &VsiRequest) -> Option<u16> {
-        match self.query_state(req) {
+        match self.query_state(req, Mode::Assoc) {
             Ok(Some(VsiState::Associated { vlan, .. })) => Some(vlan),
             _ => None,
         }
@@ -492,6 +540,11 @@ impl LldpadDriver {
             .collect()
     }
 
+    /// How lldpad is to hold the VSI of `port_uuid` (status).
+    pub fn intent_of(&self, port_uuid: &str) -> Option<Intent> {
+        self.table.lock().vsis.get(port_uuid).map(|e| e.intent)
+    }
+
     /// Uplink down: forget everything, send nothing.
     pub fn clear(&self) {
         let mut t = self.table.lock();
@@ -500,103 +553,6 @@ impl LldpadDriver {
         t.generation += 1;
         drop(t);
         self.idle.notify_all();
-    }
-
-    /// One refresh round; returns the VSIs whose VLAN / fail reason changed
-    /// (or unchanged for more than `CALLBACK_THRESHOLD` rounds).
-    /// `local_vlan` is left `None` for the caller to fill.
-    pub fn refresh(&self) -> Vec<VsiChange> {
-        self.retry_later_deassocs();
-        let (work, generation, recheck) = {
-            let t = self.table.lock();
-            // The daemon re-checks every second while a VSI awaits its
-            // verdict: such a round is not a refresh period, so it does not
-            // count toward the unchanged re-reports (else every VSI would
-            // be re-reported every few seconds while one is pending).
-            let pending = t.vsis.values().any(|e| e.reply.awaiting_verdict());
-            let work: Vec<(VsiRequest, u64)> = t
-                .vsis
-                .values()
-                .filter(|e| !e.busy && !e.restored)
-                .map(|e| (e.req.clone(), e.version))
-                .collect();
-            (work, t.generation, pending)
-        };
-        let rereport = self.round_rereport(recheck);
-        if work.is_empty() {
-            return Vec::new();
-        }
-        let mut listed: HashMap<String, VsiRecord> = HashMap::new();
-        match self.list() {
-            Ok(recs) => {
-                for r in recs {
-                    listed.insert(r.uuid.to_ascii_lowercase(), r);
-                }
-            }
-            Err(e) => log::warn!("refresh: list query on {} failed: {e}", self.port),
-        }
-        let mut bridge_silent = false;
-        let nowait = self.events_attached.load(Ordering::Relaxed);
-        let mut results: Vec<(String, u64, VdpReply)> = Vec::new();
-        for (req, version) in work {
-            let state = match listed.get(&req.port_uuid.to_ascii_lowercase()) {
-                Some(rec) => Ok(Some(vdptool::record_state(
-                    rec,
-                    &req.vm_mac,
-                    req.segmentation_id,
-                ))),
-                None => self.query_state(&req),
-            };
-            let reply = match state {
-                Ok(Some(VsiState::Associated { vlan, .. })) => VdpReply::associated(vlan),
-                Ok(Some(VsiState::InProgress)) => VdpReply::pending(),
-                Ok(Some(VsiState::NoVlanYet { .. })) => VdpReply::no_vlan_yet(),
-                other => {
-                    // Missing or unusable: re-associate (the original's
-                    // refresh sends assoc -W when the query is not valid).
-                    let unusable = match &other {
-                        Ok(Some(VsiState::Unusable { reason, .. })) => Some(reason.clone()),
-                        _ => None,
-                    };
-                    if matches!(other, Ok(None)) && self.sent_quietly_lately(&req.port_uuid) {
-                        // lldpad took an associate without a verdict and
-                        // holds nothing: not again before sync_timeout_s,
-                        // but say why the VSI is gone.
-                        let lost = VdpReply {
-                            fail_reason: Some(REASON_VSI_LOST.into()),
-                            ..VdpReply::pending()
-                        };
-                        results.push((req.port_uuid.clone(), version, lost));
-                        continue;
-                    }
-                    if !self.mark_busy(&req.port_uuid, version, generation) {
-                        continue;
-                    }
-                    let guard = BusyGuard::new(self, &req.port_uuid);
-                    let r = self.request_for_state(&req, other, !bridge_silent && !nowait);
-                    guard.disarm();
-                    self.note_send(&req.port_uuid, &r);
-                    bridge_silent |= r.pending && !nowait;
-                    self.unmark_busy(&req.port_uuid);
-                    if r.pending && nowait && r.fail_reason.is_none() {
-                        // Sent; the verdict comes as an lldpad event (or a
-                        // later round's query). Keep the known state.
-                        VdpReply::pending()
-                    } else if r.pending {
-                        // Still no verdict: say why the VLAN is gone.
-                        VdpReply {
-                            fail_reason: Some(unusable.unwrap_or_else(|| REASON_VSI_LOST.into())),
-                            ..r
-                        }
-                    } else {
-                        r
-                    }
-                }
-            };
-            results.push((req.port_uuid.clone(), version, reply));
-        }
-        self.idle.notify_all();
-        self.apply_refresh(results, generation, rereport)
     }
 
     /// A VDP event from lldpad for `port_uuid` (lldpad event client):
@@ -634,64 +590,6 @@ impl LldpadDriver {
     /// Is the VSI lost and being re-asserted (its flows kept)?
     pub fn reasserting(&self, port_uuid: &str) -> Option<u16> {
         self.table.lock().vsis.get(port_uuid)?.reasserting
-    }
-
-    // ---- internals ----
-
-    fn apply_refresh(
-        &self,
-        results: Vec<(String, u64, VdpReply)>,
-        generation: u64,
-        rereport: Rereport,
-    ) -> Vec<VsiChange> {
-        let mut changes = Vec::new();
-        let mut t = self.table.lock();
-        if t.generation != generation {
-            return changes;
-        }
-        for (uuid, version, new) in results {
-            let Some(e) = t.vsis.get_mut(&uuid) else {
-                continue;
-            };
-            if e.version != version || e.busy {
-                continue;
-            }
-            let old = e.reply.clone();
-            // Pending without anything new to say: keep the old state.
-            if new.pending && new.fail_reason.is_none() && new.vdp_vlan.is_none() {
-                if !old.pending && old.vdp_vlan.is_none() && old.fail_reason.is_none() {
-                    e.reply.pending = true;
-                }
-                continue;
-            }
-            if let Some(c) = settle(e, new, rereport) {
-                changes.push(c);
-            }
-        }
-        changes
-    }
-
-    fn mark_busy(&self, uuid: &str, version: u64, generation: u64) -> bool {
-        let mut t = self.table.lock();
-        if t.generation != generation {
-            return false;
-        }
-        match t.vsis.get_mut(uuid) {
-            Some(e) if !e.busy && e.version == version => {
-                e.busy = true;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn unmark_busy(&self, uuid: &str) {
-        let mut t = self.table.lock();
-        if let Some(e) = t.vsis.get_mut(uuid) {
-            e.busy = false;
-        }
-        drop(t);
-        self.idle.notify_all();
     }
 }
 

@@ -141,11 +141,18 @@ impl Command {
     /// A get of one VSI (`uuid`) or, with `uuid: None` and no keys, of every
     /// VSI of the interface.
     pub fn get(ifname: &str, args: Vec<(String, String)>) -> Command {
+        Command::get_in(ifname, Mode::Assoc, args)
+    }
+
+    /// A get among the VSIs lldpad holds in `mode`: lldpad answers a
+    /// query only with VSIs whose mode is the query's (`-V MODE`), so a
+    /// pre-associated VSI is found only by a `-V preassoc[-rr]` query.
+    pub fn get_in(ifname: &str, mode: Mode, args: Vec<(String, String)>) -> Command {
         Command {
             set: false,
             wait: false,
             ifname: ifname.into(),
-            mode: Mode::Assoc,
+            mode,
             args,
         }
     }

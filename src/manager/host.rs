@@ -7,8 +7,8 @@
 //! asynchronous changes (VSI refresh, lldpad events) as values returned to the
 //! caller, which turns them into queue messages.
 
+use crate::model::{MigrationPhase, UplinkSetupError, VmPort};
 pub use crate::model::{TopoReport, UplinkDetect, VsiChange, VsiStatus};
-use crate::model::{UplinkSetupError, VmPort};
 use crate::shutdown::Shutdown;
 use std::time::Duration;
 
@@ -88,6 +88,25 @@ pub trait HostDriver: Send + Sync {
 
     /// VM port down: deassociate; flows removed when the network's last port goes.
     fn port_down(&self, vm: &VmPort) -> PortOutcome;
+
+    /// A live migration step that brings the port here (`Arriving`:
+    /// pre-associate and install the flows ahead of the switchover;
+    /// `Arrived`: associate with the hint `to`). Default: a plain up.
+    fn port_up_migrating(
+        &self,
+        vm: &VmPort,
+        local_vlan: u16,
+        _phase: MigrationPhase,
+    ) -> PortOutcome {
+        self.port_up(vm, local_vlan)
+    }
+
+    /// A live migration step that ends the port here (`Left`: deassociate
+    /// with the hint `from`; `Aborted`: as a down, and done when nothing of
+    /// the port is here). Default: a plain down.
+    fn port_down_migrating(&self, vm: &VmPort, _phase: MigrationPhase) -> PortOutcome {
+        self.port_down(vm)
+    }
 
     /// Bulk entry with status down after a restart (`pop_local_cache`):
     /// remember what the controller knew so the following `port_down` can

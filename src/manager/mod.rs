@@ -46,7 +46,7 @@ mod uplink;
 mod worker;
 
 use crate::config::Config;
-use crate::model::{PortStatus, UplinkInfo, VmPort, VmResult};
+use crate::model::{MigrationPhase, PortStatus, UplinkInfo, VmPort, VmResult};
 use crate::queue::{
     UplinkStatus, VdpMsgPriQue, VdpQueMsg, Q_UPL_PRIO, Q_VM_PRIO, Q_VSI_PRIO, Q_VSI_REREPORT_PRIO,
 };
@@ -152,6 +152,9 @@ pub struct MgrStateView {
 pub enum VmNotice {
     Single(VmPort),
     Bulk(Vec<VmPort>),
+    /// A `vm_migration` event: the step and the port (its status is the
+    /// one the step implies).
+    Migration(MigrationPhase, VmPort),
 }
 
 /// Where the uplink stands: the original's `restart_uplink_called`,
@@ -494,15 +497,23 @@ impl VdpMgr {
                 self.state.lock().bulk = BulkStage::Received;
                 VdpQueMsg::VmBulk { vms }
             }
-            VmNotice::Single(vm) => VdpQueMsg::Vm { vm },
+            VmNotice::Single(vm) => VdpQueMsg::Vm {
+                vm,
+                migration: None,
+            },
+            VmNotice::Migration(phase, vm) => VdpQueMsg::Vm {
+                vm,
+                migration: Some(phase),
+            },
         };
-        if let VdpQueMsg::Vm { vm, .. } = &msg {
+        if let VdpQueMsg::Vm { vm, migration } = &msg {
             log::info!(
-                "VM event queued: status {} mac {} port {} net {}",
+                "VM event queued: status {} mac {} port {} net {}{}",
                 vm.status,
                 vm.vm_mac,
                 vm.port_uuid,
-                vm.net_uuid
+                vm.net_uuid,
+                migration.map_or(String::new(), |m| format!(" (migration: {})", m.as_str()))
             );
         }
         self.que.enqueue(Q_VM_PRIO, msg);

@@ -27,7 +27,7 @@ impl VdpMgr {
     pub fn process_msg(&self, msg: VdpQueMsg) {
         log::debug!("Msg dequeued type is {}", msg.msg_type());
         match msg {
-            VdpQueMsg::Vm { vm, .. } => self.process_vm_event(&vm),
+            VdpQueMsg::Vm { vm, migration } => self.process_vm_step(&vm, migration),
             VdpQueMsg::VmBulk { vms, .. } => self.process_bulk_vm_event(&vms),
             VdpQueMsg::Uplink { .. } => {
                 let _reset = OngoingReset(&self.state);
@@ -113,18 +113,33 @@ impl VdpMgr {
     /// SUCCESS with both VLANs or CREATE:FAIL. Down: deassociate, report
     /// SUCCESS or DELETE:FAIL.
     pub fn process_vm_event(&self, vm: &VmPort) {
+        self.process_vm_step(vm, None)
+    }
+
+    /// [`process_vm_event`](Self::process_vm_event) of a `vm_migration`
+    /// step (`migration`), or of a plain `vm_info` (`None`). `arriving`
+    /// pre-associates and installs the flows (reported like an up: the
+    /// controller learns the destination is ready); `arrived` associates
+    /// with the hint `to`; `left` and `aborted` are downs (`left` with the
+    /// hint `from`). An `arriving` before the uplink is ready is answered
+    /// CREATE:FAIL and not remembered: replayed later as a plain up it
+    /// would take the VSI from the source before the switchover.
+    pub fn process_vm_step(&self, vm: &VmPort, migration: Option<MigrationPhase>) {
         log::info!(
-            "In processing VM Event status {} for MAC {} UUID {} oui {:?}",
+            "In processing VM Event status {} for MAC {} UUID {} oui {:?}{}",
             vm.status,
             vm.vm_mac,
             vm.port_uuid,
-            vm.oui
+            vm.oui,
+            migration.map_or(String::new(), |m| format!(" migration {}", m.as_str()))
         );
         let res_fail = vm.status.fail_result();
         {
             let mut st = self.state.lock();
             if !st.uplink_ready() {
-                remember_early(&mut st.early_ports, vm);
+                if migration != Some(MigrationPhase::Arriving) {
+                    remember_early(&mut st.early_ports, vm);
+                }
                 drop(st);
                 log::error!("{UPLINK_NOT_RECEIVED_REASON} (port {})", vm.port_uuid);
                 self.update_vm_result(
@@ -160,9 +175,16 @@ impl VdpMgr {
                         return;
                     }
                 };
-                (self.host.port_up(vm, lvid), Some(lvid))
+                let out = match migration {
+                    Some(step) => self.host.port_up_migrating(vm, lvid, step),
+                    None => self.host.port_up(vm, lvid),
+                };
+                (out, Some(lvid))
             }
-            PortStatus::Down => (self.host.port_down(vm), None),
+            PortStatus::Down => match migration {
+                Some(step) => (self.host.port_down_migrating(vm, step), None),
+                None => (self.host.port_down(vm), None),
+            },
         };
         self.report_outcome(&vm.port_uuid, res_fail, &outcome, lvid);
     }

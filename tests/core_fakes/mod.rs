@@ -11,7 +11,7 @@ use vdp_agent::api::manager::host::{
     HostDriver, NoLocalVlan, PortOutcome, TopoReport, UplinkDetect, VsiChange, VsiStatus,
 };
 use vdp_agent::api::manager::link::{ControllerEvent, ControllerLink, LinkError, LinkStatus};
-use vdp_agent::api::model::{UplinkInfo, UplinkSetupError, VmPort, VmResult};
+use vdp_agent::api::model::{MigrationPhase, UplinkInfo, UplinkSetupError, VmPort, VmResult};
 use vdp_agent::api::shutdown::Shutdown;
 
 /// A `HostDriver` call the manager made, with its arguments.
@@ -30,6 +30,12 @@ pub enum HostCall {
         local_vlan: u16,
     },
     PortDown(String),
+    /// A live migration step (`arriving`, `arrived`, `aborted`, `left`).
+    PortMigrating {
+        port: String,
+        phase: &'static str,
+        local_vlan: Option<u16>,
+    },
     RestorePort {
         port: String,
         local_vlan: Option<u16>,
@@ -55,6 +61,7 @@ impl HostCall {
             HostCall::PortLocalVlan { port, .. }
             | HostCall::PortUp { port, .. }
             | HostCall::PortDown(port)
+            | HostCall::PortMigrating { port, .. }
             | HostCall::RestorePort { port, .. }
             | HostCall::ApplyVsiChange { port, .. } => Some(port),
             _ => None,
@@ -216,6 +223,39 @@ impl HostDriver for FakeHost {
             ok: true,
             local_vlan: vm.local_vlan,
             vdp_vlan: vm.vdp_vlan,
+            fail_reason: None,
+            pending: false,
+        })
+    }
+    fn port_up_migrating(
+        &self,
+        vm: &VmPort,
+        local_vlan: u16,
+        phase: MigrationPhase,
+    ) -> PortOutcome {
+        self.rec(HostCall::PortMigrating {
+            port: vm.port_uuid.clone(),
+            phase: phase.as_str(),
+            local_vlan: Some(local_vlan),
+        });
+        self.port_up.lock().clone().unwrap_or(PortOutcome {
+            ok: true,
+            local_vlan: Some(local_vlan),
+            vdp_vlan: Some(3003),
+            fail_reason: None,
+            pending: false,
+        })
+    }
+    fn port_down_migrating(&self, vm: &VmPort, phase: MigrationPhase) -> PortOutcome {
+        self.rec(HostCall::PortMigrating {
+            port: vm.port_uuid.clone(),
+            phase: phase.as_str(),
+            local_vlan: None,
+        });
+        self.port_down.lock().clone().unwrap_or(PortOutcome {
+            ok: true,
+            local_vlan: vm.local_vlan,
+            vdp_vlan: None,
             fail_reason: None,
             pending: false,
         })

@@ -88,6 +88,7 @@ impl Opts {
 
 fn init_log() {
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
         .try_init();
 }
 

@@ -160,8 +160,19 @@ pub(super) fn key_args(
 /// Per-VSI query (original `send_vdp_query_msg`):
 /// `vdptool -t -i IF -R -V assoc -c mode=assoc -c mgrid2=.. -c typeid=.. -c typeidver=.. -c uuid=U`.
 pub fn query_command(ifname: &str, cfg: &VdpConfig, uuid: &str) -> Result<Command, ArgError> {
+    query_command_in(ifname, cfg, Mode::Assoc, uuid)
+}
+
+/// [`query_command`] among the VSIs lldpad holds in `mode` (a
+/// pre-associated VSI: `-V preassoc-rr -c mode=preassoc-rr ...`).
+pub fn query_command_in(
+    ifname: &str,
+    cfg: &VdpConfig,
+    mode: Mode,
+    uuid: &str,
+) -> Result<Command, ArgError> {
     check_token("interface", ifname)?;
-    Ok(Command::get(ifname, key_args(cfg, Mode::Assoc, uuid)?))
+    Ok(Command::get_in(ifname, mode, key_args(cfg, mode, uuid)?))
 }
 
 /// The argv of `query_command`.

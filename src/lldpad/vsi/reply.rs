@@ -28,6 +28,32 @@ impl From<&crate::model::VmPort> for VsiRequest {
     }
 }
 
+/// How lldpad is to hold a VSI: the request mode (assoc, or a
+/// pre-association at a live migration's destination) and the migration
+/// hint of the request. lldpad 1.1 puts the hints a VSI was created with
+/// on every later request of it (a later `hints=` is not used), so the
+/// hint that reaches the switch is the one of the VSI's first request; the
+/// driver still sends the hint of each request, for an lldpad that uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intent {
+    pub mode: Mode,
+    pub hints: Hints,
+}
+
+impl Intent {
+    /// A plain associate with `vdp.hints` (what the original sends).
+    pub fn assoc(hints: Hints) -> Intent {
+        Intent {
+            mode: Mode::Assoc,
+            hints,
+        }
+    }
+    /// Is this a pre-association (`preassoc` or `preassoc-rr`)?
+    pub fn is_preassoc(self) -> bool {
+        matches!(self.mode, Mode::Preassoc | Mode::PreassocRr)
+    }
+}
+
 /// What lldpad / the bridge said about a VSI.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VdpReply {

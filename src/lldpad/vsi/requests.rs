@@ -32,20 +32,29 @@ impl LldpadDriver {
         self.runner.run_any_timeout(argv, timeout)
     }
 
-    /// Per-VSI query: `Ok(None)` = lldpad does not hold the VSI.
-    pub(super) fn query_state(&self, req: &VsiRequest) -> Result<Option<VsiState>, QueryError> {
+    /// Per-VSI query among the VSIs lldpad holds in `mode`: `Ok(None)` =
+    /// lldpad does not hold the VSI (in that mode).
+    pub(super) fn query_state(
+        &self,
+        req: &VsiRequest,
+        mode: Mode,
+    ) -> Result<Option<VsiState>, QueryError> {
         Ok(self
-            .query_record(req)?
+            .query_record(req, mode)?
             .map(|r| vdptool::record_state(&r, &req.vm_mac, req.segmentation_id)))
     }
 
     /// lldpad's record of the VSI (one query).
-    pub(super) fn query_record(&self, req: &VsiRequest) -> Result<Option<VsiRecord>, QueryError> {
+    pub(super) fn query_record(
+        &self,
+        req: &VsiRequest,
+        mode: Mode,
+    ) -> Result<Option<VsiRecord>, QueryError> {
         #[cfg(test)]
         if super::tests::PANIC_NEXT_QUERY.with(|c| c.replace(false)) {
             panic!("injected panic in query_state");
         }
-        let cmd = vdptool::query_command(&self.port, &self.cfg, &req.port_uuid)
+        let cmd = vdptool::query_command_in(&self.port, &self.cfg, mode, &req.port_uuid)
             .map_err(QueryError::Arg)?;
         let q = self.query_reply(&cmd)?;
         Ok(q.records
@@ -120,9 +129,11 @@ impl LldpadDriver {
         }
     }
 
-    /// The associate decision (query first), without touching the table.
-    pub(super) fn associate_now(&self, req: &VsiRequest) -> VdpReply {
-        let rec = self.query_record(req);
+    /// The associate decision (query first, among the VSIs lldpad holds in
+    /// `held`'s mode), without touching the table; the request goes out as
+    /// `want`.
+    pub(super) fn associate_now(&self, req: &VsiRequest, held: Intent, want: Intent) -> VdpReply {
+        let rec = self.query_record(req, held.mode);
         let mut state = rec
             .clone()
             .map(|r| r.map(|r| vdptool::record_state(&r, &req.vm_mac, req.segmentation_id)));
@@ -144,25 +155,40 @@ impl LldpadDriver {
                 }));
             }
         }
-        self.request_for_state(req, state, true)
+        if held.mode != want.mode {
+            // A pre-associated VSI arrives: upgrade it in place with the
+            // VLAN field lldpad stores (another one is refused).
+            if let Ok(Some(
+                VsiState::Associated { raw_vlan, .. } | VsiState::NoVlanYet { raw_vlan },
+            )) = state
+            {
+                state = Ok(Some(VsiState::Unusable {
+                    reason: format!("{} held, {} asked", held.mode.as_str(), want.mode.as_str()),
+                    raw_vlan,
+                }));
+            }
+        }
+        self.request_for_state(req, state, true, want)
     }
 
     /// Bring lldpad's VSI in line with the request, given what lldpad
     /// holds. `wait` = use `-W` (else the verdict is read by a later query).
+    /// The request goes out in `want`'s mode and with its hint.
     pub(super) fn request_for_state(
         &self,
         req: &VsiRequest,
         state: Result<Option<VsiState>, QueryError>,
         wait: bool,
+        want: Intent,
     ) -> VdpReply {
         let assoc = |raw_vlan: u16| {
             let r = if wait {
-                self.assoc_wait(req, raw_vlan)
+                self.assoc_wait(req, raw_vlan, want)
             } else {
-                self.send_assoc_nowait(req, raw_vlan)
+                self.send_assoc_nowait(req, raw_vlan, want)
             };
             crate::metrics::vdp_reply(
-                "assoc",
+                want.mode.as_str(),
                 r.vdp_vlan.is_some() && !r.pending,
                 r.awaiting_verdict(),
             );
@@ -171,7 +197,8 @@ impl LldpadDriver {
         match state {
             Ok(Some(VsiState::Associated { vlan, .. })) => {
                 log::info!(
-                    "associate {}: lldpad holds it with VLAN {vlan}",
+                    "{} {}: lldpad holds it with VLAN {vlan}",
+                    want.mode.as_str(),
                     req.port_uuid
                 );
                 VdpReply::associated(vlan)
@@ -192,7 +219,7 @@ impl LldpadDriver {
                     oui: None,
                     ..req.clone()
                 };
-                if let Err(e) = self.send_deassoc(&stale, raw_vlan) {
+                if let Err(e) = self.send_deassoc(&stale, raw_vlan, Hints::None) {
                     log::warn!("associate {}: removing stale VSI: {e}", req.port_uuid);
                 }
                 assoc(0)
@@ -246,11 +273,10 @@ impl LldpadDriver {
     /// `vdptool -T -W` assoc and its interpretation (over the control
     /// socket when enabled: the same verdicts and texts; a refusal reads
     /// as vdptool's `FAILED:` line with its exit code 1).
-    pub(super) fn assoc_wait(&self, req: &VsiRequest, raw_vlan: u16) -> VdpReply {
-        let cmd = match self
-            .args(req, raw_vlan)
-            .and_then(|a| vdptool::request_command(&self.port, &self.cfg, Mode::Assoc, &a, true))
-        {
+    pub(super) fn assoc_wait(&self, req: &VsiRequest, raw_vlan: u16, want: Intent) -> VdpReply {
+        let cmd = match self.args(req, raw_vlan).and_then(|a| {
+            vdptool::request_command_hinted(&self.port, &self.cfg, want.mode, &a, true, want.hints)
+        }) {
             Ok(c) => c,
             Err(e) => return VdpReply::failed(e.to_string()),
         };
@@ -263,7 +289,7 @@ impl LldpadDriver {
             }
             Some(SetReply::Taken { event: None }) => return VdpReply::pending(),
             Some(SetReply::Taken { event: Some(ev) }) => {
-                return match vdptool::event_outcome(&ev, &req.vm_mac, &ev.raw) {
+                return match vdptool::event_outcome_in(&ev, &req.vm_mac, &ev.raw, want.mode) {
                     AssocOutcome::Associated { vlan } => VdpReply::associated(vlan),
                     AssocOutcome::NoVlanYet => VdpReply::no_vlan_yet(),
                     AssocOutcome::Failed { reason } => {
@@ -279,7 +305,7 @@ impl LldpadDriver {
             Ok(o) => o,
             Err(e) => return VdpReply::not_ready(e),
         };
-        match vdptool::assoc_outcome(&out, &req.port_uuid, &req.vm_mac) {
+        match vdptool::assoc_outcome_in(&out, &req.port_uuid, &req.vm_mac, want.mode) {
             AssocOutcome::Associated { vlan } => VdpReply::associated(vlan),
             AssocOutcome::NoVlanYet => VdpReply::no_vlan_yet(),
             AssocOutcome::Failed { reason } => {
@@ -288,7 +314,7 @@ impl LldpadDriver {
             AssocOutcome::Pending => VdpReply::pending(),
             AssocOutcome::NotOurs { other_uuid } => {
                 // -W printed another VSI's event: ask lldpad about ours.
-                match self.query_state(req) {
+                match self.query_state(req, want.mode) {
                     Ok(Some(VsiState::Associated { vlan, .. })) => VdpReply::associated(vlan),
                     Ok(Some(VsiState::InProgress)) => VdpReply::pending(),
                     Ok(Some(VsiState::NoVlanYet { .. })) => VdpReply::no_vlan_yet(),
@@ -305,11 +331,15 @@ impl LldpadDriver {
     }
 
     /// Assoc without `-W` (refresh, bridge silent): pending unless refused.
-    pub(super) fn send_assoc_nowait(&self, req: &VsiRequest, raw_vlan: u16) -> VdpReply {
-        let cmd = match self
-            .args(req, raw_vlan)
-            .and_then(|a| vdptool::request_command(&self.port, &self.cfg, Mode::Assoc, &a, false))
-        {
+    pub(super) fn send_assoc_nowait(
+        &self,
+        req: &VsiRequest,
+        raw_vlan: u16,
+        want: Intent,
+    ) -> VdpReply {
+        let cmd = match self.args(req, raw_vlan).and_then(|a| {
+            vdptool::request_command_hinted(&self.port, &self.cfg, want.mode, &a, false, want.hints)
+        }) {
             Ok(c) => c,
             Err(e) => return VdpReply::failed(e.to_string()),
         };
@@ -329,15 +359,27 @@ impl LldpadDriver {
         }
     }
 
+    /// Deassociate a VSI (whatever mode lldpad holds it in), with the hint
+    /// `hints`.
     pub(super) fn send_deassoc(
         &self,
         req: &VsiRequest,
         raw_vlan: u16,
+        hints: Hints,
     ) -> Result<(), vdptool::Refusal> {
         use vdptool::Refusal;
         let cmd = self
             .args(req, raw_vlan)
-            .and_then(|a| vdptool::request_command(&self.port, &self.cfg, Mode::Deassoc, &a, false))
+            .and_then(|a| {
+                vdptool::request_command_hinted(
+                    &self.port,
+                    &self.cfg,
+                    Mode::Deassoc,
+                    &a,
+                    false,
+                    hints,
+                )
+            })
             .map_err(|e| Refusal::Other(e.to_string()))?;
         let r = match self.socket_set(&cmd, &req.port_uuid) {
             Some(SetReply::Refused { text, .. }) => Err(Refusal::classify(text)),
@@ -354,8 +396,15 @@ impl LldpadDriver {
 
     /// Query, then deassoc with the stored filter. `pending` = lldpad has
     /// a request in flight for the VSI; retry from `refresh`.
-    pub(super) fn deassociate_now(&self, req: &VsiRequest, known: Option<u16>) -> VdpReply {
-        let raw_vlan = match self.query_state(req) {
+    /// `held`: the mode lldpad holds the VSI in (where the query looks).
+    pub(super) fn deassociate_now(
+        &self,
+        req: &VsiRequest,
+        known: Option<u16>,
+        held: Mode,
+        hints: Hints,
+    ) -> VdpReply {
+        let raw_vlan = match self.query_state(req, held) {
             Ok(None) => {
                 // Nothing to remove in lldpad.
                 return VdpReply {
@@ -385,7 +434,7 @@ impl LldpadDriver {
                 known.unwrap_or(0)
             }
         };
-        match self.send_deassoc(req, raw_vlan) {
+        match self.send_deassoc(req, raw_vlan, hints) {
             Ok(()) => VdpReply {
                 vdp_vlan: known,
                 ..Default::default()
@@ -408,7 +457,7 @@ impl LldpadDriver {
         let later = std::mem::take(&mut self.table.lock().later);
         let mut keep = Vec::new();
         for mut l in later {
-            let r = self.deassociate_now(&l.req, None);
+            let r = self.deassociate_now(&l.req, None, l.mode, l.hints);
             l.rounds += 1;
             if r.pending && l.rounds < DEASSOC_RETRY_ROUNDS {
                 keep.push(l);

@@ -156,6 +156,7 @@ fn rechecks_while_pending_do_not_count_as_refresh_rounds() {
             busy: true,
             deassociating: false,
             restored: false,
+            intent: d.plain(),
             unchanged_rounds: 0,
             version: 0,
             reasserting: None,
