@@ -3,6 +3,15 @@
 //! controller (admin API over `curl` in the host netns) and the agent, each
 //! lab under its own name so tests can run side by side. Everything is torn
 //! down on drop (`KEEP_LAB=1` keeps it for a post-mortem).
+//!
+//! Two-host labs (`HOSTS=2 scripts/lab`): `Lab::up_hosts` /
+//! `Lab::up_running_hosts` bring one up; `Lab::on_host(n)` is a view of
+//! compute host `n` (its netns, OVS, station lldpad, agent, `host_id`
+//! `<lab>-compute<n>`) on which every per-host helper (`status`, `flows`,
+//! `translation_flows`, `expected_flows`, `vm_add`, `port_add`,
+//! `send_event`, `start_agent`, ...) acts, while the controller and the
+//! leaf stay the lab's; `vm_plug`, `vm_move`, `vm_unplug` re-plug a VM
+//! between hosts and `migrate*` drive the controller's live migration.
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
@@ -76,6 +85,13 @@ pub struct Lab {
     pub dir: PathBuf,
     env: Vec<(String, String)>,
     pub host_id: String,
+    /// Compute host this value speaks for (1 unless made by `on_host`).
+    pub host_n: u32,
+    /// That host's state directory (agent.yaml, agent.log, ovs/, ...):
+    /// `dir` for host 1, `dir/host<n>` otherwise.
+    pub host_dir: PathBuf,
+    /// Whether dropping this value tears the lab down (not for `on_host` views).
+    teardown: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -129,14 +145,18 @@ impl Lab {
     /// (SYNC_TIMEOUT_S, FLOW_CHECK_S, LEAF_ARGS, ...). No VMs are created:
     /// use `vm_add`.
     pub fn up(name: &str, env: &[(&str, &str)]) -> Lab {
+        let dir = PathBuf::from(format!("/run/vdp-lab/{name}"));
         let mut lab = Lab {
             name: name.into(),
-            dir: PathBuf::from(format!("/run/vdp-lab/{name}")),
+            host_dir: dir.clone(),
+            dir,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             host_id: format!("{name}-compute1"),
+            host_n: 1,
+            teardown: true,
         };
         lab.env.push(("LAB_VMS".into(), "0".into()));
         lab.env
@@ -156,12 +176,75 @@ impl Lab {
         lab
     }
 
+    /// Bring up a lab of `hosts` compute hosts (`HOSTS=<hosts> scripts/lab
+    /// up`: netns `<name>-host`, `<name>-host2`, ..., one leaf with a port
+    /// `swp<n>` per host). The value is host 1; `on_host(n)` for the others.
+    pub fn up_hosts(name: &str, hosts: u32, env: &[(&str, &str)]) -> Lab {
+        let h = hosts.to_string();
+        let mut e: Vec<(&str, &str)> = env.to_vec();
+        e.push(("HOSTS", &h));
+        Lab::up(name, &e)
+    }
+
+    /// `up_hosts` + controller + every host's agent, waiting until each
+    /// has set up its uplink.
+    pub fn up_running_hosts(name: &str, hosts: u32, env: &[(&str, &str)]) -> Lab {
+        let lab = Lab::up_hosts(name, hosts, env);
+        lab.start_server();
+        for n in 1..=hosts {
+            lab.on_host(n).start_agent();
+        }
+        for n in 1..=hosts {
+            lab.on_host(n).wait_uplink(Duration::from_secs(30));
+        }
+        lab
+    }
+
+    /// A view of compute host `n` of this lab (`HOST_N=<n>` for
+    /// scripts/lab): per-host helpers act on that host; the controller
+    /// (`admin`, `vdp_lab`, `port_*`) and the leaf stay the lab's. Dropping
+    /// it does not tear anything down.
+    pub fn on_host(&self, n: u32) -> Lab {
+        let mut env: Vec<(String, String)> = self
+            .env
+            .iter()
+            .filter(|(k, _)| k != "HOST_N")
+            .cloned()
+            .collect();
+        env.push(("HOST_N".into(), n.to_string()));
+        Lab {
+            name: self.name.clone(),
+            dir: self.dir.clone(),
+            env,
+            host_id: format!("{}-compute{n}", self.name),
+            host_n: n,
+            host_dir: if n == 1 {
+                self.dir.clone()
+            } else {
+                self.dir.join(format!("host{n}"))
+            },
+            teardown: false,
+        }
+    }
+
     pub fn script(&self, args: &[&str]) -> Output {
         let mut c = Command::new(top().join("scripts/lab"));
         c.args(args).env("LAB", &self.name);
         for (k, v) in &self.env {
             c.env(k, v);
         }
+        c.output().expect("run scripts/lab")
+    }
+
+    /// `script` on host 1 whatever host this value speaks for (the
+    /// controller runs in host 1's netns).
+    fn script_host1(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(top().join("scripts/lab"));
+        c.args(args).env("LAB", &self.name);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c.env("HOST_N", "1");
         c.output().expect("run scripts/lab")
     }
 
@@ -196,7 +279,7 @@ impl Lab {
     }
 
     pub fn agent_pid(&self) -> Option<i32> {
-        std::fs::read_to_string(self.dir.join("agent.pid"))
+        std::fs::read_to_string(self.host_dir.join("agent.pid"))
             .ok()?
             .trim()
             .parse()
@@ -230,12 +313,13 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `vdp-lab ARGS` in host 1's netns (where the controller listens).
     pub fn vdp_lab(&self, args: &[&str]) -> Output {
         let bin = bin_dir().join("vdp-lab");
         let bin = bin.to_str().expect("utf-8 path");
-        let mut a = vec![bin];
+        let mut a = vec!["host", bin];
         a.extend_from_slice(args);
-        self.host(&a)
+        self.script_host1(&a)
     }
 
     pub fn server_url(&self) -> String {
@@ -253,7 +337,9 @@ impl Lab {
         if let Some(b) = &b {
             argv.extend_from_slice(&["-H", "Content-Type: application/json", "--data-binary", b]);
         }
-        let out = self.host(&argv);
+        let mut a = vec!["host"];
+        a.extend_from_slice(&argv);
+        let out = self.script_host1(&a);
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     }
 
@@ -497,7 +583,7 @@ impl Lab {
 
     /// `vdp-agent status --json` (`Null` when the agent does not answer).
     pub fn status(&self) -> Value {
-        let cfg = self.dir.join("agent.yaml");
+        let cfg = self.host_dir.join("agent.yaml");
         let bin = bin_dir().join("vdp-agent");
         let out = self.host(&[
             bin.to_str().expect("utf-8 path"),
@@ -525,7 +611,7 @@ impl Lab {
     }
 
     pub fn agent_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+        std::fs::read_to_string(self.host_dir.join("agent.log")).unwrap_or_default()
     }
 
     // ---- leaf / station lldpad ----
@@ -663,15 +749,16 @@ impl Lab {
 
     /// Tails of the logs and the current state, for assertion messages.
     pub fn diag(&self) -> String {
-        let tail = |f: &str, n: usize| {
-            let s = std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
+        let tail_in = |d: &Path, f: &str, n: usize| {
+            let s = std::fs::read_to_string(d.join(f)).unwrap_or_default();
             let lines: Vec<&str> = s.lines().collect();
             lines[lines.len().saturating_sub(n)..].join("\n")
         };
+        let tail = |f: &str, n: usize| tail_in(&self.dir, f, n);
         format!(
             "--- agent.log (tail)\n{}\n--- agent.stderr\n{}\n--- leaf.log (tail)\n{}\n--- server.log (tail)\n{}\n--- flows\n{:?}\n--- leaf vsis\n{:?}\n--- agent status\n{}",
-            tail("agent.log", 60),
-            tail("agent.stderr", 20),
+            tail_in(&self.host_dir, "agent.log", 60),
+            tail_in(&self.host_dir, "agent.stderr", 20),
             tail("leaf.log", 20),
             tail("server.log", 20),
             self.translation_flows(),
@@ -687,7 +774,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if std::env::var_os("KEEP_LAB").is_none() {
+        if self.teardown && std::env::var_os("KEEP_LAB").is_none() {
             let _ = self.script(&["down"]);
         }
     }
@@ -995,5 +1082,98 @@ impl FlowSampler {
 impl Drop for FlowSampler {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Two-host helpers: re-plugging a VM between hosts, the leaf's view of
+/// ports, and the controller's live migration (`POST
+/// /admin/ports/{uuid}/migrate...`, README "vdp-lab server").
+impl Lab {
+    /// The leaf port this host is wired to (`swp<n>`).
+    pub fn leaf_port(&self) -> String {
+        format!("swp{}", self.host_n)
+    }
+
+    /// The leaf's VSI entry for a port (`port`, `mode`, `hints`, `vlan`, ...).
+    pub fn leaf_vsi(&self, port_uuid: &str) -> Option<Value> {
+        self.leaf_vsis()
+            .into_iter()
+            .find(|v| v["uuid"] == port_uuid)
+    }
+
+    /// Plug a standby leg of an existing VM into this host's br-int with
+    /// the VM's port UUID and MAC, tagged `local_vlan` (`vm-plug`: Nova
+    /// plugging the VIF at a migration's destination).
+    pub fn vm_plug(&self, vm: &Vm, local_vlan: u16) {
+        let lv = local_vlan.to_string();
+        self.script_ok(&["vm-plug", &vm.name, &lv]);
+    }
+
+    /// The switchover: move the VM's address, route and gateway neighbour
+    /// entry to its leg on this host (`vm-move`); the time the move took.
+    pub fn vm_move(&self, vm: &Vm) -> Duration {
+        let out = self.script_ok(&["vm-move", &vm.name]);
+        let ms: f64 = out
+            .split(" in ")
+            .nth(1)
+            .and_then(|t| t.split(" ms").next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("vm-move output: {out}"));
+        Duration::from_secs_f64(ms / 1000.0)
+    }
+
+    /// Remove the VM's leg on this host (`vm-unplug`: Nova unplugging the
+    /// VIF at the source after a migration).
+    pub fn vm_unplug(&self, vm: &Vm) {
+        self.script_ok(&["vm-unplug", &vm.name]);
+    }
+
+    /// Start a live migration of the VM's port to host `to` (its
+    /// `host_id`); `manual`: the caller takes the switchover. The answer
+    /// (`{"migration"}` or an error object).
+    pub fn migrate(&self, vm: &Vm, to: &str, manual: bool) -> Value {
+        self.admin(
+            "POST",
+            &format!("ports/{}/migrate", vm.port_uuid),
+            Some(&json!({"to": to, "manual": manual})),
+        )
+    }
+
+    /// The switchover point of a running migration (`arrived`, `left`).
+    pub fn migrate_switchover(&self, vm: &Vm) -> Value {
+        self.admin(
+            "POST",
+            &format!("ports/{}/migrate/switchover", vm.port_uuid),
+            Some(&json!({})),
+        )
+    }
+
+    /// Abort a running migration (`aborted` to the destination).
+    pub fn migrate_abort(&self, vm: &Vm) -> Value {
+        self.admin(
+            "POST",
+            &format!("ports/{}/migrate/abort", vm.port_uuid),
+            Some(&json!({})),
+        )
+    }
+
+    /// The port's last migration record (phase, events, `dest_report`,
+    /// `source_report`).
+    pub fn migration(&self, vm: &Vm) -> Value {
+        self.admin("GET", &format!("ports/{}/migrate", vm.port_uuid), None)
+    }
+
+    /// Wait (server side) until the destination reported (`until` =
+    /// "ready") or the migration is over ("done"), at most `timeout_s`;
+    /// `{"matched", "migration"}`.
+    pub fn migrate_wait(&self, vm: &Vm, until: &str, timeout_s: u64) -> Value {
+        self.admin(
+            "GET",
+            &format!(
+                "ports/{}/migrate/wait?until={until}&timeout={timeout_s}",
+                vm.port_uuid
+            ),
+            None,
+        )
     }
 }

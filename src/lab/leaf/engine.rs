@@ -213,10 +213,12 @@ impl Leaf {
     }
 
     /// The gateway answers on the port the frame came from, for a group
-    /// whose VLAN this is and that has an associated VSI on that port.
+    /// whose VLAN this is and that has an associated VSI on that port. It
+    /// is an anycast gateway: one MAC (the first port's) on every port, so
+    /// a VM that moves to another port keeps a valid ARP entry.
     fn on_vlan_frame(&mut self, port: usize, vlan: u16, frame: &[u8]) {
         let gws: Vec<(u32, Ipv4Addr)> = self.vdp.gateways.iter().map(|(g, i)| (*g, *i)).collect();
-        let mac = self.ports[port].local.mac;
+        let mac = self.ports[0].local.mac;
         for (gid, ip) in gws {
             if self.vdp.vlan_of_gid(gid) != Some(vlan) || !self.vdp.forwards(port, gid, vlan) {
                 continue;

@@ -298,6 +298,12 @@ fn two_ports_answer_on_their_own_port_and_a_vsi_moves() {
     assert_eq!(st["vsis"].as_array().unwrap().len(), 1);
     assert_eq!(st["vsis"][0]["port"], "swp2");
     assert_eq!(st["vsis"][0]["mode"], "assoc");
+    // anycast gateway: the answer on port 1 comes from the first port's MAC
+    l.on_port_frame(1, t0, &arp, Some(3001));
+    let out = l.take_outbox();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, 1);
+    assert_eq!(out[0].1[6..12], l.ports[0].local.mac);
     // history: every operation but keep-alives, in order
     let h = l.command(t0, &Command::History);
     let ops: Vec<(&str, &str, &str, &str)> = h["history"]
