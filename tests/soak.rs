@@ -241,7 +241,7 @@ fn start_sampler(lab: &Lab) -> Sampler {
         stop: Arc::new(AtomicBool::new(false)),
         samples: Arc::new(Mutex::new(0)),
     };
-    let (name, dir) = (lab.name.clone(), lab.dir.clone());
+    let (name, dir) = (lab.host_ns(), lab.dir.clone());
     let (want, excused, missing, stop, samples) = (
         s.want.clone(),
         s.excused.clone(),

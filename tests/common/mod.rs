@@ -938,6 +938,15 @@ impl FlowModWatch {
 }
 
 impl Lab {
+    /// The network namespace of the compute host this value speaks for.
+    pub fn host_ns(&self) -> String {
+        if self.host_n == 1 {
+            format!("{}-host", self.name)
+        } else {
+            format!("{}-host{}", self.name, self.host_n)
+        }
+    }
+
     /// Start OVS's flow monitors (returns once both are attached).
     pub fn watch_flow_mods(&self) -> FlowModWatch {
         use std::io::BufRead;
@@ -947,8 +956,11 @@ impl Lab {
         for br in ["br-ethd", "br-int"] {
             // ovs-ofctl prints the updates on stderr: both streams are read.
             let mut child = Command::new("ip")
-                .args(["netns", "exec", &format!("{}-host", self.name), "env"])
-                .arg(format!("OVS_RUNDIR={}", self.dir.join("ovs").display()))
+                .args(["netns", "exec", &self.host_ns(), "env"])
+                .arg(format!(
+                    "OVS_RUNDIR={}",
+                    self.host_dir.join("ovs").display()
+                ))
                 .args([
                     "sh",
                     "-c",
@@ -1004,11 +1016,11 @@ pub fn rewrites_of(want: &[String], mods: &[FlowMod]) -> Vec<FlowMod> {
 impl Lab {
     /// The translation flows (priority 4 on br-ethd, 3 on br-int), read
     /// with `ip netns exec` directly (fast enough for 20 Hz sampling).
-    pub fn fast_translation_flows(name: &str, dir: &Path) -> Option<Vec<String>> {
+    pub fn fast_translation_flows(ns: &str, dir: &Path) -> Option<Vec<String>> {
         let mut v = Vec::new();
         for (br, prio) in [("br-ethd", "priority=4,"), ("br-int", "priority=3,")] {
             let out = Command::new("ip")
-                .args(["netns", "exec", &format!("{name}-host"), "env"])
+                .args(["netns", "exec", ns, "env"])
                 .arg(format!("OVS_RUNDIR={}", dir.join("ovs").display()))
                 .args(["ovs-ofctl", "dump-flows", br, "--no-stats"])
                 .output()
@@ -1033,7 +1045,7 @@ impl Lab {
         let t0 = Instant::now();
         let kept = want.to_vec();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (name, dir, want) = (self.name.clone(), self.dir.clone(), want.to_vec());
+        let (name, dir, want) = (self.host_ns(), self.host_dir.clone(), want.to_vec());
         let s = stop.clone();
         let handle = std::thread::spawn(move || {
             let t0 = Instant::now();

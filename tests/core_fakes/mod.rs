@@ -133,6 +133,27 @@ pub struct FakeHost {
 }
 
 impl FakeHost {
+    /// What `port_up` answers unless a test set `port_up`.
+    fn up_outcome(&self, local_vlan: u16) -> PortOutcome {
+        self.port_up.lock().clone().unwrap_or(PortOutcome {
+            ok: true,
+            local_vlan: Some(local_vlan),
+            vdp_vlan: Some(3003),
+            fail_reason: None,
+            pending: false,
+        })
+    }
+    /// What `port_down` answers unless a test set `port_down`.
+    fn down_outcome(&self, vm: &VmPort, vdp_vlan: Option<u16>) -> PortOutcome {
+        self.port_down.lock().clone().unwrap_or(PortOutcome {
+            ok: true,
+            local_vlan: vm.local_vlan,
+            vdp_vlan,
+            fail_reason: None,
+            pending: false,
+        })
+    }
+
     pub fn new() -> Arc<FakeHost> {
         let h = FakeHost::default();
         *h.bridges.lock() = true;
@@ -209,23 +230,11 @@ impl HostDriver for FakeHost {
             port: vm.port_uuid.clone(),
             local_vlan,
         });
-        self.port_up.lock().clone().unwrap_or(PortOutcome {
-            ok: true,
-            local_vlan: Some(local_vlan),
-            vdp_vlan: Some(3003),
-            fail_reason: None,
-            pending: false,
-        })
+        self.up_outcome(local_vlan)
     }
     fn port_down(&self, vm: &VmPort) -> PortOutcome {
         self.rec(HostCall::PortDown(vm.port_uuid.clone()));
-        self.port_down.lock().clone().unwrap_or(PortOutcome {
-            ok: true,
-            local_vlan: vm.local_vlan,
-            vdp_vlan: vm.vdp_vlan,
-            fail_reason: None,
-            pending: false,
-        })
+        self.down_outcome(vm, vm.vdp_vlan)
     }
     fn port_up_migrating(
         &self,
@@ -238,13 +247,7 @@ impl HostDriver for FakeHost {
             phase: phase.as_str(),
             local_vlan: Some(local_vlan),
         });
-        self.port_up.lock().clone().unwrap_or(PortOutcome {
-            ok: true,
-            local_vlan: Some(local_vlan),
-            vdp_vlan: Some(3003),
-            fail_reason: None,
-            pending: false,
-        })
+        self.up_outcome(local_vlan)
     }
     fn port_down_migrating(&self, vm: &VmPort, phase: MigrationPhase) -> PortOutcome {
         self.rec(HostCall::PortMigrating {
@@ -252,13 +255,7 @@ impl HostDriver for FakeHost {
             phase: phase.as_str(),
             local_vlan: None,
         });
-        self.port_down.lock().clone().unwrap_or(PortOutcome {
-            ok: true,
-            local_vlan: vm.local_vlan,
-            vdp_vlan: None,
-            fail_reason: None,
-            pending: false,
-        })
+        self.down_outcome(vm, None)
     }
     fn restore_port(&self, vm: &VmPort) {
         self.rec(HostCall::RestorePort {

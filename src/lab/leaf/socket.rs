@@ -98,6 +98,9 @@ pub fn iface_mac(iface: &str) -> Result<[u8; 6], SocketError> {
     Ok(mac)
 }
 
+/// Receive buffer asked for each port's socket.
+const RCVBUF_BYTES: libc::c_int = 4 << 20;
+
 impl PacketSocket {
     pub fn open(iface: &str, groups: &[[u8; 6]]) -> Result<PacketSocket, SocketError> {
         let ifindex =
@@ -134,6 +137,26 @@ impl PacketSocket {
         };
         if rc < 0 {
             return Err(last_err("bind", iface));
+        }
+        // Room for a burst of ~2000 frames while the loop is busy (the
+        // gateway answers 10 ms pingers of many VMs): a full queue drops
+        // frames silently. Best effort: FORCE needs root, plain is capped
+        // by rmem_max.
+        let buf: libc::c_int = RCVBUF_BYTES;
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: option value is a c_int.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    &buf as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
         }
         let one: libc::c_int = 1;
         // SAFETY: option value is a c_int.
