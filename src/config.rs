@@ -105,6 +105,9 @@ pub struct VdpConfig {
     pub preassoc: String,
     /// VSI refresh period.
     pub sync_timeout_s: u64,
+    /// VM events of different ports processed at once (1..=16; 1 = one
+    /// after the other, as the original).
+    pub in_flight: u32,
 }
 
 /// `vdp.hints`: the `hints=` value of every associate (migration hints).
@@ -275,6 +278,7 @@ impl Default for VdpConfig {
             preassoc: "preassoc-rr".into(),
             filter: 4,
             sync_timeout_s: 30,
+            in_flight: 4,
         }
     }
 }
@@ -477,6 +481,9 @@ impl Config {
         if self.vdp.preassoc_rr().is_none() {
             return bad("vdp.preassoc", "must be preassoc or preassoc-rr");
         }
+        if !(1..=16).contains(&self.vdp.in_flight) {
+            return bad("vdp.in_flight", "must be 1..16");
+        }
         if self.vdp.filter_format().is_none() {
             return bad("vdp.filter", "must be 1..4");
         }
@@ -617,6 +624,8 @@ mod tests {
             ("server:\n  url: ftp://x\n", "server.url"),
             ("vdp:\n  hints: maybe\n", "vdp.hints"),
             ("vdp:\n  preassoc: assoc\n", "vdp.preassoc"),
+            ("vdp:\n  in_flight: 0\n", "vdp.in_flight"),
+            ("vdp:\n  in_flight: 17\n", "vdp.in_flight"),
             ("vdp:\n  filter: 9\n", "vdp.filter"),
             ("uplink:\n  static: 'eth2 x'\n", "uplink.static"),
             ("log:\n  level: loud\n", "log.level"),

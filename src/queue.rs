@@ -13,6 +13,12 @@
 //! - Equal priorities are FIFO by a per-queue sequence number; message bodies
 //!   are never compared (the original's tuple ordering could fall through to
 //!   comparing message objects).
+//! - VM lanes (`manager::lanes`): during a burst of VM events the worker
+//!   takes VM messages with [`VdpMsgPriQue::take_for_lane`], which marks the
+//!   port in flight until [`VdpMsgPriQue::finish`]; a port in flight is never
+//!   handed out again before it finishes (order per port), and a message that
+//!   is not a VM event at the head ends the burst once nothing is in flight
+//!   (everything else stays serial with VM events).
 //! - `dequeue` blocks until a message arrives or the queue is closed; after
 //!   [`VdpMsgPriQue::close`] it returns `None` at once, even if messages are
 //!   left (shutdown must not start new work). `dequeue_nonblock` still drains
@@ -135,6 +141,9 @@ struct Inner {
     vms: std::collections::HashMap<String, VdpQueMsg>,
     next_seq: u64,
     closed: bool,
+    /// Ports whose VM event a lane is processing (`take_for_lane` ..
+    /// `finish`).
+    in_flight: std::collections::HashSet<String>,
 }
 
 impl Inner {
@@ -146,6 +155,27 @@ impl Inner {
             (None, None) => None,
         }
     }
+
+    /// The port of the head message when it is a VM event.
+    fn head_vm(&self) -> Option<&str> {
+        self.heap.peek()?.vm_key.as_deref()
+    }
+}
+
+/// What [`VdpMsgPriQue::take_for_lane`] hands the worker.
+#[allow(clippy::large_enum_variant)] // moved out at once; boxing would allocate per event
+#[derive(Debug)]
+pub enum LaneTake {
+    /// A VM event, its port now in flight.
+    Vm {
+        vm: VmPort,
+        migration: Option<MigrationPhase>,
+    },
+    /// Nothing to hand out within the wait (ports still in flight).
+    Idle,
+    /// The burst is over: nothing in flight and the head (if any) is not a
+    /// VM event, or the queue is closed.
+    Done,
 }
 
 /// Queue length above which the controller's events are not polled (the
@@ -240,6 +270,53 @@ impl VdpMsgPriQue {
     /// `dequeue_nonblock`: the next message if any (also on a closed queue).
     pub fn dequeue_nonblock(&self) -> Option<(u8, VdpQueMsg)> {
         self.inner.lock().pop()
+    }
+
+    /// The next VM event for a lane: the head message when it is a VM
+    /// event whose port is not in flight and fewer than `max` ports are;
+    /// the port is then in flight until [`finish`](Self::finish). Waits up
+    /// to `wait` for that (a lane finishing or a new message wakes it).
+    pub fn take_for_lane(&self, max: usize, wait: Duration) -> LaneTake {
+        let deadline = Instant::now() + wait;
+        let mut q = self.inner.lock();
+        loop {
+            if q.closed {
+                return LaneTake::Done;
+            }
+            match q.head_vm() {
+                Some(port) if !q.in_flight.contains(port) && q.in_flight.len() < max => {
+                    if let Some((_, VdpQueMsg::Vm { vm, migration })) = q.pop() {
+                        q.in_flight.insert(vm.port_uuid.clone());
+                        return LaneTake::Vm { vm, migration };
+                    }
+                    continue;
+                }
+                Some(_) => {}
+                None if q.in_flight.is_empty() => return LaneTake::Done,
+                None => {}
+            }
+            if self.cv.wait_until(&mut q, deadline).timed_out() {
+                return LaneTake::Idle;
+            }
+        }
+    }
+
+    /// `port`'s event is in flight although it was taken by `dequeue` (the
+    /// first event of a burst).
+    pub fn begin(&self, port: &str) {
+        self.inner.lock().in_flight.insert(port.to_string());
+    }
+
+    /// A lane is done with `port`'s event (see `take_for_lane`).
+    pub fn finish(&self, port: &str) {
+        let mut q = self.inner.lock();
+        q.in_flight.remove(port);
+        self.cv.notify_all();
+    }
+
+    /// Ports in flight (taken by `take_for_lane`, not finished yet).
+    pub fn in_flight(&self) -> usize {
+        self.inner.lock().in_flight.len()
     }
 
     pub fn len(&self) -> usize {
@@ -404,5 +481,74 @@ mod tests {
         assert!(t.elapsed() >= Duration::from_millis(25));
         q.enqueue(Q_VM_PRIO, vm("a"));
         assert!(q.dequeue_timeout(Duration::from_millis(30)).is_some());
+    }
+
+    fn taken(t: LaneTake) -> Option<String> {
+        match t {
+            LaneTake::Vm { vm, .. } => Some(vm.port_uuid),
+            LaneTake::Idle => None,
+            LaneTake::Done => Some("done".into()),
+        }
+    }
+
+    #[test]
+    fn lanes_never_get_a_port_in_flight_and_a_burst_ends_at_other_messages() {
+        let q = VdpMsgPriQue::new();
+        let w = Duration::from_millis(5);
+        q.enqueue(Q_VM_PRIO, vm("a"));
+        q.enqueue(Q_VM_PRIO, vm("b"));
+        assert_eq!(taken(q.take_for_lane(4, w)).as_deref(), Some("a"));
+        // a's newer event waits behind a in flight, and holds the head.
+        q.enqueue(Q_VM_PRIO, vm("c"));
+        assert_eq!(taken(q.take_for_lane(4, w)).as_deref(), Some("b"));
+        q.enqueue(Q_VM_PRIO, vm("a"));
+        assert_eq!(taken(q.take_for_lane(4, w)).as_deref(), Some("c"));
+        assert_eq!(taken(q.take_for_lane(4, w)), None, "a is in flight");
+        q.finish("a");
+        assert_eq!(taken(q.take_for_lane(4, w)).as_deref(), Some("a"));
+        // at most `max` in flight
+        q.enqueue(Q_VM_PRIO, vm("d"));
+        assert_eq!(taken(q.take_for_lane(3, w)), None);
+        q.finish("b");
+        assert_eq!(taken(q.take_for_lane(3, w)).as_deref(), Some("d"));
+        // an uplink message at the head: no more VM events, and the burst
+        // ends only when nothing is in flight
+        q.enqueue(Q_UPL_PRIO, up("eth2"));
+        q.enqueue(Q_VM_PRIO, vm("e"));
+        assert_eq!(taken(q.take_for_lane(4, w)), None);
+        for p in ["a", "c", "d"] {
+            q.finish(p);
+        }
+        assert_eq!(q.in_flight(), 0);
+        assert_eq!(taken(q.take_for_lane(4, w)).as_deref(), Some("done"));
+        assert_eq!(key(&q.dequeue().unwrap().1), "eth2");
+        // an empty queue with nothing in flight ends it too; so does close
+        assert_eq!(taken(q.take_for_lane(4, w)).as_deref(), Some("e"));
+        q.finish("e");
+        assert_eq!(taken(q.take_for_lane(4, w)).as_deref(), Some("done"));
+        q.begin("f");
+        q.close();
+        assert_eq!(taken(q.take_for_lane(4, w)).as_deref(), Some("done"));
+    }
+
+    #[test]
+    fn a_finishing_lane_wakes_the_dispatcher() {
+        let q = Arc::new(VdpMsgPriQue::new());
+        q.enqueue(Q_VM_PRIO, vm("a"));
+        assert_eq!(
+            taken(q.take_for_lane(1, Duration::ZERO)).as_deref(),
+            Some("a")
+        );
+        q.enqueue(Q_VM_PRIO, vm("b"));
+        let q2 = q.clone();
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            q2.finish("a");
+        });
+        assert_eq!(
+            taken(q.take_for_lane(1, Duration::from_secs(30))).as_deref(),
+            Some("b")
+        );
+        h.join().unwrap();
     }
 }

@@ -37,6 +37,8 @@ pub enum ThreadName {
     ResultRetry,
     /// The delivery round's extra senders (scoped to one round).
     ResultSend,
+    /// The queue worker's VM lanes (scoped to one burst of VM events).
+    VmLane,
     StatusServer,
     StatusClient,
     MetricsServer,
@@ -51,7 +53,7 @@ pub enum ThreadName {
 }
 
 impl ThreadName {
-    pub const ALL: [ThreadName; 21] = [
+    pub const ALL: [ThreadName; 22] = [
         ThreadName::QueueWorker,
         ThreadName::ErrQueue,
         ThreadName::UplinkDetect,
@@ -64,6 +66,7 @@ impl ThreadName {
         ThreadName::TopoDisc,
         ThreadName::ResultRetry,
         ThreadName::ResultSend,
+        ThreadName::VmLane,
         ThreadName::StatusServer,
         ThreadName::StatusClient,
         ThreadName::MetricsServer,
@@ -89,6 +92,7 @@ impl ThreadName {
             ThreadName::TopoDisc => "topo-disc",
             ThreadName::ResultRetry => "result-retry",
             ThreadName::ResultSend => "result-send",
+            ThreadName::VmLane => "vm-lane",
             ThreadName::StatusServer => "status-server",
             ThreadName::StatusClient => "status-client",
             ThreadName::MetricsServer => "metrics-server",

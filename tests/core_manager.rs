@@ -26,6 +26,11 @@ struct T {
 }
 
 fn setup(static_uplink: Option<&str>) -> T {
+    setup_with(static_uplink, 1)
+}
+
+/// `setup` with `vm_lanes` VM lanes (`vdp.in_flight`).
+fn setup_with(static_uplink: Option<&str>, vm_lanes: usize) -> T {
     let host = FakeHost::new();
     let link = Arc::new(FakeLink::default());
     let cfg = MgrConfig {
@@ -33,6 +38,7 @@ fn setup(static_uplink: Option<&str>) -> T {
         vm_port_wait: Duration::from_secs(7),
         uplink_detect: Duration::from_secs(10),
         err_queue: Duration::from_secs(20),
+        vm_lanes,
     };
     let mgr = VdpMgr::new(cfg, host.clone(), link.clone(), Shutdown::new());
     T { mgr, host, link }
@@ -804,4 +810,130 @@ fn a_queued_arriving_is_replaced_by_its_abort() {
     t.mgr.vdp_vm_event(step(MigrationPhase::Aborted, P1));
     t.drain();
     assert_eq!(t.host.take(), vec![migrating(P1, "aborted", None)]);
+}
+
+/// `n` port UUIDs of the lanes tests, each with local VLAN 7.
+fn lane_ports(t: &T, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let p = format!("11111111-2222-3333-4444-{i:012}");
+            t.host.local_vlans.lock().insert(p.clone(), 7);
+            p
+        })
+        .collect()
+}
+
+/// Wait (bounded) until `f` holds.
+fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn span_at(spans: &[String], s: &str) -> usize {
+    spans
+        .iter()
+        .position(|x| x == s)
+        .unwrap_or_else(|| panic!("no span {s:?} in {spans:?}"))
+}
+
+#[test]
+fn vm_lanes_run_ports_side_by_side_keeping_order_per_port_and_other_messages_serial() {
+    let t = setup_with(None, 4);
+    t.bring_up_eth2();
+    let ports = lane_ports(&t, 8);
+    *t.host.work_delay.lock() = Duration::from_millis(100);
+    let worker = {
+        let m = t.mgr.clone();
+        std::thread::spawn(move || while m.process_one() {})
+    };
+    for p in &ports {
+        t.mgr.vdp_vm_event(VmNotice::Single(vm(p, PortStatus::Up)));
+    }
+    // Behind the ups: a VSI change (not a VM event: waits for the burst).
+    t.mgr.enqueue_vsi_change(VsiChange {
+        port_uuid: ports[1].clone(),
+        net_uuid: NET.into(),
+        vm_mac: "fa:16:3e:00:00:01".into(),
+        segmentation_id: 30001,
+        local_vlan: Some(7),
+        vdp_vlan: Some(3004),
+        old_vdp_vlan: Some(3003),
+        fail_reason: None,
+    });
+    // The first port's down while its up is in flight.
+    let first_up = format!("{} up begin", ports[0]);
+    wait_for("first up in flight", || {
+        t.host.spans.lock().contains(&first_up)
+    });
+    t.mgr
+        .vdp_vm_event(VmNotice::Single(vm(&ports[0], PortStatus::Down)));
+    wait_for("every result", || {
+        ports.iter().all(|p| !t.link.results_for(p).is_empty())
+            && t.link.results_for(&ports[0]).len() == 2
+            && t.link.results_for(&ports[1]).len() == 2
+    });
+    t.mgr.close_queues();
+    worker.join().unwrap();
+
+    let spans = t.host.spans.lock().clone();
+    assert_eq!(
+        t.host.max_active.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "four ports at once, never more: {spans:?}"
+    );
+    // Order per port: the down starts after the up ended.
+    assert!(
+        span_at(&spans, &format!("{} up end", ports[0]))
+            < span_at(&spans, &format!("{} down begin", ports[0]))
+    );
+    // The VSI change ran alone, after every up of the burst.
+    let vsi = span_at(&spans, &format!("{} vsi", ports[1]));
+    for p in &ports {
+        assert!(span_at(&spans, &format!("{p} up end")) < vsi, "{spans:?}");
+    }
+    for p in &ports {
+        assert_eq!(
+            t.link.results_for(p)[0],
+            result(p, VmResult::Success, Some(7), Some(3003), None)
+        );
+    }
+    assert_eq!(
+        t.link.results_for(&ports[0])[1],
+        result(&ports[0], VmResult::Success, None, None, None)
+    );
+    assert_eq!(t.mgr.que().in_flight(), 0);
+}
+
+#[test]
+fn vm_lanes_take_a_bulk_resyncs_ups_side_by_side_then_its_downs() {
+    let t = setup_with(None, 4);
+    t.bring_up_eth2();
+    let ports = lane_ports(&t, 8);
+    *t.host.work_delay.lock() = Duration::from_millis(50);
+    let mut list: Vec<VmPort> = ports.iter().map(|p| vm(p, PortStatus::Up)).collect();
+    list[3].status = PortStatus::Down;
+    list[3].local_vlan = Some(7);
+    list[3].vdp_vlan = Some(3003);
+    t.mgr.vdp_vm_event(VmNotice::Bulk(list));
+    t.drain();
+    let spans = t.host.spans.lock().clone();
+    assert_eq!(
+        t.host.max_active.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "{spans:?}"
+    );
+    let down = span_at(&spans, &format!("{} down begin", ports[3]));
+    for (i, p) in ports.iter().enumerate().filter(|(i, _)| *i != 3) {
+        assert!(
+            span_at(&spans, &format!("{p} up end")) < down,
+            "port {i}: {spans:?}"
+        );
+        assert_eq!(
+            t.link.results_for(p),
+            vec![result(p, VmResult::Success, Some(7), Some(3003), None)]
+        );
+    }
 }

@@ -41,6 +41,7 @@
 //! - Nothing is torn down on shutdown (no `uplink_down`/`port_down`).
 
 pub(crate) mod host;
+mod lanes;
 pub(crate) mod link;
 mod uplink;
 mod worker;
@@ -101,6 +102,9 @@ pub struct MgrConfig {
     pub uplink_detect: Duration,
     /// `intervals.err_queue_s`.
     pub err_queue: Duration,
+    /// `vdp.in_flight`: VM events of different ports processed at once
+    /// (1 = one after the other, see `lanes`).
+    pub vm_lanes: usize,
 }
 
 impl MgrConfig {
@@ -110,6 +114,7 @@ impl MgrConfig {
             vm_port_wait: Duration::from_secs(cfg.intervals.vm_port_wait_s),
             uplink_detect: Duration::from_secs(cfg.intervals.uplink_detect_s),
             err_queue: Duration::from_secs(cfg.intervals.err_queue_s),
+            vm_lanes: cfg.vdp.in_flight as usize,
         }
     }
 }

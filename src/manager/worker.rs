@@ -15,6 +15,10 @@ impl VdpMgr {
     /// runner contains a panic); false when the queue is closed.
     pub fn process_one(&self) -> bool {
         match self.que.dequeue() {
+            Some((_, VdpQueMsg::Vm { vm, migration })) if self.cfg.vm_lanes > 1 => {
+                self.run_vm_burst((vm, migration));
+                true
+            }
             Some((_, msg)) => {
                 self.process_msg(msg);
                 true
@@ -225,7 +229,8 @@ impl VdpMgr {
     }
 
     /// `process_bulk_vm_event`: bulk resync (after save_uplink). The "up"
-    /// entries are processed first (in list order), then the "down" ones:
+    /// entries are processed first (in list order per port, on the VM
+    /// lanes: `lanes`), then the "down" ones, one after the other:
     /// each first restores what the controller or the host still knows
     /// (`pop_local_cache` -> `HostDriver::restore_port`) and is then
     /// processed as a VM event. Ups first, so a down finds every live port
@@ -247,17 +252,18 @@ impl VdpMgr {
                 return;
             }
         }
-        let ups = vms.iter().filter(|v| v.status == PortStatus::Up);
-        let downs = vms.iter().filter(|v| v.status == PortStatus::Down);
-        for vm in ups.chain(downs) {
+        let ups: Vec<&VmPort> = vms.iter().filter(|v| v.status == PortStatus::Up).collect();
+        self.bulk_ups_in_lanes(&ups);
+        for vm in vms.iter().filter(|v| v.status == PortStatus::Down) {
             if self.shutdown.is_set() {
-                log::info!("shutdown during bulk processing; the rest resyncs after restart");
-                return;
+                break;
             }
-            if vm.status == PortStatus::Down {
-                self.host.restore_port(vm);
-            }
+            self.host.restore_port(vm);
             self.process_vm_event(vm);
+        }
+        if self.shutdown.is_set() {
+            log::info!("shutdown during bulk processing; the rest resyncs after restart");
+            return;
         }
         let leftovers: Vec<VmPort> = {
             let mut st = self.state.lock();

@@ -5,6 +5,7 @@
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use vdp_agent::api::manager::host::{
@@ -130,6 +131,13 @@ pub struct FakeHost {
     pub panic_uplink_up: Mutex<bool>,
     /// What every `topo_poll` round returns.
     pub topo_reports: Mutex<Vec<TopoReport>>,
+    /// How long `port_up`/`port_down` take (VM lanes tests).
+    pub work_delay: Mutex<Duration>,
+    /// `"<port> up|down begin|end"` of every `port_up`/`port_down`, in order.
+    pub spans: Mutex<Vec<String>>,
+    active: AtomicUsize,
+    /// Most `port_up`/`port_down` calls seen running at once.
+    pub max_active: AtomicUsize,
 }
 
 impl FakeHost {
@@ -152,6 +160,20 @@ impl FakeHost {
             fail_reason: None,
             pending: false,
         })
+    }
+
+    /// One `port_up`/`port_down` of `port` (`what`): recorded as a span,
+    /// lasting `work_delay`, counted in `max_active`.
+    fn work(&self, port: &str, what: &str) {
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_active.fetch_max(now, Ordering::SeqCst);
+        self.spans.lock().push(format!("{port} {what} begin"));
+        let d = *self.work_delay.lock();
+        if !d.is_zero() {
+            std::thread::sleep(d);
+        }
+        self.spans.lock().push(format!("{port} {what} end"));
+        self.active.fetch_sub(1, Ordering::SeqCst);
     }
 
     pub fn new() -> Arc<FakeHost> {
@@ -230,10 +252,12 @@ impl HostDriver for FakeHost {
             port: vm.port_uuid.clone(),
             local_vlan,
         });
+        self.work(&vm.port_uuid, "up");
         self.up_outcome(local_vlan)
     }
     fn port_down(&self, vm: &VmPort) -> PortOutcome {
         self.rec(HostCall::PortDown(vm.port_uuid.clone()));
+        self.work(&vm.port_uuid, "down");
         self.down_outcome(vm, vm.vdp_vlan)
     }
     fn port_up_migrating(
@@ -269,6 +293,7 @@ impl HostDriver for FakeHost {
             port: change.port_uuid.clone(),
             vdp_vlan: change.vdp_vlan,
         });
+        self.spans.lock().push(format!("{} vsi", change.port_uuid));
         PortOutcome {
             ok: true,
             local_vlan: change.local_vlan,
