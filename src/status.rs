@@ -344,18 +344,19 @@ pub fn render_table(v: &Value) -> String {
     out.push_str(&format!("vsis: {}\n", list.len()));
     if !list.is_empty() {
         out.push_str(&format!(
-            "  {:<36}  {:<17}  {:>8}  {:>5}  {:>5}  {:<11}  {}\n",
-            "PORT", "MAC", "SEGMENT", "LOCAL", "VDP", "RESULT", "REASON"
+            "  {:<36}  {:<17}  {:>8}  {:>5}  {:>5}  {:<11}  {:<11}  {}\n",
+            "PORT", "MAC", "SEGMENT", "LOCAL", "VDP", "MODE", "RESULT", "REASON"
         ));
         for x in list {
             let f = |k: &str| s(x.get(k).unwrap_or(&Value::Null));
             out.push_str(&format!(
-                "  {:<36}  {:<17}  {:>8}  {:>5}  {:>5}  {:<11}  {}\n",
+                "  {:<36}  {:<17}  {:>8}  {:>5}  {:>5}  {:<11}  {:<11}  {}\n",
                 f("port_uuid"),
                 f("mac"),
                 f("segmentation_id"),
                 f("local_vlan"),
                 f("vdp_vlan"),
+                f("mode"),
                 f("result"),
                 f("fail_reason")
             ));
@@ -423,7 +424,11 @@ mod tests {
         assert_eq!(v["vsis"][0]["vdp_vlan"], 3003);
         let t = render_table(&v);
         assert!(
-            t.contains("eth2") && t.contains("3003") && t.contains("heartbeat"),
+            t.contains("eth2")
+                && t.contains("3003")
+                && t.contains("heartbeat")
+                && t.contains(" MODE ")
+                && t.contains(" assoc "),
             "{t}"
         );
     }
