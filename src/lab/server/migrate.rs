@@ -114,6 +114,8 @@ fn spawn_timer(shared: &Arc<Shared>, uuid: &str, id: u64, wait_s: u64) {
                 Err((_, e)) => log::debug!("migration of {uuid}: {e}"),
             }
             s.cv.notify_all();
+            drop(st);
+            s.persist();
         });
     if let Err(e) = spawned {
         log::error!("cannot spawn the migration timer of {uuid}: {e}");

@@ -4,8 +4,9 @@
 //! agent reports, and offers an admin API for operators and tests.
 //!
 //! Owns: the HTTP listener (tiny_http, one thread per request so long-polls
-//! never block other requests) and the `store::Store`. Calls `model` and
-//! `store`; the `cli` submodule is the `vdp-lab server|port` command line.
+//! never block other requests), the `store::Store` and the state file's
+//! group commit (`Shared::persist`). Calls `model` and `store`; the `cli`
+//! submodule is the `vdp-lab server|port` command line.
 //!
 //! # Agent API (docs/protocol.md)
 //! - `POST /v1/rpc/{method}` `{"context":..,"args":..}` → `{"result": ..}`.
@@ -98,11 +99,68 @@ pub struct ServerOptions {
     pub token: Option<String>,
 }
 
+/// Lock order: `st` and `saver` are never held together (`persist` takes
+/// one, lets it go, then the other).
 struct Shared {
     st: Mutex<Store>,
     cv: Condvar,
     token: Option<String>,
     stopping: AtomicBool,
+    saver: Mutex<Saver>,
+    saver_cv: Condvar,
+}
+
+/// The state file's group commit: whether a write is under way and up to
+/// which `Store::changes` the file holds.
+#[derive(Default)]
+struct Saver {
+    writing: bool,
+    saved: u64,
+}
+
+impl Shared {
+    /// Return once the state file holds every change made so far: a
+    /// request is answered only after what it changed is on file. One
+    /// write covers all changes made before it began; it is encoded under
+    /// the store's lock and written outside it, so requests that arrive
+    /// meanwhile are answered by the next write together (at 1000 ports a
+    /// write takes a few ms; one per change made the controller the
+    /// bottleneck of an agent's bulk resync).
+    fn persist(&self) {
+        let target = self.st.lock().changes();
+        loop {
+            {
+                let mut sv = self.saver.lock();
+                if sv.saved >= target {
+                    return;
+                }
+                if sv.writing {
+                    self.saver_cv.wait(&mut sv);
+                    continue;
+                }
+                sv.writing = true;
+            }
+            let (gen, enc) = {
+                let st = self.st.lock();
+                (st.changes(), st.encode())
+            };
+            match enc {
+                Some((path, Ok(data))) => {
+                    if let Err(e) = store::write_state(&path, &data) {
+                        log::error!("cannot write state file {}: {e}", path.display());
+                    }
+                }
+                Some((path, Err(e))) => {
+                    log::error!("cannot encode state file {}: {e}", path.display())
+                }
+                None => {}
+            }
+            let mut sv = self.saver.lock();
+            sv.writing = false;
+            sv.saved = sv.saved.max(gen);
+            self.saver_cv.notify_all();
+        }
+    }
 }
 
 /// A running reference controller. Dropping it stops it.
@@ -129,6 +187,8 @@ impl LabServer {
             cv: Condvar::new(),
             token: opts.token,
             stopping: AtomicBool::new(false),
+            saver: Mutex::new(Saver::default()),
+            saver_cv: Condvar::new(),
         });
         let (h2, s2) = (http.clone(), shared.clone());
         let accept = std::thread::Builder::new()
@@ -176,6 +236,7 @@ impl LabServer {
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
+        self.shared.persist();
     }
 }
 
@@ -329,6 +390,7 @@ fn handle(shared: &Arc<Shared>, mut rq: tiny_http::Request) {
         }
         _ => err(404, "no such endpoint"),
     };
+    shared.persist();
     respond(rq, reply);
 }
 

@@ -11,7 +11,6 @@ use crate::model::ctime_now;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 mod migrate;
@@ -196,6 +195,8 @@ pub struct Store {
     pub calls: VecDeque<CallRec>,
     next_call: u64,
     pub fault: Fault,
+    /// Changes noted by `save` (not persisted).
+    changes: u64,
 }
 
 impl Store {
@@ -219,22 +220,23 @@ impl Store {
         Ok(s)
     }
 
-    /// Write the state file (no-op without one); errors are logged.
-    pub fn save(&self) {
-        let Some(path) = &self.path else { return };
-        let res = (|| -> std::io::Result<()> {
-            let data = serde_json::to_vec_pretty(&self.p).map_err(std::io::Error::other)?;
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            {
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(&data)?;
-                f.sync_all()?;
-            }
-            std::fs::rename(&tmp, path)
-        })();
-        if let Err(e) = res {
-            log::error!("cannot write state file {}: {e}", path.display());
-        }
+    /// Note a change of the persisted state. The file is written by
+    /// `Shared::persist` (group commit: one write covers every change made
+    /// before it began, outside the store's lock) before the request that
+    /// made the change is answered.
+    pub fn save(&mut self) {
+        self.changes += 1;
+    }
+
+    /// How many changes `save` noted so far.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// The state file's path and contents now (None without a file).
+    pub fn encode(&self) -> Option<(PathBuf, Result<Vec<u8>, String>)> {
+        let path = self.path.clone()?;
+        Some((path, serde_json::to_vec(&self.p).map_err(|e| e.to_string())))
     }
 
     // ---- calls ----
@@ -459,4 +461,14 @@ impl Store {
     pub fn next_seq(&self, host: &str) -> u64 {
         *self.p.next_seq.get(host).unwrap_or(&1)
     }
+}
+
+/// Write a state file atomically (temporary file + rename): a reader, or
+/// the server after a kill, sees the old or the new state, never a torn
+/// one. Not synced to disk: the lab controller's state is meant to survive
+/// a process restart, not a machine crash.
+pub fn write_state(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
 }
