@@ -63,6 +63,9 @@ use std::time::Duration;
 /// Consecutive "down" periods before an auto-detected uplink is declared
 /// down (`constants.UPLINK_DOWN_THRES`). A static uplink goes down at once.
 pub(crate) const UPLINK_DOWN_THRES: u32 = 3;
+/// How often the uplink task looks whether the stored uplink has been
+/// obtained, before its first detection round.
+const UPLINK_AWAIT_POLL: Duration = Duration::from_millis(50);
 /// `constants.uplink_undiscovered_reason`.
 pub const UPLINK_UNDISCOVERED_REASON: &str = "Uplink not yet discovered";
 /// `constants.port_transition_bond_down_reason`.
@@ -397,10 +400,11 @@ impl VdpMgr {
                 step: Box::new(move || {
                     // Until the stored uplink has been obtained there is
                     // nothing to do (as the original); look again every
-                    // second so detection starts right after it, not a
-                    // whole period later.
+                    // 50 ms (a flag read) so detection starts right after
+                    // it, not a whole period later: after a restart every
+                    // port's resync waits for it.
                     if !upl.is_uplink_received() {
-                        return Step::Wait(upl.cfg.uplink_detect.min(Duration::from_secs(1)));
+                        return Step::Wait(upl.cfg.uplink_detect.min(UPLINK_AWAIT_POLL));
                     }
                     upl.vdp_uplink_proc();
                     Step::Wait(upl.cfg.uplink_detect)
