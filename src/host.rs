@@ -347,6 +347,16 @@ impl HostDriver for LinuxHost {
         self.with_local_vlans(changes)
     }
 
+    fn recheck_pending_vsis(&self) -> Vec<VsiChange> {
+        if self.lldpad().is_none() {
+            return Vec::new();
+        }
+        // No lldpad restart check here (one `lldptool -p` a second): the
+        // refresh period and the event watcher see a restart.
+        let changes = self.shared.recheck_pending();
+        self.with_local_vlans(changes)
+    }
+
     fn start_watchers(&self, sink: VsiSink) -> Vec<crate::task::Task> {
         let shared = self.shared.clone();
         let (w, tasks) = LldpadWatch::tasks(&self.shutdown, move |n| shared.on_notice(n, &sink));

@@ -39,28 +39,37 @@ pub(super) fn flow_check_task(host: Arc<dyn HostDriver>, period: Duration) -> Ta
 pub(crate) const PENDING_RECHECK: Duration = Duration::from_secs(1);
 
 /// `lldpad-client` thread (the original's VSI refresh, `_vdp_refrsh_hndlr`):
-/// `refresh_vsis` every `vdp.sync_timeout_s`, or every `PENDING_RECHECK`
+/// `refresh_vsis` every `vdp.sync_timeout_s`, and every `PENDING_RECHECK`
 /// while the host reports pending VSIs (an association whose verdict
-/// lldpad has not given yet, or a port where VDP is not usable yet), so a
-/// late answer is reported within about a second, not a refresh period.
+/// lldpad has not given yet, or a port where VDP is not usable yet)
+/// `recheck_pending_vsis`, which asks about those VSIs only, so a late
+/// answer is reported within about a second, not a refresh period.
 pub(super) fn lldpad_client_task(
     mgr: Arc<VdpMgr>,
     host: Arc<dyn HostDriver>,
     period: Duration,
 ) -> Task {
     let mut since = Duration::ZERO;
+    let mut since_recheck = Duration::ZERO;
     Task {
         name: ThreadName::LldpadClient,
         step: Box::new(move || {
-            let pending = host.pending_vsis() > 0;
-            if since >= period || (pending && since >= PENDING_RECHECK) {
+            let changes = if since >= period {
                 since = Duration::ZERO;
-                for change in host.refresh_vsis() {
-                    mgr.enqueue_vsi_change(change);
-                }
+                since_recheck = Duration::ZERO;
+                host.refresh_vsis()
+            } else if since_recheck >= PENDING_RECHECK && host.pending_vsis() > 0 {
+                since_recheck = Duration::ZERO;
+                host.recheck_pending_vsis()
+            } else {
+                Vec::new()
+            };
+            for change in changes {
+                mgr.enqueue_vsi_change(change);
             }
             let step = PENDING_RECHECK.min(period);
             since += step;
+            since_recheck += step;
             Step::Wait(step)
         }),
     }

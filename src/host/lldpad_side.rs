@@ -85,6 +85,15 @@ impl Shared {
         d.refresh()
     }
 
+    /// A re-check of the pending VSIs only, serialised with any round.
+    pub(super) fn recheck_pending(&self) -> Vec<VsiChange> {
+        let Some(d) = self.driver() else {
+            return Vec::new();
+        };
+        let _round = self.refresh.lock();
+        d.recheck_pending()
+    }
+
     /// lldpad restarted (it keeps VSIs and, depending on its version, its
     /// settings only in memory): re-apply LLDP/EVB/group ids on the veth,
     /// wait for VDP, then re-assert every VSI. The refresh compares the

@@ -121,6 +121,13 @@ pub trait HostDriver: Send + Sync {
     /// thread; returns the VSIs that changed.
     fn refresh_vsis(&self) -> Vec<VsiChange>;
 
+    /// A re-check of the VSIs awaiting a verdict only (every second while
+    /// `pending_vsis` > 0, between refresh periods). Same result shape as
+    /// `refresh_vsis`; by default it is one.
+    fn recheck_pending_vsis(&self) -> Vec<VsiChange> {
+        self.refresh_vsis()
+    }
+
     /// One flow check round (`intervals.flow_check_s`); restores missing flows.
     fn check_flows(&self);
 

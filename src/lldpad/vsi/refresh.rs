@@ -13,18 +13,35 @@ impl LldpadDriver {
     /// (or unchanged for more than `CALLBACK_THRESHOLD` rounds).
     /// `local_vlan` is left `None` for the caller to fill.
     pub fn refresh(&self) -> Vec<VsiChange> {
-        self.retry_later_deassocs();
+        self.refresh_scoped(false)
+    }
+
+    /// A re-check of the VSIs awaiting their verdict only (the daemon's
+    /// round every second while one is pending): one query each, nothing
+    /// asked about the others, so a pending VSI among a thousand costs
+    /// lldpad a few queries a second, not a thousand (which slowed its
+    /// associations of a burst down). The others wait for the next
+    /// refresh period.
+    pub fn recheck_pending(&self) -> Vec<VsiChange> {
+        self.refresh_scoped(true)
+    }
+
+    fn refresh_scoped(&self, only_pending: bool) -> Vec<VsiChange> {
+        if !only_pending {
+            self.retry_later_deassocs();
+        }
         let (work, generation, recheck) = {
             let t = self.table.lock();
             // The daemon re-checks every second while a VSI awaits its
             // verdict: such a round is not a refresh period, so it does not
             // count toward the unchanged re-reports (else every VSI would
             // be re-reported every few seconds while one is pending).
-            let pending = t.vsis.values().any(|e| e.reply.awaiting_verdict());
+            let pending = only_pending || t.vsis.values().any(|e| e.reply.awaiting_verdict());
             let work: Vec<(VsiRequest, u64, Intent)> = t
                 .vsis
                 .values()
                 .filter(|e| !e.busy && !e.restored)
+                .filter(|e| !only_pending || e.reply.awaiting_verdict())
                 .map(|e| (e.req.clone(), e.version, e.intent))
                 .collect();
             (work, t.generation, pending)
@@ -34,7 +51,14 @@ impl LldpadDriver {
             return Vec::new();
         }
         let mut listed: HashMap<String, VsiRecord> = HashMap::new();
-        match self.list() {
+        // A full round starts with one list query; a pending re-check asks
+        // for its few VSIs one by one.
+        let list = if only_pending {
+            Ok(Vec::new())
+        } else {
+            self.list()
+        };
+        match list {
             Ok(recs) => {
                 for r in recs {
                     listed.insert(r.uuid.to_ascii_lowercase(), r);

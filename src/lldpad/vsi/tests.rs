@@ -176,6 +176,61 @@ fn rechecks_while_pending_do_not_count_as_refresh_rounds() {
     assert_eq!(reported.len(), 2, "{reported:?}");
 }
 
+#[test]
+fn pending_recheck_asks_about_the_pending_vsis_only() {
+    // Every vdptool call is logged; queries answer with req()'s record
+    // (VLAN 3003), requests give no verdict.
+    let (d, dir) = fake(&format!(
+        "D=$(dirname $0)\necho \"$*\" >> $D/calls\ncase \"$*\" in\n\
+         *-T*) ;;\n\
+         *) echo M00; echo '{}';;\nesac",
+        r_line("0", "3003-fa:16:3e:00:00:01-20000")
+    ));
+    assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
+    let other = "7af441dd-0000-4772-8cf1-a4cfef18efe5";
+    {
+        let mut t = d.table.lock();
+        let mut e = Entry {
+            req: VsiRequest {
+                port_uuid: other.into(),
+                vm_mac: "fa:16:3e:00:00:02".into(),
+                ..req()
+            },
+            reply: VdpReply::pending(),
+            busy: false,
+            deassociating: false,
+            restored: false,
+            intent: d.plain(),
+            unchanged_rounds: 0,
+            version: 0,
+            reasserting: None,
+            quiet_send: None,
+        };
+        e.version = t.bump();
+        t.vsis.insert(other.into(), e);
+    }
+    let calls = || {
+        let all = std::fs::read_to_string(dir.path.join("calls")).unwrap_or_default();
+        std::fs::remove_file(dir.path.join("calls")).ok();
+        all.lines().map(String::from).collect::<Vec<_>>()
+    };
+    calls();
+    let _ = d.recheck_pending();
+    let seen = calls();
+    assert!(!seen.is_empty(), "the pending VSI is asked about");
+    for c in &seen {
+        assert!(
+            c.contains(&format!("uuid={other}")),
+            "only the pending VSI: {c}"
+        );
+    }
+    // A full round lists everything first.
+    let _ = d.refresh();
+    let seen = calls();
+    let list = vdptool::list_argv("LLDPLeth2").unwrap()[1..].join(" ");
+    assert!(seen.contains(&list), "{seen:?}");
+}
+
 thread_local! {
     /// Make the next `query_state` on this thread panic.
     pub(super) static PANIC_NEXT_QUERY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
