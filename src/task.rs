@@ -39,6 +39,9 @@ pub enum ThreadName {
     ResultSend,
     /// The queue worker's VM lanes (scoped to one burst of VM events).
     VmLane,
+    /// The OVS driver's per-bridge flow calls (scoped to one flow change
+    /// that touches two bridges).
+    OvsFlows,
     StatusServer,
     StatusClient,
     MetricsServer,
@@ -53,7 +56,7 @@ pub enum ThreadName {
 }
 
 impl ThreadName {
-    pub const ALL: [ThreadName; 22] = [
+    pub const ALL: [ThreadName; 23] = [
         ThreadName::QueueWorker,
         ThreadName::ErrQueue,
         ThreadName::UplinkDetect,
@@ -67,6 +70,7 @@ impl ThreadName {
         ThreadName::ResultRetry,
         ThreadName::ResultSend,
         ThreadName::VmLane,
+        ThreadName::OvsFlows,
         ThreadName::StatusServer,
         ThreadName::StatusClient,
         ThreadName::MetricsServer,
@@ -93,6 +97,7 @@ impl ThreadName {
             ThreadName::ResultRetry => "result-retry",
             ThreadName::ResultSend => "result-send",
             ThreadName::VmLane => "vm-lane",
+            ThreadName::OvsFlows => "ovs-flows",
             ThreadName::StatusServer => "status-server",
             ThreadName::StatusClient => "status-client",
             ThreadName::MetricsServer => "metrics-server",

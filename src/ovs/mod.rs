@@ -38,6 +38,7 @@ pub mod vsctl;
 
 use crate::exec::{ExecError, Runner};
 use crate::shutdown::Shutdown;
+use crate::task::ThreadName;
 use local_vlan::{FlowChange, LocalVlanTable, PortVlan, TableError};
 use ofctl::{Flow, FlowOp, OfctlOpts, FLOW_COOKIE};
 use parking_lot::Mutex;
@@ -488,6 +489,46 @@ impl OvsDriver {
                 Ok(())
             }
         }
+    }
+
+    /// `run_ops` on several bridges at once, one scoped thread per bridge
+    /// with work (the calls are bounded by the runner's timeout); the
+    /// results in the given order.
+    fn run_ops_on_bridges<'a>(
+        &self,
+        plans: impl Iterator<Item = (&'a str, &'a [FlowOp])>,
+    ) -> Vec<Result<(), OvsError>> {
+        let plans: Vec<_> = plans.collect();
+        if plans.iter().filter(|(_, ops)| !ops.is_empty()).count() < 2 {
+            return plans
+                .iter()
+                .map(|(br, ops)| self.run_ops(br, ops))
+                .collect();
+        }
+        std::thread::scope(|s| {
+            let handles: Vec<_> = plans
+                .iter()
+                .map(|(br, ops)| {
+                    std::thread::Builder::new()
+                        .name(ThreadName::OvsFlows.as_str().into())
+                        .spawn_scoped(s, move || self.run_ops(br, ops))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .zip(&plans)
+                .map(|(h, (br, ops))| match h {
+                    Ok(h) => h.join().unwrap_or_else(|_| {
+                        Err(OvsError::Parse {
+                            cmd: format!("ovs-ofctl on {br}"),
+                            detail: "flow thread panicked".into(),
+                        })
+                    }),
+                    // No thread: do it here.
+                    Err(_) => self.run_ops(br, ops),
+                })
+                .collect()
+        })
     }
 
     /// `ip -j link show type veth`

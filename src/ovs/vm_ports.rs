@@ -173,11 +173,11 @@ impl OvsDriver {
                 };
             }
         };
-        let mut errors = Vec::new();
         let sides: [(&str, MakeFlow, u32); 2] = [
             (&self.br_int, flows::vm_int_flow, patch.int_ofport),
             (&self.br_ex, flows::vm_ex_flow, patch.ex_ofport),
         ];
+        let mut plans = Vec::new();
         for (br, make, ofport) in sides {
             let new = change.install.map(|(l, v)| make(ofport, l, v));
             let old = change.remove.map(|(l, v)| make(ofport, l, v));
@@ -198,7 +198,15 @@ impl OvsDriver {
             if let Some(old) = replaced {
                 ops.push(FlowOp::DeleteStrict(old));
             }
-            if let Err(e) = self.run_ops(br, &ops) {
+            plans.push((br, ops, old));
+        }
+        // The bridges are independent: their ovs-ofctl calls run side by
+        // side (a new network's flows cost one call's time, not two).
+        let results =
+            self.run_ops_on_bridges(plans.iter().map(|(br, ops, _)| (*br, ops.as_slice())));
+        let mut errors = Vec::new();
+        for ((br, _, old), res) in plans.into_iter().zip(results) {
+            if let Err(e) = res {
                 log::error!("ovs: VM flows on {br} ({change:?}): {e}");
                 if let Some(old) = old {
                     st.leftovers.push((br.to_string(), old));
