@@ -98,6 +98,8 @@ struct LinkState {
     /// The in-memory store differs from the file (written once per
     /// delivery round, not per result).
     dirty: bool,
+    /// Snapshots of the store taken for writing, numbered.
+    snapshots: u64,
 }
 
 /// The production `ControllerLink`.
@@ -119,6 +121,10 @@ pub struct Controller {
     /// How often the kept-results file was written (status and tests: one
     /// write per delivery round, not one per result).
     writes: AtomicU64,
+    /// Held while the kept-results file is written; the number of the
+    /// snapshot on file. Lock order: `state` is never taken while `file`
+    /// is held, and `file` never while `state` is.
+    file: Mutex<u64>,
 }
 
 /// Releases an in-flight key on drop.
@@ -233,7 +239,9 @@ impl Controller {
                 backoff: BACKOFF_MIN,
                 next_retry: Instant::now(),
                 dirty: false,
+                snapshots: 0,
             }),
+            file: Mutex::new(0),
             inflight: Mutex::new(HashSet::new()),
             inflight_cv: Condvar::new(),
             gen: AtomicU64::new(gen),
@@ -321,14 +329,43 @@ impl Controller {
         })
     }
 
-    fn persist(&self, st: &mut LinkState) {
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        match st.pending.persist() {
-            Ok(()) => st.dirty = false,
-            Err(e) => log::error!(
-                "cannot write {}: {e} (kept results stay in memory)",
-                st.pending.path().display()
-            ),
+    /// Write the kept-results file: a snapshot taken under the state
+    /// lock, written (fsync, rename) outside it, so result hand-overs and
+    /// deliveries never wait for the disk. A snapshot older than the one
+    /// on file is not written.
+    fn persist(&self) {
+        let (n, path, data) = {
+            let mut st = self.state.lock();
+            st.dirty = false;
+            st.snapshots += 1;
+            (
+                st.snapshots,
+                st.pending.path().to_path_buf(),
+                st.pending.encode(),
+            )
+        };
+        let failed = {
+            let mut on_file = self.file.lock();
+            if *on_file >= n {
+                return;
+            }
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            match data.and_then(|d| crate::fsutil::write_atomic(&path, &d)) {
+                Ok(()) => {
+                    *on_file = n;
+                    false
+                }
+                Err(e) => {
+                    log::error!(
+                        "cannot write {}: {e} (kept results stay in memory)",
+                        path.display()
+                    );
+                    true
+                }
+            }
+        };
+        if failed {
+            self.state.lock().dirty = true;
         }
     }
 
@@ -368,9 +405,9 @@ impl Controller {
         let gen = self.gen.fetch_add(1, Ordering::SeqCst);
         match self.rpc(method, &context, &args) {
             Ok(v) => {
-                let mut st = self.state.lock();
-                if st.pending.delivered(&key, gen) {
-                    self.persist(&mut st);
+                let changed = self.state.lock().pending.delivered(&key, gen);
+                if changed {
+                    self.persist();
                 }
                 Ok(v)
             }
@@ -384,12 +421,14 @@ impl Controller {
                     gen,
                     created: ctime_now(),
                 };
-                if st.pending.keep(call) {
-                    self.persist(&mut st);
-                }
+                let changed = st.pending.keep(call);
                 let now = Instant::now();
                 if st.next_retry <= now {
                     st.next_retry = now + st.backoff;
+                }
+                drop(st);
+                if changed {
+                    self.persist();
                 }
                 Err(LinkError { kept: true, ..e })
             }
@@ -619,9 +658,9 @@ impl ControllerLink for Controller {
 
     fn retry_pending(&self) -> usize {
         let left = self.deliver_round();
-        let mut st = self.state.lock();
-        if st.dirty {
-            self.persist(&mut st);
+        let dirty = self.state.lock().dirty;
+        if dirty {
+            self.persist();
         }
         left
     }

@@ -174,13 +174,18 @@ impl PendingStore {
 
     /// Write the store atomically (`fsutil::write_atomic`: private temp
     /// file created exclusively, fsync, rename; nothing left on failure).
+    #[cfg(test)]
     pub(crate) fn persist(&self) -> std::io::Result<()> {
+        crate::fsutil::write_atomic(&self.path, &self.encode()?)
+    }
+
+    /// The file's contents now (for a write outside the owner's lock).
+    pub(crate) fn encode(&self) -> std::io::Result<Vec<u8>> {
         let f = FileFormat {
             version: 1,
             calls: self.snapshot(),
         };
-        let data = serde_json::to_vec_pretty(&f).map_err(std::io::Error::other)?;
-        crate::fsutil::write_atomic(&self.path, &data)
+        serde_json::to_vec_pretty(&f).map_err(std::io::Error::other)
     }
 
     pub(crate) fn path(&self) -> &Path {
