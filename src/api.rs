@@ -116,7 +116,9 @@ pub mod model {
 
 /// OVS: the pure parsers and flow texts whole, the driver by name.
 pub mod ovs {
-    pub use crate::ovs::{flows, ofctl, ovsdb, veth, vsctl, OvsDriver, OvsError, OvsOptions};
+    pub use crate::ovs::{
+        flows, ofctl, openflow, ovsdb, veth, vsctl, OvsDriver, OvsError, OvsOptions,
+    };
 }
 
 /// The message queue.

@@ -111,7 +111,7 @@ impl LinuxHost {
                     &cfg.bridges.external,
                 );
                 let db = ovs.default_db_socket();
-                ovs.with_ovsdb_monitor(db)
+                ovs.with_ovsdb_monitor(db).with_openflow()
             },
             detector: UplinkDetector::new(runner.clone(), sysnet(), cfg.uplink.candidates.clone()),
             topo: TopoDisc::new(runner.clone(), sysnet()),
@@ -468,6 +468,11 @@ impl HostDriver for LinuxHost {
             self.lldpad().map_or(0, |d| d.socket_requests()).into(),
         );
         m.insert("pending_vsis".into(), self.pending_vsis().into());
+        let (on, sent, fallbacks) = self.ovs.openflow_counts();
+        m.insert(
+            "openflow".into(),
+            serde_json::json!({"enabled": on, "flow_changes": sent, "fallbacks": fallbacks}),
+        );
         let events = match self.watch.lock().as_ref() {
             Some(w) => {
                 let st = w.status();

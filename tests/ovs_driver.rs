@@ -944,3 +944,73 @@ fn capture_fixtures() {
     }
     std::fs::write(dir.join("README"), readme).unwrap();
 }
+
+/// VM flows over the bridges' management sockets (`with_openflow`): the
+/// same flows as with ovs-ofctl, no process for a VM's flow change, the
+/// flow check content; a run directory without the sockets falls back to
+/// ovs-ofctl.
+#[test]
+fn vm_flows_over_openflow() {
+    use vdp_agent::api::ovs::OvsOptions;
+    let Some(lab) = Lab::with_topology("h") else {
+        return;
+    };
+    let run_dir: PathBuf = lab
+        .ovs
+        .env()
+        .into_iter()
+        .find(|(k, _)| k == "OVS_RUNDIR")
+        .map(|(_, v)| v.into())
+        .unwrap();
+    let opts = OvsOptions {
+        run_dir,
+        ..OvsOptions::default()
+    };
+    let runner = lab.runner();
+    let d = OvsDriver::with_options(runner.clone(), "br-int", "br-ethd", opts).with_openflow();
+    d.setup_uplink("eth2").unwrap();
+    let pass = lab.passthrough("LLDPOeth2", "eth2");
+    let before = runner.spawned();
+    let u = d.add_vm_port(NET_A, 5, P1, Some(3003), None).unwrap();
+    assert!(u.error.is_none(), "{u:?}");
+    assert_eq!(runner.spawned(), before, "no process for a VM's flows");
+    let mut ex = pass.clone();
+    ex.push(lab.vm_ex(5, 3003));
+    assert_eq!(lab.ours("br-ethd"), sorted(ex));
+    assert_eq!(lab.ours("br-int"), vec![lab.vm_int(5, 3003)]);
+    // A VLAN change: the new flows first, the old ones deleted strictly.
+    let c = d.set_port_vdp_vlan(NET_A, P1, Some(3004), None).unwrap();
+    assert!(c.flows.error.is_none());
+    assert_eq!(lab.ours("br-int"), vec![lab.vm_int(5, 3004)]);
+    let mut ex = pass.clone();
+    ex.push(lab.vm_ex(5, 3004));
+    assert_eq!(lab.ours("br-ethd"), sorted(ex));
+    assert_eq!(runner.spawned(), before);
+    let check = d.check_flows().unwrap();
+    assert_eq!(
+        (check.restored, check.removed),
+        (0, 0),
+        "the check sees them as its own"
+    );
+    // The last port goes: flows gone, still no process.
+    let before = runner.spawned();
+    assert!(d.remove_vm_port(NET_A, P1).unwrap().net_removed);
+    assert!(lab.ours("br-int").is_empty());
+    assert_eq!(lab.ours("br-ethd"), pass);
+    assert_eq!(runner.spawned(), before);
+    assert_eq!(d.openflow_counts(), (true, 6, 0));
+
+    // No sockets where it looks: ovs-ofctl does it.
+    let opts = OvsOptions {
+        run_dir: "/nonexistent-ovs-run-dir".into(),
+        ..OvsOptions::default()
+    };
+    let runner = lab.runner();
+    let d = OvsDriver::with_options(runner.clone(), "br-int", "br-ethd", opts).with_openflow();
+    d.setup_uplink("eth2").unwrap();
+    let before = runner.spawned();
+    d.add_vm_port(NET_B, 6, P2, Some(3010), None).unwrap();
+    assert_eq!(lab.ours("br-int"), vec![lab.vm_int(6, 3010)]);
+    assert_eq!(runner.spawned(), before + 2, "one ovs-ofctl per bridge");
+    assert_eq!(d.openflow_counts(), (true, 0, 2));
+}

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use vdp_agent::api::exec::CmdOutput;
 use vdp_agent::api::lldpad::{events, lldptool, vdptool, wire};
-use vdp_agent::api::ovs::{ofctl, veth, vsctl};
+use vdp_agent::api::ovs::{ofctl, openflow, veth, vsctl};
 
 /// Generous: a parser call must finish well inside this (debug build).
 const BOUND: Duration = Duration::from_millis(500);
@@ -173,6 +173,24 @@ fn ovsdb_updates() -> impl Strategy<Value = Value> {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn openflow_replies(d in bytes(), msg_type in 0u8..32, xid in any::<u32>()) {
+        timed(|| {
+            if let Ok(h) = openflow::parse_header(&d) {
+                prop_assert!(h.length >= 8);
+            }
+            let _ = openflow::parse_error(&d);
+            // A header followed by arbitrary bytes reads back as itself.
+            let mut m = vec![1, msg_type];
+            m.extend_from_slice(&((d.len() + 8).min(u16::MAX as usize) as u16).to_be_bytes());
+            m.extend_from_slice(&xid.to_be_bytes());
+            m.extend_from_slice(&d);
+            let h = openflow::parse_header(&m).unwrap();
+            prop_assert_eq!((h.msg_type, h.xid), (msg_type, xid));
+            Ok(())
+        })?;
+    }
 
     #[test]
     fn clif_datagrams(d in prop_oneof![bytes(), clif_datagram()]) {

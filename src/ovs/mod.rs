@@ -17,7 +17,9 @@
 //! Public submodules are pure: `veth` (names, `ip -j link` parser), `vsctl`
 //! (argv + JSON parsers), `ofctl` (flow value, `dump-flows` parser, flow
 //! text), `flows` (the flows we own, reconcile), `local_vlan` (the table),
-//! `ovsdb` (RFC 7047 framer and monitor view; its `client` has the socket).
+//! `ovsdb` (RFC 7047 framer and monitor view; its `client` has the socket),
+//! `openflow` (OpenFlow 1.0 flow-mods of the VM flows; its `Client` has the
+//! management socket).
 //! The driver's methods are split by concern: this file (errors, options,
 //! the command helpers), `uplink_ports`, `vm_ports`, `flow_check`.
 //!
@@ -26,12 +28,15 @@
 //! snapshot, one `dump-flows`) and changes nothing. A fresh setup adds the
 //! veth (2 `ip`), one `ovs-vsctl` transaction for both ports, one read of
 //! their ofports and one `ovs-ofctl add-flows` for the 4 flows. A VM flow
-//! change is at most one `ovs-ofctl` call per bridge. A flow check is one
+//! change is at most one `ovs-ofctl` call per bridge, the two bridges side
+//! by side; with `with_openflow` (the daemon) none: one connection to each
+//! bridge's management socket (`openflow`). A flow check is one
 //! `ovs-vsctl` snapshot, one dump per bridge and at most one fix per bridge.
 
 pub mod flows;
 pub(crate) mod local_vlan;
 pub mod ofctl;
+pub mod openflow;
 pub mod ovsdb;
 pub mod veth;
 pub mod vsctl;
@@ -153,6 +158,9 @@ impl From<TableError> for OvsError {
         OvsError::Table(e)
     }
 }
+
+/// Bound of one OpenFlow flow change (connect, send, barrier reply).
+const OPENFLOW_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Tunables of the driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,6 +365,13 @@ pub struct OvsDriver {
     /// OVSDB monitor for VM port tags (`with_ovsdb_monitor`); None: the
     /// `ovsdb-client` / `ovs-vsctl` processes.
     ovsdb: Option<ovsdb::Monitor>,
+    /// VM flow-mods over the bridges' management sockets
+    /// (`with_openflow`); None: `ovs-ofctl`.
+    openflow: Option<openflow::Client>,
+    /// Flow changes sent over OpenFlow / left to ovs-ofctl after an
+    /// OpenFlow failure (status `ovs.openflow`).
+    of_sent: std::sync::atomic::AtomicU64,
+    of_fallbacks: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for OvsDriver {
@@ -407,7 +422,38 @@ impl OvsDriver {
             state: Mutex::new(State::default()),
             view: Mutex::new(Arc::new(View::default())),
             ovsdb: None,
+            openflow: None,
+            of_sent: Default::default(),
+            of_fallbacks: Default::default(),
         }
+    }
+
+    /// Send the VM translation flows (OpenFlow 1.0 `in_port`/`dl_vlan`
+    /// match, `mod_vlan_vid`, `normal`) straight to each bridge's
+    /// management socket in the run directory (`openflow::Client`: no
+    /// process per VM event); every other flow-mod, and any flow change
+    /// the socket refuses or cannot take, goes to `ovs-ofctl` as before.
+    /// Not used when `ofctl.protocols` is set: bridges limited to other
+    /// OpenFlow versions keep the configured `-O`.
+    pub fn with_openflow(mut self) -> OvsDriver {
+        if self.opts.ofctl.protocols.is_none() {
+            self.openflow = Some(openflow::Client::new(
+                self.opts.run_dir.clone(),
+                OPENFLOW_TIMEOUT,
+            ));
+        }
+        self
+    }
+
+    /// `(sent over OpenFlow, left to ovs-ofctl after an OpenFlow failure)`
+    /// flow changes, and whether the OpenFlow path is on.
+    pub fn openflow_counts(&self) -> (bool, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.openflow.is_some(),
+            self.of_sent.load(Relaxed),
+            self.of_fallbacks.load(Relaxed),
+        )
     }
 
     /// Look VM port tags up through an OVSDB `monitor` on the database's
@@ -473,6 +519,26 @@ impl OvsDriver {
     /// Run flow-mods on one bridge in one `ovs-ofctl` call: the op itself
     /// when there is one, else an `add-flows` file.
     fn run_ops(&self, br: &str, ops: &[FlowOp]) -> Result<(), OvsError> {
+        if let (Some(of), false) = (&self.openflow, ops.is_empty()) {
+            if let Some(msgs) = openflow::encode_ops(ops) {
+                use std::sync::atomic::Ordering::Relaxed;
+                match of.apply(br, &msgs) {
+                    Ok(()) => {
+                        self.of_sent.fetch_add(1, Relaxed);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        // The first fallback is worth a warning; later
+                        // ones (a bridge that never takes it) are not.
+                        if self.of_fallbacks.fetch_add(1, Relaxed) == 0 {
+                            log::warn!("ovs: OpenFlow to {br} failed ({e}); using ovs-ofctl");
+                        } else {
+                            log::debug!("ovs: OpenFlow to {br} failed ({e}); using ovs-ofctl");
+                        }
+                    }
+                }
+            }
+        }
         match ops {
             [] => Ok(()),
             [op] => {
