@@ -423,7 +423,19 @@ impl Leaf {
                 let p = &self.ports[i];
                 (p.ack_wait(&self.cfg), p.effective(&self.cfg).retries)
             };
-            if let Some((seq, ulp)) = self.ports[i].ecp_tx.poll(now, wait, retries) {
+            let (re0, drop0) = (
+                self.ports[i].ecp_tx.retransmits,
+                self.ports[i].ecp_tx.dropped,
+            );
+            let sent = self.ports[i].ecp_tx.poll(now, wait, retries);
+            let name = &self.ports[i].local.ifname;
+            if self.ports[i].ecp_tx.dropped > drop0 {
+                log::warn!("{name}: ECPDU given up after {retries} retransmissions without an ack");
+            }
+            if let Some((seq, ulp)) = sent {
+                if self.ports[i].ecp_tx.retransmits > re0 {
+                    log::info!("{name}: ECPDU seq {seq} retransmitted (no ack within {wait:?})");
+                }
                 let f = ecp::build_frame(&self.ports[i].local.mac, EcpOp::Request, seq, &ulp);
                 self.stats.ecp_data_tx += 1;
                 self.emit(i, f);

@@ -137,6 +137,26 @@ fn callback_threshold_rereports() {
     assert_eq!(reported, vec![6, 13]);
 }
 
+/// Put a VSI awaiting its verdict into the driver's table (`busy`: its
+/// request is in flight).
+fn insert_pending(d: &LldpadDriver, req: VsiRequest, busy: bool) {
+    let mut t = d.table.lock();
+    let mut e = Entry {
+        req,
+        reply: VdpReply::pending(),
+        busy,
+        deassociating: false,
+        restored: false,
+        intent: d.plain(),
+        unchanged_rounds: 0,
+        version: 0,
+        reasserting: None,
+        quiet_send: None,
+    };
+    e.version = t.bump();
+    t.vsis.insert(e.req.port_uuid.clone(), e);
+}
+
 #[test]
 fn rechecks_while_pending_do_not_count_as_refresh_rounds() {
     let (d, _dir) = fake(&format!(
@@ -145,26 +165,14 @@ fn rechecks_while_pending_do_not_count_as_refresh_rounds() {
     ));
     assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
     // Another VSI awaits its verdict (its request is in flight).
-    {
-        let mut t = d.table.lock();
-        let mut e = Entry {
-            req: VsiRequest {
-                port_uuid: "7af441dd-0000-4772-8cf1-a4cfef18efe5".into(),
-                ..req()
-            },
-            reply: VdpReply::pending(),
-            busy: true,
-            deassociating: false,
-            restored: false,
-            intent: d.plain(),
-            unchanged_rounds: 0,
-            version: 0,
-            reasserting: None,
-            quiet_send: None,
-        };
-        e.version = t.bump();
-        t.vsis.insert(e.req.port_uuid.clone(), e);
-    }
+    insert_pending(
+        &d,
+        VsiRequest {
+            port_uuid: "7af441dd-0000-4772-8cf1-a4cfef18efe5".into(),
+            ..req()
+        },
+        true,
+    );
     // The daemon's 1 s re-checks: the first counts (none before), the
     // others come before a refresh period: nothing re-reported.
     for _ in 0..14 {
@@ -188,27 +196,15 @@ fn pending_recheck_asks_about_the_pending_vsis_only() {
     ));
     assert_eq!(d.associate(&req()).vdp_vlan, Some(3003));
     let other = "7af441dd-0000-4772-8cf1-a4cfef18efe5";
-    {
-        let mut t = d.table.lock();
-        let mut e = Entry {
-            req: VsiRequest {
-                port_uuid: other.into(),
-                vm_mac: "fa:16:3e:00:00:02".into(),
-                ..req()
-            },
-            reply: VdpReply::pending(),
-            busy: false,
-            deassociating: false,
-            restored: false,
-            intent: d.plain(),
-            unchanged_rounds: 0,
-            version: 0,
-            reasserting: None,
-            quiet_send: None,
-        };
-        e.version = t.bump();
-        t.vsis.insert(other.into(), e);
-    }
+    insert_pending(
+        &d,
+        VsiRequest {
+            port_uuid: other.into(),
+            vm_mac: "fa:16:3e:00:00:02".into(),
+            ..req()
+        },
+        false,
+    );
     let calls = || {
         let all = std::fs::read_to_string(dir.path.join("calls")).unwrap_or_default();
         std::fs::remove_file(dir.path.join("calls")).ok();
