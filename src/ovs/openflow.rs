@@ -19,7 +19,7 @@
 use super::ofctl::{Flow, FlowOp};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub const OFP10_VERSION: u8 = 0x01;
@@ -261,7 +261,7 @@ impl Client {
             .socket_path(br)
             .ok_or_else(|| OfError::Protocol(format!("bridge name {br:?}")))?;
         let deadline = Instant::now() + self.timeout;
-        let mut s = UnixStream::connect(&path).map_err(|e| OfError::Connect(path.clone(), e))?;
+        let mut s = connect_now(&path).map_err(|e| OfError::Connect(path.clone(), e))?;
         s.set_write_timeout(Some(self.timeout))
             .map_err(OfError::Io)?;
         let barrier_xid = msgs.len() as u32 + 1;
@@ -297,6 +297,26 @@ impl Client {
             }
         }
     }
+}
+
+/// Connect without waiting: a unix socket's connect blocks while the
+/// listener's backlog is full (a hung ovs-vswitchd that accepts nothing);
+/// non-blocking it fails at once with EAGAIN instead, and the driver uses
+/// ovs-ofctl, whose own wait the runner's timeout bounds.
+fn connect_now(path: &Path) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    connect(fd.as_raw_fd(), &addr)?;
+    let s = UnixStream::from(fd);
+    s.set_nonblocking(false)?;
+    Ok(s)
 }
 
 /// Read one whole message before `deadline`.
@@ -437,6 +457,48 @@ mod tests {
         assert_eq!(c.socket_path("../x"), None);
         assert_eq!(c.socket_path(""), None);
         assert_eq!(c.socket_path("a/b"), None);
+    }
+
+    #[test]
+    fn a_switch_that_accepts_nothing_is_not_waited_for() {
+        let dir = std::env::temp_dir().join(format!("of-backlog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("br-x.mgmt");
+        let _ = std::fs::remove_file(&path);
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let t0 = Instant::now();
+        let mut held = Vec::new();
+        let full = loop {
+            match connect_now(&path) {
+                Ok(s) => held.push(s),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 10_000, "the backlog never filled");
+        };
+        assert_eq!(full.kind(), std::io::ErrorKind::WouldBlock, "{full}");
+        let c = Client::new(&dir, Duration::from_secs(2));
+        let m = encode_ops(&[FlowOp::Add(flows::vm_ex_flow(7, 5, 3003))]).unwrap();
+        assert!(matches!(c.apply("br-x", &m), Err(OfError::Connect(..))));
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        drop(held);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_silent_switch_costs_the_deadline_only() {
+        let dir = std::env::temp_dir().join(format!("of-silent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("br-y.mgmt");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let holder = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+        let c = Client::new(&dir, Duration::from_millis(300));
+        let m = encode_ops(&[FlowOp::Add(flows::vm_ex_flow(7, 5, 3003))]).unwrap();
+        let t0 = Instant::now();
+        assert!(matches!(c.apply("br-y", &m), Err(OfError::Timeout)));
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        drop(holder.join());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
