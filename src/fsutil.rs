@@ -35,6 +35,18 @@ fn random_hex() -> String {
 /// Replace `path` with `data` atomically: a fresh private temp file (mode
 /// 0600), fsync, rename. Nothing is left behind on failure.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    replace(path, data, true)
+}
+
+/// [`write_atomic`] without the fsync: a reader, or the writer after a
+/// kill, sees the old or the new contents (the rename is atomic), but a
+/// machine crash may lose the last writes. For the lab controller's state.
+#[cfg(feature = "lab")]
+pub(crate) fn write_atomic_unsynced(path: &Path, data: &[u8]) -> io::Result<()> {
+    replace(path, data, false)
+}
+
+fn replace(path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let prefix = temp_prefix(path)
         .ok_or_else(|| io::Error::other(format!("{}: no file name", path.display())))?;
@@ -47,7 +59,9 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

@@ -146,7 +146,7 @@ impl Shared {
             };
             match enc {
                 Some((path, Ok(data))) => {
-                    if let Err(e) = store::write_state(&path, &data) {
+                    if let Err(e) = crate::fsutil::write_atomic_unsynced(&path, &data) {
                         log::error!("cannot write state file {}: {e}", path.display());
                     }
                 }

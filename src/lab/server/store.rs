@@ -462,13 +462,3 @@ impl Store {
         *self.p.next_seq.get(host).unwrap_or(&1)
     }
 }
-
-/// Write a state file atomically (temporary file + rename): a reader, or
-/// the server after a kill, sees the old or the new state, never a torn
-/// one. Not synced to disk: the lab controller's state is meant to survive
-/// a process restart, not a machine crash.
-pub fn write_state(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
-}
