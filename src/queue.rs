@@ -540,11 +540,12 @@ mod tests {
             Some("a")
         );
         q.enqueue(Q_VM_PRIO, vm("b"));
+        // "b" waits while "a" is in flight (one lane) ...
+        assert!(matches!(q.take_for_lane(1, Duration::ZERO), LaneTake::Idle));
+        // ... and is taken once another thread finishes "a" (whether the
+        // finish comes before or during the wait).
         let q2 = q.clone();
-        let h = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            q2.finish("a");
-        });
+        let h = std::thread::spawn(move || q2.finish("a"));
         assert_eq!(
             taken(q.take_for_lane(1, Duration::from_secs(30))).as_deref(),
             Some("b")

@@ -459,13 +459,20 @@ mod tests {
         assert_eq!(c.socket_path("a/b"), None);
     }
 
+    /// A listening `{dir}/{br}.mgmt` in a fresh temp dir: (dir, socket path,
+    /// listener).
+    fn fake_switch(tag: &str, br: &str) -> (PathBuf, PathBuf, std::os::unix::net::UnixListener) {
+        let dir = std::env::temp_dir().join(format!("of-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{br}.mgmt"));
+        let _ = std::fs::remove_file(&path);
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        (dir, path, l)
+    }
+
     #[test]
     fn a_switch_that_accepts_nothing_is_not_waited_for() {
-        let dir = std::env::temp_dir().join(format!("of-backlog-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("br-x.mgmt");
-        let _ = std::fs::remove_file(&path);
-        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let (dir, path, _listener) = fake_switch("backlog", "br-x");
         let t0 = Instant::now();
         let mut held = Vec::new();
         let full = loop {
@@ -486,11 +493,7 @@ mod tests {
 
     #[test]
     fn a_silent_switch_costs_the_deadline_only() {
-        let dir = std::env::temp_dir().join(format!("of-silent-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("br-y.mgmt");
-        let _ = std::fs::remove_file(&path);
-        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let (dir, _path, listener) = fake_switch("silent", "br-y");
         let holder = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
         let c = Client::new(&dir, Duration::from_millis(300));
         let m = encode_ops(&[FlowOp::Add(flows::vm_ex_flow(7, 5, 3003))]).unwrap();
