@@ -132,16 +132,24 @@ impl StatusServer {
                 err,
             })?;
         }
-        let listener = UnixListener::bind(path).map_err(|err| StatusError::Io {
-            what: format!("binding {}", path.display()),
-            err,
-        })?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|err| {
-            StatusError::Io {
-                what: format!("chmod 0600 {}", path.display()),
-                err,
-            }
-        })?;
+        // Bound under a temporary name, made 0600, then renamed into
+        // place: the socket never appears at `path` with the umask's mode
+        // (a client, or a test, looking right after it appears saw 0755).
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("sock");
+        let tmp = path.with_file_name(format!(".{name}.bind.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let io = |what: String| move |err| StatusError::Io { what, err };
+        let listener =
+            UnixListener::bind(&tmp).map_err(io(format!("binding {}", tmp.display())))?;
+        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .map_err(io(format!("chmod 0600 {}", tmp.display())))
+            .and_then(|()| {
+                std::fs::rename(&tmp, path).map_err(io(format!("renaming to {}", path.display())))
+            });
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         listener
             .set_nonblocking(true)
             .map_err(|err| StatusError::Io {
