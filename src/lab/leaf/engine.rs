@@ -41,6 +41,8 @@ pub struct Stats {
     pub ecp_rx: u64,
     pub ecp_acks_tx: u64,
     pub ecp_acks_rx: u64,
+    /// Acks from another source MAC than the port's ECP peer (ignored).
+    pub ecp_acks_foreign: u64,
     pub ecp_data_tx: u64,
     pub ecp_duplicates: u64,
     pub ecp_dropped_by_knob: u64,
@@ -260,12 +262,20 @@ impl Leaf {
                 return;
             }
         };
+        let mut src = [0u8; 6];
+        src.copy_from_slice(&frame[6..12]);
         match h.op {
             EcpOp::Ack => {
                 self.stats.ecp_acks_rx += 1;
-                self.ports[port].ecp_tx.on_ack(h.seq);
+                let p = &mut self.ports[port];
+                if p.ecp_peer.is_some_and(|peer| peer != src) {
+                    self.stats.ecp_acks_foreign += 1;
+                    return;
+                }
+                p.ecp_tx.on_ack(h.seq);
             }
             EcpOp::Request => {
+                self.ports[port].ecp_peer = Some(src);
                 if self.drop_ecp > 0 {
                     self.drop_ecp -= 1;
                     self.stats.ecp_dropped_by_knob += 1;

@@ -25,6 +25,13 @@ pub struct Port {
     pub station: Option<Station>,
     pub(super) ecp_rx: EcpRx,
     pub(super) ecp_tx: EcpTx,
+    /// Source MAC of the last ECP request on this port: the station's ECP
+    /// entity. Only its acks count. Other ECP entities that see our frames
+    /// pass also ack them: in the lab, lldpad runs ECP on the uplink and on
+    /// the OVS side of its veth, both OVS ports that a userspace datapath
+    /// leaves visible to lldpad's packet sockets. Their early ack would
+    /// release the next ECPDU before the station has the first one.
+    pub(super) ecp_peer: Option<[u8; 6]>,
     /// VDP answers held back by `delay-ms`, with their send time.
     pub(super) delayed: Vec<(Instant, Vec<u8>)>,
 }
@@ -50,6 +57,7 @@ impl Port {
             station: None,
             ecp_rx: EcpRx::default(),
             ecp_tx: EcpTx::new(first_seq),
+            ecp_peer: None,
             delayed: Vec::new(),
         }
     }

@@ -155,6 +155,37 @@ fn ecp_ack_deliver_once_reply_and_retransmit() {
 }
 
 #[test]
+fn only_the_requesting_station_acks_count() {
+    // lldpad also runs ECP on the uplink and on the OVS side of its veth;
+    // in a userspace-datapath lab those see our frames and ack them first.
+    let t0 = Instant::now();
+    let mut l = leaf(t0);
+    l.tick(t0);
+    frames(&mut l);
+    l.on_frame(t0, &ecp_req(9, VsiMode::Assoc, 0), None);
+    l.tick(t0);
+    let out = frames(&mut l);
+    assert_eq!(ecp::parse(&out[1][14..]).unwrap().0.seq, 500);
+    let uplink = [0x52, 0x54, 0, 0, 0, 9];
+    let mut foreign = ecp::build_frame(&uplink, EcpOp::Ack, 500, &[]);
+    foreign[6..12].copy_from_slice(&uplink);
+    l.on_frame(t0, &foreign, None);
+    assert_eq!((l.stats.ecp_acks_rx, l.stats.ecp_acks_foreign), (1, 1));
+    // still outstanding: retransmitted after the ack wait
+    l.tick(t0 + Duration::from_millis(11));
+    let out = frames(&mut l);
+    assert_eq!(out.len(), 1);
+    assert_eq!(ecp::parse(&out[0][14..]).unwrap().0.seq, 500);
+    // the station's own ack ends it
+    let mut ack = ecp::build_frame(&STA, EcpOp::Ack, 500, &[]);
+    ack[6..12].copy_from_slice(&STA);
+    l.on_frame(t0, &ack, None);
+    l.tick(t0 + Duration::from_millis(40));
+    assert!(frames(&mut l).is_empty());
+    assert_eq!((l.stats.ecp_retransmits, l.stats.ecp_given_up), (1, 0));
+}
+
+#[test]
 fn aging_sends_unsolicited_deassoc() {
     let t0 = Instant::now();
     let mut l = leaf(t0);
