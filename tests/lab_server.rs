@@ -146,6 +146,64 @@ fn state_survives_a_server_restart() {
 }
 
 #[test]
+fn wait_reports_the_controllers_event_to_result_time() {
+    let s = lab_server(None, None);
+    let base = s.url();
+    let wait = |uuid: &str| {
+        http(
+            "GET",
+            &format!("{base}/admin/ports/{uuid}/wait?result=SUCCESS&timeout=1"),
+            None,
+        )
+        .1
+    };
+    let report = |uuid: &str| {
+        rpc(
+            &base,
+            "update_vm_result",
+            json!({"agent": "h1"}),
+            json!({"port_uuid": uuid, "result": "SUCCESS", "local_vlan": 4, "vdp_vlan": 3004, "fail_reason": null}),
+        )
+    };
+    // A result for an up event never handed out has no time.
+    http(
+        "POST",
+        &format!("{base}/admin/ports"),
+        Some(port_json("h1", P1)),
+    );
+    report(P1);
+    let v = wait(P1);
+    assert_eq!(v["matched"], true);
+    assert_eq!(v["event_to_result_ms"], Value::Null, "{v}");
+    // Re-added: served by an events answer, reported 100 ms later.
+    let (_, added) = http(
+        "POST",
+        &format!("{base}/admin/ports"),
+        Some(port_json("h1", P1)),
+    );
+    let seq = added["seq"].as_u64().unwrap();
+    let (_, ev) = http(
+        "GET",
+        &format!("{base}/v1/agents/h1/events?after={}&wait=0", seq - 1),
+        None,
+    );
+    assert_eq!(ev["events"][0]["payload"]["port_uuid"], P1);
+    std::thread::sleep(Duration::from_millis(100));
+    report(P1);
+    let ms = wait(P1)["event_to_result_ms"].as_f64().unwrap();
+    assert!((100.0..5000.0).contains(&ms), "{ms}");
+    // Served again (the agent polls once more) and reported again: the
+    // first hand-out and the first SUCCESS stay.
+    http(
+        "GET",
+        &format!("{base}/v1/agents/h1/events?after={}&wait=0", seq - 1),
+        None,
+    );
+    report(P1);
+    assert_eq!(wait(P1)["event_to_result_ms"].as_f64(), Some(ms));
+}
+
+#[test]
 fn long_polls_do_not_block_other_requests() {
     let s = lab_server(None, None);
     let base = s.url();

@@ -49,6 +49,9 @@ pub(super) fn cmd_adds(o: &Opts) -> Res<()> {
     let c0 = counters(&sock)?;
     let started = Instant::now();
     let mut lat = Vec::new();
+    // Sequential only: the controller's own view of each port (its up
+    // event handed to the agent -> the agent's SUCCESS arrived).
+    let mut lat_ctl = Vec::new();
     let mut failed: Vec<Value> = Vec::new();
     if !burst {
         for p in &ports {
@@ -71,6 +74,9 @@ pub(super) fn cmd_adds(o: &Opts) -> Res<()> {
             let dt = t0.elapsed();
             if v.get("matched").and_then(Value::as_bool) == Some(true) {
                 lat.push(ms(dt));
+                if let Some(c) = v.get("event_to_result_ms").and_then(Value::as_f64) {
+                    lat_ctl.push(c);
+                }
             } else {
                 failed.push(json!({"port_uuid": p.port_uuid, "port": v.get("port")}));
             }
@@ -154,6 +160,13 @@ pub(super) fn cmd_adds(o: &Opts) -> Res<()> {
         "samples_ms": lat.iter().map(|x| round2(*x)).collect::<Vec<_>>(),
         "latency": summary(lat),
     });
+    if !burst {
+        v["event_to_result"] = json!({
+            "method": "the reference controller's own timing per port: from its up event first handed to the agent in an events answer to the agent's update_vm_result SUCCESS arriving (parsed, before the controller's state write)",
+            "samples_ms": lat_ctl.iter().map(|x| round2(*x)).collect::<Vec<_>>(),
+            "latency": summary(lat_ctl),
+        });
+    }
     v["method"] = json!(if burst {
         "POSTs back to back, t0 just before each port's POST /admin/ports; a poller thread reads new update_vm_result calls from /admin/calls every 20 ms from the start, t1 = when a SUCCESS for the port was first seen (after the poll returned)"
     } else {

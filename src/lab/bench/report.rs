@@ -97,6 +97,15 @@ pub(super) fn cmd_report(o: &Opts) -> Res<()> {
             "< 200 ms".into(),
         ),
         (
+            "VM-up event handed to the agent -> its update_vm_result at the controller, sequential p50 / p99".into(),
+            format!(
+                "{} / {}",
+                fmt_num(&lat["event_to_result"]["latency"]["p50_ms"], "ms"),
+                fmt_num(&lat["event_to_result"]["latency"]["p99_ms"], "ms")
+            ),
+            "< 5 ms / < 20 ms".into(),
+        ),
+        (
             format!(
                 "VM-up -> result, sequential, {} more ports with {} VSIs present, p50/p99",
                 scale["ports"], rs["expect"]

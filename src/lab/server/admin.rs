@@ -217,7 +217,13 @@ pub(super) fn wait_port(shared: &Shared, uuid: &str, q: &[(String, String)]) -> 
                     (Some(_), None) => true,
                     _ => false,
                 });
-            return (200, json!({"matched": matched, "port": to_json(&rec)}));
+            let ms = st
+                .event_to_result(uuid)
+                .map(|d| (d.as_secs_f64() * 1e5).round() / 100.0);
+            return (
+                200,
+                json!({"matched": matched, "port": to_json(&rec), "event_to_result_ms": ms}),
+            );
         }
     }
 }

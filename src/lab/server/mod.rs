@@ -35,9 +35,12 @@
 //! - `GET /admin/ports[?host=H]` → `{"ports":[rec...]}`; `GET /admin/ports/{uuid}` → rec.
 //!   A rec holds the fields above plus `status`, `result`, `local_vlan`,
 //!   `vdp_vlan`, `fail_reason`, `when`, `reported_by`.
-//! - `GET /admin/ports/{uuid}/wait?result=R&timeout=S` → `{"matched":bool,"port":rec}`:
-//!   holds until the agent reported a result for the port's last add/delete
-//!   (equal to R when given), at most S seconds (default 30, max 600).
+//! - `GET /admin/ports/{uuid}/wait?result=R&timeout=S` → `{"matched":bool,"port":rec,
+//!   "event_to_result_ms":F|null}`: holds until the agent reported a result for the
+//!   port's last add/delete (equal to R when given), at most S seconds (default 30,
+//!   max 600). `event_to_result_ms`: from the port's last up event first handed to
+//!   its agent to the agent's SUCCESS arriving (request parsed, before the state
+//!   write); null until both happened.
 //! - `GET /admin/calls[?method=M][&since=ID]` → `{"calls":[{"id","time","method",
 //!   "context","args","status"}]}` (ids > ID); `DELETE /admin/calls` clears them.
 //! - `POST /admin/events/{host}` `{"type":T,"payload":P}` queues an event
@@ -551,6 +554,9 @@ fn events(shared: &Shared, rq: &tiny_http::Request, host: &str, q: &[(String, St
             } else {
                 evs
             };
+            if !evs.is_empty() {
+                st.note_served(host, after);
+            }
             return (200, json!({"events": evs}));
         }
     }

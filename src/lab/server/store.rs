@@ -10,8 +10,9 @@
 use crate::model::ctime_now;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 mod migrate;
 pub use migrate::*;
@@ -197,6 +198,20 @@ pub struct Store {
     pub fault: Fault,
     /// Changes noted by `save` (not persisted).
     changes: u64,
+    /// Per port: its last up event's timing (not persisted).
+    up_timing: HashMap<String, UpTiming>,
+}
+
+/// A port's last `vm_info` up event, as the controller sees it: when it
+/// was first handed to its agent in an events answer, and how long after
+/// that the agent's SUCCESS for the port arrived (the request parsed,
+/// before the controller's own state write).
+#[derive(Debug, Clone)]
+struct UpTiming {
+    host: String,
+    seq: u64,
+    served: Option<Instant>,
+    to_result: Option<Duration>,
 }
 
 impl Store {
@@ -353,8 +368,44 @@ impl Store {
         }
         let host = rec.host.clone();
         let obj = rec.vm_object();
-        self.p.ports.insert(rec.port_uuid.clone(), rec);
-        self.queue(&host, json!("vm_info"), obj, None)
+        let uuid = rec.port_uuid.clone();
+        self.p.ports.insert(uuid.clone(), rec);
+        let seq = self.queue(&host, json!("vm_info"), obj, None);
+        self.up_timing.insert(
+            uuid,
+            UpTiming {
+                host,
+                seq,
+                served: None,
+                to_result: None,
+            },
+        );
+        seq
+    }
+
+    /// An events answer to `host` holds its events after `after`: note when
+    /// each port's up event was first handed out.
+    pub fn note_served(&mut self, host: &str, after: u64) {
+        let Some(q) = self.queues.get(host) else {
+            return;
+        };
+        let now = Instant::now();
+        for e in q.events.iter().filter(|e| e.seq > after) {
+            let Some(uuid) = e.payload.get("port_uuid").and_then(Value::as_str) else {
+                continue;
+            };
+            if let Some(t) = self.up_timing.get_mut(uuid) {
+                if t.seq == e.seq && t.host == host && t.served.is_none() {
+                    t.served = Some(now);
+                }
+            }
+        }
+    }
+
+    /// From the port's last up event handed to its agent to the agent's
+    /// SUCCESS for it (None until both happened).
+    pub fn event_to_result(&self, uuid: &str) -> Option<Duration> {
+        self.up_timing.get(uuid).and_then(|t| t.to_result)
     }
 
     /// Mark a port down and queue its `vm_info` (with the VLANs when known).
@@ -413,6 +464,13 @@ impl Store {
         }
         rec.when = Some(ctime_now());
         rec.reported_by = agent.map(String::from);
+        if rec.result.as_deref() == Some("SUCCESS") && rec.status == "up" {
+            if let Some(t) = self.up_timing.get_mut(uuid) {
+                if let (Some(served), None) = (t.served, t.to_result) {
+                    t.to_result = Some(served.elapsed());
+                }
+            }
+        }
         self.save();
         true
     }
