@@ -105,15 +105,29 @@ fn lldp_burst_and_prompt_answer_to_station() {
     assert_eq!(l.ka_timeout(), Duration::from_micros(15_836_160));
 }
 
-#[test]
-fn ecp_ack_deliver_once_reply_and_retransmit() {
-    let t0 = Instant::now();
+/// A leaf that answered an associate (seq 9) at `t0`: the leaf and what
+/// it sent (our ack, then its answer with seq 500).
+fn answered_assoc(t0: Instant) -> (Leaf, Vec<Vec<u8>>) {
     let mut l = leaf(t0);
     l.tick(t0);
     frames(&mut l);
     l.on_frame(t0, &ecp_req(9, VsiMode::Assoc, 0), None);
     l.tick(t0);
     let out = frames(&mut l);
+    (l, out)
+}
+
+/// An ECP ack of `seq` from `mac`.
+fn ack_from(mac: [u8; 6], seq: u16) -> Vec<u8> {
+    let mut ack = ecp::build_frame(&mac, EcpOp::Ack, seq, &[]);
+    ack[6..12].copy_from_slice(&mac);
+    ack
+}
+
+#[test]
+fn ecp_ack_deliver_once_reply_and_retransmit() {
+    let t0 = Instant::now();
+    let (mut l, out) = answered_assoc(t0);
     assert_eq!(out.len(), 2);
     assert_eq!(&out[0][14..18], &[0x14, 0x01, 0x00, 0x09]);
     let (h, ulp) = ecp::parse(&out[1][14..]).unwrap();
@@ -131,9 +145,7 @@ fn ecp_ack_deliver_once_reply_and_retransmit() {
     assert_eq!(out.len(), 1);
     assert_eq!(ecp::parse(&out[0][14..]).unwrap().0.seq, 500);
     // ack, then a keep-alive with the learned VID
-    let mut ack = ecp::build_frame(&STA, EcpOp::Ack, 500, &[]);
-    ack[6..12].copy_from_slice(&STA);
-    l.on_frame(t0, &ack, None);
+    l.on_frame(t0, &ack_from(STA, 500), None);
     l.on_frame(t0, &ecp_req(10, VsiMode::Assoc, 3001), None);
     l.tick(t0 + Duration::from_millis(12));
     let out = frames(&mut l);
@@ -159,17 +171,9 @@ fn only_the_requesting_station_acks_count() {
     // lldpad also runs ECP on the uplink and on the OVS side of its veth;
     // in a userspace-datapath lab those see our frames and ack them first.
     let t0 = Instant::now();
-    let mut l = leaf(t0);
-    l.tick(t0);
-    frames(&mut l);
-    l.on_frame(t0, &ecp_req(9, VsiMode::Assoc, 0), None);
-    l.tick(t0);
-    let out = frames(&mut l);
+    let (mut l, out) = answered_assoc(t0);
     assert_eq!(ecp::parse(&out[1][14..]).unwrap().0.seq, 500);
-    let uplink = [0x52, 0x54, 0, 0, 0, 9];
-    let mut foreign = ecp::build_frame(&uplink, EcpOp::Ack, 500, &[]);
-    foreign[6..12].copy_from_slice(&uplink);
-    l.on_frame(t0, &foreign, None);
+    l.on_frame(t0, &ack_from([0x52, 0x54, 0, 0, 0, 9], 500), None);
     assert_eq!((l.stats.ecp_acks_rx, l.stats.ecp_acks_foreign), (1, 1));
     // still outstanding: retransmitted after the ack wait
     l.tick(t0 + Duration::from_millis(11));
@@ -177,9 +181,7 @@ fn only_the_requesting_station_acks_count() {
     assert_eq!(out.len(), 1);
     assert_eq!(ecp::parse(&out[0][14..]).unwrap().0.seq, 500);
     // the station's own ack ends it
-    let mut ack = ecp::build_frame(&STA, EcpOp::Ack, 500, &[]);
-    ack[6..12].copy_from_slice(&STA);
-    l.on_frame(t0, &ack, None);
+    l.on_frame(t0, &ack_from(STA, 500), None);
     l.tick(t0 + Duration::from_millis(40));
     assert!(frames(&mut l).is_empty());
     assert_eq!((l.stats.ecp_retransmits, l.stats.ecp_given_up), (1, 0));
@@ -192,9 +194,7 @@ fn aging_sends_unsolicited_deassoc() {
     l.on_frame(t0, &ecp_req(1, VsiMode::Assoc, 0), None);
     l.tick(t0);
     frames(&mut l);
-    let mut ack = ecp::build_frame(&STA, EcpOp::Ack, 500, &[]);
-    ack[6..12].copy_from_slice(&STA);
-    l.on_frame(t0, &ack, None);
+    l.on_frame(t0, &ack_from(STA, 500), None);
     let later = t0 + l.ka_timeout();
     assert!(l.next_deadline(t0 + Duration::from_secs(15)) <= later);
     l.tick(later);
@@ -264,9 +264,7 @@ fn two_ports_answer_on_their_own_port_and_a_vsi_moves() {
     assert_eq!(a.len(), 1);
     assert_eq!((a[0].0, a[0].1, a[0].2.entries[0].vlan()), (0, 100, 3001));
     // ack it, so the next answer of port 0 can go
-    let mut ack = ecp::build_frame(&STA, EcpOp::Ack, 100, &[]);
-    ack[6..12].copy_from_slice(&STA);
-    l.on_port_frame(0, t0, &ack, None);
+    l.on_port_frame(0, t0, &ack_from(STA, 100), None);
     // the same VSI pre-associated on port 1 (its own ECP sequence)
     l.on_port_frame(1, t0, &ecp_req_with(1, VsiMode::PreassocRr, 0x10, 0), None);
     let a = answers(&mut l, t0 + Duration::from_millis(200));
@@ -314,9 +312,7 @@ fn two_ports_answer_on_their_own_port_and_a_vsi_moves() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, 0);
     // switchover on port 1, then the source's deassoc with hint "from"
-    let mut ack = ecp::build_frame(&STA, EcpOp::Ack, 700, &[]);
-    ack[6..12].copy_from_slice(&STA);
-    l.on_port_frame(1, t0, &ack, None);
+    l.on_port_frame(1, t0, &ack_from(STA, 700), None);
     l.on_port_frame(1, t0, &ecp_req_with(2, VsiMode::Assoc, 0x10, 3001), None);
     l.on_port_frame(1, t0, &arp, Some(3001));
     l.on_port_frame(0, t0, &ecp_req_with(2, VsiMode::Deassoc, 0x20, 3001), None);
