@@ -568,3 +568,53 @@ fn a_round_delivers_results_side_by_side() {
     sent.sort();
     assert_eq!(sent, ports, "each result once");
 }
+
+/// A slow controller applies a result attempt the agent gave up on (a
+/// timeout) after the port's newer result was delivered: the newer result
+/// is sent once more after the reorder window (3 × `timeout_s` = 6 s), so
+/// the controller ends with it. (The soak's controller-slow fault with
+/// churn right after it.)
+#[test]
+fn a_late_applied_stale_result_is_followed_by_the_newest_again() {
+    let s = lab_server(None, None);
+    let dir = temp_dir("reorder");
+    let c = Controller::new(&config(&s.url(), &dir, 0), "compute1".into()).unwrap();
+    add_port(&s, "compute1", P1, 30001);
+    let vdp_vlan =
+        || admin("GET", &format!("{}/admin/ports/{P1}", s.url()), None)["vdp_vlan"].clone();
+    // Each update_vm_result arriving now is applied 4 s later; the agent
+    // waits 2 s.
+    fault(
+        &s,
+        json!({"delay_ms": 4000, "delay_methods": ["update_vm_result"]}),
+    );
+    c.update_vm_result(P1, VmResult::Success, Some(5), Some(3003), None)
+        .unwrap();
+    let t0 = Instant::now();
+    assert_eq!(c.retry_pending(), 1, "the attempt timed out");
+    fault(&s, json!({"delay_ms": 0, "delay_methods": []}));
+    c.update_vm_result(P1, VmResult::Success, Some(5), Some(3004), None)
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || c.retry_pending() == 0));
+    // The stale attempt lands after the newer result.
+    assert!(wait_until(Duration::from_secs(5), || vdp_vlan() == json!(3003)));
+    // The newest again, after the window.
+    assert!(
+        wait_until(Duration::from_secs(12), || {
+            c.retry_pending();
+            vdp_vlan() == json!(3004)
+        }),
+        "the controller kept the stale result"
+    );
+    assert!(t0.elapsed() >= Duration::from_secs(5), "{:?}", t0.elapsed());
+    let applied: Vec<Value> = calls(&s, "update_vm_result")
+        .into_iter()
+        .filter(|c| c["status"] == 200)
+        .map(|c| c["args"]["vdp_vlan"].clone())
+        .collect();
+    assert_eq!(applied, [json!(3004), json!(3003), json!(3004)]);
+    // Once only: nothing more is sent.
+    std::thread::sleep(Duration::from_millis(500));
+    c.retry_pending();
+    assert_eq!(calls(&s, "update_vm_result").len(), 3);
+}

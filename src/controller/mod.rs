@@ -16,6 +16,10 @@
 //!   newest per key, and retried by `retry_pending` with exponential backoff
 //!   ([`BACKOFF_MIN`] doubling to [`BACKOFF_MAX`]); calls for one key are
 //!   never in flight twice, so an old kept result cannot overtake a newer one;
+//! - a call that failed without an answer may still be applied by a slow
+//!   controller after a newer one for its key was delivered: the key's next
+//!   delivered call is then sent once more [`REORDER_WINDOW_TIMEOUTS`] ×
+//!   `server.timeout_s` after the failure (`reorder` submodule);
 //! - an empty long-poll answer that comes back at once although `wait > 0`
 //!   is reported as an error, so a caller that backs off on errors never
 //!   spins against a controller that does not hold polls;
@@ -25,6 +29,7 @@
 
 mod answers;
 pub(crate) mod pending;
+mod reorder;
 mod setup;
 pub use answers::{parse_events, parse_uplink_result};
 pub use setup::preflight;
@@ -37,6 +42,7 @@ use crate::model::{ctime_now, UplinkInfo, VmResult};
 use crate::task::ThreadName;
 use parking_lot::{Condvar, Mutex};
 use pending::{PendingCall, PendingStore};
+use reorder::ReorderGuard;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::fmt;
@@ -52,6 +58,11 @@ pub(crate) const MAX_BODY: u64 = 16 * 1024 * 1024;
 pub(crate) const EARLY_EMPTY: Duration = Duration::from_millis(500);
 /// First retry delay of kept results after a failure.
 pub(crate) const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// The reorder guard's window in `server.timeout_s` (at least 3 s): a call
+/// that failed without an answer and is applied by the controller later
+/// than this after the failure can still leave an older result in place
+/// (until the next re-report).
+pub(crate) const REORDER_WINDOW_TIMEOUTS: u32 = 3;
 /// Longest retry delay of kept results.
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How many kept calls one delivery round sends at once (a bulk resync
@@ -102,6 +113,8 @@ struct LinkState {
     dirty: bool,
     /// Snapshots of the store taken for writing, numbered.
     snapshots: u64,
+    /// Keys with a failed attempt and the confirmations due.
+    reorder: ReorderGuard,
 }
 
 /// The production `ControllerLink`.
@@ -111,6 +124,8 @@ pub struct Controller {
     token: Option<String>,
     agent: ureq::Agent,
     timeout: Duration,
+    /// `REORDER_WINDOW_TIMEOUTS` × `timeout`, at least 3 s.
+    reorder_window: Duration,
     events_wait_s: u64,
     state: Mutex<LinkState>,
     /// Keys (`uplink`, `vm:<port>`) whose call is on the wire right now.
@@ -233,6 +248,9 @@ impl Controller {
             token,
             agent: builder.build(),
             timeout: Duration::from_secs(s.timeout_s.max(1)),
+            reorder_window: Duration::from_secs(
+                (s.timeout_s.max(1) * u64::from(REORDER_WINDOW_TIMEOUTS)).max(3),
+            ),
             events_wait_s: s.events_wait_s,
             state: Mutex::new(LinkState {
                 last_ok: None,
@@ -242,6 +260,7 @@ impl Controller {
                 next_retry: Instant::now(),
                 dirty: false,
                 snapshots: 0,
+                reorder: ReorderGuard::default(),
             }),
             file: Mutex::new(0),
             inflight: Mutex::new(HashSet::new()),
@@ -405,9 +424,22 @@ impl Controller {
         let _guard = self.claim(&key);
         // Numbered after the claim: calls for one key go out in number order.
         let gen = self.gen.fetch_add(1, Ordering::SeqCst);
-        match self.rpc(method, &context, &args) {
+        let outcome = self.rpc(method, &context, &args);
+        let call = PendingCall {
+            key,
+            method: method.to_string(),
+            context,
+            args,
+            gen,
+            created: ctime_now(),
+        };
+        match outcome {
             Ok(v) => {
-                let changed = self.state.lock().pending.delivered(&key, gen);
+                let changed = {
+                    let mut st = self.state.lock();
+                    st.reorder.delivered(&call, self.reorder_window);
+                    st.pending.delivered(&call.key, gen)
+                };
                 if changed {
                     self.persist();
                 }
@@ -415,16 +447,11 @@ impl Controller {
             }
             Err(e) => {
                 let mut st = self.state.lock();
-                let call = PendingCall {
-                    key,
-                    method: method.to_string(),
-                    context,
-                    args,
-                    gen,
-                    created: ctime_now(),
-                };
-                let changed = st.pending.keep(call);
                 let now = Instant::now();
+                if reorder::may_have_arrived(&e.failure) {
+                    st.reorder.failed(&call.key, now);
+                }
+                let changed = st.pending.keep(call);
                 if st.next_retry <= now {
                     st.next_retry = now + st.backoff;
                 }
@@ -445,6 +472,7 @@ impl Controller {
     /// are scoped: they end with the round, each call bounded by
     /// `server.timeout_s`. Returns how many calls are still kept.
     fn deliver_round(&self) -> usize {
+        self.queue_confirmations();
         let due = {
             let st = self.state.lock();
             if st.pending.is_empty() {
@@ -496,6 +524,32 @@ impl Controller {
         self.state.lock().pending.len()
     }
 
+    /// Keep the reorder guard's due confirmations for delivery (with new
+    /// numbers, so they count as the key's newest calls).
+    fn queue_confirmations(&self) {
+        let mut st = self.state.lock();
+        let now = Instant::now();
+        if st.reorder.next_due().is_none_or(|t| t > now) {
+            return;
+        }
+        let LinkState {
+            reorder, pending, ..
+        } = &mut *st;
+        let due = reorder.take_due(now, |k| pending.get(k).is_some());
+        for mut call in due {
+            log::info!(
+                "sending {} ({}) again: an earlier attempt failed without an answer and may \
+                 have reached the controller after it",
+                call.method,
+                call.key
+            );
+            call.gen = self.gen.fetch_add(1, Ordering::SeqCst);
+            if st.pending.keep(call) {
+                st.dirty = true;
+            }
+        }
+    }
+
     /// Send one kept call of a round unless another call for its key is on
     /// the wire or it was replaced or delivered meanwhile; false when the
     /// controller failed it.
@@ -510,12 +564,18 @@ impl Controller {
             Ok(_) => {
                 log::info!("delivered kept {} ({})", call.method, call.key);
                 let mut st = self.state.lock();
+                st.reorder.delivered(call, self.reorder_window);
                 if st.pending.delivered(&call.key, call.gen) {
                     st.dirty = true;
                 }
                 true
             }
-            Err(_) => false,
+            Err(e) => {
+                if reorder::may_have_arrived(&e.failure) {
+                    self.state.lock().reorder.failed(&call.key, Instant::now());
+                }
+                false
+            }
         }
     }
 
