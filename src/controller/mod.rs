@@ -395,14 +395,7 @@ impl Controller {
     /// never waits for the controller.
     fn hand_over(&self, key: String, method: &str, context: Value, args: Value) {
         let gen = self.gen.fetch_add(1, Ordering::SeqCst);
-        let call = PendingCall {
-            key,
-            method: method.to_string(),
-            context,
-            args,
-            gen,
-            created: ctime_now(),
-        };
+        let call = PendingCall::new(key, method, context, args, gen);
         {
             let mut st = self.state.lock();
             if st.pending.keep(call) {
@@ -425,14 +418,7 @@ impl Controller {
         // Numbered after the claim: calls for one key go out in number order.
         let gen = self.gen.fetch_add(1, Ordering::SeqCst);
         let outcome = self.rpc(method, &context, &args);
-        let call = PendingCall {
-            key,
-            method: method.to_string(),
-            context,
-            args,
-            gen,
-            created: ctime_now(),
-        };
+        let call = PendingCall::new(key, method, context, args, gen);
         match outcome {
             Ok(v) => {
                 let changed = {

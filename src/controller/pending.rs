@@ -33,6 +33,20 @@ pub(crate) struct PendingCall {
     pub created: String,
 }
 
+impl PendingCall {
+    /// A call made now (`created` = `ctime()` now).
+    pub(crate) fn new(key: String, method: &str, context: Value, args: Value, gen: u64) -> Self {
+        PendingCall {
+            key,
+            method: method.to_string(),
+            context,
+            args,
+            gen,
+            created: crate::model::ctime_now(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct FileFormat {
     version: u32,
@@ -199,14 +213,13 @@ mod tests {
     use serde_json::json;
 
     fn call(key: &str, gen: u64) -> PendingCall {
-        PendingCall {
-            key: key.into(),
-            method: "update_vm_result".into(),
-            context: json!({}),
-            args: json!({"gen": gen}),
+        PendingCall::new(
+            key.into(),
+            "update_vm_result",
+            json!({}),
+            json!({"gen": gen}),
             gen,
-            created: String::new(),
-        }
+        )
     }
 
     #[test]

@@ -102,14 +102,8 @@ mod tests {
     use serde_json::json;
 
     fn call(key: &str, gen: u64, result: &str) -> PendingCall {
-        PendingCall {
-            key: key.into(),
-            method: "update_vm_result".into(),
-            context: json!({}),
-            args: json!({"result": result}),
-            gen,
-            created: String::new(),
-        }
+        let args = json!({"result": result});
+        PendingCall::new(key.into(), "update_vm_result", json!({}), args, gen)
     }
 
     #[test]
