@@ -369,7 +369,7 @@ pub struct OvsDriver {
     /// (`with_openflow`); None: `ovs-ofctl`.
     openflow: Option<openflow::Client>,
     /// Flow changes sent over OpenFlow / left to ovs-ofctl after an
-    /// OpenFlow failure (status `ovs.openflow`).
+    /// OpenFlow failure (status `host.openflow`).
     of_sent: std::sync::atomic::AtomicU64,
     of_fallbacks: std::sync::atomic::AtomicU64,
 }

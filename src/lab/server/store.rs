@@ -431,6 +431,7 @@ impl Store {
     pub fn purge_port(&mut self, uuid: &str) -> bool {
         let found = self.p.ports.remove(uuid).is_some();
         self.p.migrations.remove(uuid);
+        self.up_timing.remove(uuid);
         if found {
             self.save();
         }
