@@ -5,7 +5,9 @@
 //!
 //! Owns: the HTTP listener (tiny_http, one thread per request so long-polls
 //! never block other requests), the `store::Store` and the state file's
-//! group commit (`Shared::persist`). Calls `model` and `store`; the `cli`
+//! group commit (`Shared::persist`: every request's changes are written
+//! before its answer, except an events poll's, which changes nothing
+//! stored and is answered first). Calls `model` and `store`; the `cli`
 //! submodule is the `vdp-lab server|port` command line.
 //!
 //! # Agent API (docs/protocol.md)
@@ -381,8 +383,15 @@ fn handle(shared: &Arc<Shared>, mut rq: tiny_http::Request) {
             rpc(shared, &mut rq, &m)
         }
         ("GET", ["v1", "agents", host, "events"]) => {
+            // The answer goes out before any state write: an events poll
+            // changes nothing the state file holds (save for the rare
+            // sequence jump, saved right after), and waiting for another
+            // request's write would hold every VM event back by it.
             let host = host.to_string();
-            events(shared, &rq, &host, &q)
+            let reply = events(shared, &rq, &host, &q);
+            respond(rq, reply);
+            shared.persist();
+            return;
         }
         (_, ["admin", ..]) => {
             let body = match read_body(&mut rq) {
