@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! vdp-lab bench gen     --first I --count N --nets K        port lines for `scripts/lab ports-add`
-//! vdp-lab bench adds    --first I --count N --nets K --host H [--burst] [--timeout S] [--name P] [--sock PATH] --out F
+//! vdp-lab bench adds    --first I --count N --nets K --host H [--burst | --pause-ms M] [--timeout S] [--name P] [--sock PATH] --out F
 //! vdp-lab bench uplink  --sock PATH [--timeout S] --out F -- CMD...   (CMD starts the leaf)
 //! vdp-lab bench idle    --sock PATH --pid PID [--secs S] [--lldpad-pid P] --out F
 //! vdp-lab bench deassoc --leaf-sock PATH [--samples N] [--spacing-ms M] [--cap-s S] --out F

@@ -35,6 +35,10 @@ pub(super) fn cmd_adds(o: &Opts) -> Res<()> {
     let timeout: u64 = o.num("timeout", Some(30))?;
     let burst = o.flags.contains("burst");
     let nets: u32 = o.num("nets", None)?;
+    // --pause-ms (sequential): quiet time after each port's result before
+    // the next port, so a VM-up is timed on its own, not in the wake of
+    // the one before (the leaf's ECPDU spacing, lldpad's timers).
+    let pause = Duration::from_millis(o.num("pause-ms", Some(0))?);
     // --sock: the agent's status socket, for host.commands_spawned per port.
     let sock = o.get("sock").map(PathBuf::from);
     let counters = |s: &Option<PathBuf>| -> Res<Option<(u64, u64, u64)>> {
@@ -54,7 +58,10 @@ pub(super) fn cmd_adds(o: &Opts) -> Res<()> {
     let mut lat_ctl = Vec::new();
     let mut failed: Vec<Value> = Vec::new();
     if !burst {
-        for p in &ports {
+        for (i, p) in ports.iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(pause);
+            }
             let t0 = Instant::now();
             http(
                 "POST",
@@ -150,6 +157,7 @@ pub(super) fn cmd_adds(o: &Opts) -> Res<()> {
         "host": spawned,
         "name": o.get("name").unwrap_or(if burst { "burst" } else { "latency" }),
         "mode": if burst { "burst" } else { "sequential" },
+        "pause_ms": if burst { Value::Null } else { json!(pause.as_millis() as u64) },
         "ports": ports.len(),
         "nets": nets,
         "ok": ok,

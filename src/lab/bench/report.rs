@@ -85,8 +85,13 @@ pub(super) fn cmd_report(o: &Opts) -> Res<()> {
     let rows: Vec<(String, String, String)> = vec![
         (
             format!(
-                "VM-up -> result, sequential ({} ports/{} nets) p50",
-                lat["ports"], lat["nets"]
+                "VM-up -> result, sequential ({} ports/{} nets, {}) p50",
+                lat["ports"],
+                lat["nets"],
+                match lat["pause_ms"].as_u64() {
+                    Some(n) if n > 0 => format!("{n} ms apart"),
+                    _ => "back to back".into(),
+                }
             ),
             fmt_num(&lat["latency"]["p50_ms"], "ms"),
             "< 50 ms".into(),
