@@ -310,6 +310,12 @@ impl HostDriver for LinuxHost {
         }
     }
 
+    fn bulk_resync_done(&self) {
+        if let Some(d) = self.lldpad() {
+            d.allow_fresh_requests();
+        }
+    }
+
     fn apply_vsi_change(&self, change: &VsiChange) -> PortOutcome {
         match self.ovs.set_port_vdp_vlan(
             &change.net_uuid,

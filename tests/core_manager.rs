@@ -461,6 +461,8 @@ fn vm_event_before_uplink_fails_and_is_replayed_after_bulk() {
                 vdp_vlan: Some(3003)
             },
             HostCall::PortDown(P2.into()),
+            // The bulk is through before the early events are replayed.
+            HostCall::BulkResyncDone,
             HostCall::PortLocalVlan {
                 port: P1.into(),
                 wait_s: 7
@@ -926,6 +928,21 @@ fn vm_lanes_take_a_bulk_resyncs_ups_side_by_side_then_its_downs() {
         "{spans:?}"
     );
     let down = span_at(&spans, &format!("{} down begin", ports[3]));
+    // The host hears that the resync is done once every entry is through
+    // (its lldpad driver then sends a new port's associate without a query).
+    let calls = t.host.calls();
+    let done = calls
+        .iter()
+        .position(|c| *c == HostCall::BulkResyncDone)
+        .expect("bulk_resync_done called");
+    assert!(
+        calls[..done]
+            .iter()
+            .filter(|c| matches!(c, HostCall::PortUp { .. } | HostCall::PortDown(_)))
+            .count()
+            == 8,
+        "{calls:?}"
+    );
     for (i, p) in ports.iter().enumerate().filter(|(i, _)| *i != 3) {
         assert!(
             span_at(&spans, &format!("{p} up end")) < down,

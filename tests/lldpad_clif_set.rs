@@ -165,3 +165,59 @@ fn an_unusable_socket_falls_back_to_vdptool() {
     assert_eq!(requests, 0);
     assert!(calls >= 8, "{calls} vdptool processes");
 }
+
+/// The leaf's count of associate requests it answered (`leaf-ctl stats`).
+fn leaf_assocs(lab: &Lab) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(&lab.ctl("stats")).expect("stats JSON");
+    v["stats"]["assoc"].as_u64().expect("assoc count")
+}
+
+#[test]
+fn a_new_port_is_associated_without_a_query_and_a_held_vsi_is_still_adopted() {
+    if !netns::lldpad_lab_ok() {
+        return;
+    }
+    let lab = Lab::at(3);
+    let d = lab.driver(lab.sta.name());
+    d.allow_fresh_requests();
+    let (r, r2) = (req(0x41, 40041), req(0x42, 40041));
+    // After the first bulk resync, a VSI the driver knows nothing of: the
+    // request alone, no query.
+    let (q0, s0) = (d.socket_queries(), d.socket_requests());
+    let a = d.associate(&r);
+    let vlan = a.vdp_vlan.expect("VLAN from the leaf");
+    assert_eq!(
+        d.socket_queries() - q0,
+        0,
+        "no query before a new VSI's associate"
+    );
+    assert_eq!(d.socket_requests() - s0, 1);
+    assert_eq!(d.associate(&r2).vdp_vlan, Some(vlan));
+    assert_eq!(d.vdptool_calls(), 0);
+
+    // An agent started anew, lldpad holding its VSIs: until its first bulk
+    // resync it asks first and adopts the association; nothing reaches the
+    // bridge.
+    let assocs = leaf_assocs(&lab);
+    let fresh = lab.driver(lab.sta.name());
+    let (q1, s1) = (fresh.socket_queries(), fresh.socket_requests());
+    let b = fresh.associate(&r);
+    assert_eq!(
+        (b.vdp_vlan, b.fail_reason.as_deref(), b.pending),
+        (Some(vlan), None, false)
+    );
+    assert_eq!(fresh.socket_queries() - q1, 1);
+    assert_eq!(fresh.socket_requests() - s1, 0);
+    assert_eq!(leaf_assocs(&lab), assocs, "no associate reached the bridge");
+
+    // After it, a VSI lldpad holds without the driver's record: lldpad
+    // refuses the bare request or the bridge answers it again; either way
+    // the port has its VLAN, without vdptool.
+    fresh.allow_fresh_requests();
+    let c = fresh.associate(&r2);
+    assert_eq!(
+        (c.vdp_vlan, c.fail_reason.as_deref(), c.pending),
+        (Some(vlan), None, false)
+    );
+    assert_eq!(fresh.vdptool_calls(), 0);
+}

@@ -22,7 +22,10 @@
 //!   failure; VLAN 0 from the bridge is "no VLAN yet" (no failure, nothing
 //!   sent again; a query that holds VLAN 0 needs no new associate), as the
 //!   original. One request per VSI at a time; the table lock is never held
-//!   while vdptool runs (`-W` blocks up to 5 s).
+//!   while vdptool runs (`-W` blocks up to 5 s). Once the first bulk
+//!   resync is done (`allow_fresh_requests`), a VSI the table has no record
+//!   of is a new port: its associate goes over the socket without the
+//!   query, and any refusal falls back to the query path above.
 //! - deassociate: query first to repeat the exact filter lldpad stores
 //!   (a deassoc with another VLAN is refused), then `vdptool -T` without
 //!   `-W`, as the original. A VSI with a request in flight is deassociated by
@@ -175,6 +178,10 @@ pub struct LldpadDriver {
     /// re-associations without `-W` (lldpad's verdict arrives as an event,
     /// a refusal returns at once instead of after vdptool's 5 s wait).
     events_attached: AtomicBool,
+    /// A VSI without a record may be associated without the query first
+    /// (`allow_fresh_requests`): off until the first bulk resync is done,
+    /// since until then lldpad may hold VSIs of an earlier agent run.
+    fresh_ok: AtomicBool,
     /// Query lldpad over its control socket instead of spawning vdptool.
     query_socket: Mutex<QuerySocket>,
     socket_queries: AtomicU64,
@@ -240,6 +247,7 @@ impl LldpadDriver {
             idle: Condvar::new(),
             calls: AtomicU64::new(0),
             events_attached: AtomicBool::new(false),
+            fresh_ok: AtomicBool::new(false),
             query_socket: Mutex::new(QuerySocket::default()),
             socket_queries: AtomicU64::new(0),
             set_socket: Mutex::new(SetSocket::default()),
@@ -304,6 +312,13 @@ impl LldpadDriver {
         self.events_attached.store(on, Ordering::Relaxed);
     }
 
+    /// Every port lldpad may hold from before is known (the first bulk
+    /// resync was processed): from now on a VSI without a record is a new
+    /// VM port, and its associate goes out without the query first.
+    pub fn allow_fresh_requests(&self) {
+        self.fresh_ok.store(true, Ordering::Relaxed);
+    }
+
     pub fn port(&self) -> &str {
         &self.port
     }
@@ -339,10 +354,12 @@ impl LldpadDriver {
             log::error!("associate {}: {e}", req.port_uuid);
             return VdpReply::failed(e.to_string());
         }
-        let (generation, held, want) = {
+        let (generation, held, want, fresh) = {
             let mut t = self.table.lock();
             // Up again before a postponed deassoc went out: cancel it.
+            let before = t.later.len();
             t.later.retain(|l| l.req.port_uuid != req.port_uuid);
+            let postponed = t.later.len() != before;
             // Down then up again: let the running deassociation finish.
             let deadline = std::time::Instant::now() + BUSY_WAIT;
             while t
@@ -356,7 +373,7 @@ impl LldpadDriver {
             }
             let version = t.bump();
             let generation = t.generation;
-            let (held, want) = match t.vsis.get_mut(&req.port_uuid) {
+            let (held, want, known) = match t.vsis.get_mut(&req.port_uuid) {
                 Some(e) if e.busy => {
                     let mut r = e.reply.clone();
                     r.pending = true;
@@ -374,7 +391,7 @@ impl LldpadDriver {
                     e.restored = false;
                     e.version = version;
                     e.intent = want;
-                    (held, want)
+                    (held, want, true)
                 }
                 None => {
                     t.vsis.insert(
@@ -392,13 +409,16 @@ impl LldpadDriver {
                             quiet_send: None,
                         },
                     );
-                    (want, want)
+                    (want, want, false)
                 }
             };
-            (generation, held, want)
+            // Nothing known of the VSI here (no record, no deassociation
+            // of it postponed): a new VM port.
+            let fresh = !known && !postponed && self.fresh_ok.load(Ordering::Relaxed);
+            (generation, held, want, fresh)
         };
         let guard = BusyGuard::new(self, &req.port_uuid);
-        let reply = self.associate_now(req, held, want);
+        let reply = self.associate_now(req, held, want, fresh);
         guard.disarm();
         self.note_send(&req.port_uuid, &reply);
         log::info!(

@@ -113,6 +113,10 @@ pub trait HostDriver: Send + Sync {
     /// deassociate with the right VLAN and remove the right flows.
     fn restore_port(&self, vm: &VmPort);
 
+    /// A bulk resync was processed: every port lldpad may still hold from
+    /// an earlier run is known now. Default: nothing to do.
+    fn bulk_resync_done(&self) {}
+
     /// Apply a VSI change found by refresh/events: fix flows; returns the
     /// outcome to report.
     fn apply_vsi_change(&self, change: &VsiChange) -> PortOutcome;

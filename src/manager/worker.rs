@@ -265,6 +265,7 @@ impl VdpMgr {
             log::info!("shutdown during bulk processing; the rest resyncs after restart");
             return;
         }
+        self.host.bulk_resync_done();
         let leftovers: Vec<VmPort> = {
             let mut st = self.state.lock();
             std::mem::take(&mut st.early_ports).into_values().collect()

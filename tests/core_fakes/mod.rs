@@ -46,6 +46,8 @@ pub enum HostCall {
         port: String,
         vdp_vlan: Option<u16>,
     },
+    /// A bulk resync's entries were all processed.
+    BulkResyncDone,
     TopoCfgIntf {
         intf: String,
         phy: String,
@@ -287,6 +289,9 @@ impl HostDriver for FakeHost {
             local_vlan: vm.local_vlan,
             vdp_vlan: vm.vdp_vlan,
         });
+    }
+    fn bulk_resync_done(&self) {
+        self.rec(HostCall::BulkResyncDone);
     }
     fn apply_vsi_change(&self, change: &VsiChange) -> PortOutcome {
         self.rec(HostCall::ApplyVsiChange {

@@ -131,8 +131,20 @@ impl LldpadDriver {
 
     /// The associate decision (query first, among the VSIs lldpad holds in
     /// `held`'s mode), without touching the table; the request goes out as
-    /// `want`.
-    pub(super) fn associate_now(&self, req: &VsiRequest, held: Intent, want: Intent) -> VdpReply {
+    /// `want`. `fresh`: the driver knows nothing of the VSI, so it is
+    /// first sent without the query (`fresh_assoc`).
+    pub(super) fn associate_now(
+        &self,
+        req: &VsiRequest,
+        held: Intent,
+        want: Intent,
+        fresh: bool,
+    ) -> VdpReply {
+        if fresh {
+            if let Some(r) = self.fresh_assoc(req, want) {
+                return r;
+            }
+        }
         let rec = self.query_record(req, held.mode);
         let mut state = rec
             .clone()
@@ -171,6 +183,43 @@ impl LldpadDriver {
         self.request_for_state(req, state, true, want)
     }
 
+    /// A new VM port's associate, sent over the control socket without the
+    /// query before it (one lldpad round trip less on every VM-up). Only
+    /// after the first bulk resync (`allow_fresh_requests`): then a VSI
+    /// without a record is one lldpad does not hold. Should lldpad hold it
+    /// all the same, it either refuses the request without sending
+    /// anything (another filter or VLAN: `Invalid parameters`; a request
+    /// in flight: busy), or takes it as a new associate of that VSI, which
+    /// the bridge answers again. Any refusal, and a socket that cannot be
+    /// used, gives `None`: the caller then queries and decides as for a
+    /// known VSI and sends what it would have sent anyway, so a refusal
+    /// costs one round trip, never a verdict.
+    fn fresh_assoc(&self, req: &VsiRequest, want: Intent) -> Option<VdpReply> {
+        let cmd = self
+            .args(req, 0)
+            .and_then(|a| {
+                vdptool::request_command_hinted(
+                    &self.port, &self.cfg, want.mode, &a, true, want.hints,
+                )
+            })
+            .ok()?;
+        match self.socket_set(&cmd, &req.port_uuid)? {
+            SetReply::Refused { text, .. } => {
+                log::debug!(
+                    "{} {}: lldpad refused it ({text}); asking what it holds",
+                    want.mode.as_str(),
+                    req.port_uuid
+                );
+                None
+            }
+            SetReply::Taken { event } => {
+                let r = self.taken_outcome(req, event, want);
+                note_assoc(want, &r);
+                Some(r)
+            }
+        }
+    }
+
     /// Bring lldpad's VSI in line with the request, given what lldpad
     /// holds. `wait` = use `-W` (else the verdict is read by a later query).
     /// The request goes out in `want`'s mode and with its hint.
@@ -187,11 +236,7 @@ impl LldpadDriver {
             } else {
                 self.send_assoc_nowait(req, raw_vlan, want)
             };
-            crate::metrics::vdp_reply(
-                want.mode.as_str(),
-                r.vdp_vlan.is_some() && !r.pending,
-                r.awaiting_verdict(),
-            );
+            note_assoc(want, &r);
             r
         };
         match state {
@@ -270,6 +315,25 @@ impl LldpadDriver {
         }
     }
 
+    /// The reply to an associate lldpad took over the control socket: the
+    /// verdict of the VSI's event, pending without one.
+    fn taken_outcome(
+        &self,
+        req: &VsiRequest,
+        event: Option<Box<crate::lldpad::wire::VdpEvent>>,
+        want: Intent,
+    ) -> VdpReply {
+        let Some(ev) = event else {
+            return VdpReply::pending();
+        };
+        match vdptool::event_outcome_in(&ev, &req.vm_mac, &ev.raw, want.mode) {
+            AssocOutcome::Associated { vlan } => VdpReply::associated(vlan),
+            AssocOutcome::NoVlanYet => VdpReply::no_vlan_yet(),
+            AssocOutcome::Failed { reason } => self.refused(vdptool::Refusal::classify(reason), 0),
+            AssocOutcome::Pending | AssocOutcome::NotOurs { .. } => VdpReply::pending(),
+        }
+    }
+
     /// `vdptool -T -W` assoc and its interpretation (over the control
     /// socket when enabled: the same verdicts and texts; a refusal reads
     /// as vdptool's `FAILED:` line with its exit code 1).
@@ -287,17 +351,7 @@ impl LldpadDriver {
                     r => self.refused(r, 1),
                 };
             }
-            Some(SetReply::Taken { event: None }) => return VdpReply::pending(),
-            Some(SetReply::Taken { event: Some(ev) }) => {
-                return match vdptool::event_outcome_in(&ev, &req.vm_mac, &ev.raw, want.mode) {
-                    AssocOutcome::Associated { vlan } => VdpReply::associated(vlan),
-                    AssocOutcome::NoVlanYet => VdpReply::no_vlan_yet(),
-                    AssocOutcome::Failed { reason } => {
-                        self.refused(vdptool::Refusal::classify(reason), 0)
-                    }
-                    AssocOutcome::Pending | AssocOutcome::NotOurs { .. } => VdpReply::pending(),
-                };
-            }
+            Some(SetReply::Taken { event }) => return self.taken_outcome(req, event, want),
             None => {}
         }
         let argv = cmd.argv();
@@ -467,4 +521,13 @@ impl LldpadDriver {
         }
         self.table.lock().later.extend(keep);
     }
+}
+
+/// An associate's outcome in the metrics (`vdp_replies_total`).
+fn note_assoc(want: Intent, r: &VdpReply) {
+    crate::metrics::vdp_reply(
+        want.mode.as_str(),
+        r.vdp_vlan.is_some() && !r.pending,
+        r.awaiting_verdict(),
+    );
 }
