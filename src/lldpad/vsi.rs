@@ -347,10 +347,7 @@ impl LldpadDriver {
     /// associated is never asked to step back to a pre-association (lldpad
     /// refuses it): such a request keeps the association.
     pub fn associate_as(&self, req: &VsiRequest, want: Intent) -> VdpReply {
-        if let Err(e) = self.args(req, 0).and_then(|a| {
-            vdptool::request_command_hinted(&self.port, &self.cfg, want.mode, &a, true, want.hints)
-                .map(|_| ())
-        }) {
+        if let Err(e) = self.request_cmd(req, 0, want.mode, true, want.hints) {
             log::error!("associate {}: {e}", req.port_uuid);
             return VdpReply::failed(e.to_string());
         }

@@ -60,6 +60,9 @@ pub(super) fn cmd_adds(o: &Opts) -> Res<()> {
     if !burst {
         for (i, p) in ports.iter().enumerate() {
             if i > 0 {
+                // Load pacing, not a wait for an outcome: the next VM-up is
+                // to arrive this long after the last result (a bench client
+                // without signal handlers; SIGINT/SIGTERM end it at once).
                 std::thread::sleep(pause);
             }
             let t0 = Instant::now();

@@ -23,6 +23,20 @@ impl LldpadDriver {
         })
     }
 
+    /// The `vdptool -T` request for `req` with VLAN field `raw_vlan`, in
+    /// `mode` and with `hints`; `wait` = `-W`.
+    pub(super) fn request_cmd(
+        &self,
+        req: &VsiRequest,
+        raw_vlan: u16,
+        mode: Mode,
+        wait: bool,
+        hints: Hints,
+    ) -> Result<Command, vdptool::ArgError> {
+        let a = self.args(req, raw_vlan)?;
+        vdptool::request_command_hinted(&self.port, &self.cfg, mode, &a, wait, hints)
+    }
+
     pub(super) fn run(
         &self,
         argv: &[String],
@@ -195,14 +209,7 @@ impl LldpadDriver {
     /// known VSI and sends what it would have sent anyway, so a refusal
     /// costs one round trip, never a verdict.
     fn fresh_assoc(&self, req: &VsiRequest, want: Intent) -> Option<VdpReply> {
-        let cmd = self
-            .args(req, 0)
-            .and_then(|a| {
-                vdptool::request_command_hinted(
-                    &self.port, &self.cfg, want.mode, &a, true, want.hints,
-                )
-            })
-            .ok()?;
+        let cmd = self.request_cmd(req, 0, want.mode, true, want.hints).ok()?;
         match self.socket_set(&cmd, &req.port_uuid)? {
             SetReply::Refused { text, .. } => {
                 log::debug!(
@@ -338,9 +345,7 @@ impl LldpadDriver {
     /// socket when enabled: the same verdicts and texts; a refusal reads
     /// as vdptool's `FAILED:` line with its exit code 1).
     pub(super) fn assoc_wait(&self, req: &VsiRequest, raw_vlan: u16, want: Intent) -> VdpReply {
-        let cmd = match self.args(req, raw_vlan).and_then(|a| {
-            vdptool::request_command_hinted(&self.port, &self.cfg, want.mode, &a, true, want.hints)
-        }) {
+        let cmd = match self.request_cmd(req, raw_vlan, want.mode, true, want.hints) {
             Ok(c) => c,
             Err(e) => return VdpReply::failed(e.to_string()),
         };
@@ -391,9 +396,7 @@ impl LldpadDriver {
         raw_vlan: u16,
         want: Intent,
     ) -> VdpReply {
-        let cmd = match self.args(req, raw_vlan).and_then(|a| {
-            vdptool::request_command_hinted(&self.port, &self.cfg, want.mode, &a, false, want.hints)
-        }) {
+        let cmd = match self.request_cmd(req, raw_vlan, want.mode, false, want.hints) {
             Ok(c) => c,
             Err(e) => return VdpReply::failed(e.to_string()),
         };
@@ -423,17 +426,7 @@ impl LldpadDriver {
     ) -> Result<(), vdptool::Refusal> {
         use vdptool::Refusal;
         let cmd = self
-            .args(req, raw_vlan)
-            .and_then(|a| {
-                vdptool::request_command_hinted(
-                    &self.port,
-                    &self.cfg,
-                    Mode::Deassoc,
-                    &a,
-                    false,
-                    hints,
-                )
-            })
+            .request_cmd(req, raw_vlan, Mode::Deassoc, false, hints)
             .map_err(|e| Refusal::Other(e.to_string()))?;
         let r = match self.socket_set(&cmd, &req.port_uuid) {
             Some(SetReply::Refused { text, .. }) => Err(Refusal::classify(text)),
